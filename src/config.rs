@@ -1,0 +1,225 @@
+//! Settings: built-in defaults, overridden by an optional TOML file (`--config`), overridden by
+//! `GEODISPATCH_*` environment variables, overridden by command-line flags.
+//!
+//! Every field of [`Settings`] is a setting; its environment variable is `GEODISPATCH_` followed
+//! by the field name in upper case (`key_prefix` → `GEODISPATCH_KEY_PREFIX`). The README's
+//! settings table lists them all; a test checks that it does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Environment variable prefix of every setting.
+pub const ENV_PREFIX: &str = "GEODISPATCH_";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// All settings of the service. Field docs are the README table's descriptions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    /// Redis URL (`redis://[user:password@]host:port/db` or `rediss://…` for TLS). When unset,
+    /// `serve` starts and supervises its own local `redis-server`.
+    pub redis_url: Option<String>,
+    /// Data directory of the self-managed `redis-server` (AOF on). Ignored when `redis_url` is set.
+    pub redis_data_dir: PathBuf,
+    /// Prefix of every Redis key and channel the service uses (lets tenants and tests share a Redis).
+    pub key_prefix: String,
+    /// Timeout of one Redis command on the request path, in milliseconds.
+    pub redis_timeout_ms: u64,
+    /// Directory of seed data to load at startup (`serve --seed DIR`); unset loads nothing.
+    pub seed: Option<PathBuf>,
+    /// GeoJSON file with the service areas; unset uses the built-in `seed-data/cities.geojson`.
+    pub cities_file: Option<PathBuf>,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Maximum request body size in bytes; larger bodies get 413.
+    pub body_limit_bytes: usize,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub http_workers: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            redis_url: None,
+            redis_data_dir: PathBuf::from("./data/redis"),
+            key_prefix: "gd".to_owned(),
+            redis_timeout_ms: 1_000,
+            seed: None,
+            cities_file: None,
+            log_format: LogFormat::Text,
+            body_limit_bytes: 1024 * 1024,
+            http_workers: 0,
+        }
+    }
+}
+
+impl Settings {
+    /// Load settings: defaults < TOML file (if given) < `GEODISPATCH_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut merged = serde_json::to_value(Settings::default())?;
+        let serde_json::Value::Object(map) = &mut merged else {
+            unreachable!("settings serialize to an object")
+        };
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            for (k, v) in serde_json::to_value(table)?
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+            {
+                if !map.contains_key(&k) {
+                    bail!("unknown setting `{k}` in {}", path.display());
+                }
+                map.insert(k, v);
+            }
+        }
+        let defaults = serde_json::to_value(Settings::default())?;
+        for (name, raw) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            let Some(default) = defaults.get(&key) else {
+                // Not a setting of ours (another tool's variable sharing the prefix): ignore.
+                continue;
+            };
+            let value = match default {
+                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                    serde_json::from_str(&raw)
+                        .with_context(|| format!("{name}={raw:?} is not a valid value"))?
+                }
+                _ if raw.is_empty() => serde_json::Value::Null,
+                _ => serde_json::Value::String(raw),
+            };
+            map.insert(key, value);
+        }
+        let settings: Settings = serde_json::from_value(merged)
+            .context("invalid settings (after merging file and environment)")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Load from the process environment.
+    pub fn from_env(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load(file, std::env::vars())
+    }
+
+    /// Reject settings that cannot work, with a message naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.key_prefix.is_empty()
+            || !self
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            bail!(
+                "key_prefix must be non-empty [A-Za-z0-9_.-], got {:?}",
+                self.key_prefix
+            );
+        }
+        if self.body_limit_bytes < 1024 {
+            bail!("body_limit_bytes must be at least 1024");
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            bail!("redis_url must start with redis:// or rediss://");
+        }
+        Ok(())
+    }
+
+    /// Names of every setting, in declaration order (for the README table check).
+    pub fn names() -> Vec<String> {
+        let value = serde_json::to_value(Settings::default()).expect("serializable");
+        value
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_env() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080");
+        assert_eq!(s.key_prefix, "gd");
+        assert!(s.redis_url.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("gd-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gd.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nkey_prefix = \"file\"\nbody_limit_bytes = 4096\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                ("GEODISPATCH_KEY_PREFIX", "envp"),
+                ("GEODISPATCH_HTTP_WORKERS", "3"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9000");
+        assert_eq!(s.key_prefix, "envp");
+        assert_eq!(s.body_limit_bytes, 4096);
+        assert_eq!(s.http_workers, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_settings_in_a_file_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("gd-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gd.toml");
+        std::fs::write(&file, "lisen = \"0.0.0.0:9000\"\n").unwrap();
+        let err = Settings::load(Some(&file), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Settings::load(None, env(&[("GEODISPATCH_HTTP_WORKERS", "many")])).unwrap_err();
+        assert!(format!("{err:#}").contains("GEODISPATCH_HTTP_WORKERS"));
+        let err = Settings::load(None, env(&[("GEODISPATCH_REDIS_URL", "http://x")])).unwrap_err();
+        assert!(format!("{err:#}").contains("redis_url"));
+    }
+}

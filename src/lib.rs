@@ -1,0 +1,37 @@
+//! geodispatch: a delivery-dispatch microservice on Redis.
+//!
+//! Driver phones post GPS positions; the service keeps them in Redis GEO indexes, answers
+//! "who is near this point", ranks candidates with sorted sets and assigns each order to exactly
+//! one driver under an atomic Redis lock.
+//!
+//! # Layout
+//! - [`startup`] builds the actix-web application: middleware, app data, routes of every
+//!   capability module under `/v1`, Swagger UI at `/docs/`; [`startup::serve`] is the `serve`
+//!   command (own local Redis when none is configured, seed loading, graceful shutdown).
+//! - Plumbing: [`config`] (defaults < TOML < `GEODISPATCH_*`), [`telemetry`] (tracing, request
+//!   ids), [`error`] (the problem+json error type), [`extract`] (JSON bodies with limits and
+//!   field-precise errors), [`store`] (Redis connections and key names), [`scripts`] (registry
+//!   of the Lua scripts in `lua/`), [`redis_local`] (a supervised `redis-server` child),
+//!   [`openapi`] (the spec).
+//! - Domain: [`domain`] holds the validated value types (coordinates, ids).
+//! - Capabilities, each owning its routes, types, keys and scripts: [`cities`] (service areas),
+//!   [`health`] (liveness/readiness), [`seed`] (seed data generation and loading).
+//!
+//! # A request's path
+//! actix-web → `telemetry::request_id_middleware` (id, span, access log) → a capability handler
+//! (extractors validate into `domain` types, errors become problem+json) → one script or
+//! command on the shared multiplexed Redis connection → JSON answer.
+
+pub mod cities;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod redis_local;
+pub mod scripts;
+pub mod seed;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

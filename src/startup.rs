@@ -1,0 +1,247 @@
+//! Building and running the HTTP application.
+//!
+//! [`Application::build`] binds the listener first (so tests can ask for port 0 and read the
+//! port back), connects to Redis and wires every module's routes. [`serve`] is the `serve`
+//! command: it adds the self-managed local Redis, seed loading and shutdown.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use utoipa::OpenApi;
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{AppExt, scope};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::cities::CityIndex;
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+use crate::redis_local::{LocalRedis, LocalRedisOptions};
+use crate::store::Store;
+
+/// Register every documented route: health at the root, the API under `/v1`.
+pub fn configure_routes(cfg: &mut ServiceConfig) {
+    cfg.service(crate::health::healthz)
+        .service(crate::health::readyz)
+        .service(scope("/v1").configure(crate::cities::configure));
+}
+
+/// Shared state handed to every handler (each part also registered as its own `web::Data`).
+#[derive(Clone)]
+pub struct AppContext {
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// Redis access.
+    pub store: Store,
+    /// Service areas.
+    pub cities: Arc<CityIndex>,
+}
+
+impl AppContext {
+    /// Connect to Redis at `redis_url` and load the service areas.
+    pub fn new(settings: Settings, redis_url: &str) -> anyhow::Result<Self> {
+        let store = Store::connect(
+            redis_url,
+            &settings.key_prefix,
+            Duration::from_millis(settings.redis_timeout_ms),
+        )?;
+        let cities = CityIndex::load(settings.cities_file.as_deref())?;
+        Ok(Self {
+            settings: Arc::new(settings),
+            store,
+            cities: Arc::new(cities),
+        })
+    }
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header(("location", "/docs/"))
+        .finish()
+}
+
+/// A running (or ready to run) HTTP application.
+pub struct Application {
+    port: u16,
+    server: Server,
+    context: AppContext,
+}
+
+impl Application {
+    /// Bind `settings.listen`, connect to `redis_url` and build the server (not yet polled).
+    pub fn build(
+        settings: Settings,
+        redis_url: &str,
+        handle_signals: bool,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let context = AppContext::new(settings, redis_url)?;
+        let server = run(listener, context.clone(), handle_signals)?;
+        Ok(Self {
+            port,
+            server,
+            context,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared context (store, cities, settings).
+    pub fn context(&self) -> &AppContext {
+        &self.context
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until stopped (SIGTERM / Ctrl-C when signals are handled, or a handle's `stop`).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyhow::Result<Server> {
+    let settings = context.settings.clone();
+    let store = web::Data::new(context.store.clone());
+    let cities = web::Data::from(context.cities.clone());
+    let settings_data = web::Data::from(settings.clone());
+    let body_limit = settings.body_limit_bytes;
+    let mut server = HttpServer::new(move || {
+        let (app, api) = App::new()
+            .wrap(from_fn(crate::telemetry::request_id_middleware))
+            .app_data(store.clone())
+            .app_data(cities.clone())
+            .app_data(settings_data.clone())
+            .app_data(BodyLimit(body_limit))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|err, _| ApiError::field("path", err.to_string()).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|err, _| ApiError::field("query", err.to_string()).into()),
+            )
+            .into_utoipa_app()
+            .openapi(crate::openapi::ApiDoc::openapi())
+            .configure(configure_routes)
+            .split_for_parts();
+        app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+            .route("/docs", web::get().to(docs_redirect))
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(10);
+    if settings.http_workers > 0 {
+        server = server.workers(settings.http_workers);
+    }
+    if !handle_signals {
+        server = server.disable_signals();
+    }
+    Ok(server.run())
+}
+
+/// The `serve` command: use the configured Redis or start a local one, load seed data, serve
+/// until SIGTERM / Ctrl-C, then stop the local Redis.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let mut local = None;
+    let redis_url = match &settings.redis_url {
+        Some(url) => {
+            tracing::info!(redis = %redact(url), "using the configured Redis");
+            url.clone()
+        }
+        None => {
+            let redis = LocalRedis::start(LocalRedisOptions {
+                data_dir: settings.redis_data_dir.clone(),
+                appendonly: true,
+                extra_args: Vec::new(),
+            })
+            .await
+            .context("no GEODISPATCH_REDIS_URL is set, so geodispatch tried to start its own redis-server")?;
+            tracing::info!(
+                url = %redis.url(),
+                data_dir = %settings.redis_data_dir.display(),
+                "no Redis URL configured: started and supervising a local redis-server (AOF on); set GEODISPATCH_REDIS_URL to use your own"
+            );
+            let url = redis.url();
+            local = Some(redis);
+            url
+        }
+    };
+    let seed = settings.seed.clone();
+    let app = Application::build(settings, &redis_url, true)?;
+    tracing::info!(
+        port = app.port(),
+        docs = %format!("http://{}/docs/", app.context().settings.listen),
+        "geodispatch listening"
+    );
+    if let Some(dir) = seed {
+        let context = app.context().clone();
+        crate::seed::load(&context, &dir)
+            .await
+            .context("loading seed data")?;
+    }
+    let supervisor = local.map(|redis| {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        (stop_tx, tokio::spawn(supervise(redis, stop_rx)))
+    });
+    let result = app.run_until_stopped().await;
+    tracing::info!("HTTP server stopped");
+    if let Some((stop_tx, task)) = supervisor {
+        let _ = stop_tx.send(());
+        let _ = task.await;
+    }
+    result.context("HTTP server")
+}
+
+/// Watch the local Redis and restart it (same port and data dir, so the AOF restores the data)
+/// if it dies; on `stop`, shut it down cleanly (SHUTDOWN flushes the AOF).
+async fn supervise(mut redis: LocalRedis, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            status = redis.wait_exit() => {
+                tracing::error!(?status, "the local redis-server exited; restarting it");
+                if let Err(err) = redis.restart().await {
+                    tracing::error!(error = format!("{err:#}"), "could not restart the local redis-server");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            _ = &mut stop => {
+                match redis.stop().await {
+                    Ok(()) => tracing::info!("stopped the local redis-server"),
+                    Err(err) => tracing::warn!(error = format!("{err:#}"), "stopping the local redis-server"),
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// A Redis URL with its password hidden, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
