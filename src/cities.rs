@@ -6,15 +6,16 @@
 
 use std::path::Path;
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get, post, web};
 use anyhow::{Context, bail};
 use geo::{BoundingRect, Coord, Intersects, LineString, MonotonicPolygons, MultiPolygon, Polygon};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::domain::{CityId, GeoPoint};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
+use crate::extract::JsonBody;
 
 /// The built-in service areas (`seed-data/cities.geojson`), used when no file is configured.
 pub const BUILTIN_CITIES: &str = include_str!("../seed-data/cities.geojson");
@@ -245,9 +246,51 @@ pub async fn list_cities(cities: web::Data<CityIndex>) -> HttpResponse {
     })
 }
 
+/// `POST /v1/cities/resolve` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"lat": 48.8566, "lon": 2.3522}))]
+pub struct ResolveRequest {
+    /// Latitude in degrees (±85.05112878, the Redis GEO limit).
+    pub lat: f64,
+    /// Longitude in degrees (±180).
+    pub lon: f64,
+}
+
+/// `POST /v1/cities/resolve` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"city": "paris"}))]
+pub struct ResolveResponse {
+    /// Id of the service area containing the point.
+    pub city: String,
+}
+
+/// Resolve a point to the service area that contains it.
+#[utoipa::path(
+    tag = "cities",
+    request_body = ResolveRequest,
+    responses(
+        (status = 200, description = "The city containing the point", body = ResolveResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid coordinates, unknown field, or a point outside every service area (`outside-service-area`)", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/cities/resolve")]
+pub async fn resolve_city(
+    cities: web::Data<CityIndex>,
+    body: JsonBody<ResolveRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let point = GeoPoint::parse(body.0.lat, body.0.lon, "").map_err(ApiError::Validation)?;
+    let city = cities.resolve_or_reject(point)?;
+    Ok(HttpResponse::Ok().json(ResolveResponse {
+        city: city.id.to_string(),
+    }))
+}
+
 /// Register this module's routes under `/v1`.
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list_cities);
+    cfg.service(list_cities).service(resolve_city);
 }
 
 #[cfg(test)]

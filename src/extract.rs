@@ -86,6 +86,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 
 /// Deserialize `body`, classifying failures as 400 (syntax) or 422 (shape, naming the field).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde accepts a JSON array for a struct (fields by position); every request body of this
+    // API is an object, so an array is refused rather than silently read positionally.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::field(
+            "body",
+            "must be a JSON object, not an array",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let (path, inner) = match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => match de.end() {

@@ -1,1 +1,9 @@
+//! Integration tests: the real app on real `redis-server` processes (one per test, on a free
+//! loopback port). Nothing here touches the machine's own Redis on 6379.
 
+mod cities;
+mod errors;
+mod health_and_docs;
+#[allow(dead_code)] // helpers are shared by test modules; not every one uses every helper
+mod helpers;
+mod project;

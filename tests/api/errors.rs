@@ -1,0 +1,88 @@
+//! Bad input gets a precise problem+json and changes nothing.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn malformed_json_is_a_400_problem() {
+    let app = spawn_app().await;
+    for body in [
+        "{",
+        "{\"lat\": }",
+        "not json",
+        "",
+        "{\"lat\": 48.85, \"lon\": 2.35} trailing",
+    ] {
+        app.send_raw(
+            Method::POST,
+            "/v1/cities/resolve",
+            "application/json",
+            body.as_bytes().to_vec(),
+        )
+        .await
+        .assert_problem(400, "malformed-json");
+    }
+}
+
+#[tokio::test]
+async fn unknown_missing_and_mistyped_fields_are_named() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            json!({"lat": 48.85, "lon": 2.35, "alt": 35}),
+            "alt",
+            "unknown field",
+        ),
+        (json!({"lat": 48.85}), "lon", "missing field"),
+        (
+            json!({"lat": "48.85", "lon": 2.35}),
+            "lat",
+            "string instead of a number",
+        ),
+        (json!({"lat": null, "lon": 2.35}), "lat", "null"),
+        (
+            json!([48.85, 2.35]),
+            "body",
+            "an array instead of an object",
+        ),
+    ];
+    for (body, field, why) in cases {
+        let answer = app.post_json("/v1/cities/resolve", &body).await;
+        answer.assert_problem(422, "validation-error");
+        assert_eq!(answer.problem_fields(), [field], "{why}: {}", answer.text);
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_problem() {
+    let app = spawn_app().await;
+    let mut big = b"{\"lat\": 48.85, \"lon\": 2.35, \"pad\": \"".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 2 * 1024 * 1024));
+    big.extend(b"\"}");
+    app.send_raw(Method::POST, "/v1/cities/resolve", "application/json", big)
+        .await
+        .assert_problem(413, "payload-too-large");
+}
+
+#[tokio::test]
+async fn a_non_json_content_type_is_a_415_problem() {
+    let app = spawn_app().await;
+    app.send_raw(
+        Method::POST,
+        "/v1/cities/resolve",
+        "text/plain",
+        b"{}".to_vec(),
+    )
+    .await
+    .assert_problem(415, "unsupported-media-type");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_a_404_problem() {
+    let app = spawn_app().await;
+    app.get("/v1/nothing-here")
+        .await
+        .assert_problem(404, "not-found");
+}

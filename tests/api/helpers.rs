@@ -1,0 +1,252 @@
+//! Test harness: a real `redis-server` per test on a free loopback port, the app in-process on
+//! port 0 with a unique key prefix, and typed request helpers.
+
+use std::time::{Duration, Instant};
+
+use geodispatch::config::Settings;
+use geodispatch::redis_local::{LocalRedis, LocalRedisOptions};
+use geodispatch::startup::{AppContext, Application};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A running app on its own Redis.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// HTTP client (follows no redirects).
+    pub client: reqwest::Client,
+    /// The test's own Redis.
+    pub redis: LocalRedis,
+    /// The app's shared context (store, cities, settings).
+    pub context: AppContext,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// A parsed HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Content-Type header.
+    pub content_type: String,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body as JSON (`Value::Null` when the body is not JSON).
+    pub json: Value,
+    /// Raw body.
+    pub text: String,
+}
+
+impl Answer {
+    /// Deserialize the body.
+    pub fn body<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_value(self.json.clone())
+            .unwrap_or_else(|e| panic!("unexpected body {}: {e}", self.text))
+    }
+
+    /// Assert this is a problem+json with `status` whose type ends with `code`.
+    pub fn assert_problem(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "body: {}",
+            self.text
+        );
+        let type_ = self.json["type"].as_str().unwrap_or_default();
+        assert!(
+            type_.ends_with(code),
+            "type {type_:?} should end with {code:?}: {}",
+            self.text
+        );
+        assert_eq!(self.json["status"], status);
+        assert!(self.json["title"].is_string() && self.json["detail"].is_string());
+        self
+    }
+
+    /// The `field` names of a validation problem's `errors`.
+    pub fn problem_fields(&self) -> Vec<String> {
+        self.json["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Start Redis and the app with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Start Redis and the app, letting the test adjust the settings first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let redis = start_redis().await;
+    spawn_app_on(redis, adjust).await
+}
+
+/// Start a fresh `redis-server` (in-memory, own temp dir).
+pub async fn start_redis() -> LocalRedis {
+    let dir = std::env::temp_dir().join(format!("gd-test-{}", uuid::Uuid::new_v4()));
+    LocalRedis::start(LocalRedisOptions {
+        data_dir: dir,
+        appendonly: false,
+        extra_args: Vec::new(),
+    })
+    .await
+    .expect("starting redis-server for the test")
+}
+
+/// Start the app on an existing Redis.
+pub async fn spawn_app_on(redis: LocalRedis, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".to_owned(),
+        key_prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        http_workers: 1,
+        ..Settings::default()
+    };
+    adjust(&mut settings);
+    let app = Application::build(settings, &redis.url(), false).expect("building the app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let context = app.context().clone();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    TestApp {
+        address,
+        client,
+        redis,
+        context,
+        handle,
+    }
+}
+
+impl TestApp {
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = response.text().await.expect("reading the body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            content_type,
+            headers,
+            json,
+            text,
+        }
+    }
+
+    /// GET `path`.
+    pub async fn get(&self, path: &str) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("GET");
+        Self::answer(response).await
+    }
+
+    /// Send `method path` with a JSON body.
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> Answer {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        Self::answer(response).await
+    }
+
+    /// POST a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.send_json(reqwest::Method::POST, path, body).await
+    }
+
+    /// PUT a JSON body.
+    pub async fn put_json(&self, path: &str, body: &Value) -> Answer {
+        self.send_json(reqwest::Method::PUT, path, body).await
+    }
+
+    /// DELETE `path`.
+    pub async fn delete(&self, path: &str) -> Answer {
+        let response = self
+            .client
+            .delete(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("DELETE");
+        Self::answer(response).await
+    }
+
+    /// Send raw bytes with a content type.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        Self::answer(response).await
+    }
+
+    /// Poll `path` until it answers `status` or `within` passes; returns whether it did.
+    pub async fn wait_for_status(&self, path: &str, status: u16, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.get(path).await.status == status {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A direct Redis connection for assertions about stored state.
+    pub async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Every key under this app's prefix (tests only: KEYS is fine on a test server).
+    pub async fn keys(&self) -> Vec<String> {
+        let mut conn = self.redis_conn().await;
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.context.settings.key_prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    }
+
+    /// Stop the HTTP server.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}

@@ -1,0 +1,90 @@
+//! Checks on the repository itself: the committed spec, the README settings table, the compose file.
+
+use std::collections::BTreeSet;
+
+use geodispatch::config::Settings;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn committed_openapi_json_equals_what_the_binary_prints() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_geodispatch"))
+        .arg("openapi")
+        .output()
+        .expect("running geodispatch openapi");
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        printed == read("openapi/openapi.json"),
+        "openapi/openapi.json is stale: run `cargo run -q -- openapi > openapi/openapi.json`"
+    );
+}
+
+#[test]
+fn every_setting_is_in_the_readme_table() {
+    let readme = read("README.md");
+    for name in Settings::names() {
+        let var = format!("`GEODISPATCH_{}`", name.to_ascii_uppercase());
+        assert!(readme.contains(&var), "README.md lacks a row for {var}");
+    }
+}
+
+#[test]
+fn compose_file_wires_redis_and_the_service_with_real_setting_names() {
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&read("docker-compose.yml")).expect("valid YAML");
+    let services = &compose["services"];
+    let redis = &services["redis"];
+    let image = redis["image"].as_str().expect("redis image");
+    assert!(image.starts_with("redis:7"), "{image}");
+    let command = serde_yaml::to_string(&redis["command"]).unwrap();
+    assert!(
+        command.contains("--appendonly") && command.contains("yes"),
+        "AOF on: {command}"
+    );
+    assert!(
+        redis["healthcheck"]["test"].is_sequence(),
+        "redis healthcheck"
+    );
+
+    let app = &services["geodispatch"];
+    assert!(
+        app["build"].is_mapping() || app["build"].is_string(),
+        "built from the Dockerfile"
+    );
+    let env = app["environment"]
+        .as_mapping()
+        .expect("environment as a mapping");
+    let known: BTreeSet<String> = Settings::names()
+        .into_iter()
+        .map(|n| format!("GEODISPATCH_{}", n.to_ascii_uppercase()))
+        .collect();
+    for key in env.keys() {
+        let key = key.as_str().unwrap();
+        assert!(known.contains(key), "{key} is not a setting");
+    }
+    let url = env[&serde_yaml::Value::from("GEODISPATCH_REDIS_URL")]
+        .as_str()
+        .unwrap();
+    assert!(url.starts_with("redis://redis:6379"), "{url}");
+    let listen = env[&serde_yaml::Value::from("GEODISPATCH_LISTEN")]
+        .as_str()
+        .unwrap();
+    let port = listen.rsplit(':').next().unwrap();
+    let ports = serde_yaml::to_string(&app["ports"]).unwrap();
+    assert!(
+        ports.contains(&format!(":{port}")),
+        "published port {ports} must reach {listen}"
+    );
+    let health = serde_yaml::to_string(&app["healthcheck"]["test"]).unwrap();
+    assert!(health.contains("/readyz"), "{health}");
+    let depends = serde_yaml::to_string(&app["depends_on"]).unwrap();
+    assert!(
+        depends.contains("redis") && depends.contains("service_healthy"),
+        "{depends}"
+    );
+    assert!(read("Dockerfile").contains("FROM"), "Dockerfile present");
+}
