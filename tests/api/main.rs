@@ -7,3 +7,4 @@ mod health_and_docs;
 #[allow(dead_code)] // helpers are shared by test modules; not every one uses every helper
 mod helpers;
 mod project;
+mod quickstart;
