@@ -8,7 +8,7 @@ use std::path::Path;
 
 use actix_web::{HttpResponse, get, post, web};
 use anyhow::{Context, bail};
-use geo::{BoundingRect, Coord, Intersects, LineString, MonotonicPolygons, MultiPolygon, Polygon};
+use geo::{BoundingRect, ChamberlainDuquetteArea, Coord, Intersects, LineString, MonotonicPolygons, MultiPolygon, Polygon};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -53,6 +53,8 @@ pub struct City {
     pub bbox: BoundingBox,
     /// The outline.
     pub area: MultiPolygon<f64>,
+    /// Area of the outline in square metres (spherical approximation).
+    pub area_m2: f64,
     prepared: MonotonicPolygons<f64>,
 }
 
@@ -114,8 +116,10 @@ impl CityIndex {
             {
                 bail!("city {id} reaches beyond the latitudes Redis GEO can store");
             }
+            let area_m2 = area.chamberlain_duquette_unsigned_area();
             cities.push(City {
                 id,
+                area_m2,
                 name,
                 bbox,
                 prepared: MonotonicPolygons::from(area.clone()),

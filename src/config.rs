@@ -49,6 +49,27 @@ pub struct Settings {
     pub body_limit_bytes: usize,
     /// HTTP worker threads; 0 means one per CPU core.
     pub http_workers: usize,
+    /// A driver whose last position is older than this (ms) is never a search or dispatch result.
+    pub driver_ttl_ms: u64,
+    /// How far in the future (ms, by Redis' clock) a position's `recorded_at` may be.
+    pub max_clock_skew_ms: u64,
+    /// Largest number of positions in one batch; a larger batch is rejected whole.
+    pub batch_max_positions: usize,
+    /// Interval between two sweeps of stale drivers out of the indexes (ms).
+    pub sweep_interval_ms: u64,
+    /// Drivers removed per sweep script call (bounds the time Redis is blocked).
+    pub sweep_batch: usize,
+    /// Default `limit` of nearby search.
+    pub search_default_limit: usize,
+    /// Largest `limit` of nearby search.
+    pub search_max_limit: usize,
+    /// Default `radius_m` of nearby search.
+    pub search_default_radius_m: f64,
+    /// Largest `radius_m` of nearby search (a box may be up to twice as wide and high).
+    pub search_max_radius_m: f64,
+    /// With `--seed`, re-post the seed fleet's positions every `driver_ttl_ms / 2` so the demo
+    /// fleet stays searchable (it overrides positions reported for those driver ids).
+    pub seed_refresh: bool,
 }
 
 impl Default for Settings {
@@ -64,6 +85,16 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             body_limit_bytes: 1024 * 1024,
             http_workers: 0,
+            driver_ttl_ms: 60_000,
+            max_clock_skew_ms: 30_000,
+            batch_max_positions: 1_000,
+            sweep_interval_ms: 5_000,
+            sweep_batch: 1_000,
+            search_default_limit: 20,
+            search_max_limit: 100,
+            search_default_radius_m: 5_000.0,
+            search_max_radius_m: 50_000.0,
+            seed_refresh: true,
         }
     }
 }
@@ -137,6 +168,15 @@ impl Settings {
                 "key_prefix must be non-empty [A-Za-z0-9_.-], got {:?}",
                 self.key_prefix
             );
+        }
+        if self.driver_ttl_ms == 0 || self.sweep_interval_ms == 0 || self.sweep_batch == 0 {
+            bail!("driver_ttl_ms, sweep_interval_ms and sweep_batch must be positive");
+        }
+        if self.batch_max_positions == 0 || self.search_max_limit == 0 || self.search_default_limit == 0 {
+            bail!("batch_max_positions, search_max_limit and search_default_limit must be positive");
+        }
+        if !(self.search_max_radius_m > 0.0 && self.search_default_radius_m > 0.0) {
+            bail!("search radii must be positive");
         }
         if self.body_limit_bytes < 1024 {
             bail!("body_limit_bytes must be at least 1024");

@@ -15,7 +15,8 @@
 //!   [`openapi`] (the spec).
 //! - Domain: [`domain`] holds the validated value types (coordinates, ids).
 //! - Capabilities, each owning its routes, types, keys and scripts: [`cities`] (service areas),
-//!   [`health`] (liveness/readiness), [`seed`] (seed data generation and loading).
+//!   [`health`] (liveness/readiness), [`drivers`] (position ingest, status, liveness sweeper),
+//!   [`search`] (nearest-k search), [`seed`] (seed data generation and loading).
 //!
 //! # A request's path
 //! actix-web → `telemetry::request_id_middleware` (id, span, access log) → a capability handler
@@ -25,12 +26,14 @@
 pub mod cities;
 pub mod config;
 pub mod domain;
+pub mod drivers;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod openapi;
 pub mod redis_local;
 pub mod scripts;
+pub mod search;
 pub mod seed;
 pub mod startup;
 pub mod store;

@@ -18,6 +18,8 @@ use utoipa_actix_web::AppExt;
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "cities", description = "Service areas"),
+        (name = "drivers", description = "Driver positions, shift status and state"),
+        (name = "search", description = "Nearest drivers"),
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
 )]

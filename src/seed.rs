@@ -196,9 +196,11 @@ pub async fn load(context: &AppContext, dir: &Path) -> anyhow::Result<()> {
     let drivers_path = dir.join("drivers.jsonl");
     if drivers_path.exists() {
         let drivers: Vec<SeedDriver> = read_jsonl(&drivers_path)?;
+        let stored = load_drivers(context, &drivers).await?;
         tracing::info!(
             count = drivers.len(),
-            "seed: drivers.jsonl read; driver positions are not built yet, skipping them"
+            stored,
+            "seed: driver positions loaded (recorded now; they age out after driver_ttl_ms unless refreshed)"
         );
     } else {
         tracing::info!(path = %drivers_path.display(), "seed: no drivers file, skipping");
@@ -211,8 +213,74 @@ pub async fn load(context: &AppContext, dir: &Path) -> anyhow::Result<()> {
             "seed: orders.jsonl read; dispatch is not built yet, skipping orders"
         );
     }
-    let _ = context;
     Ok(())
+}
+
+/// Keep the seed fleet fresh: re-post its positions every `driver_ttl_ms / 2`.
+pub fn spawn_refresh(context: AppContext, dir: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let drivers: Vec<SeedDriver> = match read_jsonl(&dir.join("drivers.jsonl")) {
+            Ok(d) => d,
+            Err(_) => return,
+        };
+        let period = std::time::Duration::from_millis((context.settings.driver_ttl_ms / 2).max(1_000));
+        tracing::info!(every_ms = period.as_millis() as u64, "seed: refreshing the seed fleet's positions");
+        loop {
+            tokio::time::sleep(period).await;
+            if let Err(err) = load_drivers(&context, &drivers).await {
+                tracing::warn!(error = format!("{err:#}"), "seed: refresh failed");
+            }
+        }
+    })
+}
+
+/// Store the seed fleet's positions, recorded now, in batches. Returns how many were stored.
+pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyhow::Result<usize> {
+    use crate::domain::{CityId, DriverId};
+    use crate::drivers::{RecordedAt, ShiftStatus, VehicleType};
+
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let mut conn = context.store.conn();
+    let mut stored = 0;
+    for chunk in drivers.chunks(1_000) {
+        let mut pipe = redis::pipe();
+        for d in chunk {
+            let id = DriverId::parse(&d.driver_id).map_err(|e| anyhow::anyhow!("{}: {e}", d.driver_id))?;
+            let update = crate::drivers::LocationUpdate {
+                lat: d.lat,
+                lon: d.lon,
+                recorded_at: RecordedAt(now_ms as i64),
+                accuracy_m: None,
+                heading_deg: None,
+                speed_mps: None,
+                vehicle_type: VehicleType::parse(&d.vehicle_type),
+                status: Some(if d.status == "offline" { ShiftStatus::Offline } else { ShiftStatus::Available }),
+            };
+            let pos = update
+                .validate("")
+                .map_err(|e| anyhow::anyhow!("{}: {e:?}", d.driver_id))?;
+            let city = context
+                .cities
+                .resolve(pos.point)
+                .map(|c| c.id.clone())
+                .or_else(|| CityId::parse(&d.city).ok())
+                .ok_or_else(|| anyhow::anyhow!("{}: outside every city", d.driver_id))?;
+            pipe.add_command(crate::drivers::position_cmd(
+                context.store.keys(),
+                &context.settings,
+                &id,
+                &city,
+                &pos,
+                None,
+            ));
+        }
+        let replies: Vec<Vec<String>> =
+            crate::scripts::run_pipeline(&mut conn, &crate::drivers::SET_POSITION, &pipe)
+                .await
+                .context("storing seed positions")?;
+        stored += replies.iter().filter(|r| r.first().is_some_and(|s| s == "ok")).count();
+    }
+    Ok(stored)
 }
 
 /// Default random seed of `seed generate`.

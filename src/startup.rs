@@ -28,7 +28,12 @@ use crate::store::Store;
 pub fn configure_routes(cfg: &mut ServiceConfig) {
     cfg.service(crate::health::healthz)
         .service(crate::health::readyz)
-        .service(scope("/v1").configure(crate::cities::configure));
+        .service(
+            scope("/v1")
+                .configure(crate::cities::configure)
+                .configure(crate::search::configure)
+                .configure(crate::drivers::configure),
+        );
 }
 
 /// Shared state handed to every handler (each part also registered as its own `web::Data`).
@@ -78,10 +83,12 @@ pub struct Application {
     port: u16,
     server: Server,
     context: AppContext,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
-    /// Bind `settings.listen`, connect to `redis_url` and build the server (not yet polled).
+    /// Bind `settings.listen`, connect to `redis_url`, build the server (not yet polled) and
+    /// start the background tasks (the liveness sweeper). Call from inside a tokio runtime.
     pub fn build(
         settings: Settings,
         redis_url: &str,
@@ -92,10 +99,16 @@ impl Application {
         let port = listener.local_addr()?.port();
         let context = AppContext::new(settings, redis_url)?;
         let server = run(listener, context.clone(), handle_signals)?;
+        let background = vec![crate::drivers::spawn_sweeper(
+            context.store.clone(),
+            context.settings.clone(),
+            context.cities.clone(),
+        )];
         Ok(Self {
             port,
             server,
             context,
+            background,
         })
     }
 
@@ -116,7 +129,11 @@ impl Application {
 
     /// Serve until stopped (SIGTERM / Ctrl-C when signals are handled, or a handle's `stop`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        for task in self.background {
+            task.abort();
+        }
+        result
     }
 }
 
@@ -194,11 +211,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         docs = %format!("http://{}/docs/", app.context().settings.listen),
         "geodispatch listening"
     );
+    let mut refresher = None;
     if let Some(dir) = seed {
         let context = app.context().clone();
         crate::seed::load(&context, &dir)
             .await
             .context("loading seed data")?;
+        if context.settings.seed_refresh {
+            refresher = Some(crate::seed::spawn_refresh(context, dir));
+        }
     }
     let supervisor = local.map(|redis| {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -206,6 +227,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let result = app.run_until_stopped().await;
     tracing::info!("HTTP server stopped");
+    if let Some(task) = refresher {
+        task.abort();
+    }
     if let Some((stop_tx, task)) = supervisor {
         let _ = stop_tx.send(());
         let _ = task.await;

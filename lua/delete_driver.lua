@@ -1,0 +1,22 @@
+-- delete_driver.lua: remove a driver from every index and forget its state.
+--
+-- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[2]      last-seen sorted set of the driver's city
+-- KEYS[3..14]  GEO sets of that city, status-major: (available, busy, offline) x (bike, scooter, car, van)
+-- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in
+-- Returns {'ok'} | {'missing'} | {'moved', actual_city} (nothing written)
+local id = ARGV[1]
+local state = redis.call('HGET', KEYS[1], id)
+if not state then
+  return {'missing'}
+end
+local city = string.match(state, '^([^|]*)|')
+if city ~= ARGV[2] then
+  return {'moved', city}
+end
+for i = 3, 14 do
+  redis.call('ZREM', KEYS[i], id)
+end
+redis.call('ZREM', KEYS[2], id)
+redis.call('HDEL', KEYS[1], id)
+return {'ok'}

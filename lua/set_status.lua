@@ -1,0 +1,43 @@
+-- set_status.lua: a driver goes on or off shift (available <-> offline).
+-- Moves the driver between the GEO sets of its city (only while it is indexed, i.e. fresh) and
+-- updates its stored state. 'busy' is set and cleared by dispatch only.
+--
+-- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[2]      last-seen sorted set of the driver's city
+-- KEYS[3..14]  GEO sets of that city, status-major: (available, busy, offline) x (bike, scooter, car, van)
+-- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in   ARGV[3] 'available' | 'offline'
+-- Returns one of:
+--   {'ok', packed_state, now_ms}
+--   {'missing'}                  no such driver
+--   {'moved', actual_city}       nothing written: call again with that city's keys
+--   {'busy', packed_state}       nothing written: the driver holds an order
+local STATUS = {available = 0, busy = 1, offline = 2}
+local VEHICLE = {bike = 0, scooter = 1, car = 2, van = 3}
+local function geo_key(status, vehicle)
+  return KEYS[3 + STATUS[status] * 4 + VEHICLE[vehicle]]
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id, new_status = ARGV[1], ARGV[3]
+local state = redis.call('HGET', KEYS[1], id)
+if not state then
+  return {'missing'}
+end
+local city, recorded, lat, lon, status, vehicle, rest =
+  string.match(state, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+if city ~= ARGV[2] then
+  return {'moved', city}
+end
+if status == 'busy' then
+  return {'busy', state}
+end
+if status ~= new_status then
+  -- Re-index only a driver that is still indexed (the sweeper removes stale ones).
+  if redis.call('ZREM', geo_key(status, vehicle), id) == 1 then
+    redis.call('GEOADD', geo_key(new_status, vehicle), lon, lat, id)
+  end
+  state = table.concat({city, recorded, lat, lon, new_status, vehicle, rest}, '|')
+  redis.call('HSET', KEYS[1], id, state)
+end
+return {'ok', state, now}

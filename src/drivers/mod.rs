@@ -1,0 +1,83 @@
+//! Driver positions: ingest (single and batch), shift status, reads, deletion and the liveness
+//! sweeper. Owns the driver keys and the scripts that change them.
+//!
+//! Redis layout (prefix `gd`, city `paris`):
+//! - `gd:drivers`: hash `driver_id → "city|recorded_ms|lat|lon|status|vehicle|accuracy|heading|speed"`,
+//!   the state of every driver (one packed field per driver keeps memory per driver small);
+//! - `gd:{paris}:seen`: sorted set `driver_id → recorded_ms`, the liveness index;
+//! - `gd:{paris}:geo:<status>:<vehicle>`: one GEO set per status and vehicle type, so that
+//!   "available cars near X" is one GEOSEARCH with no per-driver filtering.
+//!
+//! Every change goes through one Lua script (`lua/set_position.lua`, `set_status.lua`,
+//! `delete_driver.lua`, `sweep_stale.lua`) that checks the stored state and writes all indexes
+//! at once, so a stale or concurrent update can never leave the indexes half-moved.
+
+mod model;
+mod routes;
+mod sweeper;
+
+use std::sync::LazyLock;
+
+pub use model::{
+    BatchPosition, BatchRequest, BatchResponse, BatchResult, BatchStatus, DriverState, DriverStatus,
+    LocationUpdate, RecordedAt, ShiftStatus, StatusUpdate, ValidPosition, VehicleType,
+};
+use redis::Script;
+pub use routes::{PositionOutcome, configure, decode_position, load_driver, position_cmd, set_position};
+pub use sweeper::{spawn_sweeper, sweep_city};
+
+use crate::store::Keys;
+
+/// `lua/set_position.lua`.
+pub static SET_POSITION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/set_position.lua")));
+/// `lua/set_status.lua`.
+pub static SET_STATUS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/set_status.lua")));
+/// `lua/delete_driver.lua`.
+pub static DELETE_DRIVER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/delete_driver.lua")));
+/// `lua/sweep_stale.lua`.
+pub static SWEEP_STALE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/sweep_stale.lua")));
+
+/// This module's scripts (for the readiness registry).
+pub fn scripts() -> [&'static Script; 4] {
+    [&SET_POSITION, &SET_STATUS, &DELETE_DRIVER, &SWEEP_STALE]
+}
+
+/// The global driver state hash.
+pub fn state_key(keys: &Keys) -> String {
+    keys.global("drivers")
+}
+
+/// A city's last-seen sorted set.
+pub fn seen_key(keys: &Keys, city: &str) -> String {
+    keys.city(city, "seen")
+}
+
+/// A city's GEO set of drivers with `status` and `vehicle`.
+pub fn geo_key(keys: &Keys, city: &str, status: DriverStatus, vehicle: VehicleType) -> String {
+    keys.city(city, &format!("geo:{}:{}", status.as_str(), vehicle.as_str()))
+}
+
+/// A city's 12 GEO sets in the order the scripts expect: status-major
+/// (available, busy, offline) × (bike, scooter, car, van).
+pub fn all_geo_keys(keys: &Keys, city: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(12);
+    for status in DriverStatus::ALL {
+        for vehicle in VehicleType::ALL {
+            out.push(geo_key(keys, city, status, vehicle));
+        }
+    }
+    out
+}
+
+/// KEYS of a script that works on one city: state hash, seen set, the 12 GEO sets.
+pub fn city_script_keys(keys: &Keys, city: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(14);
+    out.push(state_key(keys));
+    out.push(seen_key(keys, city));
+    out.extend(all_geo_keys(keys, city));
+    out
+}

@@ -1,0 +1,459 @@
+//! Request and response types of the drivers API, and the packed state format.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use crate::domain::{DriverId, GeoPoint};
+use crate::error::FieldError;
+
+/// Vehicle type of a driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VehicleType {
+    /// Bicycle.
+    Bike,
+    /// Scooter or motorbike.
+    Scooter,
+    /// Car (the default for a new driver).
+    Car,
+    /// Van.
+    Van,
+}
+
+impl VehicleType {
+    /// Every vehicle type, in the scripts' key order.
+    pub const ALL: [VehicleType; 4] = [VehicleType::Bike, VehicleType::Scooter, VehicleType::Car, VehicleType::Van];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VehicleType::Bike => "bike",
+            VehicleType::Scooter => "scooter",
+            VehicleType::Car => "car",
+            VehicleType::Van => "van",
+        }
+    }
+
+    /// Parse the lower-case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A driver's status. `busy` is set and cleared by dispatch only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverStatus {
+    /// On shift and free: a dispatch candidate while fresh.
+    Available,
+    /// Holding an order.
+    Busy,
+    /// Off shift.
+    Offline,
+}
+
+impl DriverStatus {
+    /// Every status, in the scripts' key order.
+    pub const ALL: [DriverStatus; 3] = [DriverStatus::Available, DriverStatus::Busy, DriverStatus::Offline];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverStatus::Available => "available",
+            DriverStatus::Busy => "busy",
+            DriverStatus::Offline => "offline",
+        }
+    }
+
+    /// Parse the lower-case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// The statuses a driver's phone may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShiftStatus {
+    /// Going on shift.
+    Available,
+    /// Going off shift.
+    Offline,
+}
+
+impl ShiftStatus {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShiftStatus::Available => "available",
+            ShiftStatus::Offline => "offline",
+        }
+    }
+}
+
+/// When a position was recorded: RFC 3339 text or epoch milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String, example = "2026-11-23T18:30:00.250Z")]
+pub struct RecordedAt(pub i64);
+
+/// Earliest accepted `recorded_at` (2000-01-01): anything before is a device clock error.
+const MIN_RECORDED_MS: i64 = 946_684_800_000;
+
+impl<'de> Deserialize<'de> for RecordedAt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RecordedAt;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 timestamp or integer epoch milliseconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RecordedAt, E> {
+                Ok(RecordedAt(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RecordedAt, E> {
+                i64::try_from(v).map(RecordedAt).map_err(|_| E::custom("epoch milliseconds out of range"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RecordedAt, E> {
+                if v.fract() == 0.0 && v.abs() < 1e15 {
+                    Ok(RecordedAt(v as i64))
+                } else {
+                    Err(E::custom("epoch milliseconds must be an integer"))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RecordedAt, E> {
+                let t = OffsetDateTime::parse(v, &Rfc3339)
+                    .map_err(|e| E::custom(format!("not an RFC 3339 timestamp ({e})")))?;
+                Ok(RecordedAt((t.unix_timestamp_nanos() / 1_000_000) as i64))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Format epoch milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// `PUT /v1/drivers/{driver_id}/location` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"lat": 48.8566, "lon": 2.3522, "recorded_at": "2026-11-23T18:30:00.250Z", "accuracy_m": 8.5, "heading_deg": 90.0, "speed_mps": 6.2, "vehicle_type": "scooter", "status": "available"}))]
+pub struct LocationUpdate {
+    /// Latitude in degrees, within ±85.05112878 (Redis GEO limit).
+    pub lat: f64,
+    /// Longitude in degrees, within ±180.
+    pub lon: f64,
+    /// When the phone recorded the position: RFC 3339 or epoch milliseconds. Older than the
+    /// stored position: 409 `stale-position`; more than the allowed skew in the future: 422.
+    pub recorded_at: RecordedAt,
+    /// Horizontal accuracy in metres (0–10000).
+    #[serde(default)]
+    pub accuracy_m: Option<f64>,
+    /// Heading in degrees clockwise from north (0 ≤ h < 360).
+    #[serde(default)]
+    pub heading_deg: Option<f64>,
+    /// Speed in metres per second (0–150).
+    #[serde(default)]
+    pub speed_mps: Option<f64>,
+    /// Vehicle type; kept when absent (a new driver defaults to `car`).
+    #[serde(default)]
+    pub vehicle_type: Option<VehicleType>,
+    /// Go on (`available`) or off (`offline`) shift in the same call; kept when absent (a new
+    /// driver starts `available`). Ignored while the driver is `busy` with an order.
+    #[serde(default)]
+    pub status: Option<ShiftStatus>,
+}
+
+/// One item of a batch: a [`LocationUpdate`] plus its driver id.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPosition {
+    /// Driver id: 1–64 characters of `[A-Za-z0-9_-]`.
+    pub driver_id: String,
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// RFC 3339 or epoch milliseconds.
+    pub recorded_at: RecordedAt,
+    /// Horizontal accuracy in metres.
+    #[serde(default)]
+    pub accuracy_m: Option<f64>,
+    /// Heading in degrees.
+    #[serde(default)]
+    pub heading_deg: Option<f64>,
+    /// Speed in metres per second.
+    #[serde(default)]
+    pub speed_mps: Option<f64>,
+    /// Vehicle type.
+    #[serde(default)]
+    pub vehicle_type: Option<VehicleType>,
+    /// `available` or `offline`.
+    #[serde(default)]
+    pub status: Option<ShiftStatus>,
+}
+
+impl BatchPosition {
+    /// Split into the driver id (unvalidated) and the update.
+    pub fn into_parts(self) -> (String, LocationUpdate) {
+        (
+            self.driver_id,
+            LocationUpdate {
+                lat: self.lat,
+                lon: self.lon,
+                recorded_at: self.recorded_at,
+                accuracy_m: self.accuracy_m,
+                heading_deg: self.heading_deg,
+                speed_mps: self.speed_mps,
+                vehicle_type: self.vehicle_type,
+                status: self.status,
+            },
+        )
+    }
+}
+
+/// `POST /v1/locations/batch` body. Items are validated one by one: a bad item is reported as
+/// `invalid` in its result and never blocks the others.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"positions": [
+    {"driver_id": "drv-1", "lat": 48.8566, "lon": 2.3522, "recorded_at": 1795458600250_i64},
+    {"driver_id": "drv-2", "lat": 52.52, "lon": 13.405, "recorded_at": "2026-11-23T18:30:00Z", "vehicle_type": "bike"}
+]}))]
+pub struct BatchRequest {
+    /// Up to `batch_max_positions` (default 1000) positions.
+    #[schema(value_type = Vec<BatchPosition>)]
+    pub positions: Vec<serde_json::Value>,
+}
+
+/// Outcome of one batch item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchStatus {
+    /// Stored.
+    Accepted,
+    /// Older than the stored position (or an earlier item of the same batch): not stored.
+    Stale,
+    /// Failed validation (see `detail`): not stored.
+    Invalid,
+}
+
+/// Result of one batch item, in input order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchResult {
+    /// The item's driver id as sent (empty when it had none).
+    pub driver_id: String,
+    /// What happened to it.
+    pub status: BatchStatus,
+    /// Why it was stale or invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `POST /v1/locations/batch` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"results": [
+    {"driver_id": "drv-1", "status": "accepted"},
+    {"driver_id": "drv-2", "status": "invalid", "detail": "lat: must be between -85.05112878 and 85.05112878 degrees"}
+]}))]
+pub struct BatchResponse {
+    /// One result per position, in input order.
+    pub results: Vec<BatchResult>,
+}
+
+/// `PUT /v1/drivers/{driver_id}/status` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "offline"}))]
+pub struct StatusUpdate {
+    /// `available` or `offline` (`busy` is set by dispatch only).
+    pub status: ShiftStatus,
+}
+
+/// A validated position ready for the script.
+#[derive(Debug, Clone)]
+pub struct ValidPosition {
+    /// The point.
+    pub point: GeoPoint,
+    /// Epoch milliseconds.
+    pub recorded_ms: i64,
+    /// Accuracy in metres.
+    pub accuracy_m: Option<f64>,
+    /// Heading in degrees.
+    pub heading_deg: Option<f64>,
+    /// Speed in m/s.
+    pub speed_mps: Option<f64>,
+    /// Vehicle type to set.
+    pub vehicle_type: Option<VehicleType>,
+    /// Status to set.
+    pub status: Option<ShiftStatus>,
+}
+
+fn check_range(errors: &mut Vec<FieldError>, field: String, value: Option<f64>, min: f64, max: f64, max_inclusive: bool) {
+    if let Some(v) = value {
+        let ok = v.is_finite() && v >= min && if max_inclusive { v <= max } else { v < max };
+        if !ok {
+            let bound = if max_inclusive { "<=" } else { "<" };
+            errors.push(FieldError::new(field, format!("must be a number with {min} <= value {bound} {max}")));
+        }
+    }
+}
+
+impl LocationUpdate {
+    /// Validate every field; errors are named `{prefix}field`.
+    pub fn validate(&self, prefix: &str) -> Result<ValidPosition, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let point = GeoPoint::parse(self.lat, self.lon, prefix).map_err(|e| errors.extend(e)).ok();
+        if self.recorded_at.0 < MIN_RECORDED_MS {
+            errors.push(FieldError::new(
+                format!("{prefix}recorded_at"),
+                "is before 2000-01-01: check the device clock (epoch milliseconds, not seconds)",
+            ));
+        }
+        check_range(&mut errors, format!("{prefix}accuracy_m"), self.accuracy_m, 0.0, 10_000.0, true);
+        check_range(&mut errors, format!("{prefix}heading_deg"), self.heading_deg, 0.0, 360.0, false);
+        check_range(&mut errors, format!("{prefix}speed_mps"), self.speed_mps, 0.0, 150.0, true);
+        match point {
+            Some(point) if errors.is_empty() => Ok(ValidPosition {
+                point,
+                recorded_ms: self.recorded_at.0,
+                accuracy_m: self.accuracy_m,
+                heading_deg: self.heading_deg,
+                speed_mps: self.speed_mps,
+                vehicle_type: self.vehicle_type,
+                status: self.status,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A driver's stored state, as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "driver_id": "drv-1", "city": "paris", "status": "available", "vehicle_type": "scooter",
+    "lat": 48.8566, "lon": 2.3522, "recorded_at": "2026-11-23T18:30:00.25Z", "recorded_at_ms": 1795458600250_i64,
+    "age_ms": 420, "fresh": true, "accuracy_m": 8.5, "heading_deg": 90.0, "speed_mps": 6.2
+}))]
+pub struct DriverState {
+    /// Driver id.
+    pub driver_id: String,
+    /// City the last position lies in.
+    pub city: String,
+    /// Current status.
+    pub status: DriverStatus,
+    /// Vehicle type.
+    pub vehicle_type: VehicleType,
+    /// Last latitude.
+    pub lat: f64,
+    /// Last longitude.
+    pub lon: f64,
+    /// When the last position was recorded (RFC 3339, UTC).
+    pub recorded_at: String,
+    /// The same as epoch milliseconds.
+    pub recorded_at_ms: i64,
+    /// Age of the last position in milliseconds, by Redis' clock.
+    pub age_ms: i64,
+    /// Whether the position is younger than `driver_ttl_ms` (only fresh drivers are found by search and dispatch).
+    pub fresh: bool,
+    /// Horizontal accuracy in metres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_m: Option<f64>,
+    /// Heading in degrees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heading_deg: Option<f64>,
+    /// Speed in m/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed_mps: Option<f64>,
+}
+
+impl DriverState {
+    /// Decode the packed state `city|recorded_ms|lat|lon|status|vehicle|accuracy|heading|speed`.
+    pub fn from_packed(driver_id: &str, packed: &str, now_ms: i64, ttl_ms: u64) -> Option<Self> {
+        let mut f = packed.split('|');
+        let city = f.next()?.to_owned();
+        let recorded_ms: i64 = f.next()?.parse().ok()?;
+        let lat: f64 = f.next()?.parse().ok()?;
+        let lon: f64 = f.next()?.parse().ok()?;
+        let status = DriverStatus::parse(f.next()?)?;
+        let vehicle_type = VehicleType::parse(f.next()?)?;
+        let opt = |s: Option<&str>| s.and_then(|s| s.parse::<f64>().ok());
+        let accuracy_m = opt(f.next());
+        let heading_deg = opt(f.next());
+        let speed_mps = opt(f.next());
+        let age_ms = now_ms - recorded_ms;
+        Some(DriverState {
+            driver_id: driver_id.to_owned(),
+            city,
+            status,
+            vehicle_type,
+            lat,
+            lon,
+            recorded_at: rfc3339_ms(recorded_ms),
+            recorded_at_ms: recorded_ms,
+            age_ms,
+            fresh: age_ms < ttl_ms as i64,
+            accuracy_m,
+            heading_deg,
+            speed_mps,
+        })
+    }
+}
+
+/// Parse a driver id path or body value, naming `field` on failure.
+pub fn parse_driver_id(value: &str, field: &str) -> Result<DriverId, FieldError> {
+    DriverId::parse(value).map_err(|e| FieldError::new(field, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_at_accepts_rfc3339_and_epoch_millis() {
+        let a: RecordedAt = serde_json::from_str("\"2026-11-23T18:30:00.250Z\"").unwrap();
+        let b: RecordedAt = serde_json::from_str("1795458600250").unwrap();
+        assert_eq!(a, b);
+        let c: RecordedAt = serde_json::from_str("\"2026-11-23T19:30:00.250+01:00\"").unwrap();
+        assert_eq!(a, c);
+        for bad in ["\"yesterday\"", "1.5", "true", "\"2026-11-23 18:30\""] {
+            assert!(serde_json::from_str::<RecordedAt>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(rfc3339_ms(1795458600250), "2026-11-23T18:30:00.25Z");
+    }
+
+    #[test]
+    fn packed_state_round_trips() {
+        let s = DriverState::from_packed("d1", "paris|1000|48.85|2.35|busy|van|5|90|", 1500, 60_000).unwrap();
+        assert_eq!(s.city, "paris");
+        assert_eq!(s.status, DriverStatus::Busy);
+        assert_eq!(s.vehicle_type, VehicleType::Van);
+        assert_eq!(s.age_ms, 500);
+        assert!(s.fresh);
+        assert_eq!(s.accuracy_m, Some(5.0));
+        assert_eq!(s.speed_mps, None);
+    }
+
+    #[test]
+    fn validation_names_every_bad_field() {
+        let update = LocationUpdate {
+            lat: f64::NAN,
+            lon: 200.0,
+            recorded_at: RecordedAt(1_000),
+            accuracy_m: Some(-1.0),
+            heading_deg: Some(360.0),
+            speed_mps: Some(f64::INFINITY),
+            vehicle_type: None,
+            status: None,
+        };
+        let fields: Vec<String> = update.validate("").unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["lat", "lon", "recorded_at", "accuracy_m", "heading_deg", "speed_mps"]);
+    }
+}
