@@ -8,7 +8,10 @@ use std::path::Path;
 
 use actix_web::{HttpResponse, get, post, web};
 use anyhow::{Context, bail};
-use geo::{BoundingRect, ChamberlainDuquetteArea, Coord, Intersects, LineString, MonotonicPolygons, MultiPolygon, Polygon};
+use geo::{
+    BoundingRect, ChamberlainDuquetteArea, Coord, Intersects, LineString, MonotonicPolygons,
+    MultiPolygon, Polygon,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;

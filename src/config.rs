@@ -172,8 +172,13 @@ impl Settings {
         if self.driver_ttl_ms == 0 || self.sweep_interval_ms == 0 || self.sweep_batch == 0 {
             bail!("driver_ttl_ms, sweep_interval_ms and sweep_batch must be positive");
         }
-        if self.batch_max_positions == 0 || self.search_max_limit == 0 || self.search_default_limit == 0 {
-            bail!("batch_max_positions, search_max_limit and search_default_limit must be positive");
+        if self.batch_max_positions == 0
+            || self.search_max_limit == 0
+            || self.search_default_limit == 0
+        {
+            bail!(
+                "batch_max_positions, search_max_limit and search_default_limit must be positive"
+            );
         }
         if !(self.search_max_radius_m > 0.0 && self.search_default_radius_m > 0.0) {
             bail!("search radii must be positive");

@@ -218,7 +218,9 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
 }
 
 /// Deserialize one already-parsed JSON value (a batch item), naming the field on failure.
-pub fn parse_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec<FieldError>> {
+pub fn parse_json_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, Vec<FieldError>> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let message = strip_position(&err.into_inner().to_string());

@@ -17,9 +17,16 @@ pub fn all() -> Vec<&'static Script> {
 }
 
 /// An `EVALSHA` command for `script` with `keys` and `args`.
-pub fn evalsha<K: redis::ToRedisArgs, A: redis::ToRedisArgs>(script: &Script, keys: &[K], args: &[A]) -> Cmd {
+pub fn evalsha<K: redis::ToRedisArgs, A: redis::ToRedisArgs>(
+    script: &Script,
+    keys: &[K],
+    args: &[A],
+) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys).arg(args);
+    cmd.arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys)
+        .arg(args);
     cmd
 }
 
@@ -28,7 +35,11 @@ fn is_noscript(err: &redis::RedisError) -> bool {
 }
 
 /// Run one `EVALSHA` built by [`evalsha`], loading the script on `NOSCRIPT`.
-pub async fn run<T: FromRedisValue>(conn: &mut impl ConnectionLike, script: &Script, cmd: &Cmd) -> RedisResult<T> {
+pub async fn run<T: FromRedisValue>(
+    conn: &mut impl ConnectionLike,
+    script: &Script,
+    cmd: &Cmd,
+) -> RedisResult<T> {
     match cmd.query_async(conn).await {
         Err(err) if is_noscript(&err) => {
             script.prepare_invoke().load_async(conn).await?;

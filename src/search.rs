@@ -21,7 +21,8 @@ use crate::scripts::{self, evalsha};
 use crate::store::{Keys, Store};
 
 /// `lua/nearby.lua`.
-pub static NEARBY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/nearby.lua")));
+pub static NEARBY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/nearby.lua")));
 
 /// This module's scripts.
 pub fn scripts() -> [&'static Script; 1] {
@@ -109,7 +110,9 @@ pub struct Search {
 impl NearbyQuery {
     /// Validate against the configured bounds.
     pub fn validate(&self, settings: &Settings) -> Result<Search, ApiError> {
-        let mut errors: Vec<FieldError> = GeoPoint::parse(self.lat, self.lon, "").err().unwrap_or_default();
+        let mut errors: Vec<FieldError> = GeoPoint::parse(self.lat, self.lon, "")
+            .err()
+            .unwrap_or_default();
         let limit = self.limit.unwrap_or(settings.search_default_limit);
         if limit == 0 || limit > settings.search_max_limit {
             errors.push(FieldError::new(
@@ -121,27 +124,39 @@ impl NearbyQuery {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         let area = match (self.radius_m, self.width_m, self.height_m) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                errors.push(FieldError::new("radius_m", "give either radius_m or width_m and height_m, not both"));
+                errors.push(FieldError::new(
+                    "radius_m",
+                    "give either radius_m or width_m and height_m, not both",
+                ));
                 None
             }
             (r, None, None) => {
                 let r = r.unwrap_or(settings.search_default_radius_m);
                 if !positive(r) || r > max {
-                    errors.push(FieldError::new("radius_m", format!("must be > 0 and at most {max} m")));
+                    errors.push(FieldError::new(
+                        "radius_m",
+                        format!("must be > 0 and at most {max} m"),
+                    ));
                 }
                 Some(Area::Radius(r))
             }
             (None, Some(w), Some(h)) => {
                 for (name, v) in [("width_m", w), ("height_m", h)] {
                     if !positive(v) || v > 2.0 * max {
-                        errors.push(FieldError::new(name, format!("must be > 0 and at most {} m", 2.0 * max)));
+                        errors.push(FieldError::new(
+                            name,
+                            format!("must be > 0 and at most {} m", 2.0 * max),
+                        ));
                     }
                 }
                 Some(Area::Box(w, h))
             }
             (None, w, _) => {
                 let missing = if w.is_some() { "height_m" } else { "width_m" };
-                errors.push(FieldError::new(missing, "a box needs both width_m and height_m"));
+                errors.push(FieldError::new(
+                    missing,
+                    "a box needs both width_m and height_m",
+                ));
                 None
             }
         };
@@ -149,7 +164,10 @@ impl NearbyQuery {
             return Err(ApiError::Validation(errors));
         }
         Ok(Search {
-            center: GeoPoint { lat: self.lat, lon: self.lon },
+            center: GeoPoint {
+                lat: self.lat,
+                lon: self.lon,
+            },
             area: area.expect("validated"),
             limit,
             statuses: match self.status {
@@ -207,13 +225,17 @@ pub async fn search(
         .map_err(redis_error("nearby search"))?;
     flat.chunks_exact(5)
         .map(|c| {
-            let idx: usize = c[4].parse().map_err(|_| anyhow::anyhow!("bad key index {c:?}"))?;
+            let idx: usize = c[4]
+                .parse()
+                .map_err(|_| anyhow::anyhow!("bad key index {c:?}"))?;
             let (status, vehicle_type) = *sets
                 .get(idx.wrapping_sub(2))
                 .ok_or_else(|| anyhow::anyhow!("key index {idx} out of range"))?;
             Ok(NearbyDriver {
                 driver_id: c[0].clone(),
-                distance_m: c[1].parse().map_err(|_| anyhow::anyhow!("bad distance {c:?}"))?,
+                distance_m: c[1]
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("bad distance {c:?}"))?,
                 lon: round7(c[2].parse().map_err(|_| anyhow::anyhow!("bad lon {c:?}"))?),
                 lat: round7(c[3].parse().map_err(|_| anyhow::anyhow!("bad lat {c:?}"))?),
                 status,
@@ -246,7 +268,14 @@ pub async fn nearby(
 ) -> Result<HttpResponse, ApiError> {
     let search_req = query.0.validate(&settings)?;
     let city = cities.resolve_or_reject(search_req.center)?;
-    let drivers = search(&store, &settings, city.id.as_str(), city.area_m2, &search_req).await?;
+    let drivers = search(
+        &store,
+        &settings,
+        city.id.as_str(),
+        city.area_m2,
+        &search_req,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(NearbyResponse {
         city: city.id.to_string(),
         drivers,

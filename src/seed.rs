@@ -223,8 +223,12 @@ pub fn spawn_refresh(context: AppContext, dir: std::path::PathBuf) -> tokio::tas
             Ok(d) => d,
             Err(_) => return,
         };
-        let period = std::time::Duration::from_millis((context.settings.driver_ttl_ms / 2).max(1_000));
-        tracing::info!(every_ms = period.as_millis() as u64, "seed: refreshing the seed fleet's positions");
+        let period =
+            std::time::Duration::from_millis((context.settings.driver_ttl_ms / 2).max(1_000));
+        tracing::info!(
+            every_ms = period.as_millis() as u64,
+            "seed: refreshing the seed fleet's positions"
+        );
         loop {
             tokio::time::sleep(period).await;
             if let Err(err) = load_drivers(&context, &drivers).await {
@@ -245,7 +249,8 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
     for chunk in drivers.chunks(1_000) {
         let mut pipe = redis::pipe();
         for d in chunk {
-            let id = DriverId::parse(&d.driver_id).map_err(|e| anyhow::anyhow!("{}: {e}", d.driver_id))?;
+            let id = DriverId::parse(&d.driver_id)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", d.driver_id))?;
             let update = crate::drivers::LocationUpdate {
                 lat: d.lat,
                 lon: d.lon,
@@ -254,7 +259,11 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
                 heading_deg: None,
                 speed_mps: None,
                 vehicle_type: VehicleType::parse(&d.vehicle_type),
-                status: Some(if d.status == "offline" { ShiftStatus::Offline } else { ShiftStatus::Available }),
+                status: Some(if d.status == "offline" {
+                    ShiftStatus::Offline
+                } else {
+                    ShiftStatus::Available
+                }),
             };
             let pos = update
                 .validate("")
@@ -278,7 +287,10 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
             crate::scripts::run_pipeline(&mut conn, &crate::drivers::SET_POSITION, &pipe)
                 .await
                 .context("storing seed positions")?;
-        stored += replies.iter().filter(|r| r.first().is_some_and(|s| s == "ok")).count();
+        stored += replies
+            .iter()
+            .filter(|r| r.first().is_some_and(|s| s == "ok"))
+            .count();
     }
     Ok(stored)
 }

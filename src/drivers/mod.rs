@@ -19,11 +19,14 @@ mod sweeper;
 use std::sync::LazyLock;
 
 pub use model::{
-    BatchPosition, BatchRequest, BatchResponse, BatchResult, BatchStatus, DriverState, DriverStatus,
-    LocationUpdate, RecordedAt, ShiftStatus, StatusUpdate, ValidPosition, VehicleType,
+    BatchPosition, BatchRequest, BatchResponse, BatchResult, BatchStatus, DriverState,
+    DriverStatus, LocationUpdate, RecordedAt, ShiftStatus, StatusUpdate, ValidPosition,
+    VehicleType,
 };
 use redis::Script;
-pub use routes::{PositionOutcome, configure, decode_position, load_driver, position_cmd, set_position};
+pub use routes::{
+    PositionOutcome, configure, decode_position, load_driver, position_cmd, set_position,
+};
 pub use sweeper::{spawn_sweeper, sweep_city};
 
 use crate::store::Keys;
@@ -58,7 +61,10 @@ pub fn seen_key(keys: &Keys, city: &str) -> String {
 
 /// A city's GEO set of drivers with `status` and `vehicle`.
 pub fn geo_key(keys: &Keys, city: &str, status: DriverStatus, vehicle: VehicleType) -> String {
-    keys.city(city, &format!("geo:{}:{}", status.as_str(), vehicle.as_str()))
+    keys.city(
+        city,
+        &format!("geo:{}:{}", status.as_str(), vehicle.as_str()),
+    )
 }
 
 /// A city's 12 GEO sets in the order the scripts expect: status-major

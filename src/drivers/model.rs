@@ -25,7 +25,12 @@ pub enum VehicleType {
 
 impl VehicleType {
     /// Every vehicle type, in the scripts' key order.
-    pub const ALL: [VehicleType; 4] = [VehicleType::Bike, VehicleType::Scooter, VehicleType::Car, VehicleType::Van];
+    pub const ALL: [VehicleType; 4] = [
+        VehicleType::Bike,
+        VehicleType::Scooter,
+        VehicleType::Car,
+        VehicleType::Van,
+    ];
 
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
@@ -57,7 +62,11 @@ pub enum DriverStatus {
 
 impl DriverStatus {
     /// Every status, in the scripts' key order.
-    pub const ALL: [DriverStatus; 3] = [DriverStatus::Available, DriverStatus::Busy, DriverStatus::Offline];
+    pub const ALL: [DriverStatus; 3] = [
+        DriverStatus::Available,
+        DriverStatus::Busy,
+        DriverStatus::Offline,
+    ];
 
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
@@ -114,7 +123,9 @@ impl<'de> Deserialize<'de> for RecordedAt {
                 Ok(RecordedAt(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<RecordedAt, E> {
-                i64::try_from(v).map(RecordedAt).map_err(|_| E::custom("epoch milliseconds out of range"))
+                i64::try_from(v)
+                    .map(RecordedAt)
+                    .map_err(|_| E::custom("epoch milliseconds out of range"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<RecordedAt, E> {
                 if v.fract() == 0.0 && v.abs() < 1e15 {
@@ -296,12 +307,22 @@ pub struct ValidPosition {
     pub status: Option<ShiftStatus>,
 }
 
-fn check_range(errors: &mut Vec<FieldError>, field: String, value: Option<f64>, min: f64, max: f64, max_inclusive: bool) {
+fn check_range(
+    errors: &mut Vec<FieldError>,
+    field: String,
+    value: Option<f64>,
+    min: f64,
+    max: f64,
+    max_inclusive: bool,
+) {
     if let Some(v) = value {
         let ok = v.is_finite() && v >= min && if max_inclusive { v <= max } else { v < max };
         if !ok {
             let bound = if max_inclusive { "<=" } else { "<" };
-            errors.push(FieldError::new(field, format!("must be a number with {min} <= value {bound} {max}")));
+            errors.push(FieldError::new(
+                field,
+                format!("must be a number with {min} <= value {bound} {max}"),
+            ));
         }
     }
 }
@@ -310,16 +331,39 @@ impl LocationUpdate {
     /// Validate every field; errors are named `{prefix}field`.
     pub fn validate(&self, prefix: &str) -> Result<ValidPosition, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let point = GeoPoint::parse(self.lat, self.lon, prefix).map_err(|e| errors.extend(e)).ok();
+        let point = GeoPoint::parse(self.lat, self.lon, prefix)
+            .map_err(|e| errors.extend(e))
+            .ok();
         if self.recorded_at.0 < MIN_RECORDED_MS {
             errors.push(FieldError::new(
                 format!("{prefix}recorded_at"),
                 "is before 2000-01-01: check the device clock (epoch milliseconds, not seconds)",
             ));
         }
-        check_range(&mut errors, format!("{prefix}accuracy_m"), self.accuracy_m, 0.0, 10_000.0, true);
-        check_range(&mut errors, format!("{prefix}heading_deg"), self.heading_deg, 0.0, 360.0, false);
-        check_range(&mut errors, format!("{prefix}speed_mps"), self.speed_mps, 0.0, 150.0, true);
+        check_range(
+            &mut errors,
+            format!("{prefix}accuracy_m"),
+            self.accuracy_m,
+            0.0,
+            10_000.0,
+            true,
+        );
+        check_range(
+            &mut errors,
+            format!("{prefix}heading_deg"),
+            self.heading_deg,
+            0.0,
+            360.0,
+            false,
+        );
+        check_range(
+            &mut errors,
+            format!("{prefix}speed_mps"),
+            self.speed_mps,
+            0.0,
+            150.0,
+            true,
+        );
         match point {
             Some(point) if errors.is_empty() => Ok(ValidPosition {
                 point,
@@ -431,7 +475,9 @@ mod tests {
 
     #[test]
     fn packed_state_round_trips() {
-        let s = DriverState::from_packed("d1", "paris|1000|48.85|2.35|busy|van|5|90|", 1500, 60_000).unwrap();
+        let s =
+            DriverState::from_packed("d1", "paris|1000|48.85|2.35|busy|van|5|90|", 1500, 60_000)
+                .unwrap();
         assert_eq!(s.city, "paris");
         assert_eq!(s.status, DriverStatus::Busy);
         assert_eq!(s.vehicle_type, VehicleType::Van);
@@ -453,7 +499,22 @@ mod tests {
             vehicle_type: None,
             status: None,
         };
-        let fields: Vec<String> = update.validate("").unwrap_err().into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["lat", "lon", "recorded_at", "accuracy_m", "heading_deg", "speed_mps"]);
+        let fields: Vec<String> = update
+            .validate("")
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "lat",
+                "lon",
+                "recorded_at",
+                "accuracy_m",
+                "heading_deg",
+                "speed_mps"
+            ]
+        );
     }
 }

@@ -6,8 +6,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::model::{DriverState, ValidPosition, parse_driver_id};
 use super::{
-    BatchRequest, BatchResponse, BatchResult, BatchStatus, DELETE_DRIVER, LocationUpdate, SET_POSITION, SET_STATUS,
-    StatusUpdate, all_geo_keys, city_script_keys, seen_key, state_key,
+    BatchRequest, BatchResponse, BatchResult, BatchStatus, DELETE_DRIVER, LocationUpdate,
+    SET_POSITION, SET_STATUS, StatusUpdate, all_geo_keys, city_script_keys, seen_key, state_key,
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
@@ -65,7 +65,10 @@ pub fn position_cmd(
         pos.point.lat.to_string(),
         pos.recorded_ms.to_string(),
         pos.status.map(|s| s.as_str()).unwrap_or("").to_owned(),
-        pos.vehicle_type.map(|v| v.as_str()).unwrap_or("").to_owned(),
+        pos.vehicle_type
+            .map(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned(),
         fmt_opt(pos.accuracy_m),
         fmt_opt(pos.heading_deg),
         fmt_opt(pos.speed_mps),
@@ -76,7 +79,11 @@ pub fn position_cmd(
 }
 
 /// Decode a `set_position` reply.
-pub fn decode_position(id: &DriverId, reply: &[String], ttl_ms: u64) -> anyhow::Result<PositionOutcome> {
+pub fn decode_position(
+    id: &DriverId,
+    reply: &[String],
+    ttl_ms: u64,
+) -> anyhow::Result<PositionOutcome> {
     let num = |i: usize| -> anyhow::Result<i64> {
         reply
             .get(i)
@@ -86,14 +93,18 @@ pub fn decode_position(id: &DriverId, reply: &[String], ttl_ms: u64) -> anyhow::
     };
     match reply.first().map(String::as_str) {
         Some("ok") => {
-            let packed = reply.get(1).ok_or_else(|| anyhow::anyhow!("no state in {reply:?}"))?;
+            let packed = reply
+                .get(1)
+                .ok_or_else(|| anyhow::anyhow!("no state in {reply:?}"))?;
             DriverState::from_packed(id.as_str(), packed, num(2)?, ttl_ms)
                 .map(PositionOutcome::Accepted)
                 .ok_or_else(|| anyhow::anyhow!("undecodable state {packed:?}"))
         }
         Some("stale") => Ok(PositionOutcome::Stale { stored_ms: num(1)? }),
         Some("future") => Ok(PositionOutcome::Future { now_ms: num(1)? }),
-        Some("moved") => Ok(PositionOutcome::Moved(reply.get(1).cloned().unwrap_or_default())),
+        Some("moved") => Ok(PositionOutcome::Moved(
+            reply.get(1).cloned().unwrap_or_default(),
+        )),
         _ => anyhow::bail!("unexpected set_position reply {reply:?}"),
     }
 }
@@ -248,19 +259,31 @@ pub async fn post_batch(
     let mut results: Vec<BatchResult> = Vec::with_capacity(items.len());
     let mut prepared: Vec<Prepared> = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let raw_id = item.get("driver_id").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let raw_id = item
+            .get("driver_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
         let parsed = crate::extract::parse_json_value::<super::BatchPosition>(item)
             .map_err(|e| item_error(index, e))
             .and_then(|p| {
                 let (raw, update) = p.into_parts();
-                let id = parse_driver_id(&raw, "driver_id").map_err(|e| item_error(index, vec![e]))?;
+                let id =
+                    parse_driver_id(&raw, "driver_id").map_err(|e| item_error(index, vec![e]))?;
                 let pos = update.validate("").map_err(|e| item_error(index, e))?;
                 let city = cities
                     .resolve(pos.point)
-                    .ok_or_else(|| format!("positions[{index}]: the point lies outside every service area"))?
+                    .ok_or_else(|| {
+                        format!("positions[{index}]: the point lies outside every service area")
+                    })?
                     .id
                     .clone();
-                Ok(Prepared { index, id, city, pos })
+                Ok(Prepared {
+                    index,
+                    id,
+                    city,
+                    pos,
+                })
             });
         match parsed {
             Ok(p) => prepared.push(p),
@@ -315,7 +338,12 @@ async fn apply_batch(
     Ok(())
 }
 
-fn record(results: &mut [BatchResult], p: &Prepared, outcome: PositionOutcome, settings: &Settings) {
+fn record(
+    results: &mut [BatchResult],
+    p: &Prepared,
+    outcome: PositionOutcome,
+    settings: &Settings,
+) {
     let result = &mut results[p.index];
     match outcome {
         PositionOutcome::Accepted(_) => result.status = BatchStatus::Accepted,
@@ -328,7 +356,12 @@ fn record(results: &mut [BatchResult], p: &Prepared, outcome: PositionOutcome, s
             ));
         }
         PositionOutcome::Future { now_ms } => {
-            let e = future_error("recorded_at", p.pos.recorded_ms, now_ms, settings.max_clock_skew_ms);
+            let e = future_error(
+                "recorded_at",
+                p.pos.recorded_ms,
+                now_ms,
+                settings.max_clock_skew_ms,
+            );
             result.status = BatchStatus::Invalid;
             result.detail = Some(format!("positions[{}].recorded_at: {}", p.index, e.message));
         }
@@ -337,7 +370,11 @@ fn record(results: &mut [BatchResult], p: &Prepared, outcome: PositionOutcome, s
 }
 
 /// Read a driver's state and Redis' clock in one round trip.
-pub async fn load_driver(store: &Store, settings: &Settings, id: &DriverId) -> Result<Option<DriverState>, ApiError> {
+pub async fn load_driver(
+    store: &Store,
+    settings: &Settings,
+    id: &DriverId,
+) -> Result<Option<DriverState>, ApiError> {
     let mut conn = store.conn();
     let (packed, time): (Option<String>, (i64, i64)) = redis::pipe()
         .cmd("HGET")
@@ -349,9 +386,13 @@ pub async fn load_driver(store: &Store, settings: &Settings, id: &DriverId) -> R
         .map_err(redis_error("load driver"))?;
     match packed {
         None => Ok(None),
-        Some(packed) => DriverState::from_packed(id.as_str(), &packed, time_ms(time), settings.driver_ttl_ms)
-            .map(Some)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable state {packed:?} of {id}"))),
+        Some(packed) => {
+            DriverState::from_packed(id.as_str(), &packed, time_ms(time), settings.driver_ttl_ms)
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("undecodable state {packed:?} of {id}"))
+                })
+        }
     }
 }
 
@@ -407,14 +448,18 @@ async fn run_on_driver_city(
         let mut args = vec![id.as_str(), c.as_str()];
         args.extend_from_slice(extra_args);
         let cmd = evalsha(script, &city_script_keys(keys, &c), &args);
-        let reply: Vec<String> = scripts::run(&mut conn, script, &cmd).await.map_err(redis_error("driver script"))?;
+        let reply: Vec<String> = scripts::run(&mut conn, script, &cmd)
+            .await
+            .map_err(redis_error("driver script"))?;
         match reply.first().map(String::as_str) {
             Some("missing") => return Ok(None),
             Some("moved") => city = reply.get(1).cloned(),
             _ => return Ok(Some(reply)),
         }
     }
-    Err(ApiError::Internal(anyhow::anyhow!("driver {id} kept moving between cities")))
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "driver {id} kept moving between cities"
+    )))
 }
 
 /// Set a driver's shift status: `available` or `offline`.
@@ -445,18 +490,25 @@ pub async fn put_status(
         .ok_or_else(|| not_found(&id))?;
     match reply.first().map(String::as_str) {
         Some("ok") => {
-            let now = reply.get(2).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) as i64;
+            let now = reply
+                .get(2)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0) as i64;
             let state = reply
                 .get(1)
                 .and_then(|p| DriverState::from_packed(id.as_str(), p, now, settings.driver_ttl_ms))
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("bad set_status reply {reply:?}")))?;
+                .ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("bad set_status reply {reply:?}"))
+                })?;
             Ok(HttpResponse::Ok().json(state))
         }
         Some("busy") => Err(ApiError::Conflict {
             code: "driver-busy",
             detail: format!("driver {id} is busy with an order; its status is changed by dispatch"),
         }),
-        _ => Err(ApiError::Internal(anyhow::anyhow!("unexpected set_status reply {reply:?}"))),
+        _ => Err(ApiError::Internal(anyhow::anyhow!(
+            "unexpected set_status reply {reply:?}"
+        ))),
     }
 }
 
@@ -471,7 +523,10 @@ pub async fn put_status(
     ),
 )]
 #[delete("/drivers/{driver_id}")]
-pub async fn delete_driver(path: web::Path<String>, store: web::Data<Store>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_driver(
+    path: web::Path<String>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
     let id = path_driver(&path)?;
     run_on_driver_city(&store, &DELETE_DRIVER, &id, &[])
         .await?

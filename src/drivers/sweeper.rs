@@ -17,7 +17,10 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
     let cmd = evalsha(
         &SWEEP_STALE,
         &city_script_keys(store.keys(), city),
-        &[settings.driver_ttl_ms.to_string(), settings.sweep_batch.to_string()],
+        &[
+            settings.driver_ttl_ms.to_string(),
+            settings.sweep_batch.to_string(),
+        ],
     );
     let mut total = 0;
     loop {
@@ -31,7 +34,11 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
 
 /// Start the sweeper task: every `sweep_interval_ms`, sweep every city. Several service
 /// instances may sweep at once; the script is idempotent.
-pub fn spawn_sweeper(store: Store, settings: Arc<Settings>, cities: Arc<CityIndex>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_sweeper(
+    store: Store,
+    settings: Arc<Settings>,
+    cities: Arc<CityIndex>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(settings.sweep_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -250,3 +250,119 @@ impl TestApp {
         self.handle.stop(true).await;
     }
 }
+
+/// Milliseconds since the epoch, by this machine's clock (the test Redis runs on the same clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A small deterministic PRNG for test data (SplitMix64).
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A point within `km` kilometres (in each axis) of a centre.
+    pub fn near(&mut self, lat: f64, lon: f64, km: f64) -> (f64, f64) {
+        let dlat = km / 111.32;
+        let dlon = km / (111.32 * lat.to_radians().cos());
+        (
+            lat + (self.f64() * 2.0 - 1.0) * dlat,
+            lon + (self.f64() * 2.0 - 1.0) * dlon,
+        )
+    }
+}
+
+/// Central Paris.
+pub const PARIS: (f64, f64) = (48.8566, 2.3522);
+/// Central Berlin.
+pub const BERLIN: (f64, f64) = (52.52, 13.405);
+
+impl TestApp {
+    /// PUT a position; returns the answer.
+    pub async fn put_location(
+        &self,
+        id: &str,
+        lat: f64,
+        lon: f64,
+        recorded_at: i64,
+        extra: Value,
+    ) -> Answer {
+        let mut body = serde_json::json!({"lat": lat, "lon": lon, "recorded_at": recorded_at});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        self.put_json(&format!("/v1/drivers/{id}/location"), &body)
+            .await
+    }
+
+    /// Members of one of this app's GEO sets.
+    pub async fn geo_members(&self, city: &str, status: &str, vehicle: &str) -> Vec<String> {
+        let mut conn = self.redis_conn().await;
+        let key = format!(
+            "{}:{{{city}}}:geo:{status}:{vehicle}",
+            self.context.settings.key_prefix
+        );
+        let mut members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        members.sort();
+        members
+    }
+
+    /// Every GEO set (city, status, vehicle) that holds `id`.
+    pub async fn indexes_of(&self, id: &str) -> Vec<String> {
+        let mut conn = self.redis_conn().await;
+        let mut out = Vec::new();
+        for key in self.keys().await {
+            if key.contains(":geo:") {
+                let score: Option<f64> = redis::cmd("ZSCORE")
+                    .arg(&key)
+                    .arg(id)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if score.is_some() {
+                    out.push(key);
+                }
+            }
+        }
+        out
+    }
+
+    /// A snapshot of every key and value under this app's prefix (to assert nothing changed).
+    pub async fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        let mut conn = self.redis_conn().await;
+        let mut out = Vec::new();
+        for key in self.keys().await {
+            let dump: Vec<u8> = redis::cmd("DUMP")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            out.push((key, dump));
+        }
+        out
+    }
+}

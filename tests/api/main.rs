@@ -2,9 +2,11 @@
 //! loopback port). Nothing here touches the machine's own Redis on 6379.
 
 mod cities;
+mod drivers;
 mod errors;
 mod health_and_docs;
 #[allow(dead_code)] // helpers are shared by test modules; not every one uses every helper
 mod helpers;
 mod project;
 mod quickstart;
+mod search;

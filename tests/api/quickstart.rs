@@ -24,7 +24,11 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
     let redis_dir = dir.join("redis");
     let port = free_port().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_geodispatch"))
-        .args(["serve", "--seed", concat!(env!("CARGO_MANIFEST_DIR"), "/seed-data")])
+        .args([
+            "serve",
+            "--seed",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/seed-data"),
+        ])
         .env_remove("GEODISPATCH_REDIS_URL")
         .env("GEODISPATCH_LISTEN", format!("127.0.0.1:{port}"))
         .env("GEODISPATCH_REDIS_DATA_DIR", &redis_dir)
@@ -38,7 +42,10 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
     let started = Instant::now();
     let mut ready = false;
     while started.elapsed() < Duration::from_secs(10) {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
             && r.status() == 200
         {
             ready = true;
@@ -47,7 +54,10 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "/readyz must answer 200 within 10 s");
-    assert!(!redis_server_pids_in(&redis_dir).is_empty(), "a managed redis-server runs");
+    assert!(
+        !redis_server_pids_in(&redis_dir).is_empty(),
+        "a managed redis-server runs"
+    );
     assert!(redis_dir.join("appendonlydir").exists(), "AOF is on");
 
     // SAFETY: sending a signal to our own child process.
@@ -56,8 +66,14 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     let mut log = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert!(log.contains("started and supervising a local redis-server"), "says so in the log:\n{log}");
-    assert!(redis_server_pids_in(&redis_dir).is_empty(), "the managed redis-server is stopped");
+    assert!(
+        log.contains("started and supervising a local redis-server"),
+        "says so in the log:\n{log}"
+    );
+    assert!(
+        redis_server_pids_in(&redis_dir).is_empty(),
+        "the managed redis-server is stopped"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -72,5 +88,8 @@ fn serve_without_redis_server_installed_names_the_package_to_install() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("apt-get install -y redis-server"), "{stderr}");
+    assert!(
+        stderr.contains("apt-get install -y redis-server"),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,573 @@
+//! Driver positions: ingest, stale and future rejection, batch, status, liveness, city change.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{BERLIN, PARIS, now_ms, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn a_position_is_stored_and_indexed_by_status_and_vehicle() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    let answer = app
+        .put_location("drv-1", PARIS.0, PARIS.1, t, json!({"vehicle_type": "scooter", "accuracy_m": 8.5, "heading_deg": 90, "speed_mps": 6.2}))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.json["city"], "paris");
+    assert_eq!(
+        answer.json["status"], "available",
+        "a new driver starts available"
+    );
+    assert_eq!(answer.json["vehicle_type"], "scooter");
+    assert_eq!(answer.json["recorded_at_ms"], t);
+    assert_eq!(answer.json["fresh"], true);
+    assert_eq!(answer.json["accuracy_m"], 8.5);
+
+    let read = app.get("/v1/drivers/drv-1").await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json["lat"], PARIS.0);
+    assert!(read.json["age_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(app.indexes_of("drv-1").await.len(), 1);
+    assert_eq!(
+        app.geo_members("paris", "available", "scooter").await,
+        ["drv-1"]
+    );
+}
+
+#[tokio::test]
+async fn recorded_at_may_be_rfc3339() {
+    let app = spawn_app().await;
+    let body =
+        json!({"lat": PARIS.0, "lon": PARIS.1, "recorded_at": "2026-01-02T03:04:05.678+01:00"});
+    let answer = app.put_json("/v1/drivers/d/location", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.json["recorded_at"], "2026-01-02T02:04:05.678Z");
+}
+
+#[tokio::test]
+async fn an_older_position_is_409_stale_and_writes_nothing() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    assert_eq!(
+        app.put_location("d1", PARIS.0, PARIS.1, t, json!({}))
+            .await
+            .status,
+        200
+    );
+    let before = app.snapshot().await;
+    let answer = app
+        .put_location("d1", 48.9, 2.4, t - 1, json!({"vehicle_type": "van"}))
+        .await;
+    answer.assert_problem(409, "stale-position");
+    assert!(
+        app.snapshot().await == before,
+        "a stale update must not write"
+    );
+    let equal = app.put_location("d1", 48.85, 2.35, t, json!({})).await;
+    assert_eq!(
+        equal.status, 200,
+        "the same timestamp again is an idempotent retry"
+    );
+}
+
+#[tokio::test]
+async fn bad_positions_are_422_naming_the_field_and_write_nothing() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    let base = json!({"lat": PARIS.0, "lon": PARIS.1, "recorded_at": t});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let without = |k: &str| {
+        let mut b = base.clone();
+        b.as_object_mut().unwrap().remove(k);
+        b
+    };
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "latitude above 90",
+            with("lat", json!(91.0)),
+            "lat",
+            "validation-error",
+        ),
+        (
+            "latitude Redis cannot store",
+            with("lat", json!(85.06)),
+            "lat",
+            "validation-error",
+        ),
+        (
+            "latitude below the Redis limit",
+            with("lat", json!(-85.0511288)),
+            "lat",
+            "validation-error",
+        ),
+        (
+            "longitude above 180",
+            with("lon", json!(180.0001)),
+            "lon",
+            "validation-error",
+        ),
+        (
+            "latitude as a string",
+            with("lat", json!("48.85")),
+            "lat",
+            "validation-error",
+        ),
+        (
+            "latitude null",
+            with("lat", Value::Null),
+            "lat",
+            "validation-error",
+        ),
+        (
+            "missing latitude",
+            without("lat"),
+            "lat",
+            "validation-error",
+        ),
+        (
+            "missing recorded_at",
+            without("recorded_at"),
+            "recorded_at",
+            "validation-error",
+        ),
+        (
+            "unknown field",
+            with("altitude", json!(35)),
+            "altitude",
+            "validation-error",
+        ),
+        (
+            "recorded_at not a timestamp",
+            with("recorded_at", json!("yesterday")),
+            "recorded_at",
+            "validation-error",
+        ),
+        (
+            "recorded_at in seconds",
+            with("recorded_at", json!(t / 1000)),
+            "recorded_at",
+            "validation-error",
+        ),
+        (
+            "recorded_at far in the future",
+            with("recorded_at", json!(t + 3_600_000)),
+            "recorded_at",
+            "validation-error",
+        ),
+        (
+            "busy set by a phone",
+            with("status", json!("busy")),
+            "status",
+            "validation-error",
+        ),
+        (
+            "unknown vehicle",
+            with("vehicle_type", json!("rocket")),
+            "vehicle_type",
+            "validation-error",
+        ),
+        (
+            "negative speed",
+            with("speed_mps", json!(-1)),
+            "speed_mps",
+            "validation-error",
+        ),
+        (
+            "heading of 360",
+            with("heading_deg", json!(360)),
+            "heading_deg",
+            "validation-error",
+        ),
+        (
+            "outside every city",
+            with("lat", json!(50.11)),
+            "lat",
+            "outside-service-area",
+        ),
+    ];
+    for (why, body, field, code) in cases {
+        let answer = app.put_json("/v1/drivers/drv-1/location", &body).await;
+        answer.assert_problem(422, code);
+        assert!(
+            answer.problem_fields().contains(&field.to_owned()),
+            "{why}: {}",
+            answer.text
+        );
+    }
+    for (why, raw) in [
+        (
+            "NaN literal",
+            format!("{{\"lat\": NaN, \"lon\": 2.35, \"recorded_at\": {t}}}"),
+        ),
+        (
+            "Infinity literal",
+            format!("{{\"lat\": Infinity, \"lon\": 2.35, \"recorded_at\": {t}}}"),
+        ),
+        ("truncated", "{\"lat\": 48.85, \"lon\"".to_owned()),
+    ] {
+        let answer = app
+            .send_raw(
+                Method::PUT,
+                "/v1/drivers/drv-1/location",
+                "application/json",
+                raw.into_bytes(),
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{why}: {}", answer.text);
+        answer.assert_problem(400, "malformed-json");
+    }
+    for bad_id in ["a%20b", "a:b", &"x".repeat(65), "%7Bparis%7D"] {
+        let answer = app
+            .put_json(&format!("/v1/drivers/{bad_id}/location"), &base)
+            .await;
+        answer.assert_problem(422, "validation-error");
+        assert_eq!(answer.problem_fields(), ["driver_id"], "{bad_id}");
+    }
+    assert!(
+        app.keys().await.is_empty(),
+        "nothing may be written: {:?}",
+        app.keys().await
+    );
+}
+
+#[tokio::test]
+async fn concurrent_updates_of_one_driver_leave_the_newest_position() {
+    let app = spawn_app_with(|s| s.http_workers = 2).await;
+    let base = now_ms() - 10_000;
+    // 64 updates with distinct timestamps sent concurrently in a scrambled order.
+    let mut order: Vec<i64> = (0..64).collect();
+    order.sort_by_key(|i| (i * 37) % 64);
+    let tasks: Vec<_> = order
+        .into_iter()
+        .map(|i| {
+            let app = &app;
+            async move {
+                let lat = 48.80 + i as f64 * 0.001;
+                let answer = app
+                    .put_location("racer", lat, 2.35, base + i, json!({}))
+                    .await;
+                assert!(
+                    answer.status == 200 || answer.status == 409,
+                    "{}",
+                    answer.text
+                );
+                answer.status
+            }
+        })
+        .collect();
+    let statuses = futures_util::future::join_all(tasks).await;
+    assert!(statuses.contains(&200));
+    let state = app.get("/v1/drivers/racer").await;
+    assert_eq!(
+        state.json["recorded_at_ms"],
+        base + 63,
+        "the newest always wins"
+    );
+    assert!((state.json["lat"].as_f64().unwrap() - (48.80 + 63.0 * 0.001)).abs() < 1e-9);
+    let near = app
+        .get("/v1/drivers/nearby?lat=48.863&lon=2.35&radius_m=100")
+        .await;
+    assert_eq!(
+        near.json["drivers"][0]["driver_id"], "racer",
+        "{}",
+        near.text
+    );
+    assert_eq!(
+        app.indexes_of("racer").await.len(),
+        1,
+        "indexed exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_reports_each_item_in_order_and_stores_only_the_good_ones() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    let body = json!({"positions": [
+        {"driver_id": "b1", "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t},
+        {"driver_id": "b2", "lat": 95.0, "lon": PARIS.1, "recorded_at": t},
+        {"driver_id": "b:3", "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t},
+        {"driver_id": "b4", "lat": BERLIN.0, "lon": BERLIN.1, "recorded_at": t, "vehicle_type": "bike"},
+        {"driver_id": "b5", "lat": 50.11, "lon": 8.68, "recorded_at": t},
+        {"driver_id": "b1", "lat": 48.9, "lon": 2.3, "recorded_at": t - 5},
+        {"driver_id": "b6", "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t, "extra": 1},
+        {"lat": PARIS.0, "lon": PARIS.1, "recorded_at": t},
+        {"driver_id": "b7", "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t + 3_600_000},
+        "not an object"
+    ]});
+    let answer = app.post_json("/v1/locations/batch", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let results = answer.json["results"].as_array().unwrap();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "accepted", "invalid", "invalid", "accepted", "invalid", "stale", "invalid", "invalid",
+            "invalid", "invalid"
+        ]
+    );
+    assert!(
+        results[1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("positions[1].lat"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        results[4]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("outside every service area")
+    );
+    assert!(results[6]["detail"].as_str().unwrap().contains("extra"));
+    assert!(results[7]["detail"].as_str().unwrap().contains("driver_id"));
+    assert!(
+        results[8]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ahead of the server clock")
+    );
+    assert_eq!(results[0]["driver_id"], "b1");
+    assert_eq!(
+        app.get("/v1/drivers/b1").await.json["lat"],
+        PARIS.0,
+        "the stale item did not win"
+    );
+    assert_eq!(app.get("/v1/drivers/b4").await.json["city"], "berlin");
+    for id in ["b2", "b5", "b6", "b7"] {
+        assert_eq!(
+            app.get(&format!("/v1/drivers/{id}")).await.status,
+            404,
+            "{id} must not be stored"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_over_the_limit_is_rejected_whole() {
+    let app = spawn_app_with(|s| s.batch_max_positions = 5).await;
+    let t = now_ms();
+    let positions: Vec<Value> = (0..6)
+        .map(|i| json!({"driver_id": format!("d{i}"), "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t}))
+        .collect();
+    let answer = app
+        .post_json("/v1/locations/batch", &json!({"positions": positions}))
+        .await;
+    answer.assert_problem(422, "validation-error");
+    assert_eq!(answer.problem_fields(), ["positions"]);
+    assert!(app.keys().await.is_empty());
+    let ok = app
+        .post_json("/v1/locations/batch", &json!({"positions": positions[..5]}))
+        .await;
+    assert_eq!(ok.status, 200);
+}
+
+#[tokio::test]
+async fn status_moves_the_driver_between_indexes_and_busy_is_not_settable() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    app.put_location("s1", PARIS.0, PARIS.1, t, json!({"vehicle_type": "van"}))
+        .await;
+    let off = app
+        .put_json("/v1/drivers/s1/status", &json!({"status": "offline"}))
+        .await;
+    assert_eq!(off.status, 200, "{}", off.text);
+    assert_eq!(off.json["status"], "offline");
+    assert_eq!(app.geo_members("paris", "offline", "van").await, ["s1"]);
+    assert!(
+        app.geo_members("paris", "available", "van")
+            .await
+            .is_empty()
+    );
+
+    let default_search = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert!(
+        default_search.json["drivers"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "offline drivers are not searched by default"
+    );
+    let offline_search = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&status=offline",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert_eq!(offline_search.json["drivers"][0]["driver_id"], "s1");
+
+    // Going back on shift in the same call as a position.
+    let back = app
+        .put_location(
+            "s1",
+            PARIS.0,
+            PARIS.1,
+            t + 1,
+            json!({"status": "available"}),
+        )
+        .await;
+    assert_eq!(back.json["status"], "available");
+    assert_eq!(app.indexes_of("s1").await.len(), 1);
+
+    app.put_json("/v1/drivers/s1/status", &json!({"status": "busy"}))
+        .await
+        .assert_problem(422, "validation-error");
+    app.put_json("/v1/drivers/nobody/status", &json!({"status": "offline"}))
+        .await
+        .assert_problem(404, "not-found");
+}
+
+#[tokio::test]
+async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    app.put_location("m1", PARIS.0, PARIS.1, t, json!({})).await;
+    let moved = app
+        .put_location("m1", BERLIN.0, BERLIN.1, t + 1000, json!({}))
+        .await;
+    assert_eq!(moved.json["city"], "berlin", "{}", moved.text);
+    let indexes = app.indexes_of("m1").await;
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
+    assert!(indexes[0].contains("{berlin}"));
+    let mut conn = app.redis_conn().await;
+    let prefix = &app.context.settings.key_prefix;
+    let in_paris: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:{{paris}}:seen"))
+        .arg("m1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(in_paris.is_none(), "left the old city's last-seen index");
+    let paris = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert!(paris.json["drivers"].as_array().unwrap().is_empty());
+    // An older Paris position arriving late loses.
+    app.put_location("m1", PARIS.0, PARIS.1, t + 500, json!({}))
+        .await
+        .assert_problem(409, "stale-position");
+    assert_eq!(app.indexes_of("m1").await.len(), 1);
+}
+
+#[tokio::test]
+async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep() {
+    let app = spawn_app_with(|s| {
+        s.driver_ttl_ms = 400;
+        s.sweep_interval_ms = 3_600_000; // no background sweep during this test
+    })
+    .await;
+    app.put_location("old", PARIS.0, PARIS.1, now_ms(), json!({}))
+        .await;
+    let search = format!("/v1/drivers/nearby?lat={}&lon={}", PARIS.0, PARIS.1);
+    assert_eq!(
+        app.get(&search).await.json["drivers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Wait until the position is older than the TTL (polling the driver's own freshness).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.get("/v1/drivers/old").await.json["fresh"] == true {
+        assert!(std::time::Instant::now() < deadline, "never went stale");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        app.get(&search).await.json["drivers"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "search filters stale drivers between sweeps"
+    );
+    assert_eq!(app.indexes_of("old").await.len(), 1, "not swept yet");
+
+    let removed =
+        geodispatch::drivers::sweep_city(&app.context.store, &app.context.settings, "paris")
+            .await
+            .unwrap();
+    assert_eq!(removed, 1);
+    assert!(
+        app.indexes_of("old").await.is_empty(),
+        "swept out of the GEO index"
+    );
+    let state = app.get("/v1/drivers/old").await;
+    assert_eq!(state.status, 200, "its state stays readable");
+    assert_eq!(state.json["fresh"], false);
+
+    // A new position re-indexes it.
+    app.put_location("old", PARIS.0, PARIS.1, now_ms(), json!({}))
+        .await;
+    assert_eq!(
+        app.get(&search).await.json["drivers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_background_sweeper_removes_stale_drivers_in_bounded_batches() {
+    let app = spawn_app_with(|s| {
+        s.driver_ttl_ms = 200;
+        s.sweep_interval_ms = 100;
+        s.sweep_batch = 3;
+    })
+    .await;
+    let positions: Vec<Value> = (0..10)
+        .map(|i| json!({"driver_id": format!("z{i}"), "lat": PARIS.0, "lon": PARIS.1 + i as f64 * 0.001, "recorded_at": now_ms()}))
+        .collect();
+    app.post_json("/v1/locations/batch", &json!({"positions": positions}))
+        .await;
+    assert_eq!(app.geo_members("paris", "available", "car").await.len(), 10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !app
+        .geo_members("paris", "available", "car")
+        .await
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweeper never removed them"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn delete_removes_a_driver_from_every_index() {
+    let app = spawn_app().await;
+    app.put_location("gone", PARIS.0, PARIS.1, now_ms(), json!({}))
+        .await;
+    let answer = app.delete("/v1/drivers/gone").await;
+    assert_eq!(answer.status, 204);
+    assert!(app.indexes_of("gone").await.is_empty());
+    assert_eq!(app.get("/v1/drivers/gone").await.status, 404);
+    assert!(
+        app.keys().await.iter().all(|k| !k.ends_with(":seen")),
+        "{:?}",
+        app.keys().await
+    );
+    app.delete("/v1/drivers/gone")
+        .await
+        .assert_problem(404, "not-found");
+}

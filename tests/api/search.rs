@@ -1,0 +1,254 @@
+//! Nearby search against a brute-force haversine over the same drivers.
+
+use geodispatch::domain::{GeoPoint, haversine_m};
+use serde_json::{Value, json};
+
+use crate::helpers::{PARIS, Rng, TestApp, now_ms, spawn_app};
+
+struct Fleet {
+    drivers: Vec<(String, f64, f64, &'static str)>,
+}
+
+async fn load_fleet(app: &TestApp, n: usize, km: f64, seed: u64) -> Fleet {
+    let mut rng = Rng::new(seed);
+    let vehicles = ["bike", "scooter", "car", "van"];
+    let mut drivers = Vec::new();
+    let t = now_ms();
+    let positions: Vec<Value> = (0..n)
+        .map(|i| {
+            let (lat, lon) = rng.near(PARIS.0, PARIS.1, km);
+            let vt = vehicles[i % 4];
+            drivers.push((format!("f{i:04}"), lat, lon, vt));
+            json!({"driver_id": format!("f{i:04}"), "lat": lat, "lon": lon, "recorded_at": t, "vehicle_type": vt})
+        })
+        .collect();
+    let answer = app
+        .post_json("/v1/locations/batch", &json!({"positions": positions}))
+        .await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted")
+    );
+    Fleet { drivers }
+}
+
+fn ids(answer: &Value) -> Vec<String> {
+    answer["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["driver_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn nearest_k_matches_a_brute_force_haversine() {
+    let app = spawn_app().await;
+    let fleet = load_fleet(&app, 400, 6.0, 7).await;
+    let mut rng = Rng::new(99);
+    for (k, radius) in [(20, 50_000.0), (5, 50_000.0), (100, 50_000.0), (20, 800.0)] {
+        for _ in 0..5 {
+            let (lat, lon) = rng.near(PARIS.0, PARIS.1, 5.0);
+            let center = GeoPoint { lat, lon };
+            let answer = app
+                .get(&format!(
+                    "/v1/drivers/nearby?lat={lat}&lon={lon}&limit={k}&radius_m={radius}"
+                ))
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.text);
+            let got = answer.json["drivers"].as_array().unwrap();
+            let mut expected: Vec<(f64, &str)> = fleet
+                .drivers
+                .iter()
+                .map(|(id, la, lo, _)| {
+                    (
+                        haversine_m(center, GeoPoint { lat: *la, lon: *lo }),
+                        id.as_str(),
+                    )
+                })
+                .filter(|(d, _)| *d <= radius)
+                .collect();
+            expected.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            expected.truncate(k);
+            assert_eq!(got.len(), expected.len(), "k={k} r={radius}");
+            for (g, (d, id)) in got.iter().zip(&expected) {
+                let gd = g["distance_m"].as_f64().unwrap();
+                // Redis stores 52-bit geohashes (about 0.6 m): ids may swap only on near-ties.
+                assert!(
+                    (gd - d).abs() < 2.0,
+                    "distance {gd} vs brute force {d} for {id}"
+                );
+                if g["driver_id"] != *id {
+                    let theirs = expected
+                        .iter()
+                        .find(|(_, e)| *e == g["driver_id"])
+                        .map(|(d, _)| *d);
+                    assert!(
+                        theirs.is_some_and(|t| (t - d).abs() < 2.0),
+                        "{} is not a near-tie of {id}",
+                        g["driver_id"]
+                    );
+                }
+            }
+            let distances: Vec<f64> = got
+                .iter()
+                .map(|g| g["distance_m"].as_f64().unwrap())
+                .collect();
+            assert!(distances.windows(2).all(|w| w[0] <= w[1]), "nearest first");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sparse_drivers_are_found_up_to_the_maximum_radius() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    // Three drivers 2, 9 and 20 km north of the centre: the search must widen to find them.
+    for (i, km) in [2.0, 9.0, 20.0].iter().enumerate() {
+        app.put_location(
+            &format!("far{i}"),
+            PARIS.0 + km / 111.2,
+            PARIS.1,
+            t,
+            json!({}),
+        )
+        .await;
+    }
+    let all = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&radius_m=50000&limit=10",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert_eq!(ids(&all.json), ["far0", "far1", "far2"]);
+    let within_10 = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&radius_m=10000&limit=10",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert_eq!(ids(&within_10.json), ["far0", "far1"]);
+}
+
+#[tokio::test]
+async fn box_search_returns_exactly_the_drivers_inside_the_box_nearest_first() {
+    let app = spawn_app().await;
+    let fleet = load_fleet(&app, 300, 4.0, 11).await;
+    let (w, h) = (3_000.0, 1_500.0);
+    let answer = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&width_m={w}&height_m={h}&limit=100",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let got = ids(&answer.json);
+    let center = GeoPoint {
+        lat: PARIS.0,
+        lon: PARIS.1,
+    };
+    // Redis' rule: north-south distance along the meridian, east-west along the member's parallel.
+    let inside = |lat: f64, lon: f64, margin: f64| {
+        let dy = haversine_m(GeoPoint { lat, lon }, GeoPoint { lat: PARIS.0, lon });
+        let dx = haversine_m(GeoPoint { lat, lon }, GeoPoint { lat, lon: PARIS.1 });
+        dy <= h / 2.0 + margin && dx <= w / 2.0 + margin
+    };
+    let expected: Vec<&str> = fleet
+        .drivers
+        .iter()
+        .filter(|(_, la, lo, _)| inside(*la, *lo, -2.0))
+        .map(|(id, ..)| id.as_str())
+        .collect();
+    assert!(
+        !expected.is_empty() && expected.len() < 100,
+        "{}",
+        expected.len()
+    );
+    for id in &expected {
+        assert!(
+            got.iter().any(|g| g == id),
+            "{id} is inside the box but missing"
+        );
+    }
+    for g in answer.json["drivers"].as_array().unwrap() {
+        let (lat, lon) = (g["lat"].as_f64().unwrap(), g["lon"].as_f64().unwrap());
+        assert!(
+            inside(lat, lon, 2.0),
+            "{} is outside the box",
+            g["driver_id"]
+        );
+        let d = haversine_m(center, GeoPoint { lat, lon });
+        assert!((d - g["distance_m"].as_f64().unwrap()).abs() < 2.0);
+    }
+}
+
+#[tokio::test]
+async fn filters_by_vehicle_type_and_status() {
+    let app = spawn_app().await;
+    let fleet = load_fleet(&app, 40, 2.0, 3).await;
+    let answer = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&vehicle_type=bike&limit=100",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    let bikes: Vec<&str> = fleet
+        .drivers
+        .iter()
+        .filter(|d| d.3 == "bike")
+        .map(|d| d.0.as_str())
+        .collect();
+    let mut got = ids(&answer.json);
+    got.sort();
+    assert_eq!(got, bikes);
+    for d in answer.json["drivers"].as_array().unwrap() {
+        assert_eq!(d["vehicle_type"], "bike");
+        assert_eq!(d["status"], "available");
+    }
+    let busy = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&status=busy",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert!(ids(&busy.json).is_empty());
+}
+
+#[tokio::test]
+async fn bad_search_parameters_are_422_naming_the_parameter() {
+    let app = spawn_app().await;
+    let p = format!("lat={}&lon={}", PARIS.0, PARIS.1);
+    let cases = [
+        (format!("{p}&limit=101"), "limit"),
+        (format!("{p}&limit=0"), "limit"),
+        (format!("{p}&radius_m=50001"), "radius_m"),
+        (format!("{p}&radius_m=-1"), "radius_m"),
+        (
+            format!("{p}&radius_m=100&width_m=100&height_m=100"),
+            "radius_m",
+        ),
+        (format!("{p}&width_m=100"), "height_m"),
+        (format!("lat=abc&lon={}", PARIS.1), "lat"),
+        (format!("lon={}", PARIS.1), "lat"),
+        (format!("lat=91&lon={}", PARIS.1), "lat"),
+        (format!("{p}&status=sleeping"), "status"),
+        (format!("{p}&vehicle_type=rocket"), "vehicle_type"),
+        (format!("{p}&colour=red"), "colour"),
+    ];
+    for (query, field) in cases {
+        let answer = app.get(&format!("/v1/drivers/nearby?{query}")).await;
+        answer.assert_problem(422, "validation-error");
+        assert!(
+            answer.problem_fields().contains(&field.to_owned()),
+            "{query}: {}",
+            answer.text
+        );
+    }
+    app.get("/v1/drivers/nearby?lat=50.11&lon=8.68")
+        .await
+        .assert_problem(422, "outside-service-area");
+}
