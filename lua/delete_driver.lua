@@ -2,7 +2,9 @@
 --
 -- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the driver's city
--- KEYS[3..14]  GEO sets of that city, status-major: (available, busy, offline) x (bike, scooter, car, van)
+-- KEYS[3..17]  GEO sets of that city, five per status (available, busy, offline): the status'
+--              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
+--              vehicle type (bike, scooter, car, van)
 -- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in
 -- Returns {'ok'} | {'missing'} | {'moved', actual_city} (nothing written)
 local id = ARGV[1]
@@ -14,8 +16,11 @@ local city = string.match(state, '^([^|]*)|')
 if city ~= ARGV[2] then
   return {'moved', city}
 end
-for i = 3, 14 do
-  redis.call('ZREM', KEYS[i], id)
+for s = 0, 2 do
+  redis.call('ZREM', KEYS[3 + s * 5], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
+  for v = 1, 4 do
+    redis.call('ZREM', KEYS[3 + s * 5 + v], id)
+  end
 end
 redis.call('ZREM', KEYS[2], id)
 redis.call('HDEL', KEYS[1], id)

@@ -6,24 +6,33 @@
 -- KEYS[1]      drivers hash (global): driver_id -> packed state
 --              "city|recorded_ms|lat|lon|status|vehicle|accuracy_m|heading_deg|speed_mps"
 -- KEYS[2]      last-seen sorted set of the new city (score = recorded_ms)
--- KEYS[3..14]  GEO sets of the new city, status-major: (available, busy, offline) x (bike, scooter, car, van)
--- KEYS[15]     last-seen sorted set of the previous city     (only when ARGV[12] ~= '')
--- KEYS[16..27] GEO sets of the previous city, same order     (only when ARGV[12] ~= '')
+-- KEYS[3..17]  GEO sets of the new city, five per status (available, busy, offline): first the
+--              status' set of every vehicle type (members tagged 'b:id', 's:id', 'c:id', 'v:id' so
+--              a search of all vehicles learns each driver's type), then one set per vehicle type
+--              (bike, scooter, car, van; plain ids)
+-- KEYS[18]     last-seen sorted set of the previous city     (only when ARGV[12] ~= '')
+-- KEYS[19..33] GEO sets of the previous city, same order     (only when ARGV[12] ~= '')
 -- ARGV[1] driver_id   ARGV[2] new city   ARGV[3] lon   ARGV[4] lat   ARGV[5] recorded_ms
 -- ARGV[6] requested status: '' (keep; new drivers start available), 'available' or 'offline'
 -- ARGV[7] vehicle type: '' (keep; new drivers are 'car') or bike|scooter|car|van
 -- ARGV[8] accuracy_m, ARGV[9] heading_deg, ARGV[10] speed_mps ('' when absent)
 -- ARGV[11] allowed clock skew into the future, ms
--- ARGV[12] previous city whose keys are passed as KEYS[15..27], or ''
+-- ARGV[12] previous city whose keys are passed as KEYS[18..33], or ''
 -- Returns one of:
 --   {'ok', packed_state, now_ms}
 --   {'stale', stored_recorded_ms, now_ms}     nothing written
 --   {'future', now_ms}                        nothing written
 --   {'moved', previous_city}                  nothing written: call again with that city's keys
 local STATUS = {available = 0, busy = 1, offline = 2}
-local VEHICLE = {bike = 0, scooter = 1, car = 2, van = 3}
-local function geo_key(base, status, vehicle)
-  return KEYS[base + STATUS[status] * 4 + VEHICLE[vehicle]]
+local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
+local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
+local function unindex(base, status, vehicle, id)
+  redis.call('ZREM', KEYS[base + STATUS[status] * 5], TAG[vehicle] .. id)
+  redis.call('ZREM', KEYS[base + STATUS[status] * 5 + VEHICLE[vehicle]], id)
+end
+local function index(base, status, vehicle, id, lon, lat)
+  redis.call('GEOADD', KEYS[base + STATUS[status] * 5], lon, lat, TAG[vehicle] .. id)
+  redis.call('GEOADD', KEYS[base + STATUS[status] * 5 + VEHICLE[vehicle]], lon, lat, id)
 end
 
 local t = redis.call('TIME')
@@ -56,19 +65,15 @@ if ARGV[7] ~= '' then
   vehicle = ARGV[7]
 end
 
-local new_geo = geo_key(3, status, vehicle)
 if prev then
   if prev_city ~= city then
-    redis.call('ZREM', geo_key(16, prev_status, prev_vehicle), id)
-    redis.call('ZREM', KEYS[15], id)
-  else
-    local old_geo = geo_key(3, prev_status, prev_vehicle)
-    if old_geo ~= new_geo then
-      redis.call('ZREM', old_geo, id)
-    end
+    unindex(19, prev_status, prev_vehicle, id)
+    redis.call('ZREM', KEYS[18], id)
+  elseif prev_status ~= status or prev_vehicle ~= vehicle then
+    unindex(3, prev_status, prev_vehicle, id)
   end
 end
-redis.call('GEOADD', new_geo, ARGV[3], ARGV[4], id)
+index(3, status, vehicle, id, ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[2], recorded, id)
 local state = table.concat({city, ARGV[5], ARGV[4], ARGV[3], status, vehicle, ARGV[8], ARGV[9], ARGV[10]}, '|')
 redis.call('HSET', KEYS[1], id, state)

@@ -4,7 +4,9 @@
 --
 -- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the driver's city
--- KEYS[3..14]  GEO sets of that city, status-major: (available, busy, offline) x (bike, scooter, car, van)
+-- KEYS[3..17]  GEO sets of that city, five per status (available, busy, offline): the status'
+--              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
+--              vehicle type (bike, scooter, car, van)
 -- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in   ARGV[3] 'available' | 'offline'
 -- Returns one of:
 --   {'ok', packed_state, now_ms}
@@ -12,10 +14,8 @@
 --   {'moved', actual_city}       nothing written: call again with that city's keys
 --   {'busy', packed_state}       nothing written: the driver holds an order
 local STATUS = {available = 0, busy = 1, offline = 2}
-local VEHICLE = {bike = 0, scooter = 1, car = 2, van = 3}
-local function geo_key(status, vehicle)
-  return KEYS[3 + STATUS[status] * 4 + VEHICLE[vehicle]]
-end
+local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
+local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -34,8 +34,11 @@ if status == 'busy' then
 end
 if status ~= new_status then
   -- Re-index only a driver that is still indexed (the sweeper removes stale ones).
-  if redis.call('ZREM', geo_key(status, vehicle), id) == 1 then
-    redis.call('GEOADD', geo_key(new_status, vehicle), lon, lat, id)
+  local removed = redis.call('ZREM', KEYS[3 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
+  redis.call('ZREM', KEYS[3 + STATUS[status] * 5], TAG[vehicle] .. id)
+  if removed == 1 then
+    redis.call('GEOADD', KEYS[3 + STATUS[new_status] * 5], lon, lat, TAG[vehicle] .. id)
+    redis.call('GEOADD', KEYS[3 + STATUS[new_status] * 5 + VEHICLE[vehicle]], lon, lat, id)
   end
   state = table.concat({city, recorded, lat, lon, new_status, vehicle, rest}, '|')
   redis.call('HSET', KEYS[1], id, state)

@@ -4,11 +4,14 @@
 --
 -- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the city
--- KEYS[3..14]  GEO sets of the city, status-major: (available, busy, offline) x (bike, scooter, car, van)
+-- KEYS[3..17]  GEO sets of the city, five per status (available, busy, offline): the status'
+--              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
+--              vehicle type (bike, scooter, car, van)
 -- ARGV[1] driver TTL, ms   ARGV[2] batch size
 -- Returns the number of drivers swept.
 local STATUS = {available = 0, busy = 1, offline = 2}
-local VEHICLE = {bike = 0, scooter = 1, car = 2, van = 3}
+local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
+local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cutoff = now - tonumber(ARGV[1])
@@ -20,10 +23,14 @@ for _, id in ipairs(ids) do
     status, vehicle = string.match(state, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|([^|]*)|')
   end
   if status and STATUS[status] and VEHICLE[vehicle] then
-    redis.call('ZREM', KEYS[3 + STATUS[status] * 4 + VEHICLE[vehicle]], id)
+    redis.call('ZREM', KEYS[3 + STATUS[status] * 5], TAG[vehicle] .. id)
+    redis.call('ZREM', KEYS[3 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
   else
-    for i = 3, 14 do
-      redis.call('ZREM', KEYS[i], id)
+    for s = 0, 2 do
+      redis.call('ZREM', KEYS[3 + s * 5], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
+      for v = 1, 4 do
+        redis.call('ZREM', KEYS[3 + s * 5 + v], id)
+      end
     end
   end
 end

@@ -17,12 +17,14 @@
 //! - Capabilities, each owning its routes, types, keys and scripts: [`cities`] (service areas),
 //!   [`health`] (liveness/readiness), [`drivers`] (position ingest, status, liveness sweeper),
 //!   [`search`] (nearest-k search), [`seed`] (seed data generation and loading).
+//! - [`bench`]: the benchmark commands behind `docs/BENCHMARKS.md`.
 //!
 //! # A request's path
 //! actix-web → `telemetry::request_id_middleware` (id, span, access log) → a capability handler
 //! (extractors validate into `domain` types, errors become problem+json) → one script or
 //! command on the shared multiplexed Redis connection → JSON answer.
 
+pub mod bench;
 pub mod cities;
 pub mod config;
 pub mod domain;

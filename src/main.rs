@@ -27,10 +27,52 @@ enum Command {
     },
     /// Print the OpenAPI document as JSON.
     Openapi,
+    /// Benchmarks behind docs/BENCHMARKS.md (each starts its own redis-server and service).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Seed data tools.
     Seed {
         #[command(subcommand)]
         command: SeedCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Nearest-20 through the service vs naive GEOSEARCH and PostGIS KNN, per fleet size.
+    Nearby {
+        /// Fleet sizes (drivers in the 30×30 km Paris square).
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<usize>,
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// HTTP worker threads of the service.
+        #[arg(long, default_value_t = 2)]
+        http_workers: usize,
+        /// PostGIS KNN script; `none` skips PostGIS.
+        #[arg(long, default_value = "bench/postgis_knn.sh")]
+        postgis_script: String,
+    },
+    /// Single PUT vs our no-Redis /healthz; batch ingest vs redis-benchmark -P 16 GEOADD.
+    Ingest {
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Concurrent connections for single requests.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Concurrent connections for batches.
+        #[arg(long, default_value_t = 4)]
+        batch_connections: usize,
+        /// HTTP worker threads of the service.
+        #[arg(long, default_value_t = 2)]
+        http_workers: usize,
     },
 }
 
@@ -77,6 +119,51 @@ fn main() -> anyhow::Result<()> {
                         "geodispatch stopped with an error"
                     );
                 })
+        }
+        Command::Bench { command } => {
+            geodispatch::telemetry::init(geodispatch::config::LogFormat::Text);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            let result = runtime.block_on(async {
+                match command {
+                    BenchCommand::Nearby {
+                        sizes,
+                        duration,
+                        connections,
+                        http_workers,
+                        postgis_script,
+                    } => {
+                        let rows = geodispatch::bench::nearby(geodispatch::bench::NearbyOptions {
+                            sizes,
+                            duration: std::time::Duration::from_secs(duration),
+                            connections,
+                            http_workers,
+                            postgis_script: (postgis_script != "none").then(|| PathBuf::from(postgis_script)),
+                        })
+                        .await?;
+                        anyhow::Ok(serde_json::json!({"scenario": "nearby", "duration_s": duration, "connections": connections, "rows": rows}))
+                    }
+                    BenchCommand::Ingest {
+                        duration,
+                        connections,
+                        batch_connections,
+                        http_workers,
+                    } => {
+                        let r = geodispatch::bench::ingest(geodispatch::bench::IngestOptions {
+                            duration: std::time::Duration::from_secs(duration),
+                            connections,
+                            batch_connections,
+                            http_workers,
+                        })
+                        .await?;
+                        anyhow::Ok(serde_json::json!({"scenario": "ingest", "duration_s": duration, "connections": connections, "result": r}))
+                    }
+                }
+            })?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(())
         }
         Command::Openapi => {
             print!("{}", geodispatch::openapi::spec_json());

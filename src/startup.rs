@@ -142,6 +142,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let store = web::Data::new(context.store.clone());
     let cities = web::Data::from(context.cities.clone());
     let settings_data = web::Data::from(settings.clone());
+    let tuning = web::Data::new(crate::search::KnnTuning::new());
     let body_limit = settings.body_limit_bytes;
     let mut server = HttpServer::new(move || {
         let (app, api) = App::new()
@@ -149,6 +150,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
             .app_data(store.clone())
             .app_data(cities.clone())
             .app_data(settings_data.clone())
+            .app_data(tuning.clone())
             .app_data(BodyLimit(body_limit))
             .app_data(
                 web::PathConfig::default()

@@ -46,9 +46,18 @@ impl Keys {
     }
 }
 
+fn local_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Redis access shared by every handler (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
+    /// Redis' clock minus ours, in ms (`i64::MIN` until first observed).
+    clock_offset_ms: Arc<std::sync::atomic::AtomicI64>,
     conn: ConnectionManager,
     pool: deadpool_redis::Pool,
     keys: Keys,
@@ -81,6 +90,7 @@ impl Store {
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .context("creating the Redis pool")?;
         Ok(Self {
+            clock_offset_ms: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             conn,
             pool,
             keys: Keys::new(prefix),
@@ -96,6 +106,21 @@ impl Store {
     /// The pool, for dedicated connections (blocking reads, bulk loads).
     pub fn pool(&self) -> &deadpool_redis::Pool {
         &self.pool
+    }
+
+    /// Record a `TIME` reply (epoch ms) just received, to estimate Redis' clock.
+    pub fn observe_redis_time(&self, redis_ms: i64) {
+        self.clock_offset_ms
+            .store(redis_ms - local_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Redis' clock now, estimated from the last observed `TIME` (error about one round trip,
+    /// and early rather than late); this machine's clock until one was observed.
+    pub fn redis_now_ms(&self) -> i64 {
+        match self.clock_offset_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            i64::MIN => local_ms(),
+            offset => local_ms() + offset,
+        }
     }
 
     /// Key builder.

@@ -59,29 +59,33 @@ pub fn seen_key(keys: &Keys, city: &str) -> String {
     keys.city(city, "seen")
 }
 
-/// A city's GEO set of drivers with `status` and `vehicle`.
-pub fn geo_key(keys: &Keys, city: &str, status: DriverStatus, vehicle: VehicleType) -> String {
-    keys.city(
-        city,
-        &format!("geo:{}:{}", status.as_str(), vehicle.as_str()),
-    )
+/// A city's GEO set of drivers with `status` and `vehicle` (plain driver ids), or with
+/// `status` and any vehicle when `vehicle` is `None` (members tagged with the vehicle type, see
+/// [`VehicleType::tag`]). Both exist so that a search, filtered by vehicle or not, is one
+/// GEOSEARCH per status.
+pub fn geo_key(keys: &Keys, city: &str, status: DriverStatus, vehicle: Option<VehicleType>) -> String {
+    match vehicle {
+        Some(v) => keys.city(city, &format!("geo:{}:{}", status.as_str(), v.as_str())),
+        None => keys.city(city, &format!("geo:{}", status.as_str())),
+    }
 }
 
-/// A city's 12 GEO sets in the order the scripts expect: status-major
-/// (available, busy, offline) × (bike, scooter, car, van).
+/// A city's 15 GEO sets in the order the scripts expect: per status (available, busy,
+/// offline), the all-vehicles set, then bike, scooter, car, van.
 pub fn all_geo_keys(keys: &Keys, city: &str) -> Vec<String> {
-    let mut out = Vec::with_capacity(12);
+    let mut out = Vec::with_capacity(15);
     for status in DriverStatus::ALL {
+        out.push(geo_key(keys, city, status, None));
         for vehicle in VehicleType::ALL {
-            out.push(geo_key(keys, city, status, vehicle));
+            out.push(geo_key(keys, city, status, Some(vehicle)));
         }
     }
     out
 }
 
-/// KEYS of a script that works on one city: state hash, seen set, the 12 GEO sets.
+/// KEYS of a script that works on one city: state hash, seen set, the 15 GEO sets.
 pub fn city_script_keys(keys: &Keys, city: &str) -> Vec<String> {
-    let mut out = Vec::with_capacity(14);
+    let mut out = Vec::with_capacity(17);
     out.push(state_key(keys));
     out.push(seen_key(keys, city));
     out.extend(all_geo_keys(keys, city));

@@ -46,6 +46,22 @@ impl VehicleType {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
+
+    /// Prefix of a driver's member in a status' all-vehicles GEO set (`c:drv-1`).
+    pub fn tag(self) -> &'static str {
+        match self {
+            VehicleType::Bike => "b:",
+            VehicleType::Scooter => "s:",
+            VehicleType::Car => "c:",
+            VehicleType::Van => "v:",
+        }
+    }
+
+    /// Split a tagged member (`c:drv-1`) into its vehicle type and driver id.
+    pub fn untag(member: &str) -> Option<(Self, &str)> {
+        let (tag, id) = member.split_at_checked(2)?;
+        Self::ALL.into_iter().find(|v| v.tag() == tag).map(|v| (v, id))
+    }
 }
 
 /// A driver's status. `busy` is set and cleared by dispatch only.

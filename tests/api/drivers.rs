@@ -29,7 +29,7 @@ async fn a_position_is_stored_and_indexed_by_status_and_vehicle() {
     assert_eq!(read.status, 200);
     assert_eq!(read.json["lat"], PARIS.0);
     assert!(read.json["age_ms"].as_i64().unwrap() >= 0);
-    assert_eq!(app.indexes_of("drv-1").await.len(), 1);
+    assert_eq!(app.indexes_of("drv-1").await.len(), 2, "the all-vehicles and the scooter set");
     assert_eq!(
         app.geo_members("paris", "available", "scooter").await,
         ["drv-1"]
@@ -280,8 +280,8 @@ async fn concurrent_updates_of_one_driver_leave_the_newest_position() {
     );
     assert_eq!(
         app.indexes_of("racer").await.len(),
-        1,
-        "indexed exactly once"
+        2,
+        "indexed exactly once per kind of set"
     );
 }
 
@@ -422,7 +422,7 @@ async fn status_moves_the_driver_between_indexes_and_busy_is_not_settable() {
         )
         .await;
     assert_eq!(back.json["status"], "available");
-    assert_eq!(app.indexes_of("s1").await.len(), 1);
+    assert_eq!(app.indexes_of("s1").await.len(), 2);
 
     app.put_json("/v1/drivers/s1/status", &json!({"status": "busy"}))
         .await
@@ -442,8 +442,8 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
         .await;
     assert_eq!(moved.json["city"], "berlin", "{}", moved.text);
     let indexes = app.indexes_of("m1").await;
-    assert_eq!(indexes.len(), 1, "{indexes:?}");
-    assert!(indexes[0].contains("{berlin}"));
+    assert_eq!(indexes.len(), 2, "{indexes:?}");
+    assert!(indexes.iter().all(|k| k.contains("{berlin}")), "{indexes:?}");
     let mut conn = app.redis_conn().await;
     let prefix = &app.context.settings.key_prefix;
     let in_paris: Option<f64> = redis::cmd("ZSCORE")
@@ -464,7 +464,7 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
     app.put_location("m1", PARIS.0, PARIS.1, t + 500, json!({}))
         .await
         .assert_problem(409, "stale-position");
-    assert_eq!(app.indexes_of("m1").await.len(), 1);
+    assert_eq!(app.indexes_of("m1").await.len(), 2);
 }
 
 #[tokio::test]
@@ -498,7 +498,7 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
             .is_empty(),
         "search filters stale drivers between sweeps"
     );
-    assert_eq!(app.indexes_of("old").await.len(), 1, "not swept yet");
+    assert_eq!(app.indexes_of("old").await.len(), 2, "not swept yet");
 
     let removed =
         geodispatch::drivers::sweep_city(&app.context.store, &app.context.settings, "paris")

@@ -331,20 +331,24 @@ impl TestApp {
         members
     }
 
-    /// Every GEO set (city, status, vehicle) that holds `id`.
+    /// Every GEO set that holds `id` (as a plain id in a per-vehicle set, or tagged `c:id` in
+    /// a status' all-vehicles set). An indexed driver is in exactly two: one of each.
     pub async fn indexes_of(&self, id: &str) -> Vec<String> {
         let mut conn = self.redis_conn().await;
         let mut out = Vec::new();
         for key in self.keys().await {
-            if key.contains(":geo:") {
+            if !key.contains(":geo:") {
+                continue;
+            }
+            for tag in ["", "b:", "s:", "c:", "v:"] {
                 let score: Option<f64> = redis::cmd("ZSCORE")
                     .arg(&key)
-                    .arg(id)
+                    .arg(format!("{tag}{id}"))
                     .query_async(&mut conn)
                     .await
                     .unwrap();
                 if score.is_some() {
-                    out.push(key);
+                    out.push(key.clone());
                 }
             }
         }

@@ -252,3 +252,29 @@ async fn bad_search_parameters_are_422_naming_the_parameter() {
         .await
         .assert_problem(422, "outside-service-area");
 }
+
+#[tokio::test]
+async fn many_stale_drivers_between_sweeps_are_never_returned() {
+    // More stale drivers than the search's stale window: the per-candidate check takes over.
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.driver_ttl_ms = 500;
+        s.sweep_interval_ms = 3_600_000;
+    })
+    .await;
+    let t = now_ms();
+    let stale: Vec<Value> = (0..150)
+        .map(|i| json!({"driver_id": format!("old{i}"), "lat": PARIS.0 + i as f64 * 1e-5, "lon": PARIS.1, "recorded_at": t - 10_000}))
+        .collect();
+    app.post_json("/v1/locations/batch", &json!({"positions": stale})).await;
+    let fresh: Vec<Value> = (0..5)
+        .map(|i| json!({"driver_id": format!("new{i}"), "lat": PARIS.0 + 0.01 + i as f64 * 1e-4, "lon": PARIS.1, "recorded_at": t}))
+        .collect();
+    app.post_json("/v1/locations/batch", &json!({"positions": fresh})).await;
+    let answer = app.get(&format!("/v1/drivers/nearby?lat={}&lon={}&limit=20", PARIS.0, PARIS.1)).await;
+    let mut got = ids(&answer.json);
+    got.sort();
+    assert_eq!(got, ["new0", "new1", "new2", "new3", "new4"], "{}", answer.text);
+    // A few stale ones (inside the window) with fresh ones: the cheap path.
+    let few = app.get(&format!("/v1/drivers/nearby?lat={}&lon={}&limit=3&radius_m=2000", PARIS.0 + 0.01, PARIS.1)).await;
+    assert!(ids(&few.json).iter().all(|id| id.starts_with("new")), "{}", few.text);
+}

@@ -1,0 +1,430 @@
+//! `geodispatch bench …`: the commands behind every figure in `docs/BENCHMARKS.md`.
+//!
+//! Each scenario starts its own `redis-server` (in memory, free port) and the service
+//! in-process, loads data through the public API, then drives it over HTTP with a closed-loop
+//! load generator ([`load`]) and prints its figures next to the anchors measured in the same
+//! run: our own no-Redis endpoint (`/healthz`) for HTTP overhead, `redis-benchmark` for raw
+//! GEOADD, a naive GEOSEARCH straight on Redis, and PostGIS KNN (`bench/postgis_knn.sh`).
+
+pub mod load;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::redis_local::{LocalRedis, LocalRedisOptions};
+use crate::seed::SplitMix64;
+use crate::startup::Application;
+
+/// The benchmark city: the 30×30 km square around central Paris.
+const CENTER: (f64, f64) = (48.85, 2.35);
+const HALF_KM: f64 = 15.0;
+const VEHICLES: [&str; 4] = ["bike", "scooter", "car", "van"];
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn point_in_square(rng: &mut SplitMix64, half_km: f64) -> (f64, f64) {
+    let dlat = half_km / 111.32;
+    let dlon = half_km / (111.32 * CENTER.0.to_radians().cos());
+    let lat = CENTER.0 + (rng.next_f64() * 2.0 - 1.0) * dlat;
+    let lon = CENTER.1 + (rng.next_f64() * 2.0 - 1.0) * dlon;
+    ((lat * 1e6).round() / 1e6, (lon * 1e6).round() / 1e6)
+}
+
+/// A Redis and a service instance owned by one benchmark step.
+struct Bed {
+    redis: LocalRedis,
+    app_addr: String,
+    handle: actix_web::dev::ServerHandle,
+    dir: PathBuf,
+}
+
+impl Bed {
+    async fn start(http_workers: usize) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("gd-bench-{}", uuid::Uuid::new_v4()));
+        let redis = LocalRedis::start(LocalRedisOptions {
+            data_dir: dir.join("redis"),
+            appendonly: false,
+            extra_args: vec![],
+        })
+        .await?;
+        let settings = Settings {
+            listen: "127.0.0.1:0".into(),
+            key_prefix: "bench".into(),
+            http_workers,
+            driver_ttl_ms: 3_600_000,
+            sweep_interval_ms: 3_600_000,
+            batch_max_positions: 1_000,
+            ..Settings::default()
+        };
+        let app = Application::build(settings, &redis.url(), false)?;
+        let app_addr = format!("127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Ok(Self { redis, app_addr, handle, dir })
+    }
+
+    async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(redis::Client::open(self.redis.url())?.get_multiplexed_async_connection().await?)
+    }
+
+    async fn stop(mut self) {
+        self.handle.stop(true).await;
+        let _ = self.redis.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Post `drivers` (id, lat, lon, vehicle) in batches of 1000 over `connections` connections;
+/// returns positions per second.
+async fn load_fleet(addr: &str, drivers: &[(String, f64, f64, &'static str)], connections: usize) -> anyhow::Result<f64> {
+    let t = now_ms();
+    let bodies: Vec<Vec<u8>> = drivers
+        .chunks(1_000)
+        .map(|chunk| {
+            let positions: Vec<_> = chunk
+                .iter()
+                .map(|(id, lat, lon, vt)| json!({"driver_id": id, "lat": lat, "lon": lon, "recorded_at": t, "vehicle_type": vt}))
+                .collect();
+            serde_json::to_vec(&json!({ "positions": positions })).expect("json")
+        })
+        .collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mine: Vec<Vec<u8>> = bodies.iter().skip(c).step_by(connections).cloned().collect();
+        let addr = addr.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = load::Conn::open(&addr).await?;
+            for body in mine {
+                let (status, answer) = conn.request("POST", "/v1/locations/batch", Some(&body)).await?;
+                anyhow::ensure!(status == 200, "batch answered {status}");
+                let text = std::str::from_utf8(answer).unwrap_or("");
+                anyhow::ensure!(
+                    !text.contains("\"invalid\"") && !text.contains("\"stale\""),
+                    "a batch item was rejected: {text}"
+                );
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(drivers.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+fn fleet(n: usize, seed: u64) -> Vec<(String, f64, f64, &'static str)> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|i| {
+            let (lat, lon) = point_in_square(&mut rng, HALF_KM);
+            (format!("d{i:07}"), lat, lon, VEHICLES[(rng.next_u64() % 4) as usize])
+        })
+        .collect()
+}
+
+fn queries(n: usize, seed: u64) -> Vec<(f64, f64)> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n).map(|_| point_in_square(&mut rng, 10.0)).collect()
+}
+
+/// Run a naive `GEOSEARCH key FROMLONLAT … BYRADIUS r m ASC COUNT 20 WITHDIST` straight on
+/// Redis from `connections` concurrent callers; returns (queries/s, p99 ms).
+async fn naive_geosearch(
+    url: &str,
+    key: &str,
+    radius_m: f64,
+    qs: &[(f64, f64)],
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let client = redis::Client::open(url)?;
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let qs: Vec<(f64, f64)> = qs.iter().skip(c).step_by(connections).copied().collect();
+        let key = key.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let (lat, lon) = qs[i % qs.len()];
+                i += 1;
+                let t = Instant::now();
+                let _: redis::Value = redis::cmd("GEOSEARCH")
+                    .arg(&key)
+                    .arg("FROMLONLAT")
+                    .arg(lon)
+                    .arg(lat)
+                    .arg("BYRADIUS")
+                    .arg(radius_m)
+                    .arg("m")
+                    .arg("ASC")
+                    .arg("COUNT")
+                    .arg(20)
+                    .arg("WITHDIST")
+                    .query_async(&mut conn)
+                    .await?;
+                hist.record(t.elapsed().as_micros().max(1) as u64)?;
+            }
+            anyhow::Ok(hist)
+        }));
+    }
+    let mut all = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task in tasks {
+        all.add(task.await??)?;
+    }
+    let qps = all.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((qps, all.value_at_quantile(0.99) as f64 / 1000.0))
+}
+
+fn postgis(script: &Path, dir: &Path, drivers: &[(String, f64, f64, &'static str)], qs: &[(f64, f64)], duration: Duration, connections: usize) -> serde_json::Value {
+    use std::io::Write;
+    let write = || -> anyhow::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir)?;
+        let points = dir.join("points.csv");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&points)?);
+        for (id, lat, lon, _) in drivers {
+            writeln!(f, "{id},{lon},{lat}")?;
+        }
+        f.flush()?;
+        let qpath = dir.join("queries.csv");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&qpath)?);
+        for (lat, lon) in qs {
+            writeln!(f, "{lon},{lat}")?;
+        }
+        f.flush()?;
+        Ok((points, qpath))
+    };
+    let (points, qpath) = match write() {
+        Ok(p) => p,
+        Err(e) => return json!({"engine": "postgis", "skipped": format!("writing CSVs: {e}")}),
+    };
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&points)
+        .arg(&qpath)
+        .arg(duration.as_secs().to_string())
+        .arg(connections.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match output {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| json!({"engine": "postgis", "skipped": "no JSON line from the script"})),
+        Err(e) => json!({"engine": "postgis", "skipped": format!("running {}: {e}", script.display())}),
+    }
+}
+
+/// Microseconds Redis spent executing commands since the last `CONFIG RESETSTAT`.
+async fn redis_busy_usec(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(r).await?;
+    for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
+        tracing::debug!("{line}");
+    }
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum())
+}
+
+/// Options of `bench nearby`.
+#[derive(Debug, Clone)]
+pub struct NearbyOptions {
+    /// Fleet sizes to measure.
+    pub sizes: Vec<usize>,
+    /// Seconds per measured phase.
+    pub duration: Duration,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// HTTP worker threads of the service.
+    pub http_workers: usize,
+    /// Path of `postgis_knn.sh`, or `None` to skip PostGIS.
+    pub postgis_script: Option<PathBuf>,
+}
+
+/// `bench nearby`: nearest-20 through the service vs naive GEOSEARCH and PostGIS KNN.
+pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut rows = Vec::new();
+    let qs = queries(10_000, 2);
+    for &n in &opts.sizes {
+        eprintln!("== nearby: {n} drivers");
+        let bed = Bed::start(opts.http_workers).await?;
+        let drivers = fleet(n, 1);
+        let ingest = load_fleet(&bed.app_addr, &drivers, 4).await?;
+        eprintln!("loaded {n} drivers over HTTP batches at {ingest:.0} positions/s");
+        let mut r = bed.redis().await?;
+        for chunk in drivers.chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for (id, lat, lon, _) in chunk {
+                pipe.cmd("GEOADD").arg("naive:all").arg(*lon).arg(*lat).arg(id).ignore();
+            }
+            let _: () = pipe.query_async(&mut r).await?;
+        }
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(1000).query_async(&mut r).await?;
+        let path_for = {
+            let qs = qs.clone();
+            move |c: usize, seq: u64| {
+                let (lat, lon) = qs[(c * 7919 + seq as usize * 31) % qs.len()];
+                ("GET", format!("/v1/drivers/nearby?lat={lat}&lon={lon}&limit=20&status=available"), None)
+            }
+        };
+        load::run(&bed.app_addr, opts.connections, Duration::from_secs(1), path_for.clone()).await?;
+        let _: () = redis::cmd("SLOWLOG").arg("RESET").query_async(&mut r).await?;
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut r).await?;
+        let ours = load::run(&bed.app_addr, opts.connections, opts.duration, path_for).await?;
+        let redis_us = redis_busy_usec(&mut r).await? / ours.latency_us.len().max(1) as f64;
+        eprintln!("redis time per search: {redis_us:.1} us");
+        let slow: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(128).query_async(&mut r).await?;
+        let mut slow_max_us = 0i64;
+        for entry in &slow {
+            if let redis::Value::Array(fields) = entry
+                && let Some(redis::Value::Int(us)) = fields.get(2)
+            {
+                slow_max_us = slow_max_us.max(*us);
+                if let Some(redis::Value::Array(args)) = fields.get(3)
+                    && let Some(redis::Value::BulkString(name)) = args.first()
+                {
+                    eprintln!("slowlog: {} took {us} us", String::from_utf8_lossy(name));
+                }
+            }
+        }
+        eprintln!(
+            "ours: {:.0} q/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, slowlog(>1ms) {} entries",
+            ours.rps(),
+            ours.ms(0.5),
+            ours.ms(0.99),
+            ours.errors,
+            slow.len()
+        );
+        let mut naive = Vec::new();
+        for radius in [1_000.0, 5_000.0] {
+            let (qps, p99) = naive_geosearch(&bed.redis.url(), "naive:all", radius, &qs, opts.connections, opts.duration).await?;
+            eprintln!("naive GEOSEARCH {radius} m: {qps:.0} q/s, p99 {p99:.2} ms");
+            naive.push(json!({"radius_m": radius, "qps": qps, "p99_ms": p99}));
+        }
+        let pg = match &opts.postgis_script {
+            Some(script) => postgis(script, &bed.dir.join("pg"), &drivers, &qs, opts.duration, opts.connections.min(4)),
+            None => json!({"engine": "postgis", "skipped": "not requested"}),
+        };
+        eprintln!("postgis: {pg}");
+        rows.push(json!({
+            "drivers": n,
+            "ours": {"qps": ours.rps(), "p50_ms": ours.ms(0.5), "p99_ms": ours.ms(0.99), "p999_ms": ours.ms(0.999), "errors": ours.errors,
+                      "slowlog_over_1ms": slow.len(), "slowlog_max_us": slow_max_us, "redis_us_per_search": redis_us},
+            "naive_geosearch": naive,
+            "postgis": pg,
+            "batch_ingest_positions_per_s": ingest,
+        }));
+        bed.stop().await;
+    }
+    Ok(rows)
+}
+
+/// Options of `bench ingest`.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Seconds per measured phase.
+    pub duration: Duration,
+    /// Concurrent connections for single requests.
+    pub connections: usize,
+    /// Concurrent connections for batches.
+    pub batch_connections: usize,
+    /// HTTP worker threads of the service.
+    pub http_workers: usize,
+}
+
+/// `bench ingest`: single PUT vs our no-Redis `/healthz`; batch vs `redis-benchmark -P 16` GEOADD.
+pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
+    let bed = Bed::start(opts.http_workers).await?;
+    let d = opts.duration;
+    load::run(&bed.app_addr, opts.connections, Duration::from_secs(1), |_, _| ("GET", "/healthz".to_owned(), None)).await?;
+    let hello = load::run(&bed.app_addr, opts.connections, d, |_, _| ("GET", "/healthz".to_owned(), None)).await?;
+    eprintln!("hello (/healthz): {:.0} req/s, p99 {:.2} ms", hello.rps(), hello.ms(0.99));
+
+    // Each connection owns its drivers and sends strictly increasing timestamps, so every
+    // update is accepted (a 409 would count as an error).
+    let clocks: std::sync::Arc<Vec<std::sync::atomic::AtomicI64>> =
+        std::sync::Arc::new((0..opts.connections.max(opts.batch_connections)).map(|_| std::sync::atomic::AtomicI64::new(0)).collect());
+    let tick = {
+        let clocks = clocks.clone();
+        move |c: usize| {
+            let last = clocks[c].load(std::sync::atomic::Ordering::Relaxed);
+            let t = now_ms().max(last + 1);
+            clocks[c].store(t, std::sync::atomic::Ordering::Relaxed);
+            t
+        }
+    };
+    let points = queries(50_000, 5);
+    let put = {
+        let tick = tick.clone();
+        let points = points.clone();
+        move |c: usize, seq: u64| {
+            let (lat, lon) = points[(seq as usize * 13 + c) % points.len()];
+            let body = format!("{{\"lat\":{lat},\"lon\":{lon},\"recorded_at\":{}}}", tick(c));
+            ("PUT", format!("/v1/drivers/p{c}-{}/location", seq % 5_000), Some(body.into_bytes()))
+        }
+    };
+    load::run(&bed.app_addr, opts.connections, Duration::from_secs(1), put.clone()).await?;
+    let single = load::run(&bed.app_addr, opts.connections, d, put).await?;
+    eprintln!("single PUT: {:.0} req/s, p99 {:.2} ms, errors {}", single.rps(), single.ms(0.99), single.errors);
+
+    let batch = {
+        let tick = tick.clone();
+        move |c: usize, seq: u64| {
+            let t = tick(c);
+            let mut body = String::with_capacity(80_000);
+            body.push_str("{\"positions\":[");
+            for i in 0..1_000usize {
+                let (lat, lon) = points[(seq as usize * 1_000 + i) % points.len()];
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&format!(
+                    "{{\"driver_id\":\"b{c}-{}\",\"lat\":{lat},\"lon\":{lon},\"recorded_at\":{t}}}",
+                    (seq as usize * 1_000 + i) % 20_000
+                ));
+            }
+            body.push_str("]}");
+            ("POST", "/v1/locations/batch".to_owned(), Some(body.into_bytes()))
+        }
+    };
+    let batches = load::run(&bed.app_addr, opts.batch_connections, d, batch).await?;
+    let batch_pps = batches.rps() * 1_000.0;
+    eprintln!("batch: {batch_pps:.0} positions/s ({:.0} batches/s, p99 {:.2} ms)", batches.rps(), batches.ms(0.99));
+
+    let rb = std::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &bed.redis.port().to_string(), "-c", "16", "-n", "2000000", "-P", "16", "-r", "1000000", "-q"])
+        .args(["GEOADD", "rb:geo", "2.35", "48.85", "m:__rand_int__"])
+        .output()
+        .context("running redis-benchmark (Debian package redis-tools)")?;
+    let text = String::from_utf8_lossy(&rb.stdout).to_string();
+    let rb_rps: f64 = text
+        .split(" requests per second")
+        .next()
+        .and_then(|head| head.rsplit(": ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0);
+    eprintln!("redis-benchmark -P 16 GEOADD: {rb_rps:.0} req/s ({})", text.trim());
+    bed.stop().await;
+    Ok(json!({
+        "hello_rps": hello.rps(), "hello_p99_ms": hello.ms(0.99),
+        "single_put_rps": single.rps(), "single_put_p50_ms": single.ms(0.5), "single_put_p99_ms": single.ms(0.99), "single_put_errors": single.errors,
+        "single_put_vs_hello": single.rps() / hello.rps(),
+        "batch_positions_per_s": batch_pps, "batch_p99_ms": batches.ms(0.99), "batch_errors": batches.errors,
+        "redis_benchmark_geoadd_rps": rb_rps,
+        "batch_vs_redis_benchmark": if rb_rps > 0.0 { batch_pps / rb_rps } else { 0.0 },
+    }))
+}
