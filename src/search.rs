@@ -56,7 +56,13 @@ impl KnnTuning {
     }
 
     fn start(&self, key: &(String, u8, u8), k: usize) -> f64 {
-        let c = self.per_filter.lock().expect("not poisoned").get(key).copied().unwrap_or(DEFAULT_C);
+        let c = self
+            .per_filter
+            .lock()
+            .expect("not poisoned")
+            .get(key)
+            .copied()
+            .unwrap_or(DEFAULT_C);
         c * (k as f64).sqrt() * 1.3
     }
 
@@ -266,10 +272,18 @@ pub async fn search(
     let mut sets = Vec::new();
     for &status in &search.statuses {
         if all_vehicles {
-            sets.push(SearchSet { key: geo_key(keys, city, status, None), status, vehicle: None });
+            sets.push(SearchSet {
+                key: geo_key(keys, city, status, None),
+                status,
+                vehicle: None,
+            });
         } else {
             for &vehicle in &search.vehicles {
-                sets.push(SearchSet { key: geo_key(keys, city, status, Some(vehicle)), status, vehicle: Some(vehicle) });
+                sets.push(SearchSet {
+                    key: geo_key(keys, city, status, Some(vehicle)),
+                    status,
+                    vehicle: Some(vehicle),
+                });
             }
         }
     }
@@ -301,7 +315,12 @@ pub async fn search(
                 Area::Radius(_) => cmd.arg("BYRADIUS").arg(radius),
                 Area::Box(w, h) => cmd.arg("BYBOX").arg(w).arg(h),
             };
-            cmd.arg("m").arg("ASC").arg("COUNT").arg(count).arg("WITHDIST").arg("WITHCOORD");
+            cmd.arg("m")
+                .arg("ASC")
+                .arg("COUNT")
+                .arg(count)
+                .arg("WITHDIST")
+                .arg("WITHCOORD");
         }
         // Drivers last seen before the cutoff are stale. The cutoff comes from this process'
         // estimate of Redis' clock, a few ms early on purpose (treating a driver a few ms short
@@ -317,14 +336,19 @@ pub async fn search(
             .arg("LIMIT")
             .arg(0)
             .arg(STALE_WINDOW);
-        let mut values: Vec<redis::Value> =
-            pipe.query_async(&mut conn).await.map_err(redis_error("nearby search"))?;
-        let decode_err = |what: &str, e: redis::ParsingError| ApiError::Internal(anyhow::anyhow!("decoding {what}: {e}"));
+        let mut values: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error("nearby search"))?;
+        let decode_err = |what: &str, e: redis::ParsingError| {
+            ApiError::Internal(anyhow::anyhow!("decoding {what}: {e}"))
+        };
         let stale_ids: Vec<String> =
-            redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil)).map_err(|e| decode_err("ZRANGE", e))?;
+            redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))
+                .map_err(|e| decode_err("ZRANGE", e))?;
         let mut values = values.into_iter();
-        let time: (i64, i64) =
-            redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil)).map_err(|e| decode_err("TIME", e))?;
+        let time: (i64, i64) = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))
+            .map_err(|e| decode_err("TIME", e))?;
         let redis_now = time_ms(time);
         store.observe_redis_time(redis_now);
         let fresh_after = redis_now - settings.driver_ttl_ms as i64;
@@ -353,11 +377,20 @@ pub async fn search(
                     },
                 };
                 candidates.push(Candidate {
-                    driver: NearbyDriver { driver_id: id, lat, lon, distance_m, status: set.status, vehicle_type },
+                    driver: NearbyDriver {
+                        driver_id: id,
+                        lat,
+                        lon,
+                        distance_m,
+                        status: set.status,
+                        vehicle_type,
+                    },
                 });
             }
         }
-        candidates.retain(|c| c.driver.distance_m <= cutoff && !stale.contains(c.driver.driver_id.as_str()));
+        candidates.retain(|c| {
+            c.driver.distance_m <= cutoff && !stale.contains(c.driver.driver_id.as_str())
+        });
         if window_exhausted {
             candidates = drop_stale_one_by_one(&mut conn, &seen, candidates, fresh_after).await?;
         }
@@ -373,7 +406,11 @@ pub async fn search(
                 tuning.learn(tuning_key, radius.min(cutoff), candidates.len());
             }
             let mut found: Vec<NearbyDriver> = candidates.into_iter().map(|c| c.driver).collect();
-            found.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then_with(|| a.driver_id.cmp(&b.driver_id)));
+            found.sort_by(|a, b| {
+                a.distance_m
+                    .total_cmp(&b.distance_m)
+                    .then_with(|| a.driver_id.cmp(&b.driver_id))
+            });
             found.truncate(k);
             return Ok(found);
         }
@@ -388,7 +425,9 @@ pub async fn search(
             radius = (radius * grow).min(max);
         }
     }
-    Err(ApiError::Internal(anyhow::anyhow!("nearby search did not converge")))
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "nearby search did not converge"
+    )))
 }
 
 /// The slow path when many indexed drivers are stale at once (the sweeper is behind): check
@@ -402,7 +441,10 @@ async fn drop_stale_one_by_one(
     if candidates.is_empty() {
         return Ok(candidates);
     }
-    let ids: Vec<&str> = candidates.iter().map(|c| c.driver.driver_id.as_str()).collect();
+    let ids: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.driver.driver_id.as_str())
+        .collect();
     let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
         .arg(seen)
         .arg(&ids)
@@ -440,14 +482,7 @@ pub async fn nearby(
 ) -> Result<HttpResponse, ApiError> {
     let search_req = query.0.validate(&settings)?;
     let city = cities.resolve_or_reject(search_req.center)?;
-    let drivers = search(
-        &store,
-        &settings,
-        &tuning,
-        city.id.as_str(),
-        &search_req,
-    )
-    .await?;
+    let drivers = search(&store, &settings, &tuning, city.id.as_str(), &search_req).await?;
     Ok(HttpResponse::Ok().json(NearbyResponse {
         city: city.id.to_string(),
         drivers,

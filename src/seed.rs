@@ -247,7 +247,7 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
     let mut conn = context.store.conn();
     let mut stored = 0;
     for chunk in drivers.chunks(1_000) {
-        let mut pipe = redis::pipe();
+        let mut items = Vec::with_capacity(chunk.len());
         for d in chunk {
             let id = DriverId::parse(&d.driver_id)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", d.driver_id))?;
@@ -274,22 +274,19 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
                 .map(|c| c.id.clone())
                 .or_else(|| CityId::parse(&d.city).ok())
                 .ok_or_else(|| anyhow::anyhow!("{}: outside every city", d.driver_id))?;
-            pipe.add_command(crate::drivers::position_cmd(
-                context.store.keys(),
-                &context.settings,
-                &id,
-                &city,
-                &pos,
-                None,
-            ));
+            items.push((id, city, pos));
         }
-        let replies: Vec<Vec<String>> =
-            crate::scripts::run_pipeline(&mut conn, &crate::drivers::SET_POSITION, &pipe)
-                .await
-                .context("storing seed positions")?;
-        stored += replies
+        let outcomes = crate::drivers::store_positions(
+            &mut conn,
+            context.store.keys(),
+            &context.settings,
+            &items,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("storing seed positions: {e}"))?;
+        stored += outcomes
             .iter()
-            .filter(|r| r.first().is_some_and(|s| s == "ok"))
+            .filter(|o| matches!(o, crate::drivers::PositionOutcome::Accepted(_)))
             .count();
     }
     Ok(stored)

@@ -117,7 +117,10 @@ impl Store {
     /// Redis' clock now, estimated from the last observed `TIME` (error about one round trip,
     /// and early rather than late); this machine's clock until one was observed.
     pub fn redis_now_ms(&self) -> i64 {
-        match self.clock_offset_ms.load(std::sync::atomic::Ordering::Relaxed) {
+        match self
+            .clock_offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             i64::MIN => local_ms(),
             offset => local_ms() + offset,
         }

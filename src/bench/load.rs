@@ -20,7 +20,9 @@ pub struct Conn {
 impl Conn {
     /// Connect to `host:port`.
     pub async fn open(addr: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting {addr}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting {addr}"))?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream: BufReader::new(stream),
@@ -31,10 +33,18 @@ impl Conn {
     }
 
     /// Send one request and read the whole answer; returns the status and the body.
-    pub async fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<(u16, &[u8])> {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<(u16, &[u8])> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
         if let Some(body) = body {
-            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
         }
         head.push_str("\r\n");
         let stream = self.stream.get_mut();
@@ -102,7 +112,12 @@ pub type Request = (&'static str, String, Option<Vec<u8>>);
 
 /// Run `connections` closed loops for `duration` against `addr`; `next(conn_index, seq)` builds
 /// each request.
-pub async fn run<F>(addr: &str, connections: usize, duration: Duration, next: F) -> anyhow::Result<LoadReport>
+pub async fn run<F>(
+    addr: &str,
+    connections: usize,
+    duration: Duration,
+    next: F,
+) -> anyhow::Result<LoadReport>
 where
     F: Fn(usize, u64) -> Request + Send + Sync + 'static,
 {

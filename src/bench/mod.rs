@@ -66,11 +66,18 @@ impl Bed {
         let app_addr = format!("127.0.0.1:{}", app.port());
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
-        Ok(Self { redis, app_addr, handle, dir })
+        Ok(Self {
+            redis,
+            app_addr,
+            handle,
+            dir,
+        })
     }
 
     async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        Ok(redis::Client::open(self.redis.url())?.get_multiplexed_async_connection().await?)
+        Ok(redis::Client::open(self.redis.url())?
+            .get_multiplexed_async_connection()
+            .await?)
     }
 
     async fn stop(mut self) {
@@ -82,7 +89,11 @@ impl Bed {
 
 /// Post `drivers` (id, lat, lon, vehicle) in batches of 1000 over `connections` connections;
 /// returns positions per second.
-async fn load_fleet(addr: &str, drivers: &[(String, f64, f64, &'static str)], connections: usize) -> anyhow::Result<f64> {
+async fn load_fleet(
+    addr: &str,
+    drivers: &[(String, f64, f64, &'static str)],
+    connections: usize,
+) -> anyhow::Result<f64> {
     let t = now_ms();
     let bodies: Vec<Vec<u8>> = drivers
         .chunks(1_000)
@@ -97,12 +108,19 @@ async fn load_fleet(addr: &str, drivers: &[(String, f64, f64, &'static str)], co
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let mine: Vec<Vec<u8>> = bodies.iter().skip(c).step_by(connections).cloned().collect();
+        let mine: Vec<Vec<u8>> = bodies
+            .iter()
+            .skip(c)
+            .step_by(connections)
+            .cloned()
+            .collect();
         let addr = addr.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut conn = load::Conn::open(&addr).await?;
             for body in mine {
-                let (status, answer) = conn.request("POST", "/v1/locations/batch", Some(&body)).await?;
+                let (status, answer) = conn
+                    .request("POST", "/v1/locations/batch", Some(&body))
+                    .await?;
                 anyhow::ensure!(status == 200, "batch answered {status}");
                 let text = std::str::from_utf8(answer).unwrap_or("");
                 anyhow::ensure!(
@@ -124,7 +142,12 @@ fn fleet(n: usize, seed: u64) -> Vec<(String, f64, f64, &'static str)> {
     (0..n)
         .map(|i| {
             let (lat, lon) = point_in_square(&mut rng, HALF_KM);
-            (format!("d{i:07}"), lat, lon, VEHICLES[(rng.next_u64() % 4) as usize])
+            (
+                format!("d{i:07}"),
+                lat,
+                lon,
+                VEHICLES[(rng.next_u64() % 4) as usize],
+            )
         })
         .collect()
 }
@@ -145,11 +168,23 @@ async fn naive_geosearch(
     duration: Duration,
 ) -> anyhow::Result<(f64, f64)> {
     let client = redis::Client::open(url)?;
+    // Open every connection before any query runs: a connection handshake queued behind wide
+    // searches would time out.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(None);
+    let mut conns = Vec::new();
+    for _ in 0..connections {
+        conns.push(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+        );
+    }
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..connections {
-        let mut conn = client.get_multiplexed_async_connection().await?;
+    for (c, mut conn) in conns.into_iter().enumerate() {
         let qs: Vec<(f64, f64)> = qs.iter().skip(c).step_by(connections).copied().collect();
         let key = key.to_owned();
         tasks.push(tokio::spawn(async move {
@@ -186,7 +221,14 @@ async fn naive_geosearch(
     Ok((qps, all.value_at_quantile(0.99) as f64 / 1000.0))
 }
 
-fn postgis(script: &Path, dir: &Path, drivers: &[(String, f64, f64, &'static str)], qs: &[(f64, f64)], duration: Duration, connections: usize) -> serde_json::Value {
+fn postgis(
+    script: &Path,
+    dir: &Path,
+    drivers: &[(String, f64, f64, &'static str)],
+    qs: &[(f64, f64)],
+    duration: Duration,
+    connections: usize,
+) -> serde_json::Value {
     use std::io::Write;
     let write = || -> anyhow::Result<(PathBuf, PathBuf)> {
         std::fs::create_dir_all(dir)?;
@@ -221,14 +263,21 @@ fn postgis(script: &Path, dir: &Path, drivers: &[(String, f64, f64, &'static str
             .lines()
             .last()
             .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| json!({"engine": "postgis", "skipped": "no JSON line from the script"})),
-        Err(e) => json!({"engine": "postgis", "skipped": format!("running {}: {e}", script.display())}),
+            .unwrap_or_else(
+                || json!({"engine": "postgis", "skipped": "no JSON line from the script"}),
+            ),
+        Err(e) => {
+            json!({"engine": "postgis", "skipped": format!("running {}: {e}", script.display())})
+        }
     }
 }
 
 /// Microseconds Redis spent executing commands since the last `CONFIG RESETSTAT`.
 async fn redis_busy_usec(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(r).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(r)
+        .await?;
     for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
         tracing::debug!("{line}");
     }
@@ -269,25 +318,61 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
         for chunk in drivers.chunks(10_000) {
             let mut pipe = redis::pipe();
             for (id, lat, lon, _) in chunk {
-                pipe.cmd("GEOADD").arg("naive:all").arg(*lon).arg(*lat).arg(id).ignore();
+                pipe.cmd("GEOADD")
+                    .arg("naive:all")
+                    .arg(*lon)
+                    .arg(*lat)
+                    .arg(id)
+                    .ignore();
             }
             let _: () = pipe.query_async(&mut r).await?;
         }
-        let _: () = redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(1000).query_async(&mut r).await?;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(1000)
+            .query_async(&mut r)
+            .await?;
         let path_for = {
             let qs = qs.clone();
             move |c: usize, seq: u64| {
                 let (lat, lon) = qs[(c * 7919 + seq as usize * 31) % qs.len()];
-                ("GET", format!("/v1/drivers/nearby?lat={lat}&lon={lon}&limit=20&status=available"), None)
+                (
+                    "GET",
+                    format!("/v1/drivers/nearby?lat={lat}&lon={lon}&limit=20&status=available"),
+                    None,
+                )
             }
         };
-        load::run(&bed.app_addr, opts.connections, Duration::from_secs(1), path_for.clone()).await?;
-        let _: () = redis::cmd("SLOWLOG").arg("RESET").query_async(&mut r).await?;
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut r).await?;
-        let ours = load::run(&bed.app_addr, opts.connections, opts.duration, path_for).await?;
+        load::run(
+            &bed.app_addr,
+            opts.connections,
+            Duration::from_secs(1),
+            path_for.clone(),
+        )
+        .await?;
+        let _: () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query_async(&mut r)
+            .await?;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut r)
+            .await?;
+        let ours = load::run(
+            &bed.app_addr,
+            opts.connections,
+            opts.duration,
+            path_for.clone(),
+        )
+        .await?;
         let redis_us = redis_busy_usec(&mut r).await? / ours.latency_us.len().max(1) as f64;
         eprintln!("redis time per search: {redis_us:.1} us");
-        let slow: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(128).query_async(&mut r).await?;
+        let slow: Vec<redis::Value> = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(128)
+            .query_async(&mut r)
+            .await?;
         let mut slow_max_us = 0i64;
         for entry in &slow {
             if let redis::Value::Array(fields) = entry
@@ -309,14 +394,37 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             ours.errors,
             slow.len()
         );
+        // Latency at a moderate load: 2 connections (the throughput run saturates and queues).
+        let light = load::run(&bed.app_addr, 2, opts.duration, path_for).await?;
+        eprintln!(
+            "ours at 2 connections: {:.0} q/s, p50 {:.2} ms, p99 {:.2} ms",
+            light.rps(),
+            light.ms(0.5),
+            light.ms(0.99)
+        );
         let mut naive = Vec::new();
         for radius in [1_000.0, 5_000.0] {
-            let (qps, p99) = naive_geosearch(&bed.redis.url(), "naive:all", radius, &qs, opts.connections, opts.duration).await?;
+            let (qps, p99) = naive_geosearch(
+                &bed.redis.url(),
+                "naive:all",
+                radius,
+                &qs,
+                opts.connections,
+                opts.duration,
+            )
+            .await?;
             eprintln!("naive GEOSEARCH {radius} m: {qps:.0} q/s, p99 {p99:.2} ms");
             naive.push(json!({"radius_m": radius, "qps": qps, "p99_ms": p99}));
         }
         let pg = match &opts.postgis_script {
-            Some(script) => postgis(script, &bed.dir.join("pg"), &drivers, &qs, opts.duration, opts.connections.min(4)),
+            Some(script) => postgis(
+                script,
+                &bed.dir.join("pg"),
+                &drivers,
+                &qs,
+                opts.duration,
+                opts.connections.min(4),
+            ),
             None => json!({"engine": "postgis", "skipped": "not requested"}),
         };
         eprintln!("postgis: {pg}");
@@ -324,6 +432,7 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             "drivers": n,
             "ours": {"qps": ours.rps(), "p50_ms": ours.ms(0.5), "p99_ms": ours.ms(0.99), "p999_ms": ours.ms(0.999), "errors": ours.errors,
                       "slowlog_over_1ms": slow.len(), "slowlog_max_us": slow_max_us, "redis_us_per_search": redis_us},
+            "ours_2_connections": {"qps": light.rps(), "p50_ms": light.ms(0.5), "p99_ms": light.ms(0.99), "p999_ms": light.ms(0.999)},
             "naive_geosearch": naive,
             "postgis": pg,
             "batch_ingest_positions_per_s": ingest,
@@ -350,14 +459,30 @@ pub struct IngestOptions {
 pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
     let bed = Bed::start(opts.http_workers).await?;
     let d = opts.duration;
-    load::run(&bed.app_addr, opts.connections, Duration::from_secs(1), |_, _| ("GET", "/healthz".to_owned(), None)).await?;
-    let hello = load::run(&bed.app_addr, opts.connections, d, |_, _| ("GET", "/healthz".to_owned(), None)).await?;
-    eprintln!("hello (/healthz): {:.0} req/s, p99 {:.2} ms", hello.rps(), hello.ms(0.99));
+    load::run(
+        &bed.app_addr,
+        opts.connections,
+        Duration::from_secs(1),
+        |_, _| ("GET", "/healthz".to_owned(), None),
+    )
+    .await?;
+    let hello = load::run(&bed.app_addr, opts.connections, d, |_, _| {
+        ("GET", "/healthz".to_owned(), None)
+    })
+    .await?;
+    eprintln!(
+        "hello (/healthz): {:.0} req/s, p99 {:.2} ms",
+        hello.rps(),
+        hello.ms(0.99)
+    );
 
     // Each connection owns its drivers and sends strictly increasing timestamps, so every
     // update is accepted (a 409 would count as an error).
-    let clocks: std::sync::Arc<Vec<std::sync::atomic::AtomicI64>> =
-        std::sync::Arc::new((0..opts.connections.max(opts.batch_connections)).map(|_| std::sync::atomic::AtomicI64::new(0)).collect());
+    let clocks: std::sync::Arc<Vec<std::sync::atomic::AtomicI64>> = std::sync::Arc::new(
+        (0..opts.connections.max(opts.batch_connections))
+            .map(|_| std::sync::atomic::AtomicI64::new(0))
+            .collect(),
+    );
     let tick = {
         let clocks = clocks.clone();
         move |c: usize| {
@@ -373,13 +498,31 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
         let points = points.clone();
         move |c: usize, seq: u64| {
             let (lat, lon) = points[(seq as usize * 13 + c) % points.len()];
-            let body = format!("{{\"lat\":{lat},\"lon\":{lon},\"recorded_at\":{}}}", tick(c));
-            ("PUT", format!("/v1/drivers/p{c}-{}/location", seq % 5_000), Some(body.into_bytes()))
+            let body = format!(
+                "{{\"lat\":{lat},\"lon\":{lon},\"recorded_at\":{}}}",
+                tick(c)
+            );
+            (
+                "PUT",
+                format!("/v1/drivers/p{c}-{}/location", seq % 5_000),
+                Some(body.into_bytes()),
+            )
         }
     };
-    load::run(&bed.app_addr, opts.connections, Duration::from_secs(1), put.clone()).await?;
+    load::run(
+        &bed.app_addr,
+        opts.connections,
+        Duration::from_secs(1),
+        put.clone(),
+    )
+    .await?;
     let single = load::run(&bed.app_addr, opts.connections, d, put).await?;
-    eprintln!("single PUT: {:.0} req/s, p99 {:.2} ms, errors {}", single.rps(), single.ms(0.99), single.errors);
+    eprintln!(
+        "single PUT: {:.0} req/s, p99 {:.2} ms, errors {}",
+        single.rps(),
+        single.ms(0.99),
+        single.errors
+    );
 
     let batch = {
         let tick = tick.clone();
@@ -398,15 +541,44 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
                 ));
             }
             body.push_str("]}");
-            ("POST", "/v1/locations/batch".to_owned(), Some(body.into_bytes()))
+            (
+                "POST",
+                "/v1/locations/batch".to_owned(),
+                Some(body.into_bytes()),
+            )
         }
     };
+    let mut r = bed.redis().await?;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut r)
+        .await?;
     let batches = load::run(&bed.app_addr, opts.batch_connections, d, batch).await?;
+    let batch_redis_us = redis_busy_usec(&mut r).await? / (batches.ok.max(1) as f64 * 1_000.0);
+    eprintln!("redis time per batched position: {batch_redis_us:.1} us");
     let batch_pps = batches.rps() * 1_000.0;
-    eprintln!("batch: {batch_pps:.0} positions/s ({:.0} batches/s, p99 {:.2} ms)", batches.rps(), batches.ms(0.99));
+    eprintln!(
+        "batch: {batch_pps:.0} positions/s ({:.0} batches/s, p99 {:.2} ms)",
+        batches.rps(),
+        batches.ms(0.99)
+    );
 
     let rb = std::process::Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &bed.redis.port().to_string(), "-c", "16", "-n", "2000000", "-P", "16", "-r", "1000000", "-q"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &bed.redis.port().to_string(),
+            "-c",
+            "16",
+            "-n",
+            "2000000",
+            "-P",
+            "16",
+            "-r",
+            "1000000",
+            "-q",
+        ])
         .args(["GEOADD", "rb:geo", "2.35", "48.85", "m:__rand_int__"])
         .output()
         .context("running redis-benchmark (Debian package redis-tools)")?;
@@ -417,7 +589,7 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
         .and_then(|head| head.rsplit(": ").next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0.0);
-    eprintln!("redis-benchmark -P 16 GEOADD: {rb_rps:.0} req/s ({})", text.trim());
+    eprintln!("redis-benchmark -P 16 GEOADD: {rb_rps:.0} req/s");
     bed.stop().await;
     Ok(json!({
         "hello_rps": hello.rps(), "hello_p99_ms": hello.ms(0.99),

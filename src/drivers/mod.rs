@@ -25,7 +25,8 @@ pub use model::{
 };
 use redis::Script;
 pub use routes::{
-    PositionOutcome, configure, decode_position, load_driver, position_cmd, set_position,
+    PositionOutcome, configure, decode_positions, load_driver, position_cmd, set_position,
+    store_positions,
 };
 pub use sweeper::{spawn_sweeper, sweep_city};
 
@@ -63,7 +64,12 @@ pub fn seen_key(keys: &Keys, city: &str) -> String {
 /// `status` and any vehicle when `vehicle` is `None` (members tagged with the vehicle type, see
 /// [`VehicleType::tag`]). Both exist so that a search, filtered by vehicle or not, is one
 /// GEOSEARCH per status.
-pub fn geo_key(keys: &Keys, city: &str, status: DriverStatus, vehicle: Option<VehicleType>) -> String {
+pub fn geo_key(
+    keys: &Keys,
+    city: &str,
+    status: DriverStatus,
+    vehicle: Option<VehicleType>,
+) -> String {
     match vehicle {
         Some(v) => keys.city(city, &format!("geo:{}:{}", status.as_str(), v.as_str())),
         None => keys.city(city, &format!("geo:{}", status.as_str())),

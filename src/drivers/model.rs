@@ -60,7 +60,10 @@ impl VehicleType {
     /// Split a tagged member (`c:drv-1`) into its vehicle type and driver id.
     pub fn untag(member: &str) -> Option<(Self, &str)> {
         let (tag, id) = member.split_at_checked(2)?;
-        Self::ALL.into_iter().find(|v| v.tag() == tag).map(|v| (v, id))
+        Self::ALL
+            .into_iter()
+            .find(|v| v.tag() == tag)
+            .map(|v| (v, id))
     }
 }
 

@@ -43,13 +43,16 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-/// The `EVALSHA set_position` command for one position.
+/// Positions stored per `set_position` call in a batch: large enough to amortise the script
+/// call, small enough that one call blocks Redis for well under a millisecond.
+const POSITIONS_PER_CALL: usize = 20;
+
+/// The `EVALSHA set_position` command for positions of drivers in `city`.
 pub fn position_cmd(
     keys: &Keys,
     settings: &Settings,
-    id: &DriverId,
     city: &CityId,
-    pos: &ValidPosition,
+    items: &[(&DriverId, &ValidPosition)],
     prev_city: Option<&str>,
 ) -> redis::Cmd {
     let mut k = vec![state_key(keys), seen_key(keys, city.as_str())];
@@ -58,55 +61,63 @@ pub fn position_cmd(
         k.push(seen_key(keys, prev));
         k.extend(all_geo_keys(keys, prev));
     }
-    let args = [
-        id.to_string(),
-        city.to_string(),
-        pos.point.lon.to_string(),
-        pos.point.lat.to_string(),
-        pos.recorded_ms.to_string(),
-        pos.status.map(|s| s.as_str()).unwrap_or("").to_owned(),
-        pos.vehicle_type
-            .map(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned(),
-        fmt_opt(pos.accuracy_m),
-        fmt_opt(pos.heading_deg),
-        fmt_opt(pos.speed_mps),
-        settings.max_clock_skew_ms.to_string(),
-        prev_city.unwrap_or("").to_owned(),
-    ];
+    let mut args = Vec::with_capacity(3 + 9 * items.len());
+    args.push(settings.max_clock_skew_ms.to_string());
+    args.push(prev_city.unwrap_or("").to_owned());
+    args.push(city.to_string());
+    for (id, pos) in items {
+        args.push(id.to_string());
+        args.push(pos.point.lon.to_string());
+        args.push(pos.point.lat.to_string());
+        args.push(pos.recorded_ms.to_string());
+        args.push(pos.status.map(|s| s.as_str()).unwrap_or("").to_owned());
+        args.push(
+            pos.vehicle_type
+                .map(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned(),
+        );
+        args.push(fmt_opt(pos.accuracy_m));
+        args.push(fmt_opt(pos.heading_deg));
+        args.push(fmt_opt(pos.speed_mps));
+    }
     evalsha(&SET_POSITION, &k, &args)
 }
 
-/// Decode a `set_position` reply.
-pub fn decode_position(
-    id: &DriverId,
+/// Decode a `set_position` reply: three entries per position, in order.
+pub fn decode_positions(
+    ids: &[&DriverId],
     reply: &[String],
     ttl_ms: u64,
-) -> anyhow::Result<PositionOutcome> {
-    let num = |i: usize| -> anyhow::Result<i64> {
-        reply
-            .get(i)
-            .and_then(|s| s.parse::<f64>().ok())
-            .map(|f| f as i64)
-            .ok_or_else(|| anyhow::anyhow!("set_position reply {reply:?} lacks a number at {i}"))
-    };
-    match reply.first().map(String::as_str) {
-        Some("ok") => {
-            let packed = reply
-                .get(1)
-                .ok_or_else(|| anyhow::anyhow!("no state in {reply:?}"))?;
-            DriverState::from_packed(id.as_str(), packed, num(2)?, ttl_ms)
-                .map(PositionOutcome::Accepted)
-                .ok_or_else(|| anyhow::anyhow!("undecodable state {packed:?}"))
-        }
-        Some("stale") => Ok(PositionOutcome::Stale { stored_ms: num(1)? }),
-        Some("future") => Ok(PositionOutcome::Future { now_ms: num(1)? }),
-        Some("moved") => Ok(PositionOutcome::Moved(
-            reply.get(1).cloned().unwrap_or_default(),
-        )),
-        _ => anyhow::bail!("unexpected set_position reply {reply:?}"),
-    }
+) -> anyhow::Result<Vec<PositionOutcome>> {
+    anyhow::ensure!(
+        reply.len() == 3 * ids.len(),
+        "set_position reply {reply:?} does not match {} positions",
+        ids.len()
+    );
+    ids.iter()
+        .zip(reply.chunks_exact(3))
+        .map(|(id, r)| {
+            let num = |s: &str| -> anyhow::Result<i64> {
+                s.parse::<f64>()
+                    .map(|f| f as i64)
+                    .map_err(|_| anyhow::anyhow!("set_position reply {r:?}: {s:?} is not a number"))
+            };
+            match r[0].as_str() {
+                "ok" => DriverState::from_packed(id.as_str(), &r[1], num(&r[2])?, ttl_ms)
+                    .map(PositionOutcome::Accepted)
+                    .ok_or_else(|| anyhow::anyhow!("undecodable state {:?}", r[1])),
+                "stale" => Ok(PositionOutcome::Stale {
+                    stored_ms: num(&r[1])?,
+                }),
+                "future" => Ok(PositionOutcome::Future {
+                    now_ms: num(&r[1])?,
+                }),
+                "moved" => Ok(PositionOutcome::Moved(r[1].clone())),
+                other => anyhow::bail!("unexpected set_position outcome {other:?}"),
+            }
+        })
+        .collect()
 }
 
 /// Store one position, following the driver across a city change.
@@ -120,18 +131,70 @@ pub async fn set_position(
 ) -> Result<PositionOutcome, ApiError> {
     let mut prev: Option<String> = None;
     for _ in 0..MOVE_RETRIES {
-        let cmd = position_cmd(keys, settings, id, city, pos, prev.as_deref());
+        let cmd = position_cmd(keys, settings, city, &[(id, pos)], prev.as_deref());
         let reply: Vec<String> = scripts::run(conn, &SET_POSITION, &cmd)
             .await
             .map_err(redis_error("set_position"))?;
-        match decode_position(id, &reply, settings.driver_ttl_ms)? {
-            PositionOutcome::Moved(from) => prev = Some(valid_city(&from)?),
-            outcome => return Ok(outcome),
+        match decode_positions(&[id], &reply, settings.driver_ttl_ms)?.pop() {
+            Some(PositionOutcome::Moved(from)) => prev = Some(valid_city(&from)?),
+            Some(outcome) => return Ok(outcome),
+            None => break,
         }
     }
     Err(ApiError::Internal(anyhow::anyhow!(
         "driver {id} kept moving between cities during {MOVE_RETRIES} attempts"
     )))
+}
+
+/// Store many positions: grouped by city (input order kept within a city), up to
+/// `POSITIONS_PER_CALL` per script call, every call in one pipeline, so a batch of 1000 costs
+/// one round trip; drivers that changed city are then stored one by one (rare).
+pub async fn store_positions(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    settings: &Settings,
+    items: &[(DriverId, CityId, ValidPosition)],
+) -> Result<Vec<PositionOutcome>, ApiError> {
+    let mut by_city: Vec<(&CityId, Vec<usize>)> = Vec::new();
+    for (i, (_, city, _)) in items.iter().enumerate() {
+        match by_city.iter_mut().find(|(c, _)| *c == city) {
+            Some((_, list)) => list.push(i),
+            None => by_city.push((city, vec![i])),
+        }
+    }
+    let mut pipe = redis::pipe();
+    let mut calls: Vec<&[usize]> = Vec::new();
+    for (city, indexes) in &by_city {
+        for chunk in indexes.chunks(POSITIONS_PER_CALL) {
+            let call: Vec<(&DriverId, &ValidPosition)> =
+                chunk.iter().map(|&i| (&items[i].0, &items[i].2)).collect();
+            pipe.add_command(position_cmd(keys, settings, city, &call, None));
+            calls.push(chunk);
+        }
+    }
+    let replies: Vec<Vec<String>> = scripts::run_pipeline(conn, &SET_POSITION, &pipe)
+        .await
+        .map_err(redis_error("set_position batch"))?;
+    let mut outcomes: Vec<Option<PositionOutcome>> = (0..items.len()).map(|_| None).collect();
+    for (chunk, reply) in calls.iter().zip(&replies) {
+        let ids: Vec<&DriverId> = chunk.iter().map(|&i| &items[i].0).collect();
+        for (&i, outcome) in
+            chunk
+                .iter()
+                .zip(decode_positions(&ids, reply, settings.driver_ttl_ms)?)
+        {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    for (i, (id, city, pos)) in items.iter().enumerate() {
+        if matches!(outcomes[i], Some(PositionOutcome::Moved(_))) {
+            outcomes[i] = Some(set_position(conn, keys, settings, id, city, pos).await?);
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every item has an outcome"))
+        .collect())
 }
 
 fn valid_city(name: &str) -> Result<String, ApiError> {
@@ -303,7 +366,7 @@ pub async fn post_batch(
         });
     }
     if !prepared.is_empty() {
-        apply_batch(&store, &settings, &prepared, &mut results).await?;
+        apply_batch(&store, &settings, prepared, &mut results).await?;
     }
     Ok(HttpResponse::Ok().json(BatchResponse { results }))
 }
@@ -311,59 +374,52 @@ pub async fn post_batch(
 async fn apply_batch(
     store: &Store,
     settings: &Settings,
-    prepared: &[Prepared],
+    prepared: Vec<Prepared>,
     results: &mut [BatchResult],
 ) -> Result<(), ApiError> {
-    let keys = store.keys();
-    let mut pipe = redis::pipe();
-    for p in prepared {
-        pipe.add_command(position_cmd(keys, settings, &p.id, &p.city, &p.pos, None));
-    }
+    let mut indexes = Vec::with_capacity(prepared.len());
+    let items: Vec<(DriverId, CityId, ValidPosition)> = prepared
+        .into_iter()
+        .map(|p| {
+            indexes.push(p.index);
+            (p.id, p.city, p.pos)
+        })
+        .collect();
     let mut conn = store.conn();
-    let replies: Vec<Vec<String>> = scripts::run_pipeline(&mut conn, &SET_POSITION, &pipe)
-        .await
-        .map_err(redis_error("batch set_position"))?;
-    let mut moved = Vec::new();
-    for (p, reply) in prepared.iter().zip(&replies) {
-        match decode_position(&p.id, reply, settings.driver_ttl_ms)? {
-            PositionOutcome::Moved(_) => moved.push(p),
-            outcome => record(results, p, outcome, settings),
-        }
-    }
-    // Drivers that changed city: rare; one script call each, in input order.
-    for p in moved {
-        let outcome = set_position(&mut conn, keys, settings, &p.id, &p.city, &p.pos).await?;
-        record(results, p, outcome, settings);
+    let outcomes = store_positions(&mut conn, store.keys(), settings, &items).await?;
+    for ((index, (_, _, pos)), outcome) in indexes.into_iter().zip(&items).zip(outcomes) {
+        record(
+            &mut results[index],
+            index,
+            pos.recorded_ms,
+            outcome,
+            settings,
+        );
     }
     Ok(())
 }
 
 fn record(
-    results: &mut [BatchResult],
-    p: &Prepared,
+    result: &mut BatchResult,
+    index: usize,
+    sent_ms: i64,
     outcome: PositionOutcome,
     settings: &Settings,
 ) {
-    let result = &mut results[p.index];
     match outcome {
         PositionOutcome::Accepted(_) => result.status = BatchStatus::Accepted,
         PositionOutcome::Stale { stored_ms } => {
             result.status = BatchStatus::Stale;
             result.detail = Some(format!(
                 "recorded_at {} is older than the stored position ({})",
-                super::model::rfc3339_ms(p.pos.recorded_ms),
+                super::model::rfc3339_ms(sent_ms),
                 super::model::rfc3339_ms(stored_ms)
             ));
         }
         PositionOutcome::Future { now_ms } => {
-            let e = future_error(
-                "recorded_at",
-                p.pos.recorded_ms,
-                now_ms,
-                settings.max_clock_skew_ms,
-            );
+            let e = future_error("recorded_at", sent_ms, now_ms, settings.max_clock_skew_ms);
             result.status = BatchStatus::Invalid;
-            result.detail = Some(format!("positions[{}].recorded_at: {}", p.index, e.message));
+            result.detail = Some(format!("positions[{index}].recorded_at: {}", e.message));
         }
         PositionOutcome::Moved(_) => unreachable!("moves are resolved before recording"),
     }

@@ -29,7 +29,11 @@ async fn a_position_is_stored_and_indexed_by_status_and_vehicle() {
     assert_eq!(read.status, 200);
     assert_eq!(read.json["lat"], PARIS.0);
     assert!(read.json["age_ms"].as_i64().unwrap() >= 0);
-    assert_eq!(app.indexes_of("drv-1").await.len(), 2, "the all-vehicles and the scooter set");
+    assert_eq!(
+        app.indexes_of("drv-1").await.len(),
+        2,
+        "the all-vehicles and the scooter set"
+    );
     assert_eq!(
         app.geo_members("paris", "available", "scooter").await,
         ["drv-1"]
@@ -443,7 +447,10 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
     assert_eq!(moved.json["city"], "berlin", "{}", moved.text);
     let indexes = app.indexes_of("m1").await;
     assert_eq!(indexes.len(), 2, "{indexes:?}");
-    assert!(indexes.iter().all(|k| k.contains("{berlin}")), "{indexes:?}");
+    assert!(
+        indexes.iter().all(|k| k.contains("{berlin}")),
+        "{indexes:?}"
+    );
     let mut conn = app.redis_conn().await;
     let prefix = &app.context.settings.key_prefix;
     let in_paris: Option<f64> = redis::cmd("ZSCORE")

@@ -265,16 +265,38 @@ async fn many_stale_drivers_between_sweeps_are_never_returned() {
     let stale: Vec<Value> = (0..150)
         .map(|i| json!({"driver_id": format!("old{i}"), "lat": PARIS.0 + i as f64 * 1e-5, "lon": PARIS.1, "recorded_at": t - 10_000}))
         .collect();
-    app.post_json("/v1/locations/batch", &json!({"positions": stale})).await;
+    app.post_json("/v1/locations/batch", &json!({"positions": stale}))
+        .await;
     let fresh: Vec<Value> = (0..5)
         .map(|i| json!({"driver_id": format!("new{i}"), "lat": PARIS.0 + 0.01 + i as f64 * 1e-4, "lon": PARIS.1, "recorded_at": t}))
         .collect();
-    app.post_json("/v1/locations/batch", &json!({"positions": fresh})).await;
-    let answer = app.get(&format!("/v1/drivers/nearby?lat={}&lon={}&limit=20", PARIS.0, PARIS.1)).await;
+    app.post_json("/v1/locations/batch", &json!({"positions": fresh}))
+        .await;
+    let answer = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&limit=20",
+            PARIS.0, PARIS.1
+        ))
+        .await;
     let mut got = ids(&answer.json);
     got.sort();
-    assert_eq!(got, ["new0", "new1", "new2", "new3", "new4"], "{}", answer.text);
+    assert_eq!(
+        got,
+        ["new0", "new1", "new2", "new3", "new4"],
+        "{}",
+        answer.text
+    );
     // A few stale ones (inside the window) with fresh ones: the cheap path.
-    let few = app.get(&format!("/v1/drivers/nearby?lat={}&lon={}&limit=3&radius_m=2000", PARIS.0 + 0.01, PARIS.1)).await;
-    assert!(ids(&few.json).iter().all(|id| id.starts_with("new")), "{}", few.text);
+    let few = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&limit=3&radius_m=2000",
+            PARIS.0 + 0.01,
+            PARIS.1
+        ))
+        .await;
+    assert!(
+        ids(&few.json).iter().all(|id| id.starts_with("new")),
+        "{}",
+        few.text
+    );
 }
