@@ -1,8 +1,10 @@
--- delete_driver.lua: remove a driver from every index and forget its state.
+-- delete_driver.lua: remove a driver from every index (GEO sets, last-seen, scores) and forget
+-- its state.
 --
 -- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the driver's city
--- KEYS[3..17]  GEO sets of that city, five per status (available, busy, offline): the status'
+-- KEYS[3]      driver score sorted set of that city
+-- KEYS[4..18]  GEO sets of that city, five per status (available, busy, offline): the status'
 --              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
 --              vehicle type (bike, scooter, car, van)
 -- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in
@@ -17,11 +19,12 @@ if city ~= ARGV[2] then
   return {'moved', city}
 end
 for s = 0, 2 do
-  redis.call('ZREM', KEYS[3 + s * 5], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
+  redis.call('ZREM', KEYS[4 + s * 5], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
   for v = 1, 4 do
-    redis.call('ZREM', KEYS[3 + s * 5 + v], id)
+    redis.call('ZREM', KEYS[4 + s * 5 + v], id)
   end
 end
 redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
 redis.call('HDEL', KEYS[1], id)
 return {'ok'}

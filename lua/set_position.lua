@@ -7,14 +7,17 @@
 -- KEYS[1]      drivers hash (global): driver_id -> packed state
 --              "city|recorded_ms|lat|lon|status|vehicle|accuracy_m|heading_deg|speed_mps"
 -- KEYS[2]      last-seen sorted set of the city (score = recorded_ms)
--- KEYS[3..17]  GEO sets of the city, five per status (available, busy, offline): first the
+-- KEYS[3]      driver score sorted set of the city (leaderboard)
+-- KEYS[4..18]  GEO sets of the city, five per status (available, busy, offline): first the
 --              status' set of every vehicle type (members tagged 'b:id', 's:id', 'c:id', 'v:id' so
 --              a search of all vehicles learns each driver's type), then one set per vehicle type
 --              (bike, scooter, car, van; plain ids)
--- KEYS[18]     last-seen sorted set of the previous city     (only when ARGV[2] ~= '')
--- KEYS[19..33] GEO sets of the previous city, same order     (only when ARGV[2] ~= '')
+-- KEYS[19]     last-seen sorted set of the previous city     (only when ARGV[2] ~= '')
+-- KEYS[20]     driver score sorted set of the previous city  (only when ARGV[2] ~= ''); a
+--              driver changing city takes its score along
+-- KEYS[21..35] GEO sets of the previous city, same order     (only when ARGV[2] ~= '')
 -- ARGV[1] allowed clock skew into the future, ms
--- ARGV[2] previous city whose keys are passed as KEYS[18..33], or ''
+-- ARGV[2] previous city whose keys are passed as KEYS[19..35], or ''
 -- ARGV[3] the city of every position in this call
 -- then 9 ARGV per position, from ARGV[4]:
 --   driver_id, lon, lat, recorded_ms,
@@ -72,13 +75,18 @@ local function store(a)
   end
   if prev then
     if prev_city ~= city then
-      unindex(19, prev_status, prev_vehicle, id)
-      redis.call('ZREM', KEYS[18], id)
+      unindex(21, prev_status, prev_vehicle, id)
+      redis.call('ZREM', KEYS[19], id)
+      local score = redis.call('ZSCORE', KEYS[20], id)
+      if score then
+        redis.call('ZREM', KEYS[20], id)
+        redis.call('ZADD', KEYS[3], score, id)
+      end
     elseif prev_status ~= status or prev_vehicle ~= vehicle then
-      unindex(3, prev_status, prev_vehicle, id)
+      unindex(4, prev_status, prev_vehicle, id)
     end
   end
-  index(3, status, vehicle, id, lon, lat)
+  index(4, status, vehicle, id, lon, lat)
   redis.call('ZADD', KEYS[2], recorded, id)
   local state = table.concat({city, ARGV[a + 3], lat, lon, status, vehicle, ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]}, '|')
   redis.call('HSET', KEYS[1], id, state)

@@ -4,7 +4,8 @@
 --
 -- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the driver's city
--- KEYS[3..17]  GEO sets of that city, five per status (available, busy, offline): the status'
+-- KEYS[3]      driver score sorted set of that city
+-- KEYS[4..18]  GEO sets of that city, five per status (available, busy, offline): the status'
 --              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
 --              vehicle type (bike, scooter, car, van)
 -- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in   ARGV[3] 'available' | 'offline'
@@ -34,11 +35,11 @@ if status == 'busy' then
 end
 if status ~= new_status then
   -- Re-index only a driver that is still indexed (the sweeper removes stale ones).
-  local removed = redis.call('ZREM', KEYS[3 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
-  redis.call('ZREM', KEYS[3 + STATUS[status] * 5], TAG[vehicle] .. id)
+  local removed = redis.call('ZREM', KEYS[4 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
+  redis.call('ZREM', KEYS[4 + STATUS[status] * 5], TAG[vehicle] .. id)
   if removed == 1 then
-    redis.call('GEOADD', KEYS[3 + STATUS[new_status] * 5], lon, lat, TAG[vehicle] .. id)
-    redis.call('GEOADD', KEYS[3 + STATUS[new_status] * 5 + VEHICLE[vehicle]], lon, lat, id)
+    redis.call('GEOADD', KEYS[4 + STATUS[new_status] * 5], lon, lat, TAG[vehicle] .. id)
+    redis.call('GEOADD', KEYS[4 + STATUS[new_status] * 5 + VEHICLE[vehicle]], lon, lat, id)
   end
   state = table.concat({city, recorded, lat, lon, new_status, vehicle, rest}, '|')
   redis.call('HSET', KEYS[1], id, state)

@@ -4,7 +4,8 @@
 --
 -- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the city
--- KEYS[3..17]  GEO sets of the city, five per status (available, busy, offline): the status'
+-- KEYS[3]      driver score sorted set of the city
+-- KEYS[4..18]  GEO sets of the city, five per status (available, busy, offline): the status'
 --              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
 --              vehicle type (bike, scooter, car, van)
 -- ARGV[1] driver TTL, ms   ARGV[2] batch size
@@ -23,13 +24,13 @@ for _, id in ipairs(ids) do
     status, vehicle = string.match(state, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|([^|]*)|')
   end
   if status and STATUS[status] and VEHICLE[vehicle] then
-    redis.call('ZREM', KEYS[3 + STATUS[status] * 5], TAG[vehicle] .. id)
-    redis.call('ZREM', KEYS[3 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
+    redis.call('ZREM', KEYS[4 + STATUS[status] * 5], TAG[vehicle] .. id)
+    redis.call('ZREM', KEYS[4 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
   else
     for s = 0, 2 do
-      redis.call('ZREM', KEYS[3 + s * 5], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
+      redis.call('ZREM', KEYS[4 + s * 5], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
       for v = 1, 4 do
-        redis.call('ZREM', KEYS[3 + s * 5 + v], id)
+        redis.call('ZREM', KEYS[4 + s * 5 + v], id)
       end
     end
   end

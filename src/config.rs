@@ -70,6 +70,14 @@ pub struct Settings {
     /// With `--seed`, re-post the seed fleet's positions every `driver_ttl_ms / 2` so the demo
     /// fleet stays searchable (it overrides positions reported for those driver ids).
     pub seed_refresh: bool,
+    /// Largest page size of paginated lists (leaderboard).
+    pub page_max_size: u64,
+    /// Candidate ranking: composite points lost per km of distance.
+    pub ranking_distance_weight: f64,
+    /// Candidate ranking: composite points per point of driver score.
+    pub ranking_score_weight: f64,
+    /// Candidate ranking considers the `limit × factor` nearest available drivers.
+    pub ranking_pool_factor: usize,
 }
 
 impl Default for Settings {
@@ -95,6 +103,10 @@ impl Default for Settings {
             search_default_radius_m: 5_000.0,
             search_max_radius_m: 50_000.0,
             seed_refresh: true,
+            page_max_size: 100,
+            ranking_distance_weight: 1.0,
+            ranking_score_weight: 1.0,
+            ranking_pool_factor: 3,
         }
     }
 }

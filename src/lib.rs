@@ -16,7 +16,8 @@
 //! - Domain: [`domain`] holds the validated value types (coordinates, ids).
 //! - Capabilities, each owning its routes, types, keys and scripts: [`cities`] (service areas),
 //!   [`health`] (liveness/readiness), [`drivers`] (position ingest, status, liveness sweeper),
-//!   [`search`] (nearest-k search), [`seed`] (seed data generation and loading).
+//!   [`search`] (nearest-k search), [`ranking`] (scores, leaderboard, candidate ranking),
+//!   [`seed`] (seed data generation and loading).
 //! - [`bench`]: the benchmark commands behind `docs/BENCHMARKS.md`.
 //!
 //! # A request's path
@@ -33,6 +34,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod ranking;
 pub mod redis_local;
 pub mod scripts;
 pub mod search;

@@ -20,6 +20,7 @@ use utoipa_actix_web::AppExt;
         (name = "cities", description = "Service areas"),
         (name = "drivers", description = "Driver positions, shift status and state"),
         (name = "search", description = "Nearest drivers"),
+        (name = "ranking", description = "Driver scores, leaderboards and candidate ranking"),
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
 )]

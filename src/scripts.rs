@@ -13,6 +13,7 @@ pub fn all() -> Vec<&'static Script> {
     let mut all = Vec::new();
     all.extend(crate::drivers::scripts());
     all.extend(crate::search::scripts());
+    all.extend(crate::ranking::scripts());
     all
 }
 

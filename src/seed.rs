@@ -284,10 +284,26 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
         )
         .await
         .map_err(|e| anyhow::anyhow!("storing seed positions: {e}"))?;
-        stored += outcomes
-            .iter()
-            .filter(|o| matches!(o, crate::drivers::PositionOutcome::Accepted(_)))
-            .count();
+        // Ratings become initial leaderboard scores; NX keeps scores earned since.
+        let mut pipe = redis::pipe();
+        for (((id, _, _), outcome), d) in items.iter().zip(&outcomes).zip(chunk) {
+            if let crate::drivers::PositionOutcome::Accepted(state) = outcome {
+                pipe.cmd("ZADD")
+                    .arg(crate::drivers::scores_key(
+                        context.store.keys(),
+                        &state.city,
+                    ))
+                    .arg("NX")
+                    .arg(d.rating)
+                    .arg(id.as_str())
+                    .ignore();
+                stored += 1;
+            }
+        }
+        let _: () = pipe
+            .query_async(&mut conn)
+            .await
+            .context("storing seed scores")?;
     }
     Ok(stored)
 }

@@ -32,6 +32,7 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
             scope("/v1")
                 .configure(crate::cities::configure)
                 .configure(crate::search::configure)
+                .configure(crate::ranking::configure)
                 .configure(crate::drivers::configure),
         );
 }

@@ -25,8 +25,8 @@ pub use model::{
 };
 use redis::Script;
 pub use routes::{
-    PositionOutcome, configure, decode_positions, load_driver, position_cmd, set_position,
-    store_positions,
+    PositionOutcome, configure, decode_positions, load_city, load_driver, path_driver,
+    position_cmd, run_on_driver_city, set_position, store_positions,
 };
 pub use sweeper::{spawn_sweeper, sweep_city};
 
@@ -89,11 +89,17 @@ pub fn all_geo_keys(keys: &Keys, city: &str) -> Vec<String> {
     out
 }
 
-/// KEYS of a script that works on one city: state hash, seen set, the 15 GEO sets.
+/// A city's driver score sorted set (the leaderboard; owned by [`crate::ranking`]).
+pub fn scores_key(keys: &Keys, city: &str) -> String {
+    keys.city(city, "scores")
+}
+
+/// KEYS of a script that works on one city: state hash, seen set, score set, the 15 GEO sets.
 pub fn city_script_keys(keys: &Keys, city: &str) -> Vec<String> {
-    let mut out = Vec::with_capacity(17);
+    let mut out = Vec::with_capacity(18);
     out.push(state_key(keys));
     out.push(seen_key(keys, city));
+    out.push(scores_key(keys, city));
     out.extend(all_geo_keys(keys, city));
     out
 }

@@ -7,7 +7,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::model::{DriverState, ValidPosition, parse_driver_id};
 use super::{
     BatchRequest, BatchResponse, BatchResult, BatchStatus, DELETE_DRIVER, LocationUpdate,
-    SET_POSITION, SET_STATUS, StatusUpdate, all_geo_keys, city_script_keys, seen_key, state_key,
+    SET_POSITION, SET_STATUS, StatusUpdate, all_geo_keys, city_script_keys, scores_key, seen_key,
+    state_key,
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
@@ -55,10 +56,10 @@ pub fn position_cmd(
     items: &[(&DriverId, &ValidPosition)],
     prev_city: Option<&str>,
 ) -> redis::Cmd {
-    let mut k = vec![state_key(keys), seen_key(keys, city.as_str())];
-    k.extend(all_geo_keys(keys, city.as_str()));
+    let mut k = city_script_keys(keys, city.as_str());
     if let Some(prev) = prev_city {
         k.push(seen_key(keys, prev));
+        k.push(scores_key(keys, prev));
         k.extend(all_geo_keys(keys, prev));
     }
     let mut args = Vec::with_capacity(3 + 9 * items.len());
@@ -224,7 +225,7 @@ fn future_error(field: &str, sent_ms: i64, now_ms: i64, skew_ms: u64) -> FieldEr
     )
 }
 
-fn path_driver(raw: &str) -> Result<DriverId, ApiError> {
+pub fn path_driver(raw: &str) -> Result<DriverId, ApiError> {
     parse_driver_id(raw, "driver_id").map_err(|e| ApiError::Validation(vec![e]))
 }
 
@@ -452,6 +453,18 @@ pub async fn load_driver(
     }
 }
 
+/// The city a driver is in, or `None` for an unknown driver.
+pub async fn load_city(store: &Store, id: &DriverId) -> Result<Option<String>, ApiError> {
+    let mut conn = store.conn();
+    let packed: Option<String> = redis::cmd("HGET")
+        .arg(state_key(store.keys()))
+        .arg(id.as_str())
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_error("driver city"))?;
+    Ok(packed.map(|p| p.split('|').next().unwrap_or_default().to_owned()))
+}
+
 fn not_found(id: &DriverId) -> ApiError {
     ApiError::NotFound(format!("driver {id} does not exist"))
 }
@@ -479,14 +492,17 @@ pub async fn get_driver(
     }
 }
 
-/// Run a one-city script on a driver, following it if it moves city meanwhile. Returns the
-/// script's reply, or `None` when the driver does not exist.
-async fn run_on_driver_city(
+/// Run a one-city script on a driver, following it if it moves city meanwhile: the script gets
+/// `keys_for(city)` as KEYS and `driver_id, city, extra_args…` as ARGV, and answers
+/// `{'missing'}`, `{'moved', city}` or anything else. Returns the city and that reply, or
+/// `None` when the driver does not exist.
+pub async fn run_on_driver_city(
     store: &Store,
     script: &'static redis::Script,
+    keys_for: fn(&Keys, &str) -> Vec<String>,
     id: &DriverId,
     extra_args: &[&str],
-) -> Result<Option<Vec<String>>, ApiError> {
+) -> Result<Option<(String, Vec<String>)>, ApiError> {
     let mut conn = store.conn();
     let keys = store.keys();
     let mut city: Option<String> = redis::cmd("HGET")
@@ -503,14 +519,14 @@ async fn run_on_driver_city(
         let c = valid_city(&c)?;
         let mut args = vec![id.as_str(), c.as_str()];
         args.extend_from_slice(extra_args);
-        let cmd = evalsha(script, &city_script_keys(keys, &c), &args);
+        let cmd = evalsha(script, &keys_for(keys, &c), &args);
         let reply: Vec<String> = scripts::run(&mut conn, script, &cmd)
             .await
             .map_err(redis_error("driver script"))?;
         match reply.first().map(String::as_str) {
             Some("missing") => return Ok(None),
             Some("moved") => city = reply.get(1).cloned(),
-            _ => return Ok(Some(reply)),
+            _ => return Ok(Some((c, reply))),
         }
     }
     Err(ApiError::Internal(anyhow::anyhow!(
@@ -541,9 +557,15 @@ pub async fn put_status(
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_driver(&path)?;
-    let reply = run_on_driver_city(&store, &SET_STATUS, &id, &[body.0.status.as_str()])
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let (_, reply) = run_on_driver_city(
+        &store,
+        &SET_STATUS,
+        city_script_keys,
+        &id,
+        &[body.0.status.as_str()],
+    )
+    .await?
+    .ok_or_else(|| not_found(&id))?;
     match reply.first().map(String::as_str) {
         Some("ok") => {
             let now = reply
@@ -584,7 +606,7 @@ pub async fn delete_driver(
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_driver(&path)?;
-    run_on_driver_city(&store, &DELETE_DRIVER, &id, &[])
+    run_on_driver_city(&store, &DELETE_DRIVER, city_script_keys, &id, &[])
         .await?
         .ok_or_else(|| not_found(&id))?;
     Ok(HttpResponse::NoContent().finish())

@@ -9,4 +9,5 @@ mod health_and_docs;
 mod helpers;
 mod project;
 mod quickstart;
+mod ranking;
 mod search;

@@ -1,0 +1,27 @@
+-- set_score.lua: set, raise (ZADD GT) or increment (ZINCRBY) a driver's score in the score
+-- sorted set of the city the driver is in.
+--
+-- KEYS[1] drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[2] driver score sorted set of the city the caller believes the driver is in
+-- ARGV[1] driver_id   ARGV[2] that city   ARGV[3] 'set' | 'gt' | 'incr'   ARGV[4] the number
+-- Returns {'ok', score, changed ('1'|'0')} | {'missing'} | {'moved', actual_city} (nothing written)
+local id, mode = ARGV[1], ARGV[3]
+local state = redis.call('HGET', KEYS[1], id)
+if not state then
+  return {'missing'}
+end
+local city = string.match(state, '^([^|]*)|')
+if city ~= ARGV[2] then
+  return {'moved', city}
+end
+if mode == 'incr' then
+  local score = redis.call('ZINCRBY', KEYS[2], ARGV[4], id)
+  return {'ok', score, '1'}
+end
+local changed
+if mode == 'gt' then
+  changed = redis.call('ZADD', KEYS[2], 'GT', 'CH', ARGV[4], id)
+else
+  changed = redis.call('ZADD', KEYS[2], 'CH', ARGV[4], id)
+end
+return {'ok', redis.call('ZSCORE', KEYS[2], id), tostring(changed)}

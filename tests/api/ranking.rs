@@ -1,0 +1,249 @@
+//! Scores, leaderboard pagination, rank neighbourhoods and candidate ranking.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{BERLIN, PARIS, TestApp, now_ms, spawn_app};
+
+/// Put drivers `prefix0..n` near `center` with scores `score(i)`.
+async fn drivers_with_scores(
+    app: &TestApp,
+    prefix: &str,
+    n: usize,
+    center: (f64, f64),
+    score: impl Fn(usize) -> f64,
+) {
+    let t = now_ms();
+    let positions: Vec<Value> = (0..n)
+        .map(|i| json!({"driver_id": format!("{prefix}{i}"), "lat": center.0 + i as f64 * 0.001, "lon": center.1, "recorded_at": t}))
+        .collect();
+    app.post_json("/v1/locations/batch", &json!({"positions": positions}))
+        .await;
+    for i in 0..n {
+        let answer = app
+            .put_json(
+                &format!("/v1/drivers/{prefix}{i}/score"),
+                &json!({"score": score(i)}),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+}
+
+fn ids(entries: &Value) -> Vec<String> {
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["driver_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn gt_mode_ignores_a_lower_score_and_increment_returns_the_new_score() {
+    let app = spawn_app().await;
+    drivers_with_scores(&app, "g", 1, PARIS, |_| 4.0).await;
+    let lower = app
+        .put_json("/v1/drivers/g0/score", &json!({"score": 3.0, "mode": "gt"}))
+        .await;
+    assert_eq!(lower.json["score"], 4.0);
+    assert_eq!(lower.json["changed"], false);
+    let higher = app
+        .put_json("/v1/drivers/g0/score", &json!({"score": 4.5, "mode": "gt"}))
+        .await;
+    assert_eq!(higher.json["score"], 4.5);
+    assert_eq!(higher.json["changed"], true);
+    let set = app
+        .put_json("/v1/drivers/g0/score", &json!({"score": 2.0}))
+        .await;
+    assert_eq!(set.json["score"], 2.0, "set replaces, even downwards");
+    let inc = app
+        .post_json("/v1/drivers/g0/score/increment", &json!({"by": 0.25}))
+        .await;
+    assert_eq!(inc.status, 200, "{}", inc.text);
+    assert_eq!(inc.json["score"], 2.25);
+    assert_eq!(inc.json["city"], "paris");
+    app.put_json("/v1/drivers/nobody/score", &json!({"score": 1}))
+        .await
+        .assert_problem(404, "not-found");
+    app.put_json("/v1/drivers/g0/score", &json!({"score": "high"}))
+        .await
+        .assert_problem(422, "validation-error");
+    app.put_json("/v1/drivers/g0/score", &json!({"score": 1, "mode": "lt"}))
+        .await
+        .assert_problem(422, "validation-error");
+}
+
+#[tokio::test]
+async fn leaderboard_pages_first_last_empty_and_beyond_the_end() {
+    let app = spawn_app().await;
+    // 7 drivers with distinct scores: l6 is best.
+    drivers_with_scores(&app, "l", 7, PARIS, |i| i as f64).await;
+    let page = |p: u64| format!("/v1/cities/paris/leaderboard?page={p}&size=3");
+    let first = app.get(&page(1)).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(ids(&first.json["entries"]), ["l6", "l5", "l4"]);
+    assert_eq!(first.json["entries"][0]["rank"], 1);
+    assert_eq!(first.json["total"], 7);
+    let last = app.get(&page(3)).await;
+    assert_eq!(ids(&last.json["entries"]), ["l0"]);
+    assert_eq!(last.json["entries"][0]["rank"], 7);
+    let beyond = app.get(&page(4)).await;
+    assert_eq!(beyond.status, 200);
+    assert!(beyond.json["entries"].as_array().unwrap().is_empty());
+    assert_eq!(beyond.json["total"], 7);
+    let far = app.get(&page(1000)).await;
+    assert!(far.json["entries"].as_array().unwrap().is_empty());
+
+    let empty_city = app.get("/v1/cities/berlin/leaderboard").await;
+    assert_eq!(empty_city.json["total"], 0);
+    assert!(empty_city.json["entries"].as_array().unwrap().is_empty());
+
+    app.get("/v1/cities/paris/leaderboard?size=101")
+        .await
+        .assert_problem(422, "validation-error");
+    app.get("/v1/cities/paris/leaderboard?page=0")
+        .await
+        .assert_problem(422, "validation-error");
+    app.get("/v1/cities/atlantis/leaderboard")
+        .await
+        .assert_problem(404, "not-found");
+}
+
+#[tokio::test]
+async fn ties_are_ordered_by_driver_id_descending() {
+    let app = spawn_app().await;
+    drivers_with_scores(&app, "t", 3, PARIS, |_| 5.0).await;
+    let board = app.get("/v1/cities/paris/leaderboard").await;
+    assert_eq!(ids(&board.json["entries"]), ["t2", "t1", "t0"]);
+}
+
+#[tokio::test]
+async fn a_citys_leaderboard_never_includes_another_citys_drivers() {
+    let app = spawn_app().await;
+    drivers_with_scores(&app, "p", 3, PARIS, |i| i as f64).await;
+    drivers_with_scores(&app, "b", 2, BERLIN, |i| 10.0 + i as f64).await;
+    let paris = app.get("/v1/cities/paris/leaderboard?size=100").await;
+    assert_eq!(ids(&paris.json["entries"]), ["p2", "p1", "p0"]);
+    let berlin = app.get("/v1/cities/berlin/leaderboard?size=100").await;
+    assert_eq!(ids(&berlin.json["entries"]), ["b1", "b0"]);
+
+    // A driver moving city takes its score to the new city's leaderboard.
+    app.put_location("p2", BERLIN.0, BERLIN.1, now_ms() + 1, json!({}))
+        .await;
+    let paris = app.get("/v1/cities/paris/leaderboard?size=100").await;
+    assert_eq!(ids(&paris.json["entries"]), ["p1", "p0"]);
+    let berlin = app.get("/v1/cities/berlin/leaderboard?size=100").await;
+    assert_eq!(ids(&berlin.json["entries"]), ["b1", "b0", "p2"]);
+    assert_eq!(berlin.json["entries"][2]["score"], 2.0);
+}
+
+#[tokio::test]
+async fn rank_shows_neighbours_at_the_top_and_at_the_bottom() {
+    let app = spawn_app().await;
+    drivers_with_scores(&app, "r", 8, PARIS, |i| i as f64).await; // r7 is rank 1, r0 rank 8
+    let top = app.get("/v1/drivers/r7/rank?around=2").await;
+    assert_eq!(top.status, 200, "{}", top.text);
+    assert_eq!(top.json["rank"], 1);
+    assert_eq!(top.json["score"], 7.0);
+    assert_eq!(ids(&top.json["neighbors"]), ["r7", "r6", "r5"]);
+    let ranks: Vec<u64> = top.json["neighbors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, [1, 2, 3]);
+    let bottom = app.get("/v1/drivers/r0/rank?around=2").await;
+    assert_eq!(bottom.json["rank"], 8);
+    assert_eq!(ids(&bottom.json["neighbors"]), ["r2", "r1", "r0"]);
+    let middle = app.get("/v1/drivers/r4/rank").await;
+    assert_eq!(
+        ids(&middle.json["neighbors"]),
+        ["r7", "r6", "r5", "r4", "r3", "r2", "r1", "r0"]
+    );
+
+    app.get("/v1/drivers/ghost/rank")
+        .await
+        .assert_problem(404, "not-found");
+    app.put_location("unscored", PARIS.0, PARIS.1, now_ms(), json!({}))
+        .await;
+    app.get("/v1/drivers/unscored/rank")
+        .await
+        .assert_problem(404, "not-found");
+    app.get("/v1/drivers/r0/rank?around=51")
+        .await
+        .assert_problem(422, "validation-error");
+}
+
+#[tokio::test]
+async fn candidate_ranking_explains_itself_and_changes_with_the_weights() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    // near: 100 m away, score 3; far: 1.5 km away, score 5.
+    app.put_location("near", PARIS.0 + 100.0 / 111_200.0, PARIS.1, t, json!({}))
+        .await;
+    app.put_location("far", PARIS.0 + 1_500.0 / 111_200.0, PARIS.1, t, json!({}))
+        .await;
+    app.put_json("/v1/drivers/near/score", &json!({"score": 3.0}))
+        .await;
+    app.put_json("/v1/drivers/far/score", &json!({"score": 5.0}))
+        .await;
+    let url = |wd: f64, ws: f64| {
+        format!(
+            "/v1/candidates?lat={}&lon={}&limit=5&distance_weight={wd}&score_weight={ws}",
+            PARIS.0, PARIS.1
+        )
+    };
+
+    let by_score = app.get(&url(1.0, 1.0)).await;
+    assert_eq!(by_score.status, 200, "{}", by_score.text);
+    assert_eq!(
+        ids(&by_score.json["candidates"]),
+        ["far", "near"],
+        "{}",
+        by_score.text
+    );
+    let best = &by_score.json["candidates"][0];
+    let (d, s, c) = (
+        best["distance_m"].as_f64().unwrap(),
+        best["driver_score"].as_f64().unwrap(),
+        best["composite"].as_f64().unwrap(),
+    );
+    assert!(
+        (c - (s - d / 1000.0)).abs() < 1e-6,
+        "composite = score - km: {best}"
+    );
+    assert_eq!(best["rank"], 1);
+
+    let by_distance = app.get(&url(10.0, 1.0)).await;
+    assert_eq!(
+        ids(&by_distance.json["candidates"]),
+        ["near", "far"],
+        "a heavier distance weight favours the near driver"
+    );
+    assert_eq!(by_distance.json["weights"]["distance_weight"], 10.0);
+
+    // Busy or offline drivers are never candidates; temporary keys do not outlive the call.
+    app.put_json("/v1/drivers/far/status", &json!({"status": "offline"}))
+        .await;
+    let only_near = app.get(&url(1.0, 1.0)).await;
+    assert_eq!(ids(&only_near.json["candidates"]), ["near"]);
+    assert!(
+        app.keys().await.iter().all(|k| !k.contains(":tmp:")),
+        "{:?}",
+        app.keys().await
+    );
+
+    app.get(&format!(
+        "/v1/candidates?lat={}&lon={}&limit=0",
+        PARIS.0, PARIS.1
+    ))
+    .await
+    .assert_problem(422, "validation-error");
+    app.get(&format!(
+        "/v1/candidates?lat={}&lon={}&score_weight=-1",
+        PARIS.0, PARIS.1
+    ))
+    .await
+    .assert_problem(422, "validation-error");
+}
