@@ -76,7 +76,8 @@ pub struct Settings {
     pub ranking_distance_weight: f64,
     /// Candidate ranking: composite points per point of driver score.
     pub ranking_score_weight: f64,
-    /// Candidate ranking considers the `limit × factor` nearest available drivers.
+    /// Candidate ranking ranks the `limit × factor` nearest available drivers (1: re-rank the
+    /// nearest `limit`; larger widens the choice at the cost of a wider search).
     pub ranking_pool_factor: usize,
 }
 
@@ -106,7 +107,7 @@ impl Default for Settings {
             page_max_size: 100,
             ranking_distance_weight: 1.0,
             ranking_score_weight: 1.0,
-            ranking_pool_factor: 3,
+            ranking_pool_factor: 1,
         }
     }
 }

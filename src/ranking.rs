@@ -32,13 +32,12 @@ pub static SET_SCORE: LazyLock<Script> =
 /// `lua/rank_around.lua`.
 pub static RANK_AROUND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/rank_around.lua")));
-/// `lua/rank_candidates.lua`.
-pub static RANK_CANDIDATES: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/rank_candidates.lua")));
+/// Composite values are kept in Redis in millionths of a point.
+const MICRO: f64 = 1_000_000.0;
 
 /// This module's scripts.
-pub fn scripts() -> [&'static Script; 3] {
-    [&SET_SCORE, &RANK_AROUND, &RANK_CANDIDATES]
+pub fn scripts() -> [&'static Script; 2] {
+    [&SET_SCORE, &RANK_AROUND]
 }
 
 fn score_script_keys(keys: &Keys, city: &str) -> Vec<String> {
@@ -443,9 +442,9 @@ pub struct Candidates {
 /// Rank the nearest available drivers by a composite of distance and driver score.
 ///
 /// Takes the `limit × ranking_pool_factor` nearest available, fresh drivers (nearby search),
-/// then one script puts `score_weight × score − distance_weight × km` into a temporary sorted
-/// set (deleted before it returns) and reads it back best first. Ties: the driver id that sorts
-/// last ranks first.
+/// then Redis computes `score_weight × score − distance_weight × km` with sorted sets
+/// (ZADD, ZINTERSTORE and ZUNIONSTORE with WEIGHTS into temporary sets deleted in the same
+/// MULTI/EXEC) and reads it back best first. Ties: the driver id that sorts last ranks first.
 #[utoipa::path(
     tag = "ranking",
     params(CandidatesQuery),
@@ -516,51 +515,90 @@ pub async fn candidates(
     };
     let nearby =
         crate::search::search(&store, &settings, &tuning, city.id.as_str(), &search).await?;
-    let keys = store.keys();
-    let tmp = keys.city(
-        city.id.as_str(),
-        &format!("tmp:rank:{}", uuid::Uuid::new_v4().simple()),
-    );
-    let mut args = vec![
-        weights.distance_weight.to_string(),
-        weights.score_weight.to_string(),
-        limit.to_string(),
-    ];
-    for d in &nearby {
-        args.push(d.driver_id.clone());
-        args.push(d.distance_m.to_string());
+    if nearby.is_empty() {
+        return Ok(HttpResponse::Ok().json(Candidates {
+            city: city.id.to_string(),
+            weights,
+            candidates: Vec::new(),
+        }));
     }
-    let cmd = evalsha(
-        &RANK_CANDIDATES,
-        &[scores_key(keys, city.id.as_str()), tmp],
-        &args,
-    );
+    // The composite is computed by Redis with sorted sets, in one MULTI/EXEC (one round trip,
+    // atomic; the temporary sets are deleted in the same transaction, so they never outlive
+    // the call):
+    //   d   = {driver: -distance_weight × km}                 (ZADD)
+    //   s   = d ∩ scores, WEIGHTS 0 score_weight             (ZINTERSTORE: weighted scores)
+    //   s   = d ∪ s                                           (ZUNIONSTORE: composite; a driver
+    //                                                           without a score counts 0)
+    let keys = store.keys();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let d_key = keys.city(city.id.as_str(), &format!("tmp:rank:{suffix}:d"));
+    let s_key = keys.city(city.id.as_str(), &format!("tmp:rank:{suffix}:s"));
+    let scores = scores_key(keys, city.id.as_str());
+    let ids: Vec<&str> = nearby.iter().map(|d| d.driver_id.as_str()).collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    // Values in micro-points: integral doubles are parsed and printed by Redis much faster.
+    let zadd = pipe.cmd("ZADD").arg(&d_key);
+    for d in &nearby {
+        zadd.arg((-weights.distance_weight * d.distance_m * 1_000.0).round() as i64)
+            .arg(&d.driver_id);
+    }
+    pipe.ignore()
+        .cmd("ZINTERSTORE")
+        .arg(&s_key)
+        .arg(2)
+        .arg(&d_key)
+        .arg(&scores)
+        .arg("WEIGHTS")
+        .arg(0)
+        .arg(weights.score_weight * MICRO)
+        .ignore()
+        .cmd("ZUNIONSTORE")
+        .arg(&s_key)
+        .arg(2)
+        .arg(&d_key)
+        .arg(&s_key)
+        .ignore()
+        .cmd("ZREVRANGE")
+        .arg(&s_key)
+        .arg(0)
+        .arg(limit - 1)
+        .arg("WITHSCORES")
+        .cmd("ZMSCORE")
+        .arg(&scores)
+        .arg(&ids)
+        .cmd("DEL")
+        .arg(&d_key)
+        .arg(&s_key)
+        .ignore();
     let mut conn = store.conn();
-    let flat: Vec<String> = scripts::run(&mut conn, &RANK_CANDIDATES, &cmd)
+    let (ranked, driver_scores): (Vec<(String, f64)>, Vec<Option<f64>>) = pipe
+        .query_async(&mut conn)
         .await
         .map_err(redis_error("rank candidates"))?;
-    let bad = |s: &str| ApiError::Internal(anyhow::anyhow!("bad rank_candidates value {s:?}"));
-    let mut ranked = Vec::with_capacity(flat.len() / 3);
-    for (i, c) in flat.chunks_exact(3).enumerate() {
-        let d = nearby
-            .iter()
-            .find(|d| d.driver_id == c[0])
-            .ok_or_else(|| bad(&c[0]))?;
-        ranked.push(Candidate {
+    let mut candidates = Vec::with_capacity(ranked.len());
+    for (i, (id, composite)) in ranked.into_iter().enumerate() {
+        let Some(pos) = nearby.iter().position(|d| d.driver_id == id) else {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "ranked {id} was not a candidate"
+            )));
+        };
+        let d = &nearby[pos];
+        candidates.push(Candidate {
             rank: i as u64 + 1,
-            driver_id: d.driver_id.clone(),
+            driver_id: id,
             lat: d.lat,
             lon: d.lon,
             vehicle_type: d.vehicle_type,
             distance_m: d.distance_m,
-            composite: c[1].parse().map_err(|_| bad(&c[1]))?,
-            driver_score: c[2].parse().map_err(|_| bad(&c[2]))?,
+            driver_score: driver_scores.get(pos).copied().flatten().unwrap_or(0.0),
+            composite: composite / MICRO,
         });
     }
     Ok(HttpResponse::Ok().json(Candidates {
         city: city.id.to_string(),
         weights,
-        candidates: ranked,
+        candidates,
     }))
 }
 

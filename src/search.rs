@@ -243,8 +243,8 @@ fn mask<T: PartialEq + Copy>(chosen: &[T], all: &[T]) -> u8 {
 const STALE_WINDOW: usize = 64;
 
 /// How much earlier than the TTL boundary (by the estimated Redis clock) the search starts to
-/// treat drivers as stale, to cover the error of that estimate.
-const STALE_MARGIN_MS: i64 = 5;
+/// treat drivers as stale, on top of the estimate's own late bias.
+const STALE_MARGIN_MS: i64 = 1;
 
 /// One GEO set to search and what its members are.
 struct SearchSet {
@@ -323,10 +323,10 @@ pub async fn search(
                 .arg("WITHCOORD");
         }
         // Drivers last seen before the cutoff are stale. The cutoff comes from this process'
-        // estimate of Redis' clock, a few ms early on purpose (treating a driver a few ms short
-        // of the TTL as stale is harmless; missing a stale one is not), and is checked against
-        // the TIME of this very pipeline below. Reading scores (WITHSCORES) would cost Redis
-        // ~45 us per 64 entries; the bounded range by score costs ~1 us.
+        // estimate of Redis' clock, which errs late, so a driver within about one round trip
+        // of the TTL may be treated as stale (harmless) while a stale one is never missed; it
+        // is checked against the TIME of this very pipeline below. Reading scores
+        // (WITHSCORES) would cost Redis ~45 us per 64 entries; this bounded range ~1 us.
         let cutoff_ms = store.redis_now_ms() - settings.driver_ttl_ms as i64 + STALE_MARGIN_MS;
         pipe.cmd("ZRANGE")
             .arg(&seen)
@@ -336,6 +336,7 @@ pub async fn search(
             .arg("LIMIT")
             .arg(0)
             .arg(STALE_WINDOW);
+        let sent = store.local_now_ms();
         let mut values: Vec<redis::Value> = pipe
             .query_async(&mut conn)
             .await
@@ -350,7 +351,7 @@ pub async fn search(
         let time: (i64, i64) = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))
             .map_err(|e| decode_err("TIME", e))?;
         let redis_now = time_ms(time);
-        store.observe_redis_time(redis_now);
+        store.observe_redis_time(redis_now, sent);
         let fresh_after = redis_now - settings.driver_ttl_ms as i64;
         let stale: std::collections::HashSet<&str> = stale_ids.iter().map(String::as_str).collect();
         // The stale list is complete only if it was not cut by the window and the cutoff used

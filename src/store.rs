@@ -108,14 +108,32 @@ impl Store {
         &self.pool
     }
 
-    /// Record a `TIME` reply (epoch ms) just received, to estimate Redis' clock.
-    pub fn observe_redis_time(&self, redis_ms: i64) {
-        self.clock_offset_ms
-            .store(redis_ms - local_ms(), std::sync::atomic::Ordering::Relaxed);
+    /// Record a `TIME` reply (epoch ms) of a request sent at `sent_local_ms` (this machine's
+    /// clock), to estimate Redis' clock. Redis ran TIME after the request was sent, so each
+    /// sample is at or above the true offset; the estimate keeps the lowest sample, allowed to
+    /// rise by 1 ms per sample so clock drift is followed while one slow reply moves it little.
+    pub fn observe_redis_time(&self, redis_ms: i64, sent_local_ms: i64) {
+        let sample = redis_ms - sent_local_ms;
+        let _ = self.clock_offset_ms.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |old| {
+                Some(if old == i64::MIN {
+                    sample
+                } else {
+                    sample.min(old + 1)
+                })
+            },
+        );
     }
 
-    /// Redis' clock now, estimated from the last observed `TIME` (error about one round trip,
-    /// and early rather than late); this machine's clock until one was observed.
+    /// This machine's clock, in epoch ms.
+    pub fn local_now_ms(&self) -> i64 {
+        local_ms()
+    }
+
+    /// Redis' clock now, estimated from observed `TIME` replies (late rather than early by
+    /// about one round trip); this machine's clock until one was observed.
     pub fn redis_now_ms(&self) -> i64 {
         match self
             .clock_offset_ms

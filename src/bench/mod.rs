@@ -394,6 +394,35 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             ours.errors,
             slow.len()
         );
+        // Candidate ranking (nearest available → composite with driver scores), same points.
+        let ranking_path = {
+            let qs = qs.clone();
+            move |c: usize, seq: u64| {
+                let (lat, lon) = qs[(c * 7919 + seq as usize * 31) % qs.len()];
+                (
+                    "GET",
+                    format!("/v1/candidates?lat={lat}&lon={lon}&limit=20"),
+                    None,
+                )
+            }
+        };
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut r)
+            .await?;
+        let ranked =
+            load::run(&bed.app_addr, opts.connections, opts.duration, ranking_path).await?;
+        let ranked_redis_us =
+            redis_busy_usec(&mut r).await? / ranked.latency_us.len().max(1) as f64;
+        eprintln!("redis time per candidates call: {ranked_redis_us:.1} us");
+        eprintln!(
+            "candidates: {:.0} q/s, p50 {:.2} ms, p99 {:.2} ms, errors {} (cost {:.2}x nearest-20)",
+            ranked.rps(),
+            ranked.ms(0.5),
+            ranked.ms(0.99),
+            ranked.errors,
+            ours.rps() / ranked.rps().max(1e-9)
+        );
         // Latency at a moderate load: 2 connections (the throughput run saturates and queues).
         let light = load::run(&bed.app_addr, 2, opts.duration, path_for).await?;
         eprintln!(
@@ -432,6 +461,8 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             "drivers": n,
             "ours": {"qps": ours.rps(), "p50_ms": ours.ms(0.5), "p99_ms": ours.ms(0.99), "p999_ms": ours.ms(0.999), "errors": ours.errors,
                       "slowlog_over_1ms": slow.len(), "slowlog_max_us": slow_max_us, "redis_us_per_search": redis_us},
+            "candidates": {"qps": ranked.rps(), "p50_ms": ranked.ms(0.5), "p99_ms": ranked.ms(0.99), "errors": ranked.errors,
+                           "cost_vs_nearest20": ours.rps() / ranked.rps().max(1e-9), "redis_us_per_call": ranked_redis_us},
             "ours_2_connections": {"qps": light.rps(), "p50_ms": light.ms(0.5), "p99_ms": light.ms(0.99), "p999_ms": light.ms(0.999)},
             "naive_geosearch": naive,
             "postgis": pg,
