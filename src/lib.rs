@@ -17,7 +17,8 @@
 //! - Capabilities, each owning its routes, types, keys and scripts: [`cities`] (service areas),
 //!   [`health`] (liveness/readiness), [`drivers`] (position ingest, status, liveness sweeper),
 //!   [`search`] (nearest-k search), [`ranking`] (scores, leaderboard, candidate ranking),
-//!   [`seed`] (seed data generation and loading).
+//!   [`seed`] (seed data generation and loading), [`lock`] (leases with fencing numbers and
+//!   renewal, for dispatch).
 //! - [`bench`]: the benchmark commands behind `docs/BENCHMARKS.md`.
 //!
 //! # A request's path
@@ -33,6 +34,7 @@ pub mod drivers;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod lock;
 pub mod openapi;
 pub mod ranking;
 pub mod redis_local;

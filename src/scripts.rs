@@ -14,6 +14,7 @@ pub fn all() -> Vec<&'static Script> {
     all.extend(crate::drivers::scripts());
     all.extend(crate::search::scripts());
     all.extend(crate::ranking::scripts());
+    all.extend(crate::lock::scripts());
     all
 }
 

@@ -7,6 +7,7 @@ mod errors;
 mod health_and_docs;
 #[allow(dead_code)] // helpers are shared by test modules; not every one uses every helper
 mod helpers;
+mod lock;
 mod project;
 mod quickstart;
 mod ranking;

@@ -1,0 +1,160 @@
+//! Distributed locks on Redis: `SET key token NX PX ttl` with a random token, Lua
+//! compare-and-delete release, Lua compare-and-pexpire extension, a renewal watchdog, and a
+//! fencing number drawn atomically with each acquisition.
+//!
+//! A lock alone cannot keep work safe: a holder paused past its TTL (GC, SIGSTOP, a slow
+//! network) wakes up believing it still holds the lock. The fencing number, which strictly
+//! increases per counter, lets the store itself refuse such a late write: dispatch records the
+//! number with the order and every transition checks it (issue 5). Lock and counter keys must
+//! share a hash tag (e.g. the city) so both scripts stay in one Cluster slot.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use tokio::sync::watch;
+
+use crate::scripts::{self, evalsha};
+use crate::store::Store;
+
+/// `lua/acquire_lock.lua`.
+pub static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/acquire_lock.lua")));
+/// `lua/release_lock.lua`.
+pub static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/release_lock.lua")));
+/// `lua/extend_lock.lua`.
+pub static EXTEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/extend_lock.lua")));
+
+/// This module's scripts.
+pub fn scripts() -> [&'static Script; 3] {
+    [&ACQUIRE, &RELEASE, &EXTEND]
+}
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The lock key.
+    pub key: String,
+    /// This holder's random token (128 random bits, UUID v4).
+    pub token: String,
+    /// The fencing number drawn with this acquisition (strictly increasing per counter).
+    pub fencing: u64,
+    /// The lease's time to live.
+    pub ttl: Duration,
+}
+
+/// Locks over one Redis (see the module docs).
+#[derive(Clone)]
+pub struct Locks {
+    store: Store,
+}
+
+impl Locks {
+    /// Locks using `store`'s shared connection.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Try once to take `key` for `ttl`, drawing a fencing number from `fence_key`. Answers
+    /// `None` at once when someone else holds it (never waits).
+    pub async fn acquire(
+        &self,
+        key: &str,
+        fence_key: &str,
+        ttl: Duration,
+    ) -> redis::RedisResult<Option<Lease>> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let cmd = evalsha(
+            &ACQUIRE,
+            &[key, fence_key],
+            &[token.clone(), ttl_ms.to_string()],
+        );
+        let fencing: u64 = scripts::run(&mut self.store.conn(), &ACQUIRE, &cmd).await?;
+        Ok((fencing > 0).then(|| Lease {
+            key: key.to_owned(),
+            token,
+            fencing,
+            ttl,
+        }))
+    }
+
+    /// Release `lease` if it is still held by it; `false` when it had expired (and perhaps been
+    /// taken by another holder, whose lock is left alone).
+    pub async fn release(&self, lease: &Lease) -> redis::RedisResult<bool> {
+        let cmd = evalsha(&RELEASE, &[&lease.key], &[&lease.token]);
+        let released: i64 = scripts::run(&mut self.store.conn(), &RELEASE, &cmd).await?;
+        Ok(released == 1)
+    }
+
+    /// Extend `lease` to `ttl` from now if it is still held by it; `false` when it is lost.
+    pub async fn extend(&self, lease: &Lease, ttl: Duration) -> redis::RedisResult<bool> {
+        let cmd = evalsha(
+            &EXTEND,
+            &[&lease.key],
+            &[
+                lease.token.clone(),
+                (ttl.as_millis().max(1) as u64).to_string(),
+            ],
+        );
+        let extended: i64 = scripts::run(&mut self.store.conn(), &EXTEND, &cmd).await?;
+        Ok(extended == 1)
+    }
+
+    /// Keep `lease` alive while work runs: extends it every `ttl / 3`. The returned guard stops
+    /// renewing when dropped; [`Renewal::lost`] reports when an extension found the lease gone
+    /// (or Redis unreachable for longer than the TTL), after which the work must stop.
+    pub fn keep_alive(&self, lease: Lease) -> Renewal {
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let locks = self.clone();
+        let task = tokio::spawn(async move {
+            let period = lease.ttl / 3;
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(period).await;
+                match locks.extend(&lease, lease.ttl).await {
+                    Ok(true) => last_ok = tokio::time::Instant::now(),
+                    Ok(false) => break,
+                    Err(err) => {
+                        tracing::warn!(key = %lease.key, error = %err, "lease extension failed");
+                        if last_ok.elapsed() >= lease.ttl {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = lost_tx.send(true);
+        });
+        Renewal {
+            task,
+            lost: lost_rx,
+        }
+    }
+}
+
+/// A running renewal watchdog; renewal stops when this is dropped.
+#[derive(Debug)]
+pub struct Renewal {
+    task: tokio::task::JoinHandle<()>,
+    lost: watch::Receiver<bool>,
+}
+
+impl Renewal {
+    /// Whether the lease has been lost.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves when the lease is lost.
+    pub async fn lost(&mut self) {
+        let _ = self.lost.wait_for(|lost| *lost).await;
+    }
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
