@@ -39,7 +39,7 @@ async fn exactly_one_of_32_concurrent_acquirers_wins() {
     let (key, fence) = keys(&app, "order-1");
     let attempts = (0..32).map(|_| locks.acquire(&key, &fence, Duration::from_secs(10)));
     let results = futures_util::future::join_all(attempts).await;
-    let winners: Vec<_> = results.into_iter().map(Result::unwrap).flatten().collect();
+    let winners: Vec<_> = results.into_iter().filter_map(Result::unwrap).collect();
     assert_eq!(winners.len(), 1);
     assert_eq!(
         holder(&app, &key).await.as_deref(),
