@@ -272,6 +272,15 @@ fn postgis(
     }
 }
 
+/// Redis' `used_memory` in bytes.
+async fn used_memory(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<i64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(r).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("INFO memory without used_memory")
+}
+
 /// Microseconds Redis spent executing commands since the last `CONFIG RESETSTAT`.
 async fn redis_busy_usec(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO")
@@ -312,9 +321,27 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
         eprintln!("== nearby: {n} drivers");
         let bed = Bed::start(opts.http_workers).await?;
         let drivers = fleet(n, 1);
+        let mut r = bed.redis().await?;
+        let before = used_memory(&mut r).await?;
         let ingest = load_fleet(&bed.app_addr, &drivers, 4).await?;
         eprintln!("loaded {n} drivers over HTTP batches at {ingest:.0} positions/s");
         let mut r = bed.redis().await?;
+        for chunk in drivers.chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for (id, lat, lon, _) in chunk {
+                pipe.cmd("GEOADD")
+                    .arg("naive:all")
+                    .arg(*lon)
+                    .arg(*lat)
+                    .arg(id)
+                    .ignore();
+            }
+            let _: () = pipe.query_async(&mut r).await?;
+        }
+        let bytes_per_driver = (used_memory(&mut r).await? - before) as f64 / n as f64;
+        eprintln!(
+            "Redis memory per driver (state, last-seen, two GEO sets, score): {bytes_per_driver:.0} B"
+        );
         for chunk in drivers.chunks(10_000) {
             let mut pipe = redis::pipe();
             for (id, lat, lon, _) in chunk {
@@ -467,6 +494,7 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             "naive_geosearch": naive,
             "postgis": pg,
             "batch_ingest_positions_per_s": ingest,
+            "redis_bytes_per_driver": bytes_per_driver,
         }));
         bed.stop().await;
     }
