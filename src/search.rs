@@ -254,11 +254,6 @@ struct SearchSet {
     vehicle: Option<VehicleType>,
 }
 
-/// A candidate found by GEOSEARCH.
-struct Candidate {
-    driver: NearbyDriver,
-}
-
 /// Run a search in `city` (the caller resolved it). Nearest first; ties by driver id.
 pub async fn search(
     store: &Store,
@@ -359,7 +354,7 @@ pub async fn search(
         let window_exhausted = stale_ids.len() == STALE_WINDOW || cutoff_ms < fresh_after;
 
         let mut cutoff = f64::INFINITY;
-        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut candidates: Vec<NearbyDriver> = Vec::new();
         for (set, value) in sets.iter().zip(values) {
             let members: Vec<(String, f64, (f64, f64))> =
                 redis::from_redis_value(value).map_err(|e| decode_err("GEOSEARCH", e))?;
@@ -377,21 +372,17 @@ pub async fn search(
                         None => continue,
                     },
                 };
-                candidates.push(Candidate {
-                    driver: NearbyDriver {
-                        driver_id: id,
-                        lat,
-                        lon,
-                        distance_m,
-                        status: set.status,
-                        vehicle_type,
-                    },
+                candidates.push(NearbyDriver {
+                    driver_id: id,
+                    lat,
+                    lon,
+                    distance_m,
+                    status: set.status,
+                    vehicle_type,
                 });
             }
         }
-        candidates.retain(|c| {
-            c.driver.distance_m <= cutoff && !stale.contains(c.driver.driver_id.as_str())
-        });
+        candidates.retain(|c| c.distance_m <= cutoff && !stale.contains(c.driver_id.as_str()));
         if window_exhausted {
             candidates = drop_stale_one_by_one(&mut conn, &seen, candidates, fresh_after).await?;
         }
@@ -406,7 +397,7 @@ pub async fn search(
                 // The drivers found lie within `cutoff` when a set saturated, else within `radius`.
                 tuning.learn(tuning_key, radius.min(cutoff), candidates.len());
             }
-            let mut found: Vec<NearbyDriver> = candidates.into_iter().map(|c| c.driver).collect();
+            let mut found = candidates;
             found.sort_by(|a, b| {
                 a.distance_m
                     .total_cmp(&b.distance_m)
@@ -436,16 +427,13 @@ pub async fn search(
 async fn drop_stale_one_by_one(
     conn: &mut redis::aio::ConnectionManager,
     seen: &str,
-    candidates: Vec<Candidate>,
+    candidates: Vec<NearbyDriver>,
     fresh_after: i64,
-) -> Result<Vec<Candidate>, ApiError> {
+) -> Result<Vec<NearbyDriver>, ApiError> {
     if candidates.is_empty() {
         return Ok(candidates);
     }
-    let ids: Vec<&str> = candidates
-        .iter()
-        .map(|c| c.driver.driver_id.as_str())
-        .collect();
+    let ids: Vec<&str> = candidates.iter().map(|c| c.driver_id.as_str()).collect();
     let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
         .arg(seen)
         .arg(&ids)
