@@ -477,7 +477,7 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
 #[tokio::test]
 async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep() {
     let app = spawn_app_with(|s| {
-        s.driver_ttl_ms = 400;
+        s.driver_ttl_ms = 1_500;
         s.sweep_interval_ms = 3_600_000; // no background sweep during this test
     })
     .await;
@@ -535,7 +535,7 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
 #[tokio::test]
 async fn the_background_sweeper_removes_stale_drivers_in_bounded_batches() {
     let app = spawn_app_with(|s| {
-        s.driver_ttl_ms = 200;
+        s.driver_ttl_ms = 1_000;
         s.sweep_interval_ms = 100;
         s.sweep_batch = 3;
     })

@@ -113,13 +113,13 @@ async fn the_watchdog_keeps_a_lease_past_its_ttl_and_stops_when_dropped() {
     let locks = Locks::new(app.context.store.clone());
     let (key, fence) = keys(&app, "long-work");
     let lease = locks
-        .acquire(&key, &fence, Duration::from_millis(300))
+        .acquire(&key, &fence, Duration::from_millis(600))
         .await
         .unwrap()
         .unwrap();
     let renewal = locks.keep_alive(lease.clone());
-    // The work under test takes four TTLs.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // The work under test takes three TTLs.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
     assert_eq!(
         holder(&app, &key).await.as_deref(),
         Some(lease.token.as_str()),

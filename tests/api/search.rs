@@ -257,7 +257,7 @@ async fn bad_search_parameters_are_422_naming_the_parameter() {
 async fn many_stale_drivers_between_sweeps_are_never_returned() {
     // More stale drivers than the search's stale window: the per-candidate check takes over.
     let app = crate::helpers::spawn_app_with(|s| {
-        s.driver_ttl_ms = 500;
+        s.driver_ttl_ms = 5_000;
         s.sweep_interval_ms = 3_600_000;
     })
     .await;
