@@ -91,6 +91,9 @@ pub enum ApiError {
     /// 404: the named resource does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists but not with this method (the response lists the allowed ones).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: the request conflicts with the current state; `code` is the problem type's last segment.
     #[error("{detail}")]
     Conflict {
@@ -130,6 +133,7 @@ impl ApiError {
             ApiError::Validation(_) => "validation-error",
             ApiError::OutsideServiceArea { .. } => "outside-service-area",
             ApiError::NotFound(_) => "not-found",
+            ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Conflict { code, .. } => code,
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal-error",
@@ -144,6 +148,7 @@ impl ApiError {
             ApiError::Validation(_) => "Request validation failed",
             ApiError::OutsideServiceArea { .. } => "Outside every service area",
             ApiError::NotFound(_) => "Not found",
+            ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Conflict { .. } => "Conflict with the current state",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
@@ -188,6 +193,7 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

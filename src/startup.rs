@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
 use utoipa::OpenApi;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -65,12 +65,75 @@ impl AppContext {
     }
 }
 
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "no route for {} {}",
+/// The documented routes (path templates and their methods), to tell "no such route" (404)
+/// from "no such method on this route" (405 with `Allow`).
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl RouteTable {
+    /// Read the routes of an OpenAPI document.
+    pub fn from_spec(spec: &utoipa::openapi::OpenApi) -> Self {
+        let value = serde_json::to_value(spec).unwrap_or_default();
+        let routes = value["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(path, item)| {
+                        let segments = path.split('/').map(str::to_owned).collect();
+                        let methods = item
+                            .as_object()
+                            .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                            .unwrap_or_default();
+                        (segments, methods)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self { routes }
+    }
+
+    /// The methods documented for a concrete request path.
+    pub fn methods_for(&self, path: &str) -> Vec<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let mut methods: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| {
+                        (t.starts_with('{') && t.ends_with('}') && !s.is_empty()) || t == s
+                    })
+            })
+            .flat_map(|(_, m)| m.iter().cloned())
+            .collect();
+        methods.sort();
+        methods.dedup();
+        methods
+    }
+}
+
+async fn not_found(req: HttpRequest, routes: web::Data<RouteTable>) -> HttpResponse {
+    let allowed = routes.methods_for(req.path());
+    if allowed.is_empty() {
+        return ApiError::NotFound(format!("no route for {} {}", req.method(), req.path()))
+            .error_response();
+    }
+    let mut response = ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}; allowed: {}",
         req.method(),
-        req.path()
-    )))
+        req.path(),
+        allowed.join(", ")
+    ))
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 async fn docs_redirect() -> HttpResponse {
@@ -144,6 +207,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let cities = web::Data::from(context.cities.clone());
     let settings_data = web::Data::from(settings.clone());
     let tuning = web::Data::new(crate::search::KnnTuning::new());
+    let routes = web::Data::new(RouteTable::from_spec(&crate::openapi::spec()));
     let body_limit = settings.body_limit_bytes;
     let mut server = HttpServer::new(move || {
         let (app, api) = App::new()
@@ -152,6 +216,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
             .app_data(cities.clone())
             .app_data(settings_data.clone())
             .app_data(tuning.clone())
+            .app_data(routes.clone())
             .app_data(BodyLimit(body_limit))
             .app_data(
                 web::PathConfig::default()

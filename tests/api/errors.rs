@@ -86,3 +86,28 @@ async fn unknown_routes_are_a_404_problem() {
         .await
         .assert_problem(404, "not-found");
 }
+
+#[tokio::test]
+async fn a_wrong_method_on_a_route_is_a_405_problem_listing_the_allowed_ones() {
+    let app = spawn_app().await;
+    let answer = app
+        .send_raw(
+            Method::POST,
+            "/v1/cities",
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    answer.assert_problem(405, "method-not-allowed");
+    assert_eq!(answer.headers["allow"], "GET");
+    let driver = app
+        .send_raw(
+            Method::PATCH,
+            "/v1/drivers/d1",
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    driver.assert_problem(405, "method-not-allowed");
+    assert_eq!(driver.headers["allow"], "DELETE, GET");
+}
