@@ -505,13 +505,7 @@ pub async fn run_on_driver_city(
 ) -> Result<Option<(String, Vec<String>)>, ApiError> {
     let mut conn = store.conn();
     let keys = store.keys();
-    let mut city: Option<String> = redis::cmd("HGET")
-        .arg(state_key(keys))
-        .arg(id.as_str())
-        .query_async::<Option<String>>(&mut conn)
-        .await
-        .map_err(redis_error("driver city"))?
-        .map(|packed| packed.split('|').next().unwrap_or_default().to_owned());
+    let mut city = load_city(store, id).await?;
     for _ in 0..MOVE_RETRIES {
         let Some(c) = city.take() else {
             return Ok(None);
