@@ -79,6 +79,36 @@ pub struct Settings {
     /// Candidate ranking ranks the `limit × factor` nearest available drivers (1: re-rank the
     /// nearest `limit`; larger widens the choice at the cost of a wider search).
     pub ranking_pool_factor: usize,
+    /// Time to live of a dispatch lock (ms); a holder's watchdog renews it every third of this.
+    pub lock_ttl_ms: u64,
+    /// How long a driver has to accept an offer (ms) before it expires and the order is
+    /// dispatched again without that driver.
+    pub offer_ttl_ms: u64,
+    /// Largest distance (m) between a pickup and a driver dispatch offers the order to.
+    pub dispatch_radius_m: f64,
+    /// Ranked candidates one dispatch tries, best first, before it gives up for this attempt.
+    pub dispatch_candidates: usize,
+    /// Dispatch attempts that found no driver before a pending order fails.
+    pub dispatch_max_attempts: u32,
+    /// Delay (ms) before a pending order without a driver is dispatched again; also how long an
+    /// order may wait for a dispatch that never completes (a crashed instance) before it is
+    /// queued again.
+    pub dispatch_retry_ms: u64,
+    /// Queue workers per service instance consuming the dispatch stream (`serve --workers N`).
+    pub dispatch_workers: usize,
+    /// A queue entry a worker read but did not acknowledge for this long (ms; the worker
+    /// crashed) is taken over by another worker (XAUTOCLAIM).
+    pub queue_claim_idle_ms: u64,
+    /// Interval (ms) of the timer scan that expires unanswered offers and re-queues waiting
+    /// orders.
+    pub timer_interval_ms: u64,
+    /// Approximate length (MAXLEN ~) at which each city's event stream and dispatch queue are
+    /// trimmed.
+    pub events_maxlen: u64,
+    /// Points added to a driver's score per delivered order.
+    pub score_per_delivery: f64,
+    /// How long (ms) an `Idempotency-Key` of `POST /v1/orders` is remembered.
+    pub idempotency_ttl_ms: u64,
 }
 
 impl Default for Settings {
@@ -108,6 +138,18 @@ impl Default for Settings {
             ranking_distance_weight: 1.0,
             ranking_score_weight: 1.0,
             ranking_pool_factor: 1,
+            lock_ttl_ms: 5_000,
+            offer_ttl_ms: 20_000,
+            dispatch_radius_m: 5_000.0,
+            dispatch_candidates: 10,
+            dispatch_max_attempts: 10,
+            dispatch_retry_ms: 5_000,
+            dispatch_workers: 2,
+            queue_claim_idle_ms: 15_000,
+            timer_interval_ms: 250,
+            events_maxlen: 100_000,
+            score_per_delivery: 0.01,
+            idempotency_ttl_ms: 86_400_000,
         }
     }
 }
@@ -195,6 +237,31 @@ impl Settings {
         }
         if !(self.search_max_radius_m > 0.0 && self.search_default_radius_m > 0.0) {
             bail!("search radii must be positive");
+        }
+        if self.lock_ttl_ms < 30
+            || self.offer_ttl_ms == 0
+            || self.dispatch_retry_ms == 0
+            || self.timer_interval_ms == 0
+            || self.queue_claim_idle_ms == 0
+            || self.idempotency_ttl_ms == 0
+        {
+            bail!(
+                "lock_ttl_ms (at least 30), offer_ttl_ms, dispatch_retry_ms, timer_interval_ms, queue_claim_idle_ms and idempotency_ttl_ms must be positive"
+            );
+        }
+        if self.dispatch_candidates == 0
+            || self.dispatch_max_attempts == 0
+            || self.events_maxlen < 100
+        {
+            bail!(
+                "dispatch_candidates and dispatch_max_attempts must be positive, events_maxlen at least 100"
+            );
+        }
+        if !(self.dispatch_radius_m > 0.0 && self.dispatch_radius_m <= self.search_max_radius_m) {
+            bail!("dispatch_radius_m must be positive and at most search_max_radius_m");
+        }
+        if !self.score_per_delivery.is_finite() {
+            bail!("score_per_delivery must be a finite number");
         }
         if self.body_limit_bytes < 1024 {
             bail!("body_limit_bytes must be at least 1024");

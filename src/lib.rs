@@ -18,7 +18,8 @@
 //!   [`health`] (liveness/readiness), [`drivers`] (position ingest, status, liveness sweeper),
 //!   [`search`] (nearest-k search), [`ranking`] (scores, leaderboard, candidate ranking),
 //!   [`seed`] (seed data generation and loading), [`lock`] (leases with fencing numbers and
-//!   renewal, for dispatch).
+//!   renewal), [`dispatch`] (orders, locked dispatch, offers, queue workers and timers),
+//!   [`events`] (the per-city event stream as SSE, and the invariant checker that replays it).
 //! - [`bench`]: the benchmark commands behind `docs/BENCHMARKS.md`.
 //!
 //! # A request's path
@@ -29,9 +30,11 @@
 pub mod bench;
 pub mod cities;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod drivers;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod lock;

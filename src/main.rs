@@ -24,6 +24,9 @@ enum Command {
         /// Load seed data from this directory at startup (e.g. `seed-data`).
         #[arg(long)]
         seed: Option<PathBuf>,
+        /// Dispatch queue workers in this instance (default 2; setting `dispatch_workers`).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Print the OpenAPI document as JSON.
     Openapi,
@@ -101,10 +104,17 @@ enum SeedCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, seed } => {
+        Command::Serve {
+            config,
+            seed,
+            workers,
+        } => {
             let mut settings = Settings::from_env(config.as_deref())?;
             if seed.is_some() {
                 settings.seed = seed;
+            }
+            if let Some(workers) = workers {
+                settings.dispatch_workers = workers;
             }
             geodispatch::telemetry::init(settings.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -21,6 +21,8 @@ use utoipa_actix_web::AppExt;
         (name = "drivers", description = "Driver positions, shift status and state"),
         (name = "search", description = "Nearest drivers"),
         (name = "ranking", description = "Driver scores, leaderboards and candidate ranking"),
+        (name = "orders", description = "Orders, locked dispatch and the driver's answers"),
+        (name = "events", description = "Order events as Server-Sent Events"),
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
 )]

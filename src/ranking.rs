@@ -503,24 +503,72 @@ pub async fn candidates(
     let city = cities.resolve_or_reject(center)?;
     let pool =
         (limit * settings.ranking_pool_factor).clamp(limit, settings.search_max_limit.max(limit));
+    let request = RankRequest {
+        city: city.id.as_str(),
+        center,
+        radius_m: radius,
+        pool,
+        limit,
+        vehicle: q.vehicle_type,
+        weights,
+    };
+    let candidates = rank_candidates(&store, &settings, &tuning, &request).await?;
+    Ok(HttpResponse::Ok().json(Candidates {
+        city: city.id.to_string(),
+        weights,
+        candidates,
+    }))
+}
+
+/// What to rank: the `pool` nearest available, fresh drivers within `radius_m` of `center`
+/// in `city`, of which the best `limit` are returned.
+#[derive(Debug, Clone, Copy)]
+pub struct RankRequest<'a> {
+    /// City searched (the one containing `center`).
+    pub city: &'a str,
+    /// Pickup point.
+    pub center: crate::domain::GeoPoint,
+    /// Largest distance in metres.
+    pub radius_m: f64,
+    /// How many nearest drivers are ranked (at least `limit`).
+    pub pool: usize,
+    /// How many ranked candidates are returned.
+    pub limit: usize,
+    /// Only this vehicle type.
+    pub vehicle: Option<VehicleType>,
+    /// Weights of the composite.
+    pub weights: Weights,
+}
+
+/// Rank the nearest available drivers by `score_weight × score − distance_weight × km`, best
+/// first (used by `GET /v1/candidates` and by dispatch).
+pub async fn rank_candidates(
+    store: &Store,
+    settings: &Settings,
+    tuning: &KnnTuning,
+    request: &RankRequest<'_>,
+) -> Result<Vec<Candidate>, ApiError> {
+    let RankRequest {
+        city,
+        center,
+        radius_m,
+        pool,
+        limit,
+        vehicle,
+        weights,
+    } = *request;
     let search = Search {
         center,
-        area: Area::Radius(radius),
+        area: Area::Radius(radius_m),
         limit: pool,
         statuses: vec![DriverStatus::Available],
-        vehicles: q
-            .vehicle_type
+        vehicles: vehicle
             .map(|v| vec![v])
             .unwrap_or_else(|| VehicleType::ALL.to_vec()),
     };
-    let nearby =
-        crate::search::search(&store, &settings, &tuning, city.id.as_str(), &search).await?;
+    let nearby = crate::search::search(store, settings, tuning, city, &search).await?;
     if nearby.is_empty() {
-        return Ok(HttpResponse::Ok().json(Candidates {
-            city: city.id.to_string(),
-            weights,
-            candidates: Vec::new(),
-        }));
+        return Ok(Vec::new());
     }
     // The composite is computed by Redis with sorted sets, in one MULTI/EXEC (one round trip,
     // atomic; the temporary sets are deleted in the same transaction, so they never outlive
@@ -531,9 +579,9 @@ pub async fn candidates(
     //                                                           without a score counts 0)
     let keys = store.keys();
     let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let d_key = keys.city(city.id.as_str(), &format!("tmp:rank:{suffix}:d"));
-    let s_key = keys.city(city.id.as_str(), &format!("tmp:rank:{suffix}:s"));
-    let scores = scores_key(keys, city.id.as_str());
+    let d_key = keys.city(city, &format!("tmp:rank:{suffix}:d"));
+    let s_key = keys.city(city, &format!("tmp:rank:{suffix}:s"));
+    let scores = scores_key(keys, city);
     let ids: Vec<&str> = nearby.iter().map(|d| d.driver_id.as_str()).collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -576,7 +624,7 @@ pub async fn candidates(
         .query_async(&mut conn)
         .await
         .map_err(redis_error("rank candidates"))?;
-    let mut candidates = Vec::with_capacity(ranked.len());
+    let mut out = Vec::with_capacity(ranked.len());
     for (i, (id, composite)) in ranked.into_iter().enumerate() {
         let Some(pos) = nearby.iter().position(|d| d.driver_id == id) else {
             return Err(ApiError::Internal(anyhow::anyhow!(
@@ -584,7 +632,7 @@ pub async fn candidates(
             )));
         };
         let d = &nearby[pos];
-        candidates.push(Candidate {
+        out.push(Candidate {
             rank: i as u64 + 1,
             driver_id: id,
             lat: d.lat,
@@ -595,11 +643,7 @@ pub async fn candidates(
             composite: composite / MICRO,
         });
     }
-    Ok(HttpResponse::Ok().json(Candidates {
-        city: city.id.to_string(),
-        weights,
-        candidates,
-    }))
+    Ok(out)
 }
 
 /// Register this module's routes under `/v1` (before the drivers module's `/drivers/{id}`).

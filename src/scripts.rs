@@ -15,6 +15,7 @@ pub fn all() -> Vec<&'static Script> {
     all.extend(crate::search::scripts());
     all.extend(crate::ranking::scripts());
     all.extend(crate::lock::scripts());
+    all.extend(crate::dispatch::scripts());
     all
 }
 

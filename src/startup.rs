@@ -33,6 +33,8 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::cities::configure)
                 .configure(crate::search::configure)
                 .configure(crate::ranking::configure)
+                .configure(crate::dispatch::configure)
+                .configure(crate::events::configure)
                 .configure(crate::drivers::configure),
         );
 }
@@ -46,6 +48,10 @@ pub struct AppContext {
     pub store: Store,
     /// Service areas.
     pub cities: Arc<CityIndex>,
+    /// Nearest-k start radii learned by this instance.
+    pub tuning: Arc<crate::search::KnnTuning>,
+    /// Dispatch engine (orders, locks, claims, transitions).
+    pub dispatcher: crate::dispatch::Dispatcher,
 }
 
 impl AppContext {
@@ -56,11 +62,21 @@ impl AppContext {
             &settings.key_prefix,
             Duration::from_millis(settings.redis_timeout_ms),
         )?;
-        let cities = CityIndex::load(settings.cities_file.as_deref())?;
+        let cities = Arc::new(CityIndex::load(settings.cities_file.as_deref())?);
+        let settings = Arc::new(settings);
+        let tuning = Arc::new(crate::search::KnnTuning::new());
+        let dispatcher = crate::dispatch::Dispatcher::new(
+            store.clone(),
+            settings.clone(),
+            tuning.clone(),
+            cities.clone(),
+        );
         Ok(Self {
-            settings: Arc::new(settings),
+            settings,
             store,
-            cities: Arc::new(cities),
+            cities,
+            tuning,
+            dispatcher,
         })
     }
 }
@@ -152,7 +168,8 @@ pub struct Application {
 
 impl Application {
     /// Bind `settings.listen`, connect to `redis_url`, build the server (not yet polled) and
-    /// start the background tasks (the liveness sweeper). Call from inside a tokio runtime.
+    /// start the background tasks (the liveness sweeper, the dispatch timer scan and
+    /// `dispatch_workers` queue workers). Call from inside a tokio runtime.
     pub fn build(
         settings: Settings,
         redis_url: &str,
@@ -163,11 +180,24 @@ impl Application {
         let port = listener.local_addr()?.port();
         let context = AppContext::new(settings, redis_url)?;
         let server = run(listener, context.clone(), handle_signals)?;
-        let background = vec![crate::drivers::spawn_sweeper(
-            context.store.clone(),
-            context.settings.clone(),
-            context.cities.clone(),
-        )];
+        let mut background = vec![
+            crate::drivers::spawn_sweeper(
+                context.store.clone(),
+                context.settings.clone(),
+                context.cities.clone(),
+            ),
+            crate::dispatch::workers::spawn_timers(Arc::new(context.dispatcher.clone())),
+        ];
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        background.extend(crate::dispatch::workers::spawn_workers(
+            context.dispatcher.clone(),
+            &instance,
+            context.settings.dispatch_workers,
+        ));
         Ok(Self {
             port,
             server,
@@ -206,7 +236,8 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let store = web::Data::new(context.store.clone());
     let cities = web::Data::from(context.cities.clone());
     let settings_data = web::Data::from(settings.clone());
-    let tuning = web::Data::new(crate::search::KnnTuning::new());
+    let tuning = web::Data::from(context.tuning.clone());
+    let dispatcher = web::Data::new(context.dispatcher.clone());
     let routes = web::Data::new(RouteTable::from_spec(&crate::openapi::spec()));
     let body_limit = settings.body_limit_bytes;
     let mut server = HttpServer::new(move || {
@@ -216,6 +247,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
             .app_data(cities.clone())
             .app_data(settings_data.clone())
             .app_data(tuning.clone())
+            .app_data(dispatcher.clone())
             .app_data(routes.clone())
             .app_data(BodyLimit(body_limit))
             .app_data(

@@ -76,18 +76,27 @@ impl Store {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .context("creating the Redis connection manager")?;
-        let mut pool_config = deadpool_redis::Config::from_url(url);
-        pool_config.pool = Some(deadpool_redis::PoolConfig {
-            max_size: 32,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..Default::default()
-        });
-        let pool = pool_config
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        // Pool connections serve blocking reads (XREADGROUP/XREAD BLOCK), so they have no
+        // response timeout; only connecting is bounded.
+        let manager = deadpool_redis::Manager::new_with_config(
+            url,
+            redis::AsyncConnectionConfig::new()
+                .set_response_timeout(None)
+                .set_connection_timeout(Some(timeout)),
+        )
+        .context("invalid Redis URL")?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .config(deadpool_redis::PoolConfig {
+                max_size: 64,
+                timeouts: deadpool_redis::Timeouts {
+                    wait: Some(timeout),
+                    create: Some(timeout),
+                    recycle: Some(timeout),
+                },
+                ..Default::default()
+            })
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
             .context("creating the Redis pool")?;
         Ok(Self {
             clock_offset_ms: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),

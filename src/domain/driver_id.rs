@@ -2,6 +2,20 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// Check the id alphabet shared by driver and order ids: 1–64 characters of `[A-Za-z0-9_-]`.
+pub(crate) fn check_id(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 64 {
+        return Err("must be 1 to 64 characters long".to_owned());
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err("may contain only A-Z, a-z, 0-9, '_' and '-'".to_owned());
+    }
+    Ok(())
+}
+
 /// A driver's id: 1–64 characters of `[A-Za-z0-9_-]`.
 ///
 /// The character set keeps ids safe inside Redis key names and channel names, and in URLs.
@@ -12,16 +26,7 @@ pub struct DriverId(String);
 impl DriverId {
     /// Accept `value` if it is 1–64 characters of `[A-Za-z0-9_-]`.
     pub fn parse(value: &str) -> Result<Self, String> {
-        if value.is_empty() || value.len() > 64 {
-            return Err("must be 1 to 64 characters long".to_owned());
-        }
-        if !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err("may contain only A-Z, a-z, 0-9, '_' and '-'".to_owned());
-        }
-        Ok(DriverId(value.to_owned()))
+        check_id(value).map(|()| DriverId(value.to_owned()))
     }
 
     /// The id as a string.

@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 pub use model::{
     BatchPosition, BatchRequest, BatchResponse, BatchResult, BatchStatus, DriverState,
     DriverStatus, LocationUpdate, RecordedAt, ShiftStatus, StatusUpdate, ValidPosition,
-    VehicleType,
+    VehicleType, rfc3339_ms,
 };
 use redis::Script;
 pub use routes::{

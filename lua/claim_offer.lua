@@ -1,0 +1,99 @@
+-- claim_offer.lua: offer a pending order to the first still-eligible candidate, under the
+-- order's lock. Checks, in one atomic step, that (a) this token still holds the order's lock,
+-- (b) no later fencing number has touched the order, (c) the order is still pending, and (d) per
+-- candidate in rank order: the driver is available, fresh, in the order's city, of the right
+-- vehicle type, not excluded (it rejected or let an offer expire) and holds no order. Only then
+-- it moves the driver from the available to the busy GEO sets, records the offer on the order
+-- with the fencing number, arms the offer's expiry timer and appends an 'offered' event.
+--
+-- KEYS[1]      order hash
+-- KEYS[2]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[3]      assignments hash of the city: driver_id -> order_id (active orders)
+-- KEYS[4]      the order's excluded-drivers set
+-- KEYS[5]      timers sorted set of the city: order_id -> due ms (offer expiry, retries)
+-- KEYS[6]      events stream of the city
+-- KEYS[7]      dispatch queue stream of the city (unused here; same layout as order_transition)
+-- KEYS[8]      the order's lock key
+-- KEYS[9]      driver score sorted set of the city (unused here)
+-- KEYS[10..24] GEO sets of the city, five per status (available, busy, offline): the status'
+--              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set
+--              per vehicle type (bike, scooter, car, van)
+-- ARGV[1] lock token   ARGV[2] fencing number of this lease   ARGV[3] driver TTL ms
+-- ARGV[4] offer TTL ms   ARGV[5] events stream MAXLEN (approximate)   ARGV[6] city ops channel
+-- ARGV[7] per-driver channel prefix (channel = prefix .. driver_id)
+-- ARGV[8] '1': release the lock before returning; '2': release it unless no driver was found
+--         (the caller then records the attempt under the lock); '0': keep it
+-- then 4 ARGV per candidate, best first: driver_id, distance_m, driver_score, composite
+-- Returns one of:
+--   {'offered', driver_id, distance_m, driver_score, composite, offer_expires_ms, now_ms}
+--   {'none', now_ms}             no candidate was eligible; the order stays pending
+--   {'lock_lost'}                this token no longer holds the lock: nothing written
+--   {'stale_fence', stored}      a later fencing number already touched the order
+--   {'not_pending', state}       cancelled or already offered meanwhile
+--   {'missing'}                  no such order
+local STATUS = {available = 0, busy = 1, offline = 2}
+local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
+local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local token, fence = ARGV[1], tonumber(ARGV[2])
+
+local function finish(reply)
+  local release = ARGV[8] == '1' or (ARGV[8] == '2' and reply[1] ~= 'none')
+  if release and redis.call('GET', KEYS[8]) == token then
+    redis.call('DEL', KEYS[8])
+  end
+  return reply
+end
+
+if redis.call('GET', KEYS[8]) ~= token then
+  return {'lock_lost'}
+end
+local o = redis.call('HMGET', KEYS[1], 'state', 'fence', 'city', 'vehicle', 'id')
+if not o[1] then
+  return finish({'missing'})
+end
+if tonumber(o[2]) >= fence then
+  return finish({'stale_fence', o[2]})
+end
+if o[1] ~= 'pending' then
+  return finish({'not_pending', o[1]})
+end
+local city, want_vehicle, order_id = o[3], o[4], o[5]
+local ttl = tonumber(ARGV[3])
+
+for a = 9, #ARGV, 4 do
+  local id = ARGV[a]
+  local s = redis.call('HGET', KEYS[2], id)
+  if s then
+    local c, rec, lat, lon, status, vehicle, rest =
+      string.match(s, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    if status == 'available' and c == city and now - tonumber(rec) < ttl
+      and (want_vehicle == '' or want_vehicle == vehicle)
+      and redis.call('SISMEMBER', KEYS[4], id) == 0
+      and redis.call('HEXISTS', KEYS[3], id) == 0 then
+      -- Move the driver out of the available index (it is indexed: it is fresh).
+      redis.call('ZREM', KEYS[10 + STATUS.available * 5], TAG[vehicle] .. id)
+      redis.call('ZREM', KEYS[10 + STATUS.available * 5 + VEHICLE[vehicle]], id)
+      redis.call('GEOADD', KEYS[10 + STATUS.busy * 5], lon, lat, TAG[vehicle] .. id)
+      redis.call('GEOADD', KEYS[10 + STATUS.busy * 5 + VEHICLE[vehicle]], lon, lat, id)
+      redis.call('HSET', KEYS[2], id, table.concat({c, rec, lat, lon, 'busy', vehicle, rest}, '|'))
+      redis.call('HSET', KEYS[3], id, order_id)
+      local expires = now + tonumber(ARGV[4])
+      redis.call('HSET', KEYS[1], 'state', 'offered', 'driver', id, 'fence', fence,
+        'expires', expires, 'dist', ARGV[a + 1], 'dscore', ARGV[a + 2], 'comp', ARGV[a + 3],
+        'updated', now)
+      redis.call('ZADD', KEYS[5], expires, order_id)
+      local ev = {'type', 'offered', 'order', order_id, 'driver', id, 'state', 'offered',
+        'fence', tostring(fence), 'at', tostring(now)}
+      local sid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', unpack(ev))
+      local msg = cjson.encode({id = sid, type = 'offered', order_id = order_id, driver_id = id,
+        state = 'offered', fencing_token = fence, at_ms = now, city = city,
+        offer_expires_ms = expires})
+      redis.call('PUBLISH', ARGV[6], msg)
+      redis.call('PUBLISH', ARGV[7] .. id, msg)
+      return finish({'offered', id, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tostring(expires), tostring(now)})
+    end
+  end
+end
+return finish({'none', tostring(now)})

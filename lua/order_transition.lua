@@ -1,0 +1,196 @@
+-- order_transition.lua: the order state machine. Every change of an order after its offer
+-- (and its creation) is one call of this script, which checks the current state (and, for a
+-- driver's answer, the offer's driver and fencing number) before it writes anything, frees the
+-- driver where the order lets go of it, and appends the event in the same atomic step.
+--
+--   pending --claim_offer.lua--> offered --accept--> accepted --pickup--> picked_up --deliver--> delivered
+--   offered --reject | timer (offer expired)--> pending (driver excluded, order re-queued)
+--   pending | offered | accepted --cancel--> cancelled
+--   pending --attempt (no driver, attempts exhausted)--> failed
+--
+-- KEYS[1]      order hash
+-- KEYS[2]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[3]      assignments hash of the order's city: driver_id -> order_id
+-- KEYS[4]      the order's excluded-drivers set
+-- KEYS[5]      timers sorted set of the order's city: order_id -> due ms
+-- KEYS[6]      events stream of the order's city
+-- KEYS[7]      dispatch queue stream of the order's city
+-- KEYS[8]      the order's lock key
+-- KEYS[9]      driver score sorted set of the city of the order's driver (ARGV[6])
+-- KEYS[10..24] GEO sets of that city, five per status (available, busy, offline): the status'
+--              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set
+--              per vehicle type (bike, scooter, car, van)
+-- ARGV[1] op: create | accept | reject | pickup | deliver | cancel | timer | attempt
+-- ARGV[2] order_id   ARGV[3] the order's city
+-- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
+--         deliver; '' otherwise)
+-- ARGV[6] city whose keys are KEYS[9..24] (where the caller believes the order's driver is)
+-- ARGV[7] delay in ms before a pending order is dispatched again (retry timer)
+-- ARGV[8] dispatch attempts before a pending order fails   ARGV[9] score added per delivery
+-- ARGV[10] events stream MAXLEN (approximate)   ARGV[11] city ops channel
+-- ARGV[12] per-driver channel prefix   ARGV[13] lock token (attempt; '' otherwise)
+-- ARGV[14..19] (create) pickup lat, pickup lon, dropoff lat, dropoff lon ('' when none),
+--              vehicle type ('' for any), dispatch mode ('now' | 'queued')
+-- Returns one of:
+--   {'ok', new_state, now_ms}
+--   {'missing'}                   no such order (create: never)
+--   {'exists'}                    create: the order id is taken; nothing written
+--   {'state', current_state}      the transition is not allowed from the current state
+--   {'fence', driver, fence}      the driver or fencing number is not the current offer's
+--   {'expired', expires_ms}       accept: the offer has expired
+--   {'moved', city}               the order's driver is in another city: call again with its keys
+--   {'not_due'}                   timer: nothing is due for this order
+--   {'lock_lost'}                 attempt: the caller no longer holds the order's lock
+local STATUS = {available = 0, busy = 1, offline = 2}
+local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
+local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local op, order_id, city = ARGV[1], ARGV[2], ARGV[3]
+local retry_ms, maxlen = tonumber(ARGV[7]), ARGV[10]
+
+local function emit(kind, state, driver, fence)
+  local sid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, '*', 'type', kind,
+    'order', order_id, 'driver', driver, 'state', state, 'fence', tostring(fence), 'at', tostring(now))
+  local msg = cjson.encode({id = sid, type = kind, order_id = order_id, driver_id = driver,
+    state = state, fencing_token = tonumber(fence), at_ms = now, city = city})
+  redis.call('PUBLISH', ARGV[11], msg)
+  if driver ~= '' then
+    redis.call('PUBLISH', ARGV[12] .. driver, msg)
+  end
+end
+
+local function requeue()
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', maxlen, '*', 'order', order_id)
+  redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
+end
+
+if op == 'create' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return {'exists'}
+  end
+  redis.call('HSET', KEYS[1], 'id', order_id, 'city', city, 'state', 'pending',
+    'plat', ARGV[14], 'plon', ARGV[15], 'dlat', ARGV[16], 'dlon', ARGV[17], 'vehicle', ARGV[18],
+    'mode', ARGV[19], 'created', now, 'updated', now, 'driver', '', 'fence', 0, 'expires', 0,
+    'attempts', 0)
+  if ARGV[19] == 'queued' then
+    requeue()
+  else
+    -- Dispatched by the request itself; the timer re-queues it if that never completes.
+    redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
+  end
+  emit('created', 'pending', '', 0)
+  return {'ok', 'pending', tostring(now)}
+end
+
+local o = redis.call('HMGET', KEYS[1], 'state', 'driver', 'fence', 'expires')
+local state, driver, fence, expires = o[1], o[2], o[3], o[4]
+if not state then
+  return {'missing'}
+end
+
+-- A driver's answer must carry the current offer's driver and fencing number.
+if op == 'accept' or op == 'reject' or op == 'pickup' or op == 'deliver' then
+  if driver ~= ARGV[4] or fence ~= ARGV[5] then
+    return {'fence', driver, fence}
+  end
+end
+
+local next_state
+if op == 'accept' then
+  if state ~= 'offered' then return {'state', state} end
+  if now >= tonumber(expires) then return {'expired', expires} end
+  next_state = 'accepted'
+elseif op == 'reject' then
+  if state ~= 'offered' then return {'state', state} end
+  next_state = 'pending'
+elseif op == 'pickup' then
+  if state ~= 'accepted' then return {'state', state} end
+  next_state = 'picked_up'
+elseif op == 'deliver' then
+  if state ~= 'picked_up' then return {'state', state} end
+  next_state = 'delivered'
+elseif op == 'cancel' then
+  if state ~= 'pending' and state ~= 'offered' and state ~= 'accepted' then
+    return {'state', state}
+  end
+  next_state = 'cancelled'
+elseif op == 'timer' then
+  local due = redis.call('ZSCORE', KEYS[5], order_id)
+  if not due or tonumber(due) > now then return {'not_due'} end
+  if state == 'offered' and tonumber(expires) <= now then
+    next_state = 'pending'
+  elseif state == 'pending' then
+    requeue()
+    return {'ok', 'pending', tostring(now)}
+  else
+    redis.call('ZREM', KEYS[5], order_id)
+    return {'ok', state, tostring(now)}
+  end
+elseif op == 'attempt' then
+  if redis.call('GET', KEYS[8]) ~= ARGV[13] then return {'lock_lost'} end
+  redis.call('DEL', KEYS[8])
+  if state ~= 'pending' then return {'state', state} end
+  local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  if attempts < tonumber(ARGV[8]) then
+    redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
+    return {'ok', 'pending', tostring(now)}
+  end
+  next_state = 'failed'
+  redis.call('HSET', KEYS[1], 'reason', 'no driver available within the dispatch radius after ' .. attempts .. ' attempts')
+else
+  return redis.error_reply('unknown op ' .. op)
+end
+
+-- Does this transition let go of the order's driver? Check where the driver is before any write.
+local frees = driver ~= '' and (next_state == 'pending' or next_state == 'delivered' or next_state == 'cancelled')
+local ds
+if frees then
+  ds = redis.call('HGET', KEYS[2], driver)
+  if ds then
+    local dcity = string.match(ds, '^([^|]*)|')
+    if dcity ~= ARGV[6] then return {'moved', dcity} end
+  end
+end
+
+if frees and ds and redis.call('HGET', KEYS[3], driver) == order_id then
+  local c, rec, lat, lon, status, vehicle, rest =
+    string.match(ds, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  if status == 'busy' then
+    -- Re-index only a driver that is still indexed (the sweeper drops stale ones).
+    local removed = redis.call('ZREM', KEYS[10 + STATUS.busy * 5 + VEHICLE[vehicle]], driver)
+    redis.call('ZREM', KEYS[10 + STATUS.busy * 5], TAG[vehicle] .. driver)
+    if removed == 1 then
+      redis.call('GEOADD', KEYS[10 + STATUS.available * 5], lon, lat, TAG[vehicle] .. driver)
+      redis.call('GEOADD', KEYS[10 + STATUS.available * 5 + VEHICLE[vehicle]], lon, lat, driver)
+    end
+    redis.call('HSET', KEYS[2], driver, table.concat({c, rec, lat, lon, 'available', vehicle, rest}, '|'))
+  end
+end
+if frees then
+  if redis.call('HGET', KEYS[3], driver) == order_id then
+    redis.call('HDEL', KEYS[3], driver)
+  end
+end
+
+local kind = op
+if op == 'timer' then kind = 'expired' elseif op == 'attempt' then kind = 'failed' end
+local ev_kinds = {accept = 'accepted', reject = 'rejected', pickup = 'picked_up',
+  deliver = 'delivered', cancel = 'cancelled'}
+kind = ev_kinds[kind] or kind
+
+if next_state == 'pending' then
+  -- Rejected or expired: never offer this order to that driver again; dispatch it again now.
+  redis.call('SADD', KEYS[4], driver)
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'driver', '', 'expires', 0, 'updated', now)
+  requeue()
+else
+  -- Accepted and later orders wait on the driver, finished ones on nothing: no timer.
+  redis.call('HSET', KEYS[1], 'state', next_state, 'updated', now)
+  redis.call('ZREM', KEYS[5], order_id)
+end
+if next_state == 'delivered' and ds then
+  redis.call('ZINCRBY', KEYS[9], ARGV[9], driver)
+end
+emit(kind, next_state, driver, fence)
+return {'ok', next_state, tostring(now)}

@@ -1,0 +1,597 @@
+//! The dispatch engine: lock an order, rank candidates, claim one with the fencing check, and
+//! run the order's other transitions. The HTTP handlers and the queue workers both use it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::model::{DispatchResult, Order, OrderState};
+use super::{
+    CLAIM_OFFER, ORDER_TRANSITION, directory_key, driver_channel_prefix, excluded_key, fence_key,
+    lock_key, ops_channel, order_key, order_script_keys,
+};
+use crate::cities::CityIndex;
+use crate::config::Settings;
+use crate::domain::{GeoPoint, OrderId};
+use crate::drivers::{VehicleType, rfc3339_ms};
+use crate::error::{ApiError, redis_error};
+use crate::lock::{Lease, Locks};
+use crate::ranking::{Candidate, RankRequest, Weights, rank_candidates};
+use crate::scripts::{self, evalsha};
+use crate::search::KnnTuning;
+use crate::store::Store;
+
+/// How often a transition is re-run after it reports that the order's driver is in another city.
+const MOVE_RETRIES: usize = 4;
+
+/// A transition of an order after its offer (see `lua/order_transition.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The offered driver accepts (offered → accepted).
+    Accept,
+    /// The offered driver declines (offered → pending; the driver is excluded).
+    Reject,
+    /// The driver picked the order up (accepted → picked_up).
+    Pickup,
+    /// The driver delivered it (picked_up → delivered; the driver is free and scores).
+    Deliver,
+    /// The client cancels (pending, offered or accepted → cancelled).
+    Cancel,
+}
+
+impl Transition {
+    fn op(self) -> &'static str {
+        match self {
+            Transition::Accept => "accept",
+            Transition::Reject => "reject",
+            Transition::Pickup => "pickup",
+            Transition::Deliver => "deliver",
+            Transition::Cancel => "cancel",
+        }
+    }
+
+    fn needs(self) -> &'static str {
+        match self {
+            Transition::Accept | Transition::Reject => "offered",
+            Transition::Pickup => "accepted",
+            Transition::Deliver => "picked_up",
+            Transition::Cancel => "pending, offered or accepted",
+        }
+    }
+}
+
+/// Why a transition was refused (nothing was written).
+#[derive(Debug)]
+pub enum TransitionError {
+    /// No such order.
+    Missing,
+    /// The order is in a state this transition does not leave from.
+    State(String),
+    /// The driver or fencing number is not the current offer's.
+    Fence,
+    /// The offer expired before it was accepted.
+    Expired,
+    /// The order id is taken (create).
+    Exists,
+    /// The dispatch lock was lost (attempt).
+    LockLost,
+    /// Redis or decoding failed.
+    Api(ApiError),
+}
+
+impl From<ApiError> for TransitionError {
+    fn from(e: ApiError) -> Self {
+        TransitionError::Api(e)
+    }
+}
+
+/// What one claim call did (see `lua/claim_offer.lua`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The order was offered.
+    Offered(DispatchResult),
+    /// No candidate was eligible; the order is still pending.
+    NoDriver,
+    /// The lease no longer holds the lock: nothing written.
+    LockLost,
+    /// A later fencing number already touched the order: nothing written.
+    StaleFence,
+    /// The order is no longer pending.
+    NotPending(String),
+    /// No such order.
+    Missing,
+}
+
+/// Outcome of one whole dispatch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DispatchOutcome {
+    /// Offered to a driver.
+    Offered(DispatchResult),
+    /// Nobody eligible within the dispatch radius; the order stays pending.
+    NoDriver,
+    /// Another dispatch holds the order's lock.
+    Locked,
+    /// The order is not pending (its current state).
+    NotPending(String),
+    /// The lock was lost before the claim (a pause longer than its TTL); nothing written.
+    LockLost,
+}
+
+/// Runs dispatches and order transitions (cheap to clone).
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    settings: Arc<Settings>,
+    tuning: Arc<KnnTuning>,
+    cities: Arc<CityIndex>,
+    locks: Locks,
+}
+
+/// Fields of an order a dispatch needs.
+struct Target {
+    state: String,
+    center: GeoPoint,
+    vehicle: Option<VehicleType>,
+    excluded: Vec<String>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store`.
+    pub fn new(
+        store: Store,
+        settings: Arc<Settings>,
+        tuning: Arc<KnnTuning>,
+        cities: Arc<CityIndex>,
+    ) -> Self {
+        let locks = Locks::new(store.clone());
+        Self {
+            store,
+            settings,
+            tuning,
+            cities,
+            locks,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The service areas.
+    pub fn cities(&self) -> &CityIndex {
+        &self.cities
+    }
+
+    fn common_args(&self, op: &str, order: &str, city: &str, driver_city: &str) -> Vec<String> {
+        let keys = self.store.keys();
+        vec![
+            op.to_owned(),
+            order.to_owned(),
+            city.to_owned(),
+            String::new(),
+            String::new(),
+            driver_city.to_owned(),
+            self.settings.dispatch_retry_ms.to_string(),
+            self.settings.dispatch_max_attempts.to_string(),
+            self.settings.score_per_delivery.to_string(),
+            self.settings.events_maxlen.to_string(),
+            ops_channel(keys, city),
+            driver_channel_prefix(keys),
+            String::new(),
+        ]
+    }
+
+    /// Run `order_transition.lua`, following the order's driver to its city when it moved.
+    async fn run_transition(
+        &self,
+        city: &str,
+        order: &str,
+        mut args: Vec<String>,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut conn = self.store.conn();
+        let mut driver_city = city.to_owned();
+        for _ in 0..MOVE_RETRIES {
+            args[5] = driver_city.clone();
+            let keys = order_script_keys(self.store.keys(), city, order, &driver_city);
+            let cmd = evalsha(&ORDER_TRANSITION, &keys, &args);
+            let reply: Vec<String> = scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
+                .await
+                .map_err(redis_error("order transition"))?;
+            match reply.first().map(String::as_str) {
+                Some("moved") => {
+                    driver_city = reply
+                        .get(1)
+                        .filter(|c| self.cities.get(c).is_some())
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("driver in unknown city: {reply:?}"))?;
+                }
+                _ => return Ok(reply),
+            }
+        }
+        Err(ApiError::Internal(anyhow::anyhow!(
+            "the driver of order {order} kept moving between cities"
+        )))
+    }
+
+    fn decode(reply: &[String]) -> Result<(), TransitionError> {
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(()),
+            Some("missing") => Err(TransitionError::Missing),
+            Some("exists") => Err(TransitionError::Exists),
+            Some("state") => Err(TransitionError::State(
+                reply.get(1).cloned().unwrap_or_default(),
+            )),
+            Some("fence") => Err(TransitionError::Fence),
+            Some("expired") => Err(TransitionError::Expired),
+            Some("lock_lost") => Err(TransitionError::LockLost),
+            _ => Err(TransitionError::Api(ApiError::Internal(anyhow::anyhow!(
+                "unexpected order_transition reply {reply:?}"
+            )))),
+        }
+    }
+
+    /// Create an order (state `pending`) in `city`; `queued` orders are appended to the city's
+    /// dispatch stream in the same script. The directory entry is written first (HSETNX), so
+    /// an id is never reused across cities.
+    pub async fn create(
+        &self,
+        id: &OrderId,
+        city: &str,
+        pickup: GeoPoint,
+        dropoff: Option<GeoPoint>,
+        vehicle: Option<VehicleType>,
+        mode: super::DispatchMode,
+    ) -> Result<(), TransitionError> {
+        let mut conn = self.store.conn();
+        let (_, owner): (i64, String) = redis::pipe()
+            .cmd("HSETNX")
+            .arg(directory_key(self.store.keys()))
+            .arg(id.as_str())
+            .arg(city)
+            .cmd("HGET")
+            .arg(directory_key(self.store.keys()))
+            .arg(id.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error("order directory"))?;
+        if owner != city {
+            return Err(TransitionError::Exists);
+        }
+        let mut args = self.common_args("create", id.as_str(), city, city);
+        args.push(pickup.lat.to_string());
+        args.push(pickup.lon.to_string());
+        args.push(dropoff.map(|d| d.lat.to_string()).unwrap_or_default());
+        args.push(dropoff.map(|d| d.lon.to_string()).unwrap_or_default());
+        args.push(vehicle.map(|v| v.as_str().to_owned()).unwrap_or_default());
+        args.push(mode.as_str().to_owned());
+        let reply = self.run_transition(city, id.as_str(), args).await?;
+        Self::decode(&reply)
+    }
+
+    /// The city of an order (from the directory), or 404.
+    pub async fn order_city(&self, id: &OrderId) -> Result<String, ApiError> {
+        let mut conn = self.store.conn();
+        let city: Option<String> = redis::cmd("HGET")
+            .arg(directory_key(self.store.keys()))
+            .arg(id.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error("order directory"))?;
+        city.ok_or_else(|| not_found(id))
+    }
+
+    /// Read an order.
+    pub async fn load(&self, id: &OrderId) -> Result<Order, ApiError> {
+        let city = self.order_city(id).await?;
+        self.load_in(&city, id.as_str()).await
+    }
+
+    /// Read an order of a known city.
+    pub async fn load_in(&self, city: &str, id: &str) -> Result<Order, ApiError> {
+        let mut conn = self.store.conn();
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(order_key(self.store.keys(), city, id))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error("load order"))?;
+        if h.is_empty() {
+            return Err(ApiError::NotFound(format!("order {id} does not exist")));
+        }
+        Order::from_hash(&h)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable order {id}: {h:?}")))
+    }
+
+    /// Apply a driver's answer or a cancellation; returns the order afterwards.
+    pub async fn transition(
+        &self,
+        id: &OrderId,
+        transition: Transition,
+        driver: Option<(&str, u64)>,
+    ) -> Result<Order, ApiError> {
+        let city = self.order_city(id).await?;
+        let mut args = self.common_args(transition.op(), id.as_str(), &city, &city);
+        if let Some((driver, fence)) = driver {
+            args[3] = driver.to_owned();
+            args[4] = fence.to_string();
+        }
+        let reply = self.run_transition(&city, id.as_str(), args).await?;
+        match Self::decode(&reply) {
+            Ok(()) => self.load_in(&city, id.as_str()).await,
+            Err(TransitionError::Missing) => Err(not_found(id)),
+            Err(TransitionError::State(state)) => Err(ApiError::Conflict {
+                code: "invalid-transition",
+                detail: format!(
+                    "order {id} is {state}; {} needs it {}; nothing was changed",
+                    transition.op(),
+                    transition.needs()
+                ),
+            }),
+            Err(TransitionError::Fence) => Err(ApiError::Conflict {
+                code: "stale-fencing-token",
+                detail: format!(
+                    "order {id} is not currently offered to this driver with this fencing token (a stale, foreign or superseded offer); nothing was changed"
+                ),
+            }),
+            Err(TransitionError::Expired) => Err(ApiError::Conflict {
+                code: "offer-expired",
+                detail: format!("the offer of order {id} expired; nothing was changed"),
+            }),
+            Err(TransitionError::Api(e)) => Err(e),
+            Err(other) => Err(ApiError::Internal(anyhow::anyhow!(
+                "unexpected transition outcome {other:?}"
+            ))),
+        }
+    }
+
+    /// Expire a due offer or re-queue a waiting order (timer scan); `true` when something was due.
+    pub async fn fire_timer(&self, city: &str, order: &str) -> Result<bool, ApiError> {
+        let args = self.common_args("timer", order, city, city);
+        let reply = self.run_transition(city, order, args).await?;
+        Ok(reply.first().map(String::as_str) == Some("ok"))
+    }
+
+    /// Try to take an order's lock (never waits), reading the order in the same round trip.
+    async fn lock_and_read(
+        &self,
+        city: &str,
+        order: &str,
+    ) -> Result<(Option<Lease>, Option<Target>), ApiError> {
+        let keys = self.store.keys();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
+        let lock = lock_key(keys, city, order);
+        let mut pipe = redis::pipe();
+        pipe.add_command(evalsha(
+            &crate::lock::ACQUIRE,
+            &[lock.as_str(), fence_key(keys, city).as_str()],
+            &[token.clone(), self.settings.lock_ttl_ms.to_string()],
+        ))
+        .cmd("HMGET")
+        .arg(order_key(keys, city, order))
+        .arg(&["state", "plat", "plon", "vehicle"])
+        .cmd("SMEMBERS")
+        .arg(excluded_key(keys, city, order));
+        let mut conn = self.store.conn();
+        let (fencing, fields, excluded): (u64, Vec<Option<String>>, Vec<String>) =
+            scripts::run_pipeline(&mut conn, &crate::lock::ACQUIRE, &pipe)
+                .await
+                .map_err(redis_error("lock order"))?;
+        let lease = (fencing > 0).then_some(Lease {
+            key: lock,
+            token,
+            fencing,
+            ttl,
+        });
+        let target = match fields.as_slice() {
+            [Some(state), Some(lat), Some(lon), vehicle] => Some(Target {
+                state: state.clone(),
+                center: GeoPoint {
+                    lat: lat.parse().context("order plat")?,
+                    lon: lon.parse().context("order plon")?,
+                },
+                vehicle: vehicle.as_deref().and_then(VehicleType::parse),
+                excluded,
+            }),
+            _ => None,
+        };
+        Ok((lease, target))
+    }
+
+    /// Take an order's lock (never waits): the first step of a dispatch, public so that tests
+    /// can play a worker that stalls between its steps.
+    pub async fn lock_order(&self, city: &str, order: &str) -> Result<Option<Lease>, ApiError> {
+        Ok(self.lock_and_read(city, order).await?.0)
+    }
+
+    /// Release a lease (compare-and-delete).
+    pub async fn release(&self, lease: &Lease) {
+        if let Err(err) = self.locks.release(lease).await {
+            tracing::warn!(key = %lease.key, error = %err, "releasing a dispatch lock failed; it expires by itself");
+        }
+    }
+
+    /// Rank the candidates of an order, best first, leaving out excluded drivers.
+    pub async fn candidates(
+        &self,
+        city: &str,
+        center: GeoPoint,
+        vehicle: Option<VehicleType>,
+        excluded: &[String],
+    ) -> Result<Vec<Candidate>, ApiError> {
+        let want = self.settings.dispatch_candidates;
+        let pool = (want + excluded.len()).clamp(1, self.settings.search_max_limit.max(want));
+        let request = RankRequest {
+            city,
+            center,
+            radius_m: self.settings.dispatch_radius_m,
+            pool,
+            limit: pool,
+            vehicle,
+            weights: Weights {
+                distance_weight: self.settings.ranking_distance_weight,
+                score_weight: self.settings.ranking_score_weight,
+            },
+        };
+        let mut ranked =
+            rank_candidates(&self.store, &self.settings, &self.tuning, &request).await?;
+        ranked.retain(|c| !excluded.contains(&c.driver_id));
+        ranked.truncate(want);
+        Ok(ranked)
+    }
+
+    /// Offer the order to the first eligible candidate under `lease` (`lua/claim_offer.lua`).
+    /// With `release`, the lock is released in the same script unless no driver was found and
+    /// `keep_on_none` is set (the caller then records the attempt under the lock).
+    pub async fn claim(
+        &self,
+        city: &str,
+        order: &str,
+        lease: &Lease,
+        candidates: &[Candidate],
+        keep_on_none: bool,
+    ) -> Result<Claim, ApiError> {
+        let keys = self.store.keys();
+        let mut args = vec![
+            lease.token.clone(),
+            lease.fencing.to_string(),
+            self.settings.driver_ttl_ms.to_string(),
+            self.settings.offer_ttl_ms.to_string(),
+            self.settings.events_maxlen.to_string(),
+            ops_channel(keys, city),
+            driver_channel_prefix(keys),
+            if keep_on_none { "2" } else { "1" }.to_owned(),
+        ];
+        for c in candidates {
+            args.push(c.driver_id.clone());
+            args.push(c.distance_m.to_string());
+            args.push(c.driver_score.to_string());
+            args.push(c.composite.to_string());
+        }
+        let cmd = evalsha(
+            &CLAIM_OFFER,
+            &order_script_keys(keys, city, order, city),
+            &args,
+        );
+        let mut conn = self.store.conn();
+        let reply: Vec<String> = scripts::run(&mut conn, &CLAIM_OFFER, &cmd)
+            .await
+            .map_err(redis_error("claim offer"))?;
+        let num = |i: usize| -> Result<f64, ApiError> {
+            reply
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("bad claim reply {reply:?}")))
+        };
+        Ok(match reply.first().map(String::as_str) {
+            Some("offered") => Claim::Offered(DispatchResult {
+                order_id: order.to_owned(),
+                driver_id: reply[1].clone(),
+                fencing_token: lease.fencing,
+                distance_m: num(2)?,
+                driver_score: num(3)?,
+                composite: num(4)?,
+                offer_expires_at: rfc3339_ms(num(5)? as i64),
+            }),
+            Some("none") => Claim::NoDriver,
+            Some("lock_lost") => Claim::LockLost,
+            Some("stale_fence") => Claim::StaleFence,
+            Some("not_pending") => Claim::NotPending(reply.get(1).cloned().unwrap_or_default()),
+            Some("missing") => Claim::Missing,
+            _ => {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "unexpected claim reply {reply:?}"
+                )));
+            }
+        })
+    }
+
+    /// Dispatch one order of `city`: lock it (or answer `Locked` at once), rank candidates
+    /// with the lease kept alive, claim the best eligible one. With `count_attempt` (queue
+    /// workers), a dispatch that finds nobody counts an attempt, and the order fails after
+    /// `dispatch_max_attempts`; a request's dispatch leaves the order pending.
+    pub async fn dispatch_in(
+        &self,
+        city: &str,
+        order: &str,
+        count_attempt: bool,
+    ) -> Result<DispatchOutcome, ApiError> {
+        let (lease, target) = self.lock_and_read(city, order).await?;
+        let Some(target) = target else {
+            if let Some(lease) = &lease {
+                self.release(lease).await;
+            }
+            return Err(ApiError::NotFound(format!("order {order} does not exist")));
+        };
+        let Some(lease) = lease else {
+            return Ok(DispatchOutcome::Locked);
+        };
+        if target.state != "pending" {
+            self.release(&lease).await;
+            return Ok(DispatchOutcome::NotPending(target.state));
+        }
+        let renewal = self.locks.keep_alive(lease.clone());
+        let ranked = self
+            .candidates(city, target.center, target.vehicle, &target.excluded)
+            .await;
+        let ranked = match ranked {
+            Ok(r) => r,
+            Err(e) => {
+                drop(renewal);
+                self.release(&lease).await;
+                return Err(e);
+            }
+        };
+        let claim = self
+            .claim(city, order, &lease, &ranked, count_attempt)
+            .await;
+        drop(renewal);
+        match claim? {
+            Claim::Offered(result) => Ok(DispatchOutcome::Offered(result)),
+            Claim::NoDriver if count_attempt => {
+                let mut args = self.common_args("attempt", order, city, city);
+                args[12] = lease.token.clone();
+                self.run_transition(city, order, args).await?;
+                Ok(DispatchOutcome::NoDriver)
+            }
+            Claim::NoDriver => Ok(DispatchOutcome::NoDriver),
+            Claim::LockLost | Claim::StaleFence => Ok(DispatchOutcome::LockLost),
+            Claim::NotPending(state) => Ok(DispatchOutcome::NotPending(state)),
+            Claim::Missing => Err(ApiError::NotFound(format!("order {order} does not exist"))),
+        }
+    }
+
+    /// Dispatch an order by id (looks its city up first).
+    pub async fn dispatch(&self, id: &OrderId) -> Result<DispatchOutcome, ApiError> {
+        let city = self.order_city(id).await?;
+        self.dispatch_in(&city, id.as_str(), false).await
+    }
+
+    /// Whether an order is in a terminal state (for tests and the simulator).
+    pub fn is_final(order: &Order) -> bool {
+        order.state.is_terminal()
+    }
+
+    /// An order's state, or `None` when it does not exist.
+    pub async fn state_of(&self, city: &str, order: &str) -> Result<Option<OrderState>, ApiError> {
+        let mut conn = self.store.conn();
+        let state: Option<String> = redis::cmd("HGET")
+            .arg(order_key(self.store.keys(), city, order))
+            .arg("state")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error("order state"))?;
+        Ok(state.and_then(|s| OrderState::parse(&s)))
+    }
+}
+
+fn not_found(id: &OrderId) -> ApiError {
+    ApiError::NotFound(format!("order {id} does not exist"))
+}

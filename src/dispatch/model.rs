@@ -1,0 +1,262 @@
+//! Request and response types of the orders API, and the stored order format.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::GeoPoint;
+use crate::drivers::VehicleType;
+use crate::drivers::rfc3339_ms;
+use crate::error::FieldError;
+
+/// A point given as latitude and longitude.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PickupPoint {
+    /// Latitude in degrees, within ±85.05112878.
+    pub lat: f64,
+    /// Longitude in degrees, within ±180.
+    pub lon: f64,
+}
+
+/// How an order is dispatched after creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DispatchMode {
+    /// In the request itself: the answer already carries the offer when a driver was found
+    /// (otherwise the order waits for a retry by the queue workers).
+    #[default]
+    Now,
+    /// Appended to the city's dispatch stream and dispatched by a queue worker.
+    Queued,
+}
+
+impl DispatchMode {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchMode::Now => "now",
+            DispatchMode::Queued => "queued",
+        }
+    }
+}
+
+/// `POST /v1/orders` body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"order_id": "ord-1001", "pickup": {"lat": 48.8566, "lon": 2.3522}, "dropoff": {"lat": 48.8606, "lon": 2.3376}, "vehicle_type": "scooter", "dispatch": "now"}))]
+pub struct CreateOrder {
+    /// Order id (1–64 characters of `[A-Za-z0-9_-]`); generated when absent.
+    #[serde(default)]
+    pub order_id: Option<String>,
+    /// Where the driver picks the order up; decides the city.
+    pub pickup: PickupPoint,
+    /// Where it goes.
+    #[serde(default)]
+    pub dropoff: Option<PickupPoint>,
+    /// Only drivers with this vehicle type (any when absent).
+    #[serde(default)]
+    pub vehicle_type: Option<VehicleType>,
+    /// `now` (default) or `queued`.
+    #[serde(default)]
+    pub dispatch: DispatchMode,
+}
+
+impl CreateOrder {
+    /// Validate the points; errors name `pickup.lat`, `dropoff.lon`, …
+    pub fn validate(&self) -> Result<(GeoPoint, Option<GeoPoint>), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let pickup = GeoPoint::parse(self.pickup.lat, self.pickup.lon, "pickup.")
+            .map_err(|e| errors.extend(e))
+            .ok();
+        let dropoff = match self.dropoff {
+            Some(d) => GeoPoint::parse(d.lat, d.lon, "dropoff.")
+                .map_err(|e| errors.extend(e))
+                .ok(),
+            None => None,
+        };
+        match pickup {
+            Some(p) if errors.is_empty() => Ok((p, dropoff)),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Waiting for a driver.
+    Pending,
+    /// Offered to one driver, who has `offer_ttl_ms` to answer.
+    Offered,
+    /// The driver accepted.
+    Accepted,
+    /// The driver picked it up.
+    PickedUp,
+    /// Delivered (terminal).
+    Delivered,
+    /// Cancelled (terminal).
+    Cancelled,
+    /// No driver found after the configured attempts (terminal).
+    Failed,
+}
+
+impl OrderState {
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => OrderState::Pending,
+            "offered" => OrderState::Offered,
+            "accepted" => OrderState::Accepted,
+            "picked_up" => OrderState::PickedUp,
+            "delivered" => OrderState::Delivered,
+            "cancelled" => OrderState::Cancelled,
+            "failed" => OrderState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether no transition leaves this state.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            OrderState::Delivered | OrderState::Cancelled | OrderState::Failed
+        )
+    }
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "order_id": "ord-1001", "city": "paris", "state": "offered",
+    "pickup": {"lat": 48.8566, "lon": 2.3522}, "dropoff": {"lat": 48.8606, "lon": 2.3376},
+    "vehicle_type": "scooter", "dispatch": "now",
+    "created_at": "2026-11-23T18:30:00.25Z", "updated_at": "2026-11-23T18:30:00.31Z",
+    "driver_id": "drv-1", "fencing_token": 42, "offer_expires_at": "2026-11-23T18:30:20.31Z",
+    "distance_m": 420.5, "driver_score": 4.9, "composite": 4.4795, "attempts": 0
+}))]
+pub struct Order {
+    /// Order id.
+    pub order_id: String,
+    /// City of the pickup.
+    pub city: String,
+    /// Current state.
+    pub state: OrderState,
+    /// Pickup point.
+    pub pickup: PickupPoint,
+    /// Drop-off point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropoff: Option<PickupPoint>,
+    /// Required vehicle type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vehicle_type: Option<VehicleType>,
+    /// How it is dispatched.
+    pub dispatch: DispatchMode,
+    /// Creation time (RFC 3339, Redis' clock).
+    pub created_at: String,
+    /// Time of the last transition.
+    pub updated_at: String,
+    /// The driver the order is offered to or held by (offered, accepted, picked_up, delivered,
+    /// and cancelled after an offer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_id: Option<String>,
+    /// The fencing number of the current offer: the driver sends it back with every answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fencing_token: Option<u64>,
+    /// When the current offer expires (offered only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer_expires_at: Option<String>,
+    /// Distance between the driver and the pickup when offered, in metres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_m: Option<f64>,
+    /// The driver's score when offered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_score: Option<f64>,
+    /// The composite the driver was ranked by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub composite: Option<f64>,
+    /// Dispatch attempts that found no driver.
+    pub attempts: u32,
+    /// Why the order failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+impl Order {
+    /// Decode an order hash (`HGETALL`); `None` when a field is missing or malformed.
+    pub fn from_hash(h: &HashMap<String, String>) -> Option<Self> {
+        let get = |k: &str| h.get(k).map(String::as_str);
+        let num = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok());
+        let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
+        let state = OrderState::parse(get("state")?)?;
+        let point = |lat: &str, lon: &str| {
+            Some(PickupPoint {
+                lat: num(lat)?,
+                lon: num(lon)?,
+            })
+        };
+        let offered = !matches!(state, OrderState::Pending | OrderState::Failed);
+        let driver_id = nonempty("driver").map(str::to_owned);
+        let fence = num("fence")
+            .map(|f| f as u64)
+            .filter(|_| driver_id.is_some());
+        Some(Order {
+            order_id: get("id")?.to_owned(),
+            city: get("city")?.to_owned(),
+            state,
+            pickup: point("plat", "plon")?,
+            dropoff: point("dlat", "dlon"),
+            vehicle_type: nonempty("vehicle").and_then(VehicleType::parse),
+            dispatch: if get("mode")? == "queued" {
+                DispatchMode::Queued
+            } else {
+                DispatchMode::Now
+            },
+            created_at: rfc3339_ms(num("created")? as i64),
+            updated_at: rfc3339_ms(num("updated")? as i64),
+            fencing_token: fence,
+            offer_expires_at: (state == OrderState::Offered)
+                .then(|| num("expires").map(|ms| rfc3339_ms(ms as i64)))
+                .flatten(),
+            distance_m: num("dist").filter(|_| offered && driver_id.is_some()),
+            driver_score: num("dscore").filter(|_| offered && driver_id.is_some()),
+            composite: num("comp").filter(|_| offered && driver_id.is_some()),
+            driver_id,
+            attempts: num("attempts").unwrap_or(0.0) as u32,
+            failure_reason: nonempty("reason").map(str::to_owned),
+        })
+    }
+}
+
+/// `POST /v1/orders/{order_id}/dispatch` answer: who got the offer and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"order_id": "ord-1001", "driver_id": "drv-1", "fencing_token": 42, "distance_m": 420.5, "driver_score": 4.9, "composite": 4.4795, "offer_expires_at": "2026-11-23T18:30:20.31Z"}))]
+pub struct DispatchResult {
+    /// Order id.
+    pub order_id: String,
+    /// The driver offered the order.
+    pub driver_id: String,
+    /// Fencing number of this offer (strictly increasing per city); the driver sends it back.
+    pub fencing_token: u64,
+    /// Distance from the pickup in metres.
+    pub distance_m: f64,
+    /// The driver's score.
+    pub driver_score: f64,
+    /// Composite the driver was ranked by.
+    pub composite: f64,
+    /// When the offer expires unless accepted.
+    pub offer_expires_at: String,
+}
+
+/// Body of a driver's answer (`accept`, `reject`, `pickup`, `deliver`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"driver_id": "drv-1", "fencing_token": 42}))]
+pub struct TokenBody {
+    /// The driver the order was offered to.
+    pub driver_id: String,
+    /// The offer's fencing number, as received with the offer.
+    pub fencing_token: u64,
+}

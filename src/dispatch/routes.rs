@@ -1,0 +1,379 @@
+//! HTTP handlers of the orders API.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::engine::{DispatchOutcome, Dispatcher, Transition, TransitionError};
+use super::idempotency_key;
+use super::model::{CreateOrder, DispatchResult, Order, TokenBody};
+use crate::domain::{DriverId, OrderId};
+use crate::error::{ApiError, FieldError, Problem, redis_error};
+use crate::extract::JsonBody;
+
+const ID_DOC: &str = "1–64 characters of [A-Za-z0-9_-]";
+
+fn path_order(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).map_err(|e| ApiError::field("order_id", e))
+}
+
+/// What an `Idempotency-Key` remembers: the request it was first used with and, once known,
+/// the answer given.
+#[derive(Debug, Serialize, Deserialize)]
+struct IdempotencyRecord {
+    body: String,
+    order_id: String,
+    #[serde(default)]
+    response: Option<serde_json::Value>,
+}
+
+fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Create an order.
+///
+/// The pickup decides the city. `dispatch: now` (default) dispatches in this request: the
+/// answer already shows the offer when a driver was found, otherwise the order stays `pending`
+/// and the queue workers retry it every `dispatch_retry_ms` until `dispatch_max_attempts`.
+/// `dispatch: queued` appends it to the city's dispatch stream. With an `Idempotency-Key`, a
+/// repeat of the same body answers the first answer again; another body with the same key is
+/// 422 `idempotency-key-reused`.
+#[utoipa::path(
+    tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1–255 visible ASCII characters, remembered for `idempotency_ttl_ms`")),
+    request_body = CreateOrder,
+    responses(
+        (status = 201, description = "Created (and, with `dispatch: now`, offered when a driver was found)", body = Order),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order id is taken (`order-exists`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, pickup outside every service area, or an `Idempotency-Key` reused with another body (`idempotency-key-reused`); nothing written", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/orders")]
+pub async fn create_order(
+    req: HttpRequest,
+    body: JsonBody<CreateOrder>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.0;
+    let idem = idempotency_header(&req)?;
+    let mut errors: Vec<FieldError> = Vec::new();
+    let id = match &request.order_id {
+        Some(raw) => OrderId::parse(raw)
+            .map_err(|e| errors.push(FieldError::new("order_id", e)))
+            .ok(),
+        None => Some(OrderId::generate()),
+    };
+    let points = request.validate().map_err(|e| errors.extend(e)).ok();
+    let (Some(mut id), Some((pickup, dropoff))) = (id, points) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let city = dispatcher
+        .cities()
+        .resolve_or_reject(pickup)?
+        .id
+        .to_string();
+    let store = dispatcher.store().clone();
+    let mut conn = store.conn();
+    let canonical = serde_json::to_string(&request).map_err(anyhow::Error::from)?;
+    let idem_key = idem.as_deref().map(|k| idempotency_key(store.keys(), k));
+    if let Some(key) = &idem_key {
+        let record = IdempotencyRecord {
+            body: canonical.clone(),
+            order_id: id.to_string(),
+            response: None,
+        };
+        let (set, existing): (Option<String>, String) = redis::pipe()
+            .cmd("SET")
+            .arg(key)
+            .arg(serde_json::to_string(&record).map_err(anyhow::Error::from)?)
+            .arg("NX")
+            .arg("PX")
+            .arg(dispatcher.settings().idempotency_ttl_ms)
+            .cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error("idempotency key"))?;
+        if set.is_none() {
+            let first: IdempotencyRecord = serde_json::from_str(&existing)
+                .map_err(|e| anyhow::anyhow!("undecodable idempotency record: {e}"))?;
+            if first.body != canonical {
+                return Err(ApiError::field(
+                    "Idempotency-Key",
+                    "was already used with a different request body; nothing was written",
+                ));
+            }
+            if let Some(response) = first.response {
+                return Ok(HttpResponse::Created().json(response));
+            }
+            // The first request did not finish (or is still running): complete it with its id.
+            id = OrderId::parse(&first.order_id)
+                .map_err(|e| anyhow::anyhow!("bad order id in idempotency record: {e}"))?;
+        }
+    }
+    match dispatcher
+        .create(
+            &id,
+            &city,
+            pickup,
+            dropoff,
+            request.vehicle_type,
+            request.dispatch,
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(TransitionError::Exists) if idem_key.is_some() => {}
+        Err(TransitionError::Exists) => {
+            return Err(ApiError::Conflict {
+                code: "order-exists",
+                detail: format!("order {id} already exists; nothing was written"),
+            });
+        }
+        Err(TransitionError::Api(e)) => return Err(e),
+        Err(other) => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "unexpected create outcome {other:?}"
+            )));
+        }
+    }
+    if request.dispatch == super::DispatchMode::Now {
+        // A failure here leaves a pending order that the retry timer re-queues.
+        if let Err(err) = dispatcher.dispatch_in(&city, id.as_str(), false).await {
+            tracing::warn!(order = %id, error = %err, "dispatch at creation failed; the order waits for a retry");
+        }
+    }
+    let order = dispatcher.load_in(&city, id.as_str()).await?;
+    if let Some(key) = &idem_key {
+        let record = IdempotencyRecord {
+            body: canonical,
+            order_id: id.to_string(),
+            response: Some(serde_json::to_value(&order).map_err(anyhow::Error::from)?),
+        };
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(serde_json::to_string(&record).map_err(anyhow::Error::from)?)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error("idempotency key"))?;
+    }
+    Ok(HttpResponse::Created().json(order))
+}
+
+/// Read an order.
+#[utoipa::path(
+    tag = "orders",
+    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order id", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[get("/orders/{order_id}")]
+pub async fn get_order(
+    path: web::Path<String>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_order(&path)?;
+    Ok(HttpResponse::Ok().json(dispatcher.load(&id).await?))
+}
+
+/// Cancel an order (pending, offered or accepted); an offered or assigned driver is freed.
+#[utoipa::path(
+    tag = "orders",
+    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    responses(
+        (status = 200, description = "Cancelled", body = Order),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already picked up or finished (`invalid-transition`); nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order id", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/orders/{order_id}/cancel")]
+pub async fn cancel_order(
+    path: web::Path<String>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_order(&path)?;
+    let order = dispatcher.transition(&id, Transition::Cancel, None).await?;
+    Ok(HttpResponse::Ok().json(order))
+}
+
+/// Dispatch a pending order now.
+///
+/// Takes the order's lock (never waits for it), ranks the nearest available drivers by
+/// distance and score, and offers the order to the best one still available, checked and
+/// written in one script together with the lock token and the fencing number.
+#[utoipa::path(
+    tag = "orders",
+    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    responses(
+        (status = 200, description = "Offered to a driver", body = DispatchResult),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`no-driver-available` (the order stays pending), `dispatch-in-progress` (another dispatch holds the order's lock) or `order-not-pending`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order id", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/orders/{order_id}/dispatch")]
+pub async fn dispatch_order(
+    path: web::Path<String>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_order(&path)?;
+    match dispatcher.dispatch(&id).await? {
+        DispatchOutcome::Offered(result) => Ok(HttpResponse::Ok().json(result)),
+        DispatchOutcome::NoDriver => Err(ApiError::Conflict {
+            code: "no-driver-available",
+            detail: format!(
+                "no available driver within {} m of the pickup of order {id}; it stays pending",
+                dispatcher.settings().dispatch_radius_m
+            ),
+        }),
+        DispatchOutcome::Locked => Err(ApiError::Conflict {
+            code: "dispatch-in-progress",
+            detail: format!("another dispatch of order {id} is running"),
+        }),
+        DispatchOutcome::NotPending(state) => Err(ApiError::Conflict {
+            code: "order-not-pending",
+            detail: format!("order {id} is {state}, not pending; nothing was changed"),
+        }),
+        DispatchOutcome::LockLost => Err(ApiError::Conflict {
+            code: "dispatch-in-progress",
+            detail: format!(
+                "the dispatch of order {id} lost its lock to another dispatch; nothing was changed"
+            ),
+        }),
+    }
+}
+
+async fn answer(
+    path: web::Path<String>,
+    body: JsonBody<TokenBody>,
+    dispatcher: web::Data<Dispatcher>,
+    transition: Transition,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_order(&path)?;
+    let driver = DriverId::parse(&body.0.driver_id).map_err(|e| ApiError::field("driver_id", e))?;
+    let order = dispatcher
+        .transition(
+            &id,
+            transition,
+            Some((driver.as_str(), body.0.fencing_token)),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(order))
+}
+
+/// The offered driver accepts the order.
+#[utoipa::path(
+    tag = "orders",
+    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "Accepted", body = Order),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stale-fencing-token` (not this driver's current offer), `offer-expired`, or `invalid-transition` (e.g. accepted twice); nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/orders/{order_id}/accept")]
+pub async fn accept(
+    path: web::Path<String>,
+    body: JsonBody<TokenBody>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    answer(path, body, dispatcher, Transition::Accept).await
+}
+
+/// The offered driver declines: it is freed and never offered this order again; the order is
+/// dispatched again at once.
+#[utoipa::path(
+    tag = "orders",
+    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "Rejected; the order is pending again", body = Order),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stale-fencing-token` or `invalid-transition`; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/orders/{order_id}/reject")]
+pub async fn reject(
+    path: web::Path<String>,
+    body: JsonBody<TokenBody>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    answer(path, body, dispatcher, Transition::Reject).await
+}
+
+/// The driver picked the order up.
+#[utoipa::path(
+    tag = "orders",
+    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "Picked up", body = Order),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stale-fencing-token` or `invalid-transition`; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/orders/{order_id}/pickup")]
+pub async fn pickup_order(
+    path: web::Path<String>,
+    body: JsonBody<TokenBody>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    answer(path, body, dispatcher, Transition::Pickup).await
+}
+
+/// The driver delivered the order: the driver is available again and its score rises by
+/// `score_per_delivery`.
+#[utoipa::path(
+    tag = "orders",
+    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "Delivered", body = Order),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stale-fencing-token` or `invalid-transition`; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/orders/{order_id}/deliver")]
+pub async fn deliver(
+    path: web::Path<String>,
+    body: JsonBody<TokenBody>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    answer(path, body, dispatcher, Transition::Deliver).await
+}
+
+/// Register this module's routes under `/v1`.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(create_order)
+        .service(get_order)
+        .service(cancel_order)
+        .service(dispatch_order)
+        .service(accept)
+        .service(reject)
+        .service(pickup_order)
+        .service(deliver);
+}

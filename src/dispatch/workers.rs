@@ -1,0 +1,252 @@
+//! Background dispatch work of a service instance: queue workers that consume each city's
+//! dispatch stream in one consumer group (so any number of instances share the work, and
+//! entries of a crashed worker are taken over with XAUTOCLAIM), and the timer scan that expires
+//! unanswered offers and re-queues orders that wait for a retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+use super::engine::{DispatchOutcome, Dispatcher};
+use super::{GROUP, queue_key, timers_key};
+
+/// Create the consumer group on every city's dispatch stream (idempotent). Entries appended
+/// before the group existed are read too (the group starts at id 0).
+pub async fn ensure_groups(dispatcher: &Dispatcher) -> redis::RedisResult<()> {
+    let mut conn = dispatcher.store().conn();
+    for city in dispatcher.cities().all() {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(queue_key(dispatcher.store().keys(), city.id.as_str()))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Handle one queue entry; `true` when it may be acknowledged.
+async fn handle(dispatcher: &Dispatcher, city: &str, entry: &StreamId) -> bool {
+    let Some(order) = entry.get::<String>("order") else {
+        tracing::warn!(city, id = %entry.id, "queue entry without an order; dropping it");
+        return true;
+    };
+    match dispatcher.dispatch_in(city, &order, true).await {
+        Ok(DispatchOutcome::Offered(r)) => {
+            tracing::debug!(city, order, driver = %r.driver_id, fencing = r.fencing_token, "offered");
+            true
+        }
+        // Nobody free: the attempt is counted and the retry timer re-queues the order.
+        Ok(DispatchOutcome::NoDriver) => true,
+        // Another dispatch owns it now; if that one dies, the order's timer re-queues it.
+        Ok(DispatchOutcome::Locked | DispatchOutcome::LockLost) => true,
+        Ok(DispatchOutcome::NotPending(_)) => true,
+        Err(crate::error::ApiError::NotFound(_)) => true,
+        Err(err) => {
+            // Left unacknowledged: this or another worker takes it over after the claim idle time.
+            tracing::warn!(city, order, error = %err, "dispatch failed; the entry stays pending");
+            false
+        }
+    }
+}
+
+async fn ack(dispatcher: &Dispatcher, city: &str, id: &str) {
+    let mut conn = dispatcher.store().conn();
+    let acked: redis::RedisResult<i64> = redis::cmd("XACK")
+        .arg(queue_key(dispatcher.store().keys(), city))
+        .arg(GROUP)
+        .arg(id)
+        .query_async(&mut conn)
+        .await;
+    if let Err(err) = acked {
+        tracing::warn!(city, id, error = %err, "XACK failed; the entry will be handled again");
+    }
+}
+
+/// Take over entries other consumers read but left unacknowledged for `queue_claim_idle_ms`.
+async fn reclaim(
+    dispatcher: &Dispatcher,
+    conn: &mut deadpool_redis::Connection,
+    consumer: &str,
+) -> redis::RedisResult<Vec<(String, StreamId)>> {
+    let mut out = Vec::new();
+    for city in dispatcher.cities().all() {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(queue_key(dispatcher.store().keys(), city.id.as_str()))
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(dispatcher.settings().queue_claim_idle_ms)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(16)
+            .query_async(conn)
+            .await?;
+        for entry in reply.claimed {
+            tracing::info!(city = %city.id, id = %entry.id, consumer, "took over a queue entry of a stalled worker");
+            out.push((city.id.to_string(), entry));
+        }
+    }
+    Ok(out)
+}
+
+async fn run_worker(dispatcher: Dispatcher, consumer: String) {
+    let keys: Vec<(String, String)> = dispatcher
+        .cities()
+        .all()
+        .iter()
+        .map(|c| {
+            (
+                queue_key(dispatcher.store().keys(), c.id.as_str()),
+                c.id.to_string(),
+            )
+        })
+        .collect();
+    let claim_every =
+        Duration::from_millis((dispatcher.settings().queue_claim_idle_ms / 2).max(50));
+    let mut next_claim = tokio::time::Instant::now();
+    loop {
+        let mut conn = match dispatcher.store().pool().get().await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(consumer, error = %err, "queue worker has no Redis connection; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut batch: Vec<(String, StreamId)> = Vec::new();
+        if tokio::time::Instant::now() >= next_claim {
+            next_claim = tokio::time::Instant::now() + claim_every;
+            match reclaim(&dispatcher, &mut conn, &consumer).await {
+                Ok(entries) => batch.extend(entries),
+                Err(err) => tracing::warn!(consumer, error = %err, "XAUTOCLAIM failed"),
+            }
+        }
+        if batch.is_empty() {
+            let block = claim_every.min(Duration::from_secs(1));
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(GROUP)
+                .arg(&consumer)
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS");
+            for (key, _) in &keys {
+                cmd.arg(key);
+            }
+            for _ in &keys {
+                cmd.arg(">");
+            }
+            // Pool connections have no response timeout (they block); bound the wait here.
+            let limit = block + Duration::from_millis(dispatcher.settings().redis_timeout_ms);
+            let read: redis::RedisResult<Option<StreamReadReply>> =
+                match tokio::time::timeout(limit, cmd.query_async(&mut conn)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(consumer, "XREADGROUP did not answer in time; reconnecting");
+                        let _ = deadpool_redis::Connection::take(conn);
+                        continue;
+                    }
+                };
+            match read {
+                Ok(Some(reply)) => {
+                    for stream in reply.keys {
+                        let city = keys
+                            .iter()
+                            .find(|(k, _)| *k == stream.key)
+                            .map(|(_, c)| c.clone())
+                            .unwrap_or_default();
+                        batch.extend(stream.ids.into_iter().map(|e| (city.clone(), e)));
+                    }
+                }
+                Ok(None) => {}
+                Err(err) if err.code() == Some("NOGROUP") => {
+                    if let Err(err) = ensure_groups(&dispatcher).await {
+                        tracing::warn!(error = %err, "creating the consumer groups failed");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(consumer, error = %err, "XREADGROUP failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        drop(conn);
+        for (city, entry) in batch {
+            if handle(&dispatcher, &city, &entry).await {
+                ack(&dispatcher, &city, &entry.id).await;
+            }
+        }
+    }
+}
+
+/// Start `n` queue workers named `{instance}-w{i}` in the group [`GROUP`].
+pub fn spawn_workers(
+    dispatcher: Dispatcher,
+    instance: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|i| {
+            let dispatcher = dispatcher.clone();
+            let consumer = format!("{instance}-w{i}");
+            tokio::spawn(async move {
+                if let Err(err) = ensure_groups(&dispatcher).await {
+                    tracing::warn!(error = %err, "creating the consumer groups failed; the worker retries on NOGROUP");
+                }
+                run_worker(dispatcher, consumer).await
+            })
+        })
+        .collect()
+}
+
+/// Fire every due timer of every city once; returns how many fired. Safe to run in any number
+/// of instances at once: the script checks that the timer is still due.
+pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usize> {
+    let mut fired = 0;
+    let mut conn = dispatcher.store().conn();
+    for city in dispatcher.cities().all() {
+        let now: (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(timers_key(dispatcher.store().keys(), city.id.as_str()))
+            .arg("-inf")
+            .arg(crate::scripts::time_ms(now))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(200)
+            .query_async(&mut conn)
+            .await?;
+        for order in due {
+            match dispatcher.fire_timer(city.id.as_str(), &order).await {
+                Ok(true) => fired += 1,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(city = %city.id, order, error = %err, "timer failed"),
+            }
+        }
+    }
+    Ok(fired)
+}
+
+/// Start the timer scan (every `timer_interval_ms`).
+pub fn spawn_timers(dispatcher: Arc<Dispatcher>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            dispatcher.settings().timer_interval_ms,
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(err) = fire_due_timers(&dispatcher).await {
+                tracing::warn!(error = %err, "timer scan failed");
+            }
+        }
+    })
+}

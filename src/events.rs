@@ -1,0 +1,380 @@
+//! Order events: every transition script appends one entry to its city's stream
+//! (`{prefix}:{city}:events`, trimmed with `MAXLEN ~ events_maxlen`) and publishes it on
+//! Pub/Sub (`{prefix}:events:<city>` for ops, `{prefix}:driver:<id>` for a driver's offers) in
+//! the same atomic step. `GET /v1/events?city=` serves the stream as Server-Sent Events,
+//! resumable with `Last-Event-ID`. Because the stream is written inside the scripts, it is the
+//! exact order of the transitions, and [`check_invariants`] can replay it to prove that no
+//! order went to two drivers and no driver held two orders.
+
+use std::collections::{HashMap, HashSet};
+
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::cities::CityIndex;
+use crate::dispatch::events_key;
+use crate::error::{ApiError, Problem};
+use crate::extract::QueryParams;
+use crate::store::Store;
+
+/// One order event, as stored in the stream and sent over SSE and Pub/Sub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"id": "1795458600310-0", "type": "offered", "order_id": "ord-1001", "driver_id": "drv-1", "state": "offered", "fencing_token": 42, "at_ms": 1795458600310_i64, "city": "paris"}))]
+pub struct OrderEvent {
+    /// Stream entry id (also the SSE `id`, for `Last-Event-ID`).
+    pub id: String,
+    /// `created`, `offered`, `accepted`, `rejected`, `expired`, `picked_up`, `delivered`,
+    /// `cancelled` or `failed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Order id.
+    pub order_id: String,
+    /// The driver concerned (empty when none).
+    pub driver_id: String,
+    /// The order's state after the event.
+    pub state: String,
+    /// The fencing number of the offer concerned (0 when none).
+    pub fencing_token: u64,
+    /// Redis time of the transition, epoch ms.
+    pub at_ms: i64,
+    /// City.
+    pub city: String,
+}
+
+impl OrderEvent {
+    fn from_entry(city: &str, e: &StreamId) -> Self {
+        let s = |k: &str| e.get::<String>(k).unwrap_or_default();
+        OrderEvent {
+            id: e.id.clone(),
+            kind: s("type"),
+            order_id: s("order"),
+            driver_id: s("driver"),
+            state: s("state"),
+            fencing_token: s("fence").parse().unwrap_or(0),
+            at_ms: s("at").parse().unwrap_or(0),
+            city: city.to_owned(),
+        }
+    }
+}
+
+/// Read a city's whole retained event history, oldest first (tests, simulator, audits).
+pub async fn read_history(store: &Store, city: &str) -> redis::RedisResult<Vec<OrderEvent>> {
+    let key = events_key(store.keys(), city);
+    let mut conn = store.conn();
+    let mut out = Vec::new();
+    let mut start = "-".to_owned();
+    loop {
+        let page: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        let n = page.ids.len();
+        if let Some(last) = page.ids.last() {
+            start = format!("({}", last.id);
+        }
+        out.extend(page.ids.iter().map(|e| OrderEvent::from_entry(city, e)));
+        if n < 1000 {
+            return Ok(out);
+        }
+    }
+}
+
+/// What replaying an event history found.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct InvariantReport {
+    /// Events replayed.
+    pub events: usize,
+    /// Orders seen.
+    pub orders: usize,
+    /// Orders in each terminal state.
+    pub terminal: HashMap<String, usize>,
+    /// I1: an order offered while another driver still had it.
+    pub double_assignments: usize,
+    /// I2: a driver offered an order while it held another.
+    pub driver_double_orders: usize,
+    /// I3: orders with more than one terminal event, or events after their terminal one.
+    pub after_terminal: usize,
+    /// I4: an order offered with a fencing number not above its previous offer's.
+    pub fence_regressions: usize,
+    /// Human-readable description of each violation (first 50).
+    pub violations: Vec<String>,
+}
+
+impl InvariantReport {
+    /// Whether no invariant was violated.
+    pub fn ok(&self) -> bool {
+        self.double_assignments == 0
+            && self.driver_double_orders == 0
+            && self.after_terminal == 0
+            && self.fence_regressions == 0
+    }
+
+    fn violation(&mut self, text: String) {
+        if self.violations.len() < 50 {
+            self.violations.push(text);
+        }
+    }
+}
+
+/// Replay an event history (one city, stream order) and check I1–I4 of the dispatch issue.
+pub fn check_invariants(events: &[OrderEvent]) -> InvariantReport {
+    let mut report = InvariantReport {
+        events: events.len(),
+        ..Default::default()
+    };
+    let mut holder: HashMap<&str, &str> = HashMap::new();
+    let mut active: HashMap<&str, &str> = HashMap::new();
+    let mut last_fence: HashMap<&str, u64> = HashMap::new();
+    let mut finished: HashSet<&str> = HashSet::new();
+    let mut orders: HashSet<&str> = HashSet::new();
+    for e in events {
+        let order = e.order_id.as_str();
+        orders.insert(order);
+        if finished.contains(order) {
+            report.after_terminal += 1;
+            report.violation(format!("{}: {} after the order ended", e.id, e.kind));
+        }
+        match e.kind.as_str() {
+            "offered" => {
+                if let Some(other) = holder.get(order) {
+                    report.double_assignments += 1;
+                    report.violation(format!(
+                        "{}: order {order} offered to {} while {other} held it",
+                        e.id, e.driver_id
+                    ));
+                }
+                if let Some(other) = active.get(e.driver_id.as_str()) {
+                    report.driver_double_orders += 1;
+                    report.violation(format!(
+                        "{}: driver {} offered {order} while holding {other}",
+                        e.id, e.driver_id
+                    ));
+                }
+                if let Some(&prev) = last_fence.get(order)
+                    && e.fencing_token <= prev
+                {
+                    report.fence_regressions += 1;
+                    report.violation(format!(
+                        "{}: order {order} offered with fence {} after {prev}",
+                        e.id, e.fencing_token
+                    ));
+                }
+                last_fence.insert(order, e.fencing_token);
+                holder.insert(order, &e.driver_id);
+                active.insert(&e.driver_id, order);
+            }
+            "rejected" | "expired" | "delivered" | "cancelled" | "failed" => {
+                if let Some(driver) = holder.remove(order)
+                    && active.get(driver) == Some(&order)
+                {
+                    active.remove(driver);
+                }
+            }
+            _ => {}
+        }
+        if matches!(e.kind.as_str(), "delivered" | "cancelled" | "failed") {
+            finished.insert(order);
+            *report.terminal.entry(e.kind.clone()).or_default() += 1;
+        }
+    }
+    report.orders = orders.len();
+    report
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// City whose events to follow.
+    #[param(example = "paris")]
+    pub city: String,
+    /// Resume after this event id (same as the `Last-Event-ID` header, which wins); `0` replays
+    /// every retained event. Without either, only new events are sent.
+    pub last_event_id: Option<String>,
+}
+
+fn valid_stream_id(id: &str) -> bool {
+    let mut parts = id.splitn(2, '-');
+    let ms = parts.next().unwrap_or("");
+    let seq = parts.next();
+    !ms.is_empty()
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && seq.is_none_or(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        && id.len() <= 41
+}
+
+fn sse_frame(event: &OrderEvent) -> String {
+    format!(
+        "id: {}\nevent: {}\ndata: {}\n\n",
+        event.id,
+        event.kind,
+        serde_json::to_string(event).unwrap_or_default()
+    )
+}
+
+/// Follow a city's order events as Server-Sent Events.
+///
+/// Each event carries `id` (the stream id), `event` (its type) and `data` (an
+/// [`OrderEvent`] as JSON). Reconnecting with `Last-Event-ID` resumes right after that event,
+/// as long as the stream still retains it (`events_maxlen`). A comment line is sent every 15 s
+/// of silence to keep proxies from closing the connection.
+#[utoipa::path(
+    tag = "events",
+    params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses(
+        (status = 200, description = "An endless `text/event-stream` of order events", content_type = "text/event-stream", body = OrderEvent),
+        (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query or event id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[get("/events")]
+pub async fn stream_events(
+    req: HttpRequest,
+    query: QueryParams<EventsQuery>,
+    store: web::Data<Store>,
+    cities: web::Data<CityIndex>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.0;
+    let city = cities
+        .get(&q.city)
+        .ok_or_else(|| ApiError::NotFound(format!("city {} does not exist", q.city)))?
+        .id
+        .to_string();
+    let header_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let start = match header_id.or(q.last_event_id) {
+        Some(id) if valid_stream_id(&id) => id,
+        Some(_) => {
+            return Err(ApiError::field(
+                "Last-Event-ID",
+                "must be a stream id like 1795458600310-0",
+            ));
+        }
+        None => "$".to_owned(),
+    };
+    let conn = store.pool().get().await.map_err(|e| {
+        tracing::warn!(error = %e, "no Redis connection for an event stream");
+        ApiError::Unavailable("the data store is unavailable; retry shortly".to_owned())
+    })?;
+    let key = events_key(store.keys(), &city);
+    let stream = futures_util::stream::unfold(
+        (conn, start, key, city),
+        |(mut conn, mut last, key, city)| async move {
+            let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(100)
+                .arg("BLOCK")
+                .arg(15_000)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&last)
+                .query_async(&mut conn)
+                .await;
+            let chunk = match read {
+                Ok(Some(reply)) => {
+                    let mut out = String::new();
+                    for entry in reply.keys.iter().flat_map(|k| k.ids.iter()) {
+                        let event = OrderEvent::from_entry(&city, entry);
+                        out.push_str(&sse_frame(&event));
+                        last = entry.id.clone();
+                    }
+                    out
+                }
+                Ok(None) => ": keep-alive\n\n".to_owned(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "event stream read failed; closing the SSE stream");
+                    return None;
+                }
+            };
+            Some((
+                Ok::<_, actix_web::Error>(web::Bytes::from(chunk)),
+                (conn, last, key, city),
+            ))
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(stream))
+}
+
+/// Register this module's routes under `/v1`.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(stream_events);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: u32, kind: &str, order: &str, driver: &str, fence: u64) -> OrderEvent {
+        OrderEvent {
+            id: format!("{id}-0"),
+            kind: kind.to_owned(),
+            order_id: order.to_owned(),
+            driver_id: driver.to_owned(),
+            state: String::new(),
+            fencing_token: fence,
+            at_ms: 0,
+            city: "paris".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let h = [
+            ev(1, "created", "o1", "", 0),
+            ev(2, "offered", "o1", "d1", 1),
+            ev(3, "rejected", "o1", "d1", 1),
+            ev(4, "offered", "o1", "d2", 3),
+            ev(5, "accepted", "o1", "d2", 3),
+            ev(6, "offered", "o2", "d1", 2),
+            ev(7, "delivered", "o1", "d2", 3),
+        ];
+        let r = check_invariants(&h);
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.terminal.get("delivered"), Some(&1));
+    }
+
+    #[test]
+    fn every_violation_kind_is_caught() {
+        let h = [
+            ev(1, "offered", "o1", "d1", 5),
+            ev(2, "offered", "o1", "d2", 6),
+            ev(3, "offered", "o2", "d1", 7),
+            ev(4, "rejected", "o2", "d1", 7),
+            ev(5, "offered", "o2", "d3", 7),
+            ev(6, "cancelled", "o3", "", 0),
+            ev(7, "cancelled", "o3", "", 0),
+        ];
+        let r = check_invariants(&h);
+        assert_eq!(r.double_assignments, 1);
+        assert_eq!(r.driver_double_orders, 1);
+        assert_eq!(r.fence_regressions, 1);
+        assert_eq!(r.after_terminal, 1);
+        assert!(!r.ok());
+    }
+
+    #[test]
+    fn stream_ids_are_checked() {
+        for ok in ["0", "0-0", "1795458600310-12"] {
+            assert!(valid_stream_id(ok), "{ok}");
+        }
+        for bad in ["", "-", "abc", "1-", "1-2-3", "$", ">"] {
+            assert!(!valid_stream_id(bad), "{bad}");
+        }
+    }
+}
