@@ -9,8 +9,8 @@ use anyhow::Context;
 
 use super::model::{DispatchResult, Order, OrderState};
 use super::{
-    CLAIM_OFFER, ORDER_TRANSITION, directory_key, driver_channel_prefix, excluded_key, fence_key,
-    lock_key, ops_channel, order_key, order_script_keys,
+    CLAIM_OFFER, LOCK_ORDER, ORDER_TRANSITION, directory_key, driver_channel_prefix, excluded_key,
+    fence_key, lock_key, ops_channel, order_key, order_script_keys,
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
@@ -119,6 +119,18 @@ pub enum DispatchOutcome {
     LockLost,
 }
 
+/// What trying to lock an order found.
+enum Locked {
+    /// The lock is ours.
+    Taken(Lease, Target),
+    /// Another dispatch holds it.
+    Held,
+    /// The order is not pending (its state); no lock was taken.
+    NotPending(String),
+    /// No such order.
+    Missing,
+}
+
 /// Runs dispatches and order transitions (cheap to clone).
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -131,7 +143,6 @@ pub struct Dispatcher {
 
 /// Fields of an order a dispatch needs.
 struct Target {
-    state: String,
     center: GeoPoint,
     vehicle: Option<VehicleType>,
     excluded: Vec<String>,
@@ -358,57 +369,74 @@ impl Dispatcher {
         Ok(reply.first().map(String::as_str) == Some("ok"))
     }
 
-    /// Try to take an order's lock (never waits), reading the order in the same round trip.
-    async fn lock_and_read(
-        &self,
-        city: &str,
-        order: &str,
-    ) -> Result<(Option<Lease>, Option<Target>), ApiError> {
+    /// Try to take an order's lock (never waits; only while the order is pending), reading
+    /// what the dispatch needs of the order in the same round trip.
+    async fn lock_and_read(&self, city: &str, order: &str) -> Result<Locked, ApiError> {
         let keys = self.store.keys();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
         let lock = lock_key(keys, city, order);
+        let okey = order_key(keys, city, order);
         let mut pipe = redis::pipe();
         pipe.add_command(evalsha(
-            &crate::lock::ACQUIRE,
-            &[lock.as_str(), fence_key(keys, city).as_str()],
+            &LOCK_ORDER,
+            &[lock.as_str(), fence_key(keys, city).as_str(), okey.as_str()],
             &[token.clone(), self.settings.lock_ttl_ms.to_string()],
         ))
         .cmd("HMGET")
-        .arg(order_key(keys, city, order))
-        .arg(&["state", "plat", "plon", "vehicle"])
+        .arg(&okey)
+        .arg(&["plat", "plon", "vehicle"])
         .cmd("SMEMBERS")
         .arg(excluded_key(keys, city, order));
         let mut conn = self.store.conn();
-        let (fencing, fields, excluded): (u64, Vec<Option<String>>, Vec<String>) =
-            scripts::run_pipeline(&mut conn, &crate::lock::ACQUIRE, &pipe)
-                .await
-                .map_err(redis_error("lock order"))?;
-        let lease = (fencing > 0).then_some(Lease {
+        let ((fencing, state), fields, excluded): (
+            (u64, String),
+            Vec<Option<String>>,
+            Vec<String>,
+        ) = scripts::run_pipeline(&mut conn, &LOCK_ORDER, &pipe)
+            .await
+            .map_err(redis_error("lock order"))?;
+        if state.is_empty() {
+            return Ok(Locked::Missing);
+        }
+        if state != "pending" {
+            return Ok(Locked::NotPending(state));
+        }
+        if fencing == 0 {
+            return Ok(Locked::Held);
+        }
+        let lease = Lease {
             key: lock,
             token,
             fencing,
             ttl,
-        });
+        };
         let target = match fields.as_slice() {
-            [Some(state), Some(lat), Some(lon), vehicle] => Some(Target {
-                state: state.clone(),
+            [Some(lat), Some(lon), vehicle] => Target {
                 center: GeoPoint {
                     lat: lat.parse().context("order plat")?,
                     lon: lon.parse().context("order plon")?,
                 },
                 vehicle: vehicle.as_deref().and_then(VehicleType::parse),
                 excluded,
-            }),
-            _ => None,
+            },
+            _ => {
+                self.release(&lease).await;
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "order {order} has no pickup: {fields:?}"
+                )));
+            }
         };
-        Ok((lease, target))
+        Ok(Locked::Taken(lease, target))
     }
 
     /// Take an order's lock (never waits): the first step of a dispatch, public so that tests
     /// can play a worker that stalls between its steps.
     pub async fn lock_order(&self, city: &str, order: &str) -> Result<Option<Lease>, ApiError> {
-        Ok(self.lock_and_read(city, order).await?.0)
+        Ok(match self.lock_and_read(city, order).await? {
+            Locked::Taken(lease, _) => Some(lease),
+            _ => None,
+        })
     }
 
     /// Release a lease (compare-and-delete).
@@ -523,20 +551,14 @@ impl Dispatcher {
         order: &str,
         count_attempt: bool,
     ) -> Result<DispatchOutcome, ApiError> {
-        let (lease, target) = self.lock_and_read(city, order).await?;
-        let Some(target) = target else {
-            if let Some(lease) = &lease {
-                self.release(lease).await;
+        let (lease, target) = match self.lock_and_read(city, order).await? {
+            Locked::Taken(lease, target) => (lease, target),
+            Locked::Held => return Ok(DispatchOutcome::Locked),
+            Locked::NotPending(state) => return Ok(DispatchOutcome::NotPending(state)),
+            Locked::Missing => {
+                return Err(ApiError::NotFound(format!("order {order} does not exist")));
             }
-            return Err(ApiError::NotFound(format!("order {order} does not exist")));
         };
-        let Some(lease) = lease else {
-            return Ok(DispatchOutcome::Locked);
-        };
-        if target.state != "pending" {
-            self.release(&lease).await;
-            return Ok(DispatchOutcome::NotPending(target.state));
-        }
         let renewal = self.locks.keep_alive(lease.clone());
         let ranked = self
             .candidates(city, target.center, target.vehicle, &target.excluded)

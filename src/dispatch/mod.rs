@@ -42,13 +42,16 @@ use crate::store::Keys;
 /// `lua/claim_offer.lua`.
 pub static CLAIM_OFFER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/claim_offer.lua")));
+/// `lua/lock_order.lua`.
+pub static LOCK_ORDER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/lock_order.lua")));
 /// `lua/order_transition.lua`.
 pub static ORDER_TRANSITION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/order_transition.lua")));
 
 /// This module's scripts (for the readiness registry).
-pub fn scripts() -> [&'static Script; 2] {
-    [&CLAIM_OFFER, &ORDER_TRANSITION]
+pub fn scripts() -> [&'static Script; 3] {
+    [&CLAIM_OFFER, &LOCK_ORDER, &ORDER_TRANSITION]
 }
 
 /// The global order directory: order id → city.

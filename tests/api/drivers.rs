@@ -234,7 +234,7 @@ async fn bad_positions_are_422_naming_the_field_and_write_nothing() {
         assert_eq!(answer.problem_fields(), ["driver_id"], "{bad_id}");
     }
     assert!(
-        app.keys().await.is_empty(),
+        app.data_keys().await.is_empty(),
         "nothing may be written: {:?}",
         app.keys().await
     );
@@ -369,7 +369,7 @@ async fn a_batch_over_the_limit_is_rejected_whole() {
         .await;
     answer.assert_problem(422, "validation-error");
     assert_eq!(answer.problem_fields(), ["positions"]);
-    assert!(app.keys().await.is_empty());
+    assert!(app.data_keys().await.is_empty());
     let ok = app
         .post_json("/v1/locations/batch", &json!({"positions": positions[..5]}))
         .await;

@@ -9,17 +9,31 @@ use geodispatch::startup::{AppContext, Application};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// A running app on its own Redis.
+/// A running app on its own Redis (the first instance; more can share it with [`TestApp::peer`]).
 pub struct TestApp {
+    /// The test's own Redis.
+    pub redis: LocalRedis,
+    instance: Instance,
+}
+
+/// One running service instance: its address, an HTTP client and its context.
+pub struct Instance {
     /// `http://127.0.0.1:PORT`.
     pub address: String,
     /// HTTP client (follows no redirects).
     pub client: reqwest::Client,
-    /// The test's own Redis.
-    pub redis: LocalRedis,
     /// The app's shared context (store, cities, settings).
     pub context: AppContext,
+    /// URL of the Redis it uses.
+    pub redis_url: String,
     handle: actix_web::dev::ServerHandle,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Instance;
+    fn deref(&self) -> &Instance {
+        &self.instance
+    }
 }
 
 /// A parsed HTTP answer.
@@ -108,7 +122,18 @@ pub async fn spawn_app_on(redis: LocalRedis, adjust: impl FnOnce(&mut Settings))
         ..Settings::default()
     };
     adjust(&mut settings);
-    let app = Application::build(settings, &redis.url(), false).expect("building the app");
+    let instance = start_instance(settings, &redis.url());
+    // The queue workers create their consumer groups (and streams) as they start; do it now so
+    // that a test's "nothing changed" snapshot never races with it.
+    geodispatch::dispatch::workers::ensure_groups(&instance.context.dispatcher)
+        .await
+        .expect("creating the consumer groups");
+    TestApp { redis, instance }
+}
+
+/// Start one service instance with `settings` on the Redis at `url`.
+pub fn start_instance(settings: Settings, url: &str) -> Instance {
+    let app = Application::build(settings, url, false).expect("building the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let context = app.context().clone();
     let handle = app.handle();
@@ -118,16 +143,27 @@ pub async fn spawn_app_on(redis: LocalRedis, adjust: impl FnOnce(&mut Settings))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    TestApp {
+    Instance {
         address,
         client,
-        redis,
         context,
+        redis_url: url.to_owned(),
         handle,
     }
 }
 
 impl TestApp {
+    /// Another service instance on the same Redis with the same key prefix (and settings,
+    /// adjusted by `adjust`): a second replica of the stateless service.
+    pub fn peer(&self, adjust: impl FnOnce(&mut Settings)) -> Instance {
+        let mut settings = (*self.context.settings).clone();
+        settings.listen = "127.0.0.1:0".to_owned();
+        adjust(&mut settings);
+        start_instance(settings, &self.redis.url())
+    }
+}
+
+impl Instance {
     async fn answer(response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -226,11 +262,26 @@ impl TestApp {
 
     /// A direct Redis connection for assertions about stored state.
     pub async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
+        redis::Client::open(self.redis_url.as_str())
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .unwrap()
+    }
+
+    /// Every data key under this app's prefix: [`Instance::keys`] without the dispatch queue
+    /// streams, which the workers create empty at startup.
+    pub async fn data_keys(&self) -> Vec<String> {
+        let queues: Vec<String> = self
+            .context
+            .cities
+            .all()
+            .iter()
+            .map(|c| geodispatch::dispatch::queue_key(self.context.store.keys(), c.id.as_str()))
+            .collect();
+        let mut keys = self.keys().await;
+        keys.retain(|k| !queues.contains(k));
+        keys
     }
 
     /// Every key under this app's prefix (tests only: KEYS is fine on a test server).
@@ -293,7 +344,7 @@ pub const PARIS: (f64, f64) = (48.8566, 2.3522);
 /// Central Berlin.
 pub const BERLIN: (f64, f64) = (52.52, 13.405);
 
-impl TestApp {
+impl Instance {
     /// PUT a position; returns the answer.
     pub async fn put_location(
         &self,

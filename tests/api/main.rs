@@ -8,6 +8,7 @@ mod health_and_docs;
 #[allow(dead_code)] // helpers are shared by test modules; not every one uses every helper
 mod helpers;
 mod lock;
+mod orders;
 mod project;
 mod quickstart;
 mod ranking;

@@ -1,0 +1,864 @@
+//! Orders and locked dispatch on real Redis: the order life, idempotency, exactly one offer
+//! under concurrency, exclusion after reject and expiry, fencing against late workers, worker
+//! crash recovery, races and bad input, events over SSE and Pub/Sub.
+
+use std::time::{Duration, Instant};
+
+use geodispatch::dispatch::{Claim, DispatchResult};
+use geodispatch::events::{check_invariants, read_history};
+use serde_json::{Value, json};
+
+use crate::helpers::{Answer, Instance, PARIS, now_ms, spawn_app_with};
+
+/// Test settings: fast timers, offers that do not expire unless a test wants them to.
+fn fast(s: &mut geodispatch::config::Settings) {
+    s.timer_interval_ms = 20;
+    s.dispatch_retry_ms = 200;
+    s.offer_ttl_ms = 60_000;
+}
+
+/// Put drivers `ids` at `(lat, lon)` offsets of about 100 m × index east of `at`.
+async fn drivers_at(app: &Instance, ids: &[&str], at: (f64, f64)) {
+    let positions: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            json!({"driver_id": id, "lat": at.0, "lon": at.1 + 0.0014 * (i as f64 + 1.0),
+                   "recorded_at": now_ms(), "status": "available"})
+        })
+        .collect();
+    let a = app
+        .post_json("/v1/locations/batch", &json!({"positions": positions}))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(
+        a.json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "accepted"),
+        "{}",
+        a.text
+    );
+}
+
+async fn create(app: &Instance, body: Value) -> Answer {
+    app.post_json("/v1/orders", &body).await
+}
+
+async fn answer_offer(app: &Instance, order: &str, op: &str, driver: &str, fence: u64) -> Answer {
+    app.post_json(
+        &format!("/v1/orders/{order}/{op}"),
+        &json!({"driver_id": driver, "fencing_token": fence}),
+    )
+    .await
+}
+
+async fn driver_status(app: &Instance, id: &str) -> String {
+    let a = app.get(&format!("/v1/drivers/{id}")).await;
+    a.json["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Poll an order until `pred` holds on it or `within` passes.
+async fn wait_order(
+    app: &Instance,
+    order: &str,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let a = app.get(&format!("/v1/orders/{order}")).await;
+        if pred(&a.json) {
+            return a.json;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {order} never got there: {}",
+            a.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_dispatched_now_goes_to_the_best_driver_and_runs_to_delivery() {
+    let app = spawn_app_with(fast).await;
+    drivers_at(&app, &["near", "far"], PARIS).await;
+    let score_before: f64 = 0.0;
+
+    let created = create(
+        &app,
+        json!({"order_id": "o-1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dropoff": {"lat": 48.86, "lon": 2.34}}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.json["state"], "offered");
+    assert_eq!(
+        created.json["driver_id"], "near",
+        "nearest wins when scores are equal"
+    );
+    assert_eq!(created.json["city"], "paris");
+    let fence = created.json["fencing_token"].as_u64().unwrap();
+    assert!(fence > 0);
+    assert!(created.json["distance_m"].as_f64().unwrap() > 50.0);
+    assert_eq!(driver_status(&app, "near").await, "busy");
+    assert!(app.geo_members("paris", "available", "car").await == ["far"]);
+
+    for (op, state) in [
+        ("accept", "accepted"),
+        ("pickup", "picked_up"),
+        ("deliver", "delivered"),
+    ] {
+        let a = answer_offer(&app, "o-1", op, "near", fence).await;
+        assert_eq!(a.status, 200, "{op}: {}", a.text);
+        assert_eq!(a.json["state"], state);
+    }
+    assert_eq!(driver_status(&app, "near").await, "available");
+    assert_eq!(
+        app.geo_members("paris", "available", "car").await,
+        ["far", "near"]
+    );
+    let score = app.get("/v1/drivers/near/rank").await;
+    assert_eq!(score.status, 200, "{}", score.text);
+    let after = score.json["score"].as_f64().unwrap();
+    assert!((after - score_before - app.context.settings.score_per_delivery).abs() < 1e-9);
+
+    let history = read_history(&app.context.store, "paris").await.unwrap();
+    let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["created", "offered", "accepted", "picked_up", "delivered"]
+    );
+    assert!(check_invariants(&history).ok());
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_replays_the_answer_and_another_body_is_refused() {
+    let app = spawn_app_with(fast).await;
+    drivers_at(&app, &["d1"], PARIS).await;
+    let body = json!({"pickup": {"lat": PARIS.0, "lon": PARIS.1}, "vehicle_type": "car"});
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .post(format!("{}/v1/orders", app.address))
+                .header("idempotency-key", "abc-123")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s1, first) = send(body.clone()).await;
+    let (s2, again) = send(body.clone()).await;
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(first, again, "the same answer, not a second order");
+    let (s3, other) = send(json!({"pickup": {"lat": PARIS.0, "lon": 2.36}})).await;
+    assert_eq!(s3, 422, "{other}");
+    assert!(
+        other["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("validation-error")
+    );
+    assert_eq!(other["errors"][0]["field"], "Idempotency-Key");
+    let history = read_history(&app.context.store, "paris").await.unwrap();
+    assert_eq!(history.iter().filter(|e| e.kind == "created").count(), 1);
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_dispatches_of_one_order_make_exactly_one_offer() {
+    let app = spawn_app_with(fast).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("d{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    drivers_at(&app, &refs, PARIS).await;
+    let created = create(
+        &app,
+        json!({"order_id": "race", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    // Queue workers run too (2 of them): they compete with the 32 requests.
+    let empty = json!({});
+    let calls = (0..32).map(|_| app.post_json("/v1/orders/race/dispatch", &empty));
+    let answers = futures_util::future::join_all(calls).await;
+    let ok: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!(a.status, 409, "{}", a.text);
+        let t = a.json["type"].as_str().unwrap();
+        assert!(
+            t.ends_with("dispatch-in-progress") || t.ends_with("order-not-pending"),
+            "{t}"
+        );
+    }
+    assert!(ok.len() <= 1, "{} offers", ok.len());
+    let order = wait_order(&app, "race", Duration::from_secs(5), |o| {
+        o["state"] == "offered"
+    })
+    .await;
+    if let Some(a) = ok.first() {
+        let r: DispatchResult = a.body();
+        assert_eq!(order["driver_id"].as_str(), Some(r.driver_id.as_str()));
+    }
+    let history = read_history(&app.context.store, "paris").await.unwrap();
+    assert_eq!(history.iter().filter(|e| e.kind == "offered").count(), 1);
+    let busy = app.geo_members("paris", "busy", "car").await;
+    assert_eq!(busy.len(), 1, "exactly one driver taken: {busy:?}");
+}
+
+#[tokio::test]
+async fn a_dispatch_without_drivers_is_409_and_the_order_stays_pending() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_retry_ms = 60_000;
+    })
+    .await;
+    drivers_at(&app, &["far-away"], (48.95, 2.35)).await; // about 10 km north: beyond 5 km
+    let created = create(
+        &app,
+        json!({"order_id": "lonely", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.json["state"], "pending");
+    let a = app
+        .post_json("/v1/orders/lonely/dispatch", &json!({}))
+        .await;
+    a.assert_problem(409, "no-driver-available");
+    assert_eq!(app.get("/v1/orders/lonely").await.json["state"], "pending");
+    assert_eq!(driver_status(&app, "far-away").await, "available");
+}
+
+#[tokio::test]
+async fn a_rejected_order_goes_to_another_driver_and_never_back() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_retry_ms = 60_000;
+    })
+    .await;
+    drivers_at(&app, &["first", "second"], PARIS).await;
+    let o = create(
+        &app,
+        json!({"order_id": "rej", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    assert_eq!(o.json["driver_id"], "first");
+    let fence = o.json["fencing_token"].as_u64().unwrap();
+    let r = answer_offer(&app, "rej", "reject", "first", fence).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(driver_status(&app, "first").await, "available");
+    // Re-queued at once; a queue worker offers it to the only other driver.
+    let again = wait_order(&app, "rej", Duration::from_secs(5), |o| {
+        o["state"] == "offered"
+    })
+    .await;
+    assert_eq!(again["driver_id"], "second");
+    assert!(again["fencing_token"].as_u64().unwrap() > fence);
+    // The first driver's old token is now stale.
+    answer_offer(&app, "rej", "accept", "first", fence)
+        .await
+        .assert_problem(409, "stale-fencing-token");
+    // The second rejects too: nobody is left who has not declined.
+    let f2 = again["fencing_token"].as_u64().unwrap();
+    assert_eq!(
+        answer_offer(&app, "rej", "reject", "second", f2)
+            .await
+            .status,
+        200
+    );
+    // The worker that picks the re-queued order up finds nobody and counts an attempt.
+    wait_order(&app, "rej", Duration::from_secs(5), |o| o["attempts"] == 1).await;
+    app.post_json("/v1/orders/rej/dispatch", &json!({}))
+        .await
+        .assert_problem(409, "no-driver-available");
+}
+
+#[tokio::test]
+async fn an_unanswered_offer_expires_frees_the_driver_and_is_offered_again() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.offer_ttl_ms = 300;
+    })
+    .await;
+    drivers_at(&app, &["sleepy", "awake"], PARIS).await;
+    let o = create(
+        &app,
+        json!({"order_id": "exp", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    assert_eq!(o.json["driver_id"], "sleepy");
+    let fence = o.json["fencing_token"].as_u64().unwrap();
+    let again = wait_order(&app, "exp", Duration::from_secs(5), |o| {
+        o["driver_id"] == "awake"
+    })
+    .await;
+    assert_eq!(again["state"], "offered");
+    assert_eq!(driver_status(&app, "sleepy").await, "available");
+    answer_offer(&app, "exp", "accept", "sleepy", fence)
+        .await
+        .assert_problem(409, "stale-fencing-token");
+    let kinds: Vec<String> = read_history(&app.context.store, "paris")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds[..4], ["created", "offered", "expired", "offered"]);
+}
+
+#[tokio::test]
+async fn a_worker_paused_past_its_lock_ttl_has_its_late_claim_rejected() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.lock_ttl_ms = 200;
+        s.dispatch_workers = 0;
+        s.dispatch_retry_ms = 60_000;
+    })
+    .await;
+    drivers_at(&app, &["a", "b"], PARIS).await;
+    let created = create(&app, json!({"order_id": "slow", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    assert_eq!(created.status, 201);
+    let d = &app.context.dispatcher;
+    // The slow worker takes the lock and ranks, then stalls (no watchdog) past the TTL.
+    let stale = d
+        .lock_order("paris", "slow")
+        .await
+        .unwrap()
+        .expect("lock is free");
+    let ranked = d
+        .candidates(
+            "paris",
+            geodispatch::domain::GeoPoint {
+                lat: PARIS.0,
+                lon: PARIS.1,
+            },
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    let key = stale.key.clone();
+    let mut conn = app.redis_conn().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap()
+        == 1
+    {
+        assert!(Instant::now() < deadline, "lock never expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Meanwhile another dispatch takes over and offers the order.
+    let fresh = app.post_json("/v1/orders/slow/dispatch", &json!({})).await;
+    assert_eq!(fresh.status, 200, "{}", fresh.text);
+    let fresh: DispatchResult = fresh.body();
+    assert!(fresh.fencing_token > stale.fencing);
+    let before = app.snapshot().await;
+    // The slow worker wakes up and claims with its old lease: refused, nothing written.
+    let late = d
+        .claim("paris", "slow", &stale, &ranked, false)
+        .await
+        .unwrap();
+    assert_eq!(late, Claim::LockLost);
+    assert_eq!(app.snapshot().await, before);
+    assert_eq!(
+        app.get("/v1/orders/slow").await.json["driver_id"],
+        fresh.driver_id.as_str()
+    );
+    // The order goes back to pending (the driver declines). Even a worker that holds the lock
+    // again cannot claim with a fencing number older than the order's last offer.
+    let declined = answer_offer(
+        &app,
+        "slow",
+        "reject",
+        &fresh.driver_id,
+        fresh.fencing_token,
+    )
+    .await;
+    assert_eq!(declined.status, 200, "{}", declined.text);
+    let mut older = d
+        .lock_order("paris", "slow")
+        .await
+        .unwrap()
+        .expect("pending and unlocked");
+    older.fencing = stale.fencing;
+    let unlocked = |snap: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        snap.into_iter()
+            .filter(|(k, _)| !k.contains(":lock:"))
+            .collect()
+    };
+    let before = unlocked(app.snapshot().await);
+    assert_eq!(
+        d.claim("paris", "slow", &older, &ranked, false)
+            .await
+            .unwrap(),
+        Claim::StaleFence
+    );
+    assert_eq!(
+        unlocked(app.snapshot().await),
+        before,
+        "only the lock was released"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_dispatch_leaves_its_order_to_another_worker() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_workers = 0;
+        s.dispatch_retry_ms = 60_000; // only XAUTOCLAIM can save the order here
+        s.lock_ttl_ms = 300;
+        s.queue_claim_idle_ms = 400;
+    })
+    .await;
+    drivers_at(&app, &["d1"], PARIS).await;
+    let created = create(&app, json!({"order_id": "orphan", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    assert_eq!(created.status, 201);
+    // A worker reads the entry and takes the lock, then dies (no ack, no renewal, no release).
+    let d = &app.context.dispatcher;
+    geodispatch::dispatch::workers::ensure_groups(d)
+        .await
+        .unwrap();
+    let mut conn = app.redis_conn().await;
+    let queue = geodispatch::dispatch::queue_key(app.context.store.keys(), "paris");
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(geodispatch::dispatch::GROUP)
+        .arg("crashed-worker")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&queue)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(read.keys[0].ids.len(), 1);
+    let dead = d.lock_order("paris", "orphan").await.unwrap().unwrap();
+    // Another instance with workers starts; it must take the entry over and dispatch it.
+    let rescuer = app.peer(|s| s.dispatch_workers = 2);
+    let order = wait_order(&rescuer, "orphan", Duration::from_secs(10), |o| {
+        o["state"] == "offered"
+    })
+    .await;
+    assert_eq!(order["driver_id"], "d1");
+    assert!(order["fencing_token"].as_u64().unwrap() > dead.fencing);
+    let pending: (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(&queue)
+        .arg(geodispatch::dispatch::GROUP)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending.0, 0, "the entry was taken over and acknowledged");
+    rescuer.stop().await;
+}
+
+#[tokio::test]
+async fn races_and_wrong_answers_get_precise_problems_and_change_nothing() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_retry_ms = 60_000;
+    })
+    .await;
+    drivers_at(&app, &["x", "y"], PARIS).await;
+    let o = create(
+        &app,
+        json!({"order_id": "r1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    let (driver, fence) = (
+        o.json["driver_id"].as_str().unwrap().to_owned(),
+        o.json["fencing_token"].as_u64().unwrap(),
+    );
+    let other = if driver == "x" { "y" } else { "x" };
+    let cancelled = create(&app, json!({"order_id": "gone", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    assert_eq!(cancelled.status, 201);
+    let c = app.post_json("/v1/orders/gone/cancel", &json!({})).await;
+    assert_eq!(c.status, 200, "{}", c.text);
+
+    let before = app.snapshot().await;
+    let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
+        (
+            "/v1/orders/gone/dispatch",
+            json!({}),
+            409,
+            "order-not-pending",
+            "dispatching a cancelled order",
+        ),
+        (
+            "/v1/orders/r1/dispatch",
+            json!({}),
+            409,
+            "order-not-pending",
+            "dispatching an offered order",
+        ),
+        (
+            "/v1/orders/r1/accept",
+            json!({"driver_id": other, "fencing_token": fence}),
+            409,
+            "stale-fencing-token",
+            "accepting another driver's offer",
+        ),
+        (
+            "/v1/orders/r1/accept",
+            json!({"driver_id": driver, "fencing_token": fence + 100}),
+            409,
+            "stale-fencing-token",
+            "a fencing token never issued",
+        ),
+        (
+            "/v1/orders/r1/pickup",
+            json!({"driver_id": driver, "fencing_token": fence}),
+            409,
+            "invalid-transition",
+            "pickup before accept",
+        ),
+        (
+            "/v1/orders/gone/cancel",
+            json!({}),
+            409,
+            "invalid-transition",
+            "cancelling twice",
+        ),
+        (
+            "/v1/orders/nope/accept",
+            json!({"driver_id": driver, "fencing_token": fence}),
+            404,
+            "not-found",
+            "an unknown order",
+        ),
+        (
+            "/v1/orders/nope/dispatch",
+            json!({}),
+            404,
+            "not-found",
+            "dispatching an unknown order",
+        ),
+        (
+            "/v1/orders/bad:id/dispatch",
+            json!({}),
+            422,
+            "validation-error",
+            "an id that would forge a key",
+        ),
+        (
+            "/v1/orders/r1/accept",
+            json!({"driver_id": "a b", "fencing_token": fence}),
+            422,
+            "validation-error",
+            "a bad driver id",
+        ),
+        (
+            "/v1/orders/r1/accept",
+            json!({"driver_id": driver}),
+            422,
+            "validation-error",
+            "no fencing token",
+        ),
+        (
+            "/v1/orders/r1/accept",
+            json!({"driver_id": driver, "fencing_token": -1}),
+            422,
+            "validation-error",
+            "a negative token",
+        ),
+    ];
+    for (path, body, status, code, why) in cases {
+        let a = app.post_json(path, &body).await;
+        assert_eq!(a.status, status, "{why}: {}", a.text);
+        a.assert_problem(status, code);
+    }
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "no refused request changed anything"
+    );
+
+    // Accepting twice: the second is refused and changes nothing.
+    assert_eq!(
+        answer_offer(&app, "r1", "accept", &driver, fence)
+            .await
+            .status,
+        200
+    );
+    let before = app.snapshot().await;
+    answer_offer(&app, "r1", "accept", &driver, fence)
+        .await
+        .assert_problem(409, "invalid-transition");
+    assert_eq!(app.snapshot().await, before);
+    // Delivered orders cannot be dispatched or cancelled.
+    assert_eq!(
+        answer_offer(&app, "r1", "pickup", &driver, fence)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        answer_offer(&app, "r1", "deliver", &driver, fence)
+            .await
+            .status,
+        200
+    );
+    app.post_json("/v1/orders/r1/dispatch", &json!({}))
+        .await
+        .assert_problem(409, "order-not-pending");
+    app.post_json("/v1/orders/r1/cancel", &json!({}))
+        .await
+        .assert_problem(409, "invalid-transition");
+}
+
+#[tokio::test]
+async fn cancelling_during_a_dispatch_wins_over_the_claim() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_workers = 0;
+    })
+    .await;
+    drivers_at(&app, &["z"], PARIS).await;
+    create(
+        &app,
+        json!({"order_id": "c1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}),
+    )
+    .await;
+    let d = &app.context.dispatcher;
+    let lease = d.lock_order("paris", "c1").await.unwrap().unwrap();
+    let ranked = d
+        .candidates(
+            "paris",
+            geodispatch::domain::GeoPoint {
+                lat: PARIS.0,
+                lon: PARIS.1,
+            },
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ranked.len(), 1);
+    assert_eq!(
+        app.post_json("/v1/orders/c1/cancel", &json!({}))
+            .await
+            .status,
+        200
+    );
+    let claim = d
+        .claim("paris", "c1", &lease, &ranked, false)
+        .await
+        .unwrap();
+    assert_eq!(claim, Claim::NotPending("cancelled".to_owned()));
+    assert_eq!(driver_status(&app, "z").await, "available");
+}
+
+#[tokio::test]
+async fn bad_order_input_is_rejected_and_writes_nothing() {
+    let app = spawn_app_with(fast).await;
+    let before = app.snapshot().await;
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (
+            json!({"pickup": {"lat": 91.0, "lon": 2.35}}),
+            422,
+            "pickup.lat",
+            "latitude out of range",
+        ),
+        (
+            json!({"pickup": {"lat": 85.06, "lon": 2.35}}),
+            422,
+            "pickup.lat",
+            "beyond Redis' GEO limit",
+        ),
+        (
+            json!({"pickup": {"lat": 48.85, "lon": 181.0}}),
+            422,
+            "pickup.lon",
+            "longitude out of range",
+        ),
+        (
+            json!({"pickup": {"lat": 48.85, "lon": 2.35}, "dropoff": {"lat": -91.0, "lon": 2.35}}),
+            422,
+            "dropoff.lat",
+            "bad dropoff",
+        ),
+        (
+            json!({"pickup": {"lat": "48.85", "lon": 2.35}}),
+            422,
+            "pickup.lat",
+            "a string",
+        ),
+        (
+            json!({"pickup": {"lat": 48.85}}),
+            422,
+            "pickup.lon",
+            "missing field",
+        ),
+        (
+            json!({"pickup": {"lat": 48.85, "lon": 2.35}, "tip": 5}),
+            422,
+            "tip",
+            "unknown field",
+        ),
+        (
+            json!({"pickup": {"lat": 48.85, "lon": 2.35}, "dispatch": "later"}),
+            422,
+            "dispatch",
+            "unknown mode",
+        ),
+        (
+            json!({"pickup": {"lat": 48.85, "lon": 2.35}, "order_id": "no spaces"}),
+            422,
+            "order_id",
+            "bad id",
+        ),
+        (
+            json!({"pickup": {"lat": 0.0, "lon": 0.0}}),
+            422,
+            "lat",
+            "outside every city",
+        ),
+    ];
+    for (body, status, field, why) in cases {
+        let a = create(&app, body).await;
+        assert_eq!(a.status, status, "{why}: {}", a.text);
+        assert!(
+            a.problem_fields().iter().any(|f| f == field),
+            "{why}: {}",
+            a.text
+        );
+    }
+    let a = app
+        .send_raw(
+            reqwest::Method::POST,
+            "/v1/orders",
+            "application/json",
+            b"{\"pickup\": {".to_vec(),
+        )
+        .await;
+    a.assert_problem(400, "malformed-json");
+    assert_eq!(app.snapshot().await, before);
+    // A taken id is 409 and changes nothing.
+    assert_eq!(
+        create(
+            &app,
+            json!({"order_id": "dup", "pickup": {"lat": PARIS.0, "lon": PARIS.1}})
+        )
+        .await
+        .status,
+        201
+    );
+    let before = app.snapshot().await;
+    create(
+        &app,
+        json!({"order_id": "dup", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await
+    .assert_problem(409, "order-exists");
+    assert_eq!(app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn a_queued_order_without_drivers_fails_after_the_configured_attempts() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_retry_ms = 50;
+        s.dispatch_max_attempts = 3;
+    })
+    .await;
+    let o = create(&app, json!({"order_id": "nobody", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    assert_eq!(o.status, 201);
+    let failed = wait_order(&app, "nobody", Duration::from_secs(10), |o| {
+        o["state"] == "failed"
+    })
+    .await;
+    assert_eq!(failed["attempts"], 3);
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 attempts")
+    );
+    let history = read_history(&app.context.store, "paris").await.unwrap();
+    assert_eq!(history.last().unwrap().kind, "failed");
+    assert_eq!(check_invariants(&history).terminal.get("failed"), Some(&1));
+}
+
+#[tokio::test]
+async fn events_stream_as_sse_resume_after_last_event_id_and_reach_the_driver_channel() {
+    let app = spawn_app_with(fast).await;
+    drivers_at(&app, &["ev"], PARIS).await;
+    let client = redis::Client::open(app.redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    let channel = format!(
+        "{}ev",
+        geodispatch::dispatch::driver_channel_prefix(app.context.store.keys())
+    );
+    pubsub.subscribe(&channel).await.unwrap();
+
+    let o = create(
+        &app,
+        json!({"order_id": "e1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    assert_eq!(o.json["state"], "offered");
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut pubsub.on_message()),
+    )
+    .await
+    .expect("an offer on the driver channel")
+    .unwrap();
+    let payload: Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+    assert_eq!(payload["type"], "offered");
+    assert_eq!(payload["order_id"], "e1");
+
+    let history = read_history(&app.context.store, "paris").await.unwrap();
+    assert_eq!(history.len(), 2);
+    // Resume after the first event: the next frame is the offer.
+    let mut response = app
+        .client
+        .get(format!("{}/v1/events?city=paris", app.address))
+        .header("last-event-id", &history[0].id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(chunk.to_vec()).unwrap();
+    assert!(
+        text.starts_with(&format!("id: {}\nevent: offered\ndata: ", history[1].id)),
+        "{text}"
+    );
+    assert!(!text.contains("event: created"));
+    // A live event arrives on the open stream.
+    let f = o.json["fencing_token"].as_u64().unwrap();
+    assert_eq!(
+        answer_offer(&app, "e1", "accept", "ev", f).await.status,
+        200
+    );
+    let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&chunk).contains("event: accepted"));
+    app.get("/v1/events?city=atlantis")
+        .await
+        .assert_problem(404, "not-found");
+    let bad = app
+        .client
+        .get(format!("{}/v1/events?city=paris", app.address))
+        .header("last-event-id", "$")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+}
