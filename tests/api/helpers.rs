@@ -260,6 +260,28 @@ impl Instance {
         }
     }
 
+    /// A handle on the same running instance (to put it in a list with peers).
+    pub fn clone_instance(&self) -> Instance {
+        Instance {
+            address: self.address.clone(),
+            client: self.client.clone(),
+            context: self.context.clone(),
+            redis_url: self.redis_url.clone(),
+            handle: self.handle.clone(),
+        }
+    }
+
+    /// A dedicated Redis connection without a response timeout (for blocking reads).
+    pub async fn redis_conn_pub(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+            )
+            .await
+            .unwrap()
+    }
+
     /// A direct Redis connection for assertions about stored state.
     pub async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.redis_url.as_str())

@@ -2,6 +2,7 @@
 //! loopback port). Nothing here touches the machine's own Redis on 6379.
 
 mod cities;
+mod dispatch_load;
 mod drivers;
 mod errors;
 mod health_and_docs;
