@@ -1,5 +1,8 @@
--- claim_offer.lua: offer a pending order to the first still-eligible candidate, under the
--- order's lock. Checks, in one atomic step, that (a) this token still holds the order's lock,
+-- claim_offer.lua: rank an order's nearest candidates and offer the order to the best one still
+-- eligible, under the order's lock. Ranking is the candidate ranking of GET /v1/candidates done
+-- here with the city's score sorted set (ZMSCORE): composite = score_weight x score -
+-- distance_weight x km, best first, ties to the driver id that sorts last (as ZREVRANGE).
+-- Then it checks, in the same atomic step, that (a) this token still holds the order's lock,
 -- (b) no later fencing number has touched the order, (c) the order is still pending, and (d) per
 -- candidate in rank order: the driver is available, fresh, in the order's city, of the right
 -- vehicle type, not excluded (it rejected or let an offer expire) and holds no order. Only then
@@ -14,16 +17,18 @@
 -- KEYS[6]      events stream of the city
 -- KEYS[7]      dispatch queue stream of the city (unused here; same layout as order_transition)
 -- KEYS[8]      the order's lock key
--- KEYS[9]      driver score sorted set of the city (unused here)
+-- KEYS[9]      driver score sorted set of the city (the leaderboard)
 -- KEYS[10..24] GEO sets of the city, five per status (available, busy, offline): the status'
 --              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set
 --              per vehicle type (bike, scooter, car, van)
+-- KEYS[25]     fencing counter of the city (unused here; same layout as order_transition)
 -- ARGV[1] lock token   ARGV[2] fencing number of this lease   ARGV[3] driver TTL ms
 -- ARGV[4] offer TTL ms   ARGV[5] events stream MAXLEN (approximate)   ARGV[6] city ops channel
 -- ARGV[7] per-driver channel prefix (channel = prefix .. driver_id)
 -- ARGV[8] '1': release the lock before returning; '2': release it unless no driver was found
 --         (the caller then records the attempt under the lock); '0': keep it
--- then 4 ARGV per candidate, best first: driver_id, distance_m, driver_score, composite
+-- ARGV[9] distance weight (points per km)   ARGV[10] score weight (points per score point)
+-- then 2 ARGV per candidate (the nearest available drivers, any order): driver_id, distance_m
 -- Returns one of:
 --   {'offered', driver_id, distance_m, driver_score, composite, offer_expires_ms, now_ms}
 --   {'none', now_ms}             no candidate was eligible; the order stays pending
@@ -62,8 +67,29 @@ end
 local city, want_vehicle, order_id = o[3], o[4], o[5]
 local ttl = tonumber(ARGV[3])
 
-for a = 9, #ARGV, 4 do
-  local id = ARGV[a]
+-- Rank: composites in micro-points, as the sorted-set ranking computes them.
+local dw, sw = tonumber(ARGV[9]), tonumber(ARGV[10])
+local cands, ids = {}, {}
+for a = 11, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[a]
+end
+if #ids == 0 then
+  return finish({'none', tostring(now)})
+end
+local scores = redis.call('ZMSCORE', KEYS[9], unpack(ids))
+for i, id in ipairs(ids) do
+  local dist = tonumber(ARGV[10 + 2 * i])
+  local score = tonumber(scores[i]) or 0
+  local micro = math.floor(-dw * dist * 1000 + 0.5) + score * sw * 1000000
+  cands[i] = {id = id, dist = ARGV[10 + 2 * i], score = score, micro = micro}
+end
+table.sort(cands, function(x, y)
+  if x.micro ~= y.micro then return x.micro > y.micro end
+  return x.id > y.id
+end)
+
+for _, cand in ipairs(cands) do
+  local id = cand.id
   local s = redis.call('HGET', KEYS[2], id)
   if s then
     local c, rec, lat, lon, status, vehicle, rest =
@@ -81,7 +107,7 @@ for a = 9, #ARGV, 4 do
       redis.call('HSET', KEYS[3], id, order_id)
       local expires = now + tonumber(ARGV[4])
       redis.call('HSET', KEYS[1], 'state', 'offered', 'driver', id, 'fence', fence,
-        'expires', expires, 'dist', ARGV[a + 1], 'dscore', ARGV[a + 2], 'comp', ARGV[a + 3],
+        'expires', expires, 'dist', cand.dist, 'dscore', cand.score, 'comp', cand.micro / 1000000,
         'updated', now)
       redis.call('ZADD', KEYS[5], expires, order_id)
       local ev = {'type', 'offered', 'order', order_id, 'driver', id, 'state', 'offered',
@@ -92,7 +118,8 @@ for a = 9, #ARGV, 4 do
         offer_expires_ms = expires})
       redis.call('PUBLISH', ARGV[6], msg)
       redis.call('PUBLISH', ARGV[7] .. id, msg)
-      return finish({'offered', id, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tostring(expires), tostring(now)})
+      return finish({'offered', id, cand.dist, tostring(cand.score), tostring(cand.micro / 1000000),
+        tostring(expires), tostring(now)})
     end
   end
 end

@@ -20,6 +20,7 @@
 -- KEYS[10..24] GEO sets of that city, five per status (available, busy, offline): the status'
 --              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set
 --              per vehicle type (bike, scooter, car, van)
+-- KEYS[25]     fencing counter of the order's city (create with a lock token)
 -- ARGV[1] op: create | accept | reject | pickup | deliver | cancel | timer | attempt
 -- ARGV[2] order_id   ARGV[3] the order's city
 -- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
@@ -31,8 +32,10 @@
 -- ARGV[12] per-driver channel prefix   ARGV[13] lock token (attempt; '' otherwise)
 -- ARGV[14..19] (create) pickup lat, pickup lon, dropoff lat, dropoff lon ('' when none),
 --              vehicle type ('' for any), dispatch mode ('now' | 'queued')
+-- ARGV[20] (create) a lock token: also take the new order's dispatch lock with it, and
+--          ARGV[21] its time to live in ms ('' for neither); the caller dispatches at once
 -- Returns one of:
---   {'ok', new_state, now_ms}
+--   {'ok', new_state, now_ms}       (create with a lock token: {'ok', 'pending', now_ms, fencing})
 --   {'missing'}                   no such order (create: never)
 --   {'exists'}                    create: the order id is taken; nothing written
 --   {'state', current_state}      the transition is not allowed from the current state
@@ -80,6 +83,11 @@ if op == 'create' then
     redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
   end
   emit('created', 'pending', '', 0)
+  if ARGV[20] and ARGV[20] ~= '' then
+    -- The order is new, so its lock is free: SET NX PX cannot fail here.
+    redis.call('SET', KEYS[8], ARGV[20], 'NX', 'PX', ARGV[21])
+    return {'ok', 'pending', tostring(now), tostring(redis.call('INCR', KEYS[25]))}
+  end
   return {'ok', 'pending', tostring(now)}
 end
 

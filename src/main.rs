@@ -62,6 +62,22 @@ enum BenchCommand {
         #[arg(long, default_value = "bench/postgis_knn.sh")]
         postgis_script: String,
     },
+    /// Dispatch decisions per second and latency, drivers completing each order at once
+    /// (in-process engine and end to end over HTTP), with the invariant check of the history.
+    Dispatch {
+        /// Drivers in the 30×30 km Paris square.
+        #[arg(long, default_value_t = 10_000)]
+        drivers: usize,
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Concurrent dispatch loops / HTTP connections.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// HTTP worker threads of the service.
+        #[arg(long, default_value_t = 2)]
+        http_workers: usize,
+    },
     /// Single PUT vs our no-Redis /healthz; batch ingest vs redis-benchmark -P 16 GEOADD.
     Ingest {
         /// Seconds per measured phase.
@@ -154,6 +170,21 @@ fn main() -> anyhow::Result<()> {
                         })
                         .await?;
                         anyhow::Ok(serde_json::json!({"scenario": "nearby", "duration_s": duration, "connections": connections, "rows": rows}))
+                    }
+                    BenchCommand::Dispatch {
+                        drivers,
+                        duration,
+                        concurrency,
+                        http_workers,
+                    } => {
+                        let r = geodispatch::bench::dispatch(geodispatch::bench::DispatchOptions {
+                            drivers,
+                            duration: std::time::Duration::from_secs(duration),
+                            concurrency,
+                            http_workers,
+                        })
+                        .await?;
+                        anyhow::Ok(serde_json::json!({"scenario": "dispatch", "duration_s": duration, "result": r}))
                     }
                     BenchCommand::Ingest {
                         duration,

@@ -6,7 +6,10 @@
 //! run: our own no-Redis endpoint (`/healthz`) for HTTP overhead, `redis-benchmark` for raw
 //! GEOADD, a naive GEOSEARCH straight on Redis, and PostGIS KNN (`bench/postgis_knn.sh`).
 
+mod dispatch;
 pub mod load;
+
+pub use dispatch::{DispatchOptions, dispatch};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,12 +43,20 @@ fn point_in_square(rng: &mut SplitMix64, half_km: f64) -> (f64, f64) {
 struct Bed {
     redis: LocalRedis,
     app_addr: String,
+    context: crate::startup::AppContext,
     handle: actix_web::dev::ServerHandle,
     dir: PathBuf,
 }
 
 impl Bed {
     async fn start(http_workers: usize) -> anyhow::Result<Self> {
+        Self::start_with(http_workers, |_| {}).await
+    }
+
+    async fn start_with(
+        http_workers: usize,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("gd-bench-{}", uuid::Uuid::new_v4()));
         let redis = LocalRedis::start(LocalRedisOptions {
             data_dir: dir.join("redis"),
@@ -62,13 +73,17 @@ impl Bed {
             batch_max_positions: 1_000,
             ..Settings::default()
         };
+        let mut settings = settings;
+        adjust(&mut settings);
         let app = Application::build(settings, &redis.url(), false)?;
         let app_addr = format!("127.0.0.1:{}", app.port());
+        let context = app.context().clone();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         Ok(Self {
             redis,
             app_addr,
+            context,
             handle,
             dir,
         })
@@ -281,21 +296,19 @@ async fn used_memory(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
         .context("INFO memory without used_memory")
 }
 
-/// Microseconds Redis spent executing commands since the last `CONFIG RESETSTAT`.
-async fn redis_busy_usec(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(r)
-        .await?;
-    for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
-        tracing::debug!("{line}");
-    }
-    Ok(info
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_"))
-        .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum())
+/// CPU time (µs) Redis' main thread has used since it started (`INFO cpu`); the difference of
+/// two readings is the Redis time a phase cost, command execution and network I/O included.
+/// (Summing `INFO commandstats` would count a script's inner commands twice: once on their
+/// own line and once inside `evalsha`/`exec`.)
+async fn redis_cpu_usec(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(r).await?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .with_context(|| format!("INFO cpu without {name}"))
+    };
+    Ok((field("used_cpu_user_main_thread:")? + field("used_cpu_sys_main_thread:")?) * 1e6)
 }
 
 /// Options of `bench nearby`.
@@ -382,10 +395,7 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             .arg("RESET")
             .query_async(&mut r)
             .await?;
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut r)
-            .await?;
+        let cpu0 = redis_cpu_usec(&mut r).await?;
         let ours = load::run(
             &bed.app_addr,
             opts.connections,
@@ -393,7 +403,7 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             path_for.clone(),
         )
         .await?;
-        let redis_us = redis_busy_usec(&mut r).await? / ours.latency_us.len().max(1) as f64;
+        let redis_us = (redis_cpu_usec(&mut r).await? - cpu0) / ours.latency_us.len().max(1) as f64;
         eprintln!("redis time per search: {redis_us:.1} us");
         let slow: Vec<redis::Value> = redis::cmd("SLOWLOG")
             .arg("GET")
@@ -433,14 +443,11 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
                 )
             }
         };
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut r)
-            .await?;
+        let cpu0 = redis_cpu_usec(&mut r).await?;
         let ranked =
             load::run(&bed.app_addr, opts.connections, opts.duration, ranking_path).await?;
         let ranked_redis_us =
-            redis_busy_usec(&mut r).await? / ranked.latency_us.len().max(1) as f64;
+            (redis_cpu_usec(&mut r).await? - cpu0) / ranked.latency_us.len().max(1) as f64;
         eprintln!("redis time per candidates call: {ranked_redis_us:.1} us");
         eprintln!(
             "candidates: {:.0} q/s, p50 {:.2} ms, p99 {:.2} ms, errors {} (cost {:.2}x nearest-20)",
@@ -608,12 +615,10 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
         }
     };
     let mut r = bed.redis().await?;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut r)
-        .await?;
+    let cpu0 = redis_cpu_usec(&mut r).await?;
     let batches = load::run(&bed.app_addr, opts.batch_connections, d, batch).await?;
-    let batch_redis_us = redis_busy_usec(&mut r).await? / (batches.ok.max(1) as f64 * 1_000.0);
+    let batch_redis_us =
+        (redis_cpu_usec(&mut r).await? - cpu0) / (batches.ok.max(1) as f64 * 1_000.0);
     eprintln!("redis time per batched position: {batch_redis_us:.1} us");
     let batch_pps = batches.rps() * 1_000.0;
     eprintln!(

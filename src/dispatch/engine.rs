@@ -15,12 +15,11 @@ use super::{
 use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::{GeoPoint, OrderId};
-use crate::drivers::{VehicleType, rfc3339_ms};
+use crate::drivers::{DriverStatus, VehicleType, rfc3339_ms};
 use crate::error::{ApiError, redis_error};
 use crate::lock::{Lease, Locks};
-use crate::ranking::{Candidate, RankRequest, Weights, rank_candidates};
 use crate::scripts::{self, evalsha};
-use crate::search::KnnTuning;
+use crate::search::{Area, KnnTuning, Search};
 use crate::store::Store;
 
 /// How often a transition is re-run after it reports that the order's driver is in another city.
@@ -261,6 +260,22 @@ impl Dispatcher {
         vehicle: Option<VehicleType>,
         mode: super::DispatchMode,
     ) -> Result<(), TransitionError> {
+        self.create_inner(id, city, pickup, dropoff, vehicle, mode, false)
+            .await
+            .map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_inner(
+        &self,
+        id: &OrderId,
+        city: &str,
+        pickup: GeoPoint,
+        dropoff: Option<GeoPoint>,
+        vehicle: Option<VehicleType>,
+        mode: super::DispatchMode,
+        lock: bool,
+    ) -> Result<Option<Lease>, TransitionError> {
         let mut conn = self.store.conn();
         let (_, owner): (i64, String) = redis::pipe()
             .cmd("HSETNX")
@@ -283,8 +298,58 @@ impl Dispatcher {
         args.push(dropoff.map(|d| d.lon.to_string()).unwrap_or_default());
         args.push(vehicle.map(|v| v.as_str().to_owned()).unwrap_or_default());
         args.push(mode.as_str().to_owned());
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        if lock {
+            args.push(token.clone());
+            args.push(self.settings.lock_ttl_ms.to_string());
+        }
         let reply = self.run_transition(city, id.as_str(), args).await?;
-        Self::decode(&reply)
+        Self::decode(&reply)?;
+        let fencing = reply.get(3).and_then(|f| f.parse::<u64>().ok());
+        Ok(fencing.filter(|_| lock).map(|fencing| Lease {
+            key: lock_key(self.store.keys(), city, id.as_str()),
+            token,
+            fencing,
+            ttl: Duration::from_millis(self.settings.lock_ttl_ms),
+        }))
+    }
+
+    /// Create an order and dispatch it at once: the creating script also takes the new order's
+    /// lock (one round trip fewer than create, then dispatch).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_and_dispatch(
+        &self,
+        id: &OrderId,
+        city: &str,
+        pickup: GeoPoint,
+        dropoff: Option<GeoPoint>,
+        vehicle: Option<VehicleType>,
+        count_attempt: bool,
+    ) -> Result<Result<DispatchOutcome, ApiError>, TransitionError> {
+        let lease = self
+            .create_inner(
+                id,
+                city,
+                pickup,
+                dropoff,
+                vehicle,
+                super::DispatchMode::Now,
+                true,
+            )
+            .await?
+            .ok_or_else(|| {
+                TransitionError::Api(ApiError::Internal(anyhow::anyhow!(
+                    "create with a lock returned no fencing number"
+                )))
+            })?;
+        let target = Target {
+            center: pickup,
+            vehicle,
+            excluded: Vec::new(),
+        };
+        Ok(self
+            .dispatch_locked(city, id.as_str(), lease, target, count_attempt)
+            .await)
     }
 
     /// The city of an order (from the directory), or 404.
@@ -328,15 +393,30 @@ impl Dispatcher {
         driver: Option<(&str, u64)>,
     ) -> Result<Order, ApiError> {
         let city = self.order_city(id).await?;
-        let mut args = self.common_args(transition.op(), id.as_str(), &city, &city);
+        self.transition_in(&city, id.as_str(), transition, driver)
+            .await?;
+        self.load_in(&city, id.as_str()).await
+    }
+
+    /// Apply a transition to an order of a known city (no directory lookup, no read-back).
+    pub async fn transition_in(
+        &self,
+        city: &str,
+        id: &str,
+        transition: Transition,
+        driver: Option<(&str, u64)>,
+    ) -> Result<(), ApiError> {
+        let mut args = self.common_args(transition.op(), id, city, city);
         if let Some((driver, fence)) = driver {
             args[3] = driver.to_owned();
             args[4] = fence.to_string();
         }
-        let reply = self.run_transition(&city, id.as_str(), args).await?;
+        let reply = self.run_transition(city, id, args).await?;
         match Self::decode(&reply) {
-            Ok(()) => self.load_in(&city, id.as_str()).await,
-            Err(TransitionError::Missing) => Err(not_found(id)),
+            Ok(()) => Ok(()),
+            Err(TransitionError::Missing) => {
+                Err(ApiError::NotFound(format!("order {id} does not exist")))
+            }
             Err(TransitionError::State(state)) => Err(ApiError::Conflict {
                 code: "invalid-transition",
                 detail: format!(
@@ -446,36 +526,38 @@ impl Dispatcher {
         }
     }
 
-    /// Rank the candidates of an order, best first, leaving out excluded drivers.
+    /// The nearest available, fresh drivers of an order (at most `dispatch_candidates` after
+    /// leaving out excluded ones), as `(driver_id, distance_m)`: the claim script ranks them.
     pub async fn candidates(
         &self,
         city: &str,
         center: GeoPoint,
         vehicle: Option<VehicleType>,
         excluded: &[String],
-    ) -> Result<Vec<Candidate>, ApiError> {
+    ) -> Result<Vec<(String, f64)>, ApiError> {
         let want = self.settings.dispatch_candidates;
         let pool = (want + excluded.len()).clamp(1, self.settings.search_max_limit.max(want));
-        let request = RankRequest {
-            city,
+        let search = Search {
             center,
-            radius_m: self.settings.dispatch_radius_m,
-            pool,
+            area: Area::Radius(self.settings.dispatch_radius_m),
             limit: pool,
-            vehicle,
-            weights: Weights {
-                distance_weight: self.settings.ranking_distance_weight,
-                score_weight: self.settings.ranking_score_weight,
-            },
+            statuses: vec![DriverStatus::Available],
+            vehicles: vehicle
+                .map(|v| vec![v])
+                .unwrap_or_else(|| VehicleType::ALL.to_vec()),
         };
-        let mut ranked =
-            rank_candidates(&self.store, &self.settings, &self.tuning, &request).await?;
-        ranked.retain(|c| !excluded.contains(&c.driver_id));
-        ranked.truncate(want);
-        Ok(ranked)
+        let found =
+            crate::search::search(&self.store, &self.settings, &self.tuning, city, &search).await?;
+        Ok(found
+            .into_iter()
+            .filter(|d| !excluded.contains(&d.driver_id))
+            .take(want)
+            .map(|d| (d.driver_id, d.distance_m))
+            .collect())
     }
 
-    /// Offer the order to the first eligible candidate under `lease` (`lua/claim_offer.lua`).
+    /// Rank `candidates` (driver, distance) by distance and driver score and offer the order
+    /// to the best one still eligible, under `lease` (`lua/claim_offer.lua`).
     /// With `release`, the lock is released in the same script unless no driver was found and
     /// `keep_on_none` is set (the caller then records the attempt under the lock).
     pub async fn claim(
@@ -483,7 +565,7 @@ impl Dispatcher {
         city: &str,
         order: &str,
         lease: &Lease,
-        candidates: &[Candidate],
+        candidates: &[(String, f64)],
         keep_on_none: bool,
     ) -> Result<Claim, ApiError> {
         let keys = self.store.keys();
@@ -496,12 +578,12 @@ impl Dispatcher {
             ops_channel(keys, city),
             driver_channel_prefix(keys),
             if keep_on_none { "2" } else { "1" }.to_owned(),
+            self.settings.ranking_distance_weight.to_string(),
+            self.settings.ranking_score_weight.to_string(),
         ];
-        for c in candidates {
-            args.push(c.driver_id.clone());
-            args.push(c.distance_m.to_string());
-            args.push(c.driver_score.to_string());
-            args.push(c.composite.to_string());
+        for (id, distance) in candidates {
+            args.push(id.clone());
+            args.push(distance.to_string());
         }
         let cmd = evalsha(
             &CLAIM_OFFER,
@@ -559,6 +641,19 @@ impl Dispatcher {
                 return Err(ApiError::NotFound(format!("order {order} does not exist")));
             }
         };
+        self.dispatch_locked(city, order, lease, target, count_attempt)
+            .await
+    }
+
+    /// The part of a dispatch that runs under the lock: rank with the lease kept alive, claim.
+    async fn dispatch_locked(
+        &self,
+        city: &str,
+        order: &str,
+        lease: Lease,
+        target: Target,
+        count_attempt: bool,
+    ) -> Result<DispatchOutcome, ApiError> {
         let renewal = self.locks.keep_alive(lease.clone());
         let ranked = self
             .candidates(city, target.center, target.vehicle, &target.excluded)
@@ -588,6 +683,50 @@ impl Dispatcher {
             Claim::NotPending(state) => Ok(DispatchOutcome::NotPending(state)),
             Claim::Missing => Err(ApiError::NotFound(format!("order {order} does not exist"))),
         }
+    }
+
+    /// Apply several transitions of one order in order, in one round trip (each is still its
+    /// own script call that checks the state left by the previous one). Used by drivers that
+    /// report several steps at once, e.g. a phone that was offline.
+    pub async fn transitions_in(
+        &self,
+        city: &str,
+        id: &str,
+        steps: &[Transition],
+        driver: Option<(&str, u64)>,
+    ) -> Result<Vec<Result<(), TransitionError>>, ApiError> {
+        let mut pipe = redis::pipe();
+        for step in steps {
+            let mut args = self.common_args(step.op(), id, city, city);
+            if let Some((driver, fence)) = driver {
+                args[3] = driver.to_owned();
+                args[4] = fence.to_string();
+            }
+            args[5] = city.to_owned();
+            let keys = order_script_keys(self.store.keys(), city, id, city);
+            pipe.add_command(evalsha(&ORDER_TRANSITION, &keys, &args));
+        }
+        let mut conn = self.store.conn();
+        let replies: Vec<Vec<String>> = scripts::run_pipeline(&mut conn, &ORDER_TRANSITION, &pipe)
+            .await
+            .map_err(redis_error("order transitions"))?;
+        let mut out = Vec::with_capacity(steps.len());
+        for (i, reply) in replies.iter().enumerate() {
+            if reply.first().map(String::as_str) == Some("moved") {
+                // The driver changed city: the rest (nothing was written by the moved step)
+                // goes one by one, following the driver.
+                for step in &steps[i..] {
+                    out.push(
+                        self.transition_in(city, id, *step, driver)
+                            .await
+                            .map_err(TransitionError::Api),
+                    );
+                }
+                return Ok(out);
+            }
+            out.push(Self::decode(reply));
+        }
+        Ok(out)
     }
 
     /// Dispatch an order by id (looks its city up first).

@@ -120,7 +120,7 @@ pub const GROUP: &str = "dispatchers";
 /// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city`, with the driver
 /// keys of `driver_city` (where the order's driver is).
 pub fn order_script_keys(keys: &Keys, city: &str, order: &str, driver_city: &str) -> Vec<String> {
-    let mut out = Vec::with_capacity(24);
+    let mut out = Vec::with_capacity(25);
     out.push(order_key(keys, city, order));
     out.push(state_key(keys));
     out.push(assignments_key(keys, city));
@@ -131,5 +131,6 @@ pub fn order_script_keys(keys: &Keys, city: &str, order: &str, driver_city: &str
     out.push(lock_key(keys, city, order));
     out.push(scores_key(keys, driver_city));
     out.extend(all_geo_keys(keys, driver_city));
+    out.push(fence_key(keys, city));
     out
 }

@@ -124,19 +124,38 @@ pub async fn create_order(
                 .map_err(|e| anyhow::anyhow!("bad order id in idempotency record: {e}"))?;
         }
     }
-    match dispatcher
-        .create(
-            &id,
-            &city,
-            pickup,
-            dropoff,
-            request.vehicle_type,
-            request.dispatch,
-        )
-        .await
-    {
+    let now = request.dispatch == super::DispatchMode::Now;
+    let created = if now {
+        // Created and locked in one script, then dispatched; a dispatch failure leaves a
+        // pending order that the retry timer re-queues.
+        dispatcher
+            .create_and_dispatch(&id, &city, pickup, dropoff, request.vehicle_type, false)
+            .await
+            .map(|dispatched| {
+                if let Err(err) = dispatched {
+                    tracing::warn!(order = %id, error = %err, "dispatch at creation failed; the order waits for a retry");
+                }
+            })
+    } else {
+        dispatcher
+            .create(
+                &id,
+                &city,
+                pickup,
+                dropoff,
+                request.vehicle_type,
+                request.dispatch,
+            )
+            .await
+    };
+    match created {
         Ok(()) => {}
-        Err(TransitionError::Exists) if idem_key.is_some() => {}
+        Err(TransitionError::Exists) if idem_key.is_some() => {
+            // A repeat of a request that did not finish: complete its dispatch.
+            if now && let Err(err) = dispatcher.dispatch_in(&city, id.as_str(), false).await {
+                tracing::warn!(order = %id, error = %err, "dispatch of a repeated request failed");
+            }
+        }
         Err(TransitionError::Exists) => {
             return Err(ApiError::Conflict {
                 code: "order-exists",
@@ -148,12 +167,6 @@ pub async fn create_order(
             return Err(ApiError::Internal(anyhow::anyhow!(
                 "unexpected create outcome {other:?}"
             )));
-        }
-    }
-    if request.dispatch == super::DispatchMode::Now {
-        // A failure here leaves a pending order that the retry timer re-queues.
-        if let Err(err) = dispatcher.dispatch_in(&city, id.as_str(), false).await {
-            tracing::warn!(order = %id, error = %err, "dispatch at creation failed; the order waits for a retry");
         }
     }
     let order = dispatcher.load_in(&city, id.as_str()).await?;

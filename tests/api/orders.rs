@@ -862,3 +862,39 @@ async fn events_stream_as_sse_resume_after_last_event_id_and_reach_the_driver_ch
         .unwrap();
     assert_eq!(bad.status(), 422);
 }
+
+#[tokio::test]
+async fn dispatch_ranks_like_the_candidates_endpoint_and_a_better_score_beats_a_shorter_trip() {
+    let app = spawn_app_with(fast).await;
+    drivers_at(&app, &["close", "star"], PARIS).await;
+    for (id, score) in [("close", 1.0), ("star", 5.0)] {
+        let a = app
+            .put_json(&format!("/v1/drivers/{id}/score"), &json!({"score": score}))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    let ranked = app
+        .get(&format!(
+            "/v1/candidates?lat={}&lon={}&limit=2",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert_eq!(ranked.json["candidates"][0]["driver_id"], "star");
+    let o = create(
+        &app,
+        json!({"order_id": "rank", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    assert_eq!(o.json["driver_id"], "star", "{}", o.text);
+    let top = &ranked.json["candidates"][0];
+    for field in ["distance_m", "driver_score", "composite"] {
+        let (a, b) = (
+            o.json[field].as_f64().unwrap(),
+            top[field].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-6,
+            "{field}: dispatch {a} vs candidates {b}"
+        );
+    }
+}
