@@ -190,8 +190,8 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result
         .collect()
 }
 
-/// Load `dir` into Redis (idempotent). Missing files and capabilities not built yet are
-/// skipped with a log line.
+/// Load `dir` into Redis (idempotent): driver positions (ratings as initial scores) and the
+/// sample orders (as queued orders). Missing files are skipped with a log line.
 pub async fn load(context: &AppContext, dir: &Path) -> anyhow::Result<()> {
     let drivers_path = dir.join("drivers.jsonl");
     if drivers_path.exists() {
@@ -208,12 +208,47 @@ pub async fn load(context: &AppContext, dir: &Path) -> anyhow::Result<()> {
     let orders_path = dir.join("orders.jsonl");
     if orders_path.exists() {
         let orders: Vec<SeedOrder> = read_jsonl(&orders_path)?;
+        let created = load_orders(context, &orders).await?;
         tracing::info!(
             count = orders.len(),
-            "seed: orders.jsonl read; dispatch is not built yet, skipping orders"
+            created,
+            "seed: sample orders loaded as queued orders (ids already present are left alone); the queue workers dispatch them"
         );
     }
     Ok(())
+}
+
+/// Create the sample orders that do not exist yet, as `queued` orders; returns how many were new.
+async fn load_orders(context: &AppContext, orders: &[SeedOrder]) -> anyhow::Result<usize> {
+    let mut created = 0;
+    for o in orders {
+        let id = crate::domain::OrderId::parse(&o.order_id)
+            .map_err(|e| anyhow::anyhow!("seed order id {:?}: {e}", o.order_id))?;
+        let city = context
+            .cities
+            .resolve(o.pickup)
+            .with_context(|| format!("seed order {id}: pickup outside every city"))?
+            .id
+            .to_string();
+        let vehicle = crate::drivers::VehicleType::parse(&o.vehicle_type);
+        match context
+            .dispatcher
+            .create(
+                &id,
+                &city,
+                o.pickup,
+                Some(o.dropoff),
+                vehicle,
+                crate::dispatch::DispatchMode::Queued,
+            )
+            .await
+        {
+            Ok(()) => created += 1,
+            Err(crate::dispatch::TransitionError::Exists) => {}
+            Err(other) => anyhow::bail!("seed order {id}: {other:?}"),
+        }
+    }
+    Ok(created)
 }
 
 /// Keep the seed fleet fresh: re-post its positions every `driver_ttl_ms / 2`.
