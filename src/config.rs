@@ -109,6 +109,29 @@ pub struct Settings {
     pub score_per_delivery: f64,
     /// How long (ms) an `Idempotency-Key` of `POST /v1/orders` is remembered.
     pub idempotency_ttl_ms: u64,
+    /// Require an API key or session token (`Authorization: Bearer …`) on every `/v1` route.
+    pub auth_enabled: bool,
+    /// The bootstrap admin key (`GEODISPATCH_ADMIN_KEY`; at least 16 characters). Unset: `serve`
+    /// generates one for the run, creates development keys and prints them.
+    pub admin_key: Option<String>,
+    /// How long (ms) an instance trusts an API key it looked up; a key revoked on another
+    /// instance keeps working there at most this long.
+    pub auth_cache_ms: u64,
+    /// A driver session expires after this long (ms) without use (sliding expiration).
+    pub session_idle_ms: u64,
+    /// A driver session expires this long (ms) after it was created, however much it is used.
+    pub session_max_age_ms: u64,
+    /// Apply the rate limits below.
+    pub rate_limits_enabled: bool,
+    /// Limit of location and status updates, per driver: `token_bucket:BURST:PER_SECOND`,
+    /// `sliding:LIMIT:WINDOW_MS` or `fixed:LIMIT:WINDOW_MS`.
+    pub rate_limit_location: String,
+    /// Limit of order creation and dispatch, per API key (same forms).
+    pub rate_limit_dispatch: String,
+    /// Limit of every other `/v1` request, per API key (same forms).
+    pub rate_limit_default: String,
+    /// Largest number of open event streams (SSE) per API key; more get 429.
+    pub sse_max_per_key: u64,
 }
 
 impl Default for Settings {
@@ -150,6 +173,16 @@ impl Default for Settings {
             events_maxlen: 100_000,
             score_per_delivery: 0.01,
             idempotency_ttl_ms: 86_400_000,
+            auth_enabled: true,
+            admin_key: None,
+            auth_cache_ms: 5_000,
+            session_idle_ms: 1_800_000,
+            session_max_age_ms: 86_400_000,
+            rate_limits_enabled: true,
+            rate_limit_location: "token_bucket:10:2".to_owned(),
+            rate_limit_dispatch: "sliding:600:60000".to_owned(),
+            rate_limit_default: "fixed:1200:60000".to_owned(),
+            sse_max_per_key: 5,
         }
     }
 }
@@ -262,6 +295,21 @@ impl Settings {
         }
         if !self.score_per_delivery.is_finite() {
             bail!("score_per_delivery must be a finite number");
+        }
+        for (name, spec) in [
+            ("rate_limit_location", &self.rate_limit_location),
+            ("rate_limit_dispatch", &self.rate_limit_dispatch),
+            ("rate_limit_default", &self.rate_limit_default),
+        ] {
+            crate::ratelimit::Policy::parse(spec).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        }
+        if let Some(key) = &self.admin_key
+            && (key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            bail!("admin_key must be at least 16 visible ASCII characters");
+        }
+        if self.session_idle_ms == 0 || self.session_max_age_ms == 0 || self.sse_max_per_key == 0 {
+            bail!("session_idle_ms, session_max_age_ms and sse_max_per_key must be positive");
         }
         if self.body_limit_bytes < 1024 {
             bail!("body_limit_bytes must be at least 1024");

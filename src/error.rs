@@ -88,6 +88,20 @@ pub enum ApiError {
         /// Longitude of the rejected point.
         lon: f64,
     },
+    /// 401: no credentials, or unknown, revoked or expired ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the credentials do not allow this request; nothing was written.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 429: a rate limit was exceeded; retry after `retry_after` seconds.
+    #[error("{detail}")]
+    TooManyRequests {
+        /// Human-readable explanation.
+        detail: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// 404: the named resource does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -132,6 +146,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::Validation(_) => "validation-error",
             ApiError::OutsideServiceArea { .. } => "outside-service-area",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyRequests { .. } => "rate-limited",
             ApiError::NotFound(_) => "not-found",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Conflict { code, .. } => code,
@@ -147,6 +164,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::Validation(_) => "Request validation failed",
             ApiError::OutsideServiceArea { .. } => "Outside every service area",
+            ApiError::Unauthorized(_) => "Authentication required",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::TooManyRequests { .. } => "Too many requests",
             ApiError::NotFound(_) => "Not found",
             ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Conflict { .. } => "Conflict with the current state",
@@ -177,7 +197,11 @@ impl ApiError {
             status: self.status_code().as_u16(),
             detail,
             errors,
-            retry_after: matches!(self, ApiError::Unavailable(_)).then_some(1),
+            retry_after: match self {
+                ApiError::Unavailable(_) => Some(1),
+                ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+                _ => None,
+            },
             request_id: crate::telemetry::current_request_id(),
         }
     }
@@ -192,6 +216,9 @@ impl ResponseError for ApiError {
             ApiError::Validation(_) | ApiError::OutsideServiceArea { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,

@@ -264,14 +264,33 @@ pub async fn stream_events(
         }
         None => "$".to_owned(),
     };
+    // Bounded per key (in this instance); the slot is freed when the stream is dropped.
+    let slot = match (
+        crate::auth::principal(&req),
+        req.app_data::<web::Data<crate::auth::Guard>>(),
+    ) {
+        (Some(p), Some(guard)) => Some(
+            guard
+                .streams
+                .acquire(&p.key_id, guard.settings.sse_max_per_key)
+                .ok_or_else(|| ApiError::TooManyRequests {
+                    detail: format!(
+                        "at most {} open event streams per key",
+                        guard.settings.sse_max_per_key
+                    ),
+                    retry_after: 5,
+                })?,
+        ),
+        _ => None,
+    };
     let conn = store.pool().get().await.map_err(|e| {
         tracing::warn!(error = %e, "no Redis connection for an event stream");
         ApiError::Unavailable("the data store is unavailable; retry shortly".to_owned())
     })?;
     let key = events_key(store.keys(), &city);
     let stream = futures_util::stream::unfold(
-        (conn, start, key, city),
-        |(mut conn, mut last, key, city)| async move {
+        (conn, start, key, city, slot),
+        |(mut conn, mut last, key, city, slot)| async move {
             let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(100)
@@ -300,7 +319,7 @@ pub async fn stream_events(
             };
             Some((
                 Ok::<_, actix_web::Error>(web::Bytes::from(chunk)),
-                (conn, last, key, city),
+                (conn, last, key, city, slot),
             ))
         },
     );

@@ -27,6 +27,7 @@
 //! (extractors validate into `domain` types, errors become problem+json) → one script or
 //! command on the shared multiplexed Redis connection → JSON answer.
 
+pub mod auth;
 pub mod bench;
 pub mod cities;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod health;
 pub mod lock;
 pub mod openapi;
 pub mod ranking;
+pub mod ratelimit;
 pub mod redis_local;
 pub mod scripts;
 pub mod search;

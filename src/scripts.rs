@@ -16,6 +16,8 @@ pub fn all() -> Vec<&'static Script> {
     all.extend(crate::ranking::scripts());
     all.extend(crate::lock::scripts());
     all.extend(crate::dispatch::scripts());
+    all.extend(crate::ratelimit::scripts());
+    all.extend(crate::auth::scripts());
     all
 }
 

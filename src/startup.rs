@@ -35,6 +35,7 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::ranking::configure)
                 .configure(crate::dispatch::configure)
                 .configure(crate::events::configure)
+                .configure(crate::auth::configure)
                 .configure(crate::drivers::configure),
         );
 }
@@ -238,11 +239,17 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let settings_data = web::Data::from(settings.clone());
     let tuning = web::Data::from(context.tuning.clone());
     let dispatcher = web::Data::new(context.dispatcher.clone());
+    let guard = web::Data::new(crate::auth::Guard::new(
+        context.store.clone(),
+        context.settings.clone(),
+    ));
     let routes = web::Data::new(RouteTable::from_spec(&crate::openapi::spec()));
     let body_limit = settings.body_limit_bytes;
     let mut server = HttpServer::new(move || {
         let (app, api) = App::new()
+            .wrap(from_fn(crate::auth::middleware))
             .wrap(from_fn(crate::telemetry::request_id_middleware))
+            .app_data(guard.clone())
             .app_data(store.clone())
             .app_data(cities.clone())
             .app_data(settings_data.clone())
@@ -262,6 +269,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
             .openapi(crate::openapi::ApiDoc::openapi())
             .configure(configure_routes)
             .split_for_parts();
+        let api = crate::openapi::with_protection(api);
         app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
             .route("/docs", web::get().to(docs_redirect))
             .default_service(web::to(not_found))

@@ -276,6 +276,7 @@ pub async fn dispatch_order(
 }
 
 async fn answer(
+    req: HttpRequest,
     path: web::Path<String>,
     body: JsonBody<TokenBody>,
     dispatcher: web::Data<Dispatcher>,
@@ -283,6 +284,10 @@ async fn answer(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_order(&path)?;
     let driver = DriverId::parse(&body.0.driver_id).map_err(|e| ApiError::field("driver_id", e))?;
+    // A driver key answers only its own offers (403 before anything is read or written).
+    if let Some(p) = crate::auth::principal(&req) {
+        p.check_driver(driver.as_str())?;
+    }
     let order = dispatcher
         .transition(
             &id,
@@ -307,11 +312,12 @@ async fn answer(
 )]
 #[post("/orders/{order_id}/accept")]
 pub async fn accept(
+    req: HttpRequest,
     path: web::Path<String>,
     body: JsonBody<TokenBody>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
-    answer(path, body, dispatcher, Transition::Accept).await
+    answer(req, path, body, dispatcher, Transition::Accept).await
 }
 
 /// The offered driver declines: it is freed and never offered this order again; the order is
@@ -329,11 +335,12 @@ pub async fn accept(
 )]
 #[post("/orders/{order_id}/reject")]
 pub async fn reject(
+    req: HttpRequest,
     path: web::Path<String>,
     body: JsonBody<TokenBody>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
-    answer(path, body, dispatcher, Transition::Reject).await
+    answer(req, path, body, dispatcher, Transition::Reject).await
 }
 
 /// The driver picked the order up.
@@ -350,11 +357,12 @@ pub async fn reject(
 )]
 #[post("/orders/{order_id}/pickup")]
 pub async fn pickup_order(
+    req: HttpRequest,
     path: web::Path<String>,
     body: JsonBody<TokenBody>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
-    answer(path, body, dispatcher, Transition::Pickup).await
+    answer(req, path, body, dispatcher, Transition::Pickup).await
 }
 
 /// The driver delivered the order: the driver is available again and its score rises by
@@ -372,11 +380,12 @@ pub async fn pickup_order(
 )]
 #[post("/orders/{order_id}/deliver")]
 pub async fn deliver(
+    req: HttpRequest,
     path: web::Path<String>,
     body: JsonBody<TokenBody>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
-    answer(path, body, dispatcher, Transition::Deliver).await
+    answer(req, path, body, dispatcher, Transition::Deliver).await
 }
 
 /// Register this module's routes under `/v1`.

@@ -90,6 +90,9 @@ impl Answer {
     }
 }
 
+/// The bootstrap admin key of every test app; its client sends it by default.
+pub const TEST_ADMIN_KEY: &str = "test-admin-key-0123456789";
+
 /// Start Redis and the app with default test settings.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
@@ -119,6 +122,10 @@ pub async fn spawn_app_on(redis: LocalRedis, adjust: impl FnOnce(&mut Settings))
         listen: "127.0.0.1:0".to_owned(),
         key_prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         http_workers: 1,
+        admin_key: Some(TEST_ADMIN_KEY.to_owned()),
+        // Rate limits are tested on their own (tests/api/protection.rs); elsewhere they would
+        // only make load tests depend on timing.
+        rate_limits_enabled: false,
         ..Settings::default()
     };
     adjust(&mut settings);
@@ -133,16 +140,13 @@ pub async fn spawn_app_on(redis: LocalRedis, adjust: impl FnOnce(&mut Settings))
 
 /// Start one service instance with `settings` on the Redis at `url`.
 pub fn start_instance(settings: Settings, url: &str) -> Instance {
+    let app_admin_key = settings.admin_key.clone();
     let app = Application::build(settings, url, false).expect("building the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let context = app.context().clone();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let client = client_with(settings_key(&app_admin_key));
     Instance {
         address,
         client,
@@ -150,6 +154,27 @@ pub fn start_instance(settings: Settings, url: &str) -> Instance {
         redis_url: url.to_owned(),
         handle,
     }
+}
+
+fn settings_key(key: &Option<String>) -> Option<&str> {
+    key.as_deref()
+}
+
+/// An HTTP client (no redirects) that sends `Authorization: Bearer <key>` when given one.
+pub fn client_with(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            "authorization",
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl TestApp {

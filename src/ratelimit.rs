@@ -1,0 +1,265 @@
+//! Rate limits: three algorithms, each one Lua script in `lua/` (fixed window, sliding window
+//! log, token bucket), chosen per route class in the settings (`rate_limit_location`,
+//! `rate_limit_dispatch`, `rate_limit_default`), with the IETF `RateLimit-Policy` and
+//! `RateLimit` answer headers (draft-ietf-httpapi-ratelimit-headers) and `Retry-After` on 429.
+//!
+//! Why three: a fixed window is the cheapest (one INCR) but lets up to twice its limit through
+//! across a window edge; the sliding log is exact but keeps one entry per request; the token
+//! bucket allows a burst and then a steady rate, which suits phones that report in bursts
+//! after a tunnel. Keys: `{prefix}:rl:{class}:{subject}` (one key per script call, so each
+//! script stays in one Cluster slot).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use crate::scripts::{self, evalsha};
+use crate::store::Store;
+
+/// `lua/rate_fixed_window.lua`.
+pub static FIXED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/rate_fixed_window.lua")));
+/// `lua/rate_sliding_log.lua`.
+pub static SLIDING: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/rate_sliding_log.lua")));
+/// `lua/rate_token_bucket.lua`.
+pub static BUCKET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/rate_token_bucket.lua")));
+
+/// This module's scripts.
+pub fn scripts() -> [&'static Script; 3] {
+    [&FIXED, &SLIDING, &BUCKET]
+}
+
+/// A rate-limit algorithm and its parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Policy {
+    /// At most `limit` requests per window of `window_ms`, the window starting at the first.
+    Fixed {
+        /// Requests per window.
+        limit: u64,
+        /// Window length.
+        window_ms: u64,
+    },
+    /// At most `limit` requests in any `window_ms`.
+    Sliding {
+        /// Requests per window.
+        limit: u64,
+        /// Window length.
+        window_ms: u64,
+    },
+    /// Up to `burst` at once, then `per_second`.
+    TokenBucket {
+        /// Capacity.
+        burst: u64,
+        /// Refill rate.
+        per_second: f64,
+    },
+}
+
+impl Policy {
+    /// Parse `fixed:LIMIT:WINDOW_MS`, `sliding:LIMIT:WINDOW_MS` or
+    /// `token_bucket:BURST:PER_SECOND`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let bad = || {
+            format!(
+                "{spec:?} is not fixed:LIMIT:WINDOW_MS, sliding:LIMIT:WINDOW_MS or token_bucket:BURST:PER_SECOND"
+            )
+        };
+        let [kind, a, b] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let int = |s: &str| s.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(bad);
+        match *kind {
+            "fixed" => Ok(Policy::Fixed {
+                limit: int(a)?,
+                window_ms: int(b)?,
+            }),
+            "sliding" => Ok(Policy::Sliding {
+                limit: int(a)?,
+                window_ms: int(b)?,
+            }),
+            "token_bucket" => {
+                let per_second = b
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v > 0.0)
+                    .ok_or_else(bad)?;
+                Ok(Policy::TokenBucket {
+                    burst: int(a)?,
+                    per_second,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// Quota (`q`) and window in seconds (`w`) for `RateLimit-Policy`.
+    pub fn quota_and_window(&self) -> (u64, u64) {
+        match *self {
+            Policy::Fixed { limit, window_ms } | Policy::Sliding { limit, window_ms } => {
+                (limit, window_ms.div_ceil(1000).max(1))
+            }
+            Policy::TokenBucket { burst, per_second } => {
+                (burst, ((burst as f64 / per_second).ceil() as u64).max(1))
+            }
+        }
+    }
+}
+
+/// The answer of one check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// Requests left in the current window (whole tokens for a bucket).
+    pub remaining: u64,
+    /// Milliseconds until the quota is whole again.
+    pub reset_ms: u64,
+    /// Milliseconds until a rejected request may be retried.
+    pub retry_after_ms: u64,
+}
+
+impl Decision {
+    /// `RateLimit-Policy` and `RateLimit` header values for `class` under `policy`.
+    pub fn headers(&self, class: &str, policy: &Policy) -> [(&'static str, String); 2] {
+        let (q, w) = policy.quota_and_window();
+        [
+            ("ratelimit-policy", format!("\"{class}\";q={q};w={w}")),
+            (
+                "ratelimit",
+                format!(
+                    "\"{class}\";r={};t={}",
+                    self.remaining,
+                    self.reset_ms.div_ceil(1000)
+                ),
+            ),
+        ]
+    }
+
+    /// `Retry-After` in whole seconds (at least 1).
+    pub fn retry_after_s(&self) -> u64 {
+        self.retry_after_ms.div_ceil(1000).max(1)
+    }
+}
+
+/// The rate-limit key of `subject` in `class`.
+pub fn key(store: &Store, class: &str, subject: &str) -> String {
+    store.keys().global(&format!("rl:{class}:{subject}"))
+}
+
+/// Count one request of `subject` in `class` under `policy`.
+pub async fn check(
+    store: &Store,
+    class: &str,
+    policy: &Policy,
+    subject: &str,
+) -> redis::RedisResult<Decision> {
+    let key = key(store, class, subject);
+    let mut conn = store.conn();
+    match *policy {
+        Policy::Fixed { limit, window_ms } => {
+            let cmd = evalsha(&FIXED, &[&key], &[limit, window_ms]);
+            let (allowed, remaining, reset): (u8, u64, u64) =
+                scripts::run(&mut conn, &FIXED, &cmd).await?;
+            Ok(Decision {
+                allowed: allowed == 1,
+                remaining,
+                reset_ms: reset,
+                retry_after_ms: reset,
+            })
+        }
+        Policy::Sliding { limit, window_ms } => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let cmd = evalsha(
+                &SLIDING,
+                &[&key],
+                &[limit.to_string(), window_ms.to_string(), id],
+            );
+            let (allowed, remaining, reset): (u8, u64, u64) =
+                scripts::run(&mut conn, &SLIDING, &cmd).await?;
+            Ok(Decision {
+                allowed: allowed == 1,
+                remaining,
+                reset_ms: reset,
+                retry_after_ms: reset,
+            })
+        }
+        Policy::TokenBucket { burst, per_second } => {
+            let cmd = evalsha(
+                &BUCKET,
+                &[&key],
+                &[burst.to_string(), per_second.to_string()],
+            );
+            let (allowed, tokens, next, full): (u8, u64, u64, u64) =
+                scripts::run(&mut conn, &BUCKET, &cmd).await?;
+            Ok(Decision {
+                allowed: allowed == 1,
+                remaining: tokens,
+                reset_ms: full,
+                retry_after_ms: next,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_describe_themselves() {
+        assert_eq!(
+            Policy::parse("token_bucket:10:2").unwrap(),
+            Policy::TokenBucket {
+                burst: 10,
+                per_second: 2.0
+            }
+        );
+        assert_eq!(
+            Policy::parse("sliding:600:60000")
+                .unwrap()
+                .quota_and_window(),
+            (600, 60)
+        );
+        assert_eq!(
+            Policy::parse("token_bucket:10:2")
+                .unwrap()
+                .quota_and_window(),
+            (10, 5)
+        );
+        for bad in [
+            "",
+            "fixed",
+            "fixed:0:1000",
+            "sliding:5",
+            "leaky:1:1",
+            "token_bucket:5:-1",
+            "fixed:5:x",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_follow_the_ietf_draft() {
+        let d = Decision {
+            allowed: true,
+            remaining: 7,
+            reset_ms: 1_500,
+            retry_after_ms: 0,
+        };
+        let p = Policy::Fixed {
+            limit: 10,
+            window_ms: 60_000,
+        };
+        assert_eq!(
+            d.headers("default", &p),
+            [
+                ("ratelimit-policy", "\"default\";q=10;w=60".to_owned()),
+                ("ratelimit", "\"default\";r=7;t=2".to_owned())
+            ]
+        );
+    }
+}
