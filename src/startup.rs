@@ -313,6 +313,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
     let seed = settings.seed.clone();
+    let mut settings = settings;
+    let dev_keys = settings.auth_enabled && settings.admin_key.is_none();
+    if dev_keys {
+        settings.admin_key = Some(crate::auth::new_secret("gdk_"));
+    }
     let app = Application::build(settings, &redis_url, true)?;
     tracing::info!(
         port = app.port(),
@@ -329,6 +334,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             refresher = Some(crate::seed::spawn_refresh(context, dir));
         }
     }
+    if dev_keys {
+        print_dev_keys(app.context()).await?;
+    }
     let supervisor = local.map(|redis| {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         (stop_tx, tokio::spawn(supervise(redis, stop_rx)))
@@ -343,6 +351,42 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = task.await;
     }
     result.context("HTTP server")
+}
+
+/// Create a dispatcher and a driver key for this run and print them with the generated admin
+/// key (development convenience when no `GEODISPATCH_ADMIN_KEY` is configured).
+async fn print_dev_keys(context: &AppContext) -> anyhow::Result<()> {
+    use crate::auth::{Role, create_key};
+    let admin = context.settings.admin_key.clone().unwrap_or_default();
+    let driver_id = "paris-d00001".to_owned();
+    let (dispatcher, _) = create_key(
+        &context.store,
+        Role::Dispatcher,
+        None,
+        "development (serve)",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the development dispatcher key: {e}"))?;
+    let (driver, _) = create_key(
+        &context.store,
+        Role::Driver,
+        Some(driver_id.clone()),
+        "development (serve)",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the development driver key: {e}"))?;
+    tracing::warn!(
+        "no GEODISPATCH_ADMIN_KEY is set: generated an admin key for this run and created development keys (printed on stdout)"
+    );
+    // Written, not println!: a closed stdout (e.g. `serve | head`) must not stop the service.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout(),
+        format!(
+        "geodispatch development keys for this run (send as `Authorization: Bearer <key>`; set GEODISPATCH_ADMIN_KEY to choose the admin key):\n  admin       {admin}\n  dispatcher  {dispatcher}\n  driver      {driver}   (bound to driver {driver_id})\n  try: export GD_KEY={dispatcher}\n"
+        )
+        .as_bytes(),
+    );
+    Ok(())
 }
 
 /// Watch the local Redis and restart it (same port and data dir, so the AOF restores the data)

@@ -33,10 +33,28 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
         .env("GEODISPATCH_LISTEN", format!("127.0.0.1:{port}"))
         .env("GEODISPATCH_REDIS_DATA_DIR", &redis_dir)
         .env("GEODISPATCH_KEY_PREFIX", "quickstart")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The development keys it prints (no GEODISPATCH_ADMIN_KEY is set).
+    let stdout = child.stdout.take().unwrap();
+    let keys = tokio::task::spawn_blocking(move || {
+        let mut keys = std::collections::HashMap::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap();
+            let mut words = line.split_whitespace();
+            if let (Some(role @ ("admin" | "dispatcher" | "driver")), Some(key)) =
+                (words.next(), words.next())
+            {
+                keys.insert(role.to_owned(), key.to_owned());
+            }
+            if keys.len() == 3 {
+                break;
+            }
+        }
+        keys
+    });
 
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -53,12 +71,53 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(ready, "/readyz must answer 200 within 10 s");
+    if !ready {
+        let _ = child.kill();
+        let mut log = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+        panic!("/readyz must answer 200 within 10 s; log:\n{log}");
+    }
     assert!(
         !redis_server_pids_in(&redis_dir).is_empty(),
         "a managed redis-server runs"
     );
     assert!(redis_dir.join("appendonlydir").exists(), "AOF is on");
+    let keys = tokio::time::timeout(Duration::from_secs(10), keys)
+        .await
+        .expect("the development keys are printed")
+        .unwrap();
+    let nearby =
+        format!("http://127.0.0.1:{port}/v1/drivers/nearby?lat=48.8566&lon=2.3522&limit=5");
+    let anonymous = client.get(&nearby).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "every /v1 route needs a key");
+    let found: serde_json::Value = client
+        .get(&nearby)
+        .bearer_auth(&keys["dispatcher"])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        found["drivers"].as_array().map(Vec::len),
+        Some(5),
+        "seed drivers are searchable: {found}"
+    );
+    let other = client
+        .put(format!(
+            "http://127.0.0.1:{port}/v1/drivers/paris-d00002/location"
+        ))
+        .bearer_auth(&keys["driver"])
+        .json(&serde_json::json!({"lat": 48.85, "lon": 2.35, "recorded_at": 1_900_000_000_000_i64}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        403,
+        "the driver key is bound to paris-d00001"
+    );
 
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
