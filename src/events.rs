@@ -211,6 +211,10 @@ fn valid_stream_id(id: &str) -> bool {
         && id.len() <= 41
 }
 
+/// Silence after which a comment line is sent; a client that left is noticed at the latest
+/// then, and its stream slot freed.
+const KEEP_ALIVE_MS: u64 = 5_000;
+
 fn sse_frame(event: &OrderEvent) -> String {
     format!(
         "id: {}\nevent: {}\ndata: {}\n\n",
@@ -224,7 +228,7 @@ fn sse_frame(event: &OrderEvent) -> String {
 ///
 /// Each event carries `id` (the stream id), `event` (its type) and `data` (an
 /// [`OrderEvent`] as JSON). Reconnecting with `Last-Event-ID` resumes right after that event,
-/// as long as the stream still retains it (`events_maxlen`). A comment line is sent every 15 s
+/// as long as the stream still retains it (`events_maxlen`). A comment line is sent every 5 s
 /// of silence to keep proxies from closing the connection.
 #[utoipa::path(
     tag = "events",
@@ -295,7 +299,7 @@ pub async fn stream_events(
                 .arg("COUNT")
                 .arg(100)
                 .arg("BLOCK")
-                .arg(15_000)
+                .arg(KEEP_ALIVE_MS)
                 .arg("STREAMS")
                 .arg(&key)
                 .arg(&last)

@@ -11,6 +11,7 @@ mod helpers;
 mod lock;
 mod orders;
 mod project;
+mod protection;
 mod quickstart;
 mod ranking;
 mod search;
