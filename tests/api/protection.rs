@@ -512,22 +512,33 @@ async fn the_api_runs_under_the_least_privilege_acl() {
         );
     }
 
-    let mut settings = geodispatch::config::Settings {
+    let app = app_on(prefix, &url);
+    exercise_the_api(&app).await;
+    app.stop().await;
+}
+
+/// The service on the Redis at `url` with key prefix `prefix`, rate limits on.
+fn app_on(prefix: &str, url: &str) -> Instance {
+    let settings = geodispatch::config::Settings {
         listen: "127.0.0.1:0".to_owned(),
         key_prefix: prefix.to_owned(),
         http_workers: 1,
         admin_key: Some(crate::helpers::TEST_ADMIN_KEY.to_owned()),
         rate_limits_enabled: true,
         timer_interval_ms: 20,
+        redis_url: Some(url.to_owned()),
         ..Default::default()
     };
-    settings.redis_url = Some(url.clone());
-    let app = crate::helpers::start_instance(settings, &url);
+    crate::helpers::start_instance(settings, url)
+}
+
+/// Ingest, search, ranking, keys, sessions, orders (now and queued), answers, events and rate
+/// limits, each checked.
+async fn exercise_the_api(app: &Instance) {
     assert!(
         app.wait_for_status("/readyz", 200, Duration::from_secs(10))
             .await
     );
-    // Ingest, search, ranking, keys, sessions, orders, dispatch, answers, events, rate limits.
     let batch: Vec<Value> = (0..5)
         .map(|i| json!({"driver_id": format!("d{i}"), "lat": PARIS.0, "lon": PARIS.1 + 0.001 * i as f64, "recorded_at": now_ms()}))
         .collect();
@@ -535,17 +546,17 @@ async fn the_api_runs_under_the_least_privilege_acl() {
         .post_json("/v1/locations/batch", &json!({"positions": batch}))
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(
-        app.get(&format!(
+    let near = app
+        .get(&format!(
             "/v1/drivers/nearby?lat={}&lon={}&limit=3",
             PARIS.0, PARIS.1
         ))
-        .await
-        .json["drivers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
+        .await;
+    assert_eq!(
+        near.json["drivers"].as_array().unwrap().len(),
+        3,
+        "{}",
+        near.text
     );
     assert_eq!(
         app.put_json("/v1/drivers/d0/score", &json!({"score": 4.0}))
@@ -559,11 +570,12 @@ async fn the_api_runs_under_the_least_privilege_acl() {
             .status,
         200
     );
-    let driver_key = key(&app, "driver", Some("d0")).await;
-    let driver = as_key(&app, &driver_key);
+    let driver = as_key(app, &key(app, "driver", Some("d0")).await);
     let s = driver.post_json("/v1/sessions", &json!({})).await;
     assert_eq!(s.status, 201, "{}", s.text);
-    let q = app.post_json("/v1/orders", &json!({"order_id": "q1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    let q = app
+        .post_json("/v1/orders", &json!({"order_id": "q1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}))
+        .await;
     assert_eq!(q.status, 201, "{}", q.text);
     let o = app
         .post_json(
@@ -576,21 +588,16 @@ async fn the_api_runs_under_the_least_privilege_acl() {
         o.json["driver_id"].as_str().unwrap(),
         o.json["fencing_token"].as_u64().unwrap(),
     );
-    assert_eq!(
-        app.post_json(
+    let accepted = app
+        .post_json(
             "/v1/orders/n1/accept",
-            &json!({"driver_id": d, "fencing_token": f})
+            &json!({"driver_id": d, "fencing_token": f}),
         )
-        .await
-        .status,
-        200
-    );
+        .await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text);
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.get("/v1/orders/q1").await.json["state"] != "offered" {
-        assert!(
-            Instant::now() < deadline,
-            "the queue worker dispatches under the ACL too"
-        );
+        assert!(Instant::now() < deadline, "the queue worker dispatches too");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let history = geodispatch::events::read_history(&app.context.store, "paris")
@@ -604,4 +611,97 @@ async fn the_api_runs_under_the_least_privilege_acl() {
             .contains_key("ratelimit")
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_runs_over_tls_as_an_acl_user() {
+    // A self-signed certificate for 127.0.0.1 (openssl CLI).
+    let dir = std::env::temp_dir().join(format!("gd-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key_file)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian package openssl; .ci/run installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls_port = geodispatch::redis_local::free_port().unwrap();
+    let redis =
+        geodispatch::redis_local::LocalRedis::start(geodispatch::redis_local::LocalRedisOptions {
+            data_dir: dir.join("redis"),
+            appendonly: false,
+            extra_args: vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key_file.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        })
+        .await
+        .expect("redis-server with TLS (Debian's is built with it)");
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut setuser = redis::cmd("ACL");
+    setuser
+        .arg("SETUSER")
+        .arg(least_privilege_acl("tlsgd", "tls-pass"));
+    let _: () = setuser.query_async(&mut admin).await.unwrap();
+    // `#insecure`: the certificate is self-signed here; with a CA the system trusts, drop it.
+    let url = format!("rediss://geodispatch:tls-pass@127.0.0.1:{tls_port}/#insecure");
+    // The TLS port does not speak plain RESP.
+    let plain =
+        redis::Client::open(format!("redis://geodispatch:tls-pass@127.0.0.1:{tls_port}")).unwrap();
+    let plain = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut c = plain.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    })
+    .await;
+    assert!(
+        !matches!(plain, Ok(Ok(_))),
+        "a plain connection to the TLS port must fail"
+    );
+    let app = app_on("tlsgd", &url);
+    exercise_the_api(&app).await;
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        clients
+            .lines()
+            .filter(|l| l.contains("user=geodispatch"))
+            .count()
+            >= 1,
+        "the service connected as the ACL user: {clients}"
+    );
+    drop(redis);
+    std::fs::remove_dir_all(dir).ok();
 }
