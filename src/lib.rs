@@ -39,6 +39,8 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod lock;
+pub mod map;
+pub mod metrics;
 pub mod openapi;
 pub mod ranking;
 pub mod ratelimit;

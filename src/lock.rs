@@ -116,7 +116,11 @@ impl Locks {
                 tokio::time::sleep(period).await;
                 match locks.extend(&lease, lease.ttl).await {
                     Ok(true) => last_ok = tokio::time::Instant::now(),
-                    Ok(false) => break,
+                    Ok(false) => {
+                        crate::metrics::inc("geodispatch_lock_lost_total", &[("stage", "renewal")]);
+                        tracing::warn!(key = %lease.key, fencing = lease.fencing, "lease lost: found expired at renewal");
+                        break;
+                    }
                     Err(err) => {
                         tracing::warn!(key = %lease.key, error = %err, "lease extension failed");
                         if last_ok.elapsed() >= lease.ttl {

@@ -147,7 +147,11 @@ fn main() -> anyhow::Result<()> {
                 })
         }
         Command::Bench { command } => {
-            geodispatch::telemetry::init(geodispatch::config::LogFormat::Text);
+            // The service's per-request logs would cost the figures CPU: warnings only.
+            geodispatch::telemetry::init_with_default(
+                geodispatch::config::LogFormat::Text,
+                "warn,geodispatch::bench=info",
+            );
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

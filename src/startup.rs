@@ -28,6 +28,7 @@ use crate::store::Store;
 pub fn configure_routes(cfg: &mut ServiceConfig) {
     cfg.service(crate::health::healthz)
         .service(crate::health::readyz)
+        .service(crate::metrics::metrics)
         .service(
             scope("/v1")
                 .configure(crate::cities::configure)
@@ -36,6 +37,7 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::dispatch::configure)
                 .configure(crate::events::configure)
                 .configure(crate::auth::configure)
+                .configure(crate::map::configure)
                 .configure(crate::drivers::configure),
         );
 }
@@ -272,6 +274,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
         let api = crate::openapi::with_protection(api);
         app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
             .route("/docs", web::get().to(docs_redirect))
+            .configure(crate::map::configure_pages)
             .default_service(web::to(not_found))
     })
     .listen(listener)?

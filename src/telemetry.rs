@@ -25,7 +25,12 @@ tokio::task_local! {
 /// Install the global `tracing` subscriber: human-readable text or one JSON object per line.
 /// The filter comes from `RUST_LOG` (default `info`). Safe to call more than once.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// Like [`init`], with `default` as the filter when `RUST_LOG` is unset.
+pub fn init_with_default(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -75,6 +80,25 @@ pub async fn request_id_middleware(
     let fut = REQUEST_ID.scope(id, next.call(req));
     let mut res = fut.instrument(span.clone()).await?;
     let status = res.status().as_u16();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = res.request().method().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    crate::metrics::inc(
+        "geodispatch_http_requests_total",
+        &[
+            ("method", &method),
+            ("route", &route),
+            ("status", &status.to_string()),
+        ],
+    );
+    crate::metrics::observe(
+        "geodispatch_http_request_duration_seconds",
+        &[("method", &method), ("route", &route)],
+        elapsed,
+    );
     res.headers_mut()
         .insert(HeaderName::from_static(REQUEST_ID_HEADER), header);
     span.in_scope(|| {

@@ -620,6 +620,10 @@ pub async fn middleware(
         };
     let headers = decision.headers(policy.class.as_str(), &rate);
     if !decision.allowed {
+        crate::metrics::inc(
+            "geodispatch_rate_limit_rejections_total",
+            &[("class", policy.class.as_str())],
+        );
         let retry = decision.retry_after_s();
         let mut response = ApiError::TooManyRequests {
             detail: format!(

@@ -18,6 +18,7 @@ use crate::domain::{GeoPoint, OrderId};
 use crate::drivers::{DriverStatus, VehicleType, rfc3339_ms};
 use crate::error::{ApiError, redis_error};
 use crate::lock::{Lease, Locks};
+use crate::metrics;
 use crate::scripts::{self, evalsha};
 use crate::search::{Area, KnnTuning, Search};
 use crate::store::Store;
@@ -347,9 +348,16 @@ impl Dispatcher {
             vehicle,
             excluded: Vec::new(),
         };
-        Ok(self
+        metrics::inc(
+            "geodispatch_lock_acquisitions_total",
+            &[("result", "acquired")],
+        );
+        tracing::debug!(order = %id, city, fencing = lease.fencing, "created and locked");
+        let result = self
             .dispatch_locked(city, id.as_str(), lease, target, count_attempt)
-            .await)
+            .await;
+        record_outcome(&result, count_attempt);
+        Ok(result)
     }
 
     /// The city of an order (from the directory), or 404.
@@ -412,7 +420,26 @@ impl Dispatcher {
             args[4] = fence.to_string();
         }
         let reply = self.run_transition(city, id, args).await?;
-        match Self::decode(&reply) {
+        let decoded = Self::decode(&reply);
+        match &decoded {
+            Ok(()) => tracing::info!(
+                order = id,
+                city,
+                op = transition.op(),
+                "transition (event appended)"
+            ),
+            Err(TransitionError::Fence) => {
+                metrics::inc("geodispatch_fence_rejections_total", &[("stage", "answer")]);
+                tracing::info!(
+                    order = id,
+                    city,
+                    op = transition.op(),
+                    "transition refused: stale or foreign fencing token"
+                );
+            }
+            Err(_) => {}
+        }
+        match decoded {
             Ok(()) => Ok(()),
             Err(TransitionError::Missing) => {
                 Err(ApiError::NotFound(format!("order {id} does not exist")))
@@ -483,8 +510,17 @@ impl Dispatcher {
             return Ok(Locked::NotPending(state));
         }
         if fencing == 0 {
+            metrics::inc(
+                "geodispatch_lock_acquisitions_total",
+                &[("result", "contended")],
+            );
             return Ok(Locked::Held);
         }
+        metrics::inc(
+            "geodispatch_lock_acquisitions_total",
+            &[("result", "acquired")],
+        );
+        tracing::debug!(order, city, fencing, "lock acquired");
         let lease = Lease {
             key: lock,
             token,
@@ -633,6 +669,17 @@ impl Dispatcher {
         order: &str,
         count_attempt: bool,
     ) -> Result<DispatchOutcome, ApiError> {
+        let result = self.dispatch_in_inner(city, order, count_attempt).await;
+        record_outcome(&result, count_attempt);
+        result
+    }
+
+    async fn dispatch_in_inner(
+        &self,
+        city: &str,
+        order: &str,
+        count_attempt: bool,
+    ) -> Result<DispatchOutcome, ApiError> {
         let (lease, target) = match self.lock_and_read(city, order).await? {
             Locked::Taken(lease, target) => (lease, target),
             Locked::Held => return Ok(DispatchOutcome::Locked),
@@ -670,7 +717,42 @@ impl Dispatcher {
             .claim(city, order, &lease, &ranked, count_attempt)
             .await;
         drop(renewal);
-        match claim? {
+        let claim = claim?;
+        match &claim {
+            Claim::Offered(r) => {
+                tracing::info!(order, city, driver = %r.driver_id, fencing = lease.fencing, distance_m = r.distance_m, "claim: offered (event appended)")
+            }
+            Claim::NoDriver => tracing::info!(
+                order,
+                city,
+                fencing = lease.fencing,
+                candidates = ranked.len(),
+                "claim: no eligible driver"
+            ),
+            Claim::LockLost => {
+                metrics::inc("geodispatch_lock_lost_total", &[("stage", "claim")]);
+                tracing::warn!(
+                    order,
+                    city,
+                    fencing = lease.fencing,
+                    "claim refused: the lease expired while held"
+                );
+            }
+            Claim::StaleFence => {
+                metrics::inc("geodispatch_fence_rejections_total", &[("stage", "claim")]);
+                tracing::warn!(
+                    order,
+                    city,
+                    fencing = lease.fencing,
+                    "claim refused: a later fencing number touched the order"
+                );
+            }
+            Claim::NotPending(state) => {
+                tracing::info!(order, city, state = %state, "claim: order no longer pending")
+            }
+            Claim::Missing => {}
+        }
+        match claim {
             Claim::Offered(result) => Ok(DispatchOutcome::Offered(result)),
             Claim::NoDriver if count_attempt => {
                 let mut args = self.common_args("attempt", order, city, city);
@@ -751,6 +833,23 @@ impl Dispatcher {
             .map_err(redis_error("order state"))?;
         Ok(state.and_then(|s| OrderState::parse(&s)))
     }
+}
+
+/// Count a dispatch's outcome.
+fn record_outcome(result: &Result<DispatchOutcome, ApiError>, worker: bool) {
+    let outcome = match result {
+        Ok(DispatchOutcome::Offered(_)) => "offered",
+        Ok(DispatchOutcome::NoDriver) => "no_driver",
+        Ok(DispatchOutcome::Locked) => "locked",
+        Ok(DispatchOutcome::NotPending(_)) => "not_pending",
+        Ok(DispatchOutcome::LockLost) => "lock_lost",
+        Err(_) => "error",
+    };
+    let source = if worker { "worker" } else { "request" };
+    metrics::inc(
+        "geodispatch_dispatch_outcomes_total",
+        &[("outcome", outcome), ("source", source)],
+    );
 }
 
 fn not_found(id: &OrderId) -> ApiError {

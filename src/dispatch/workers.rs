@@ -38,7 +38,10 @@ async fn handle(dispatcher: &Dispatcher, city: &str, entry: &StreamId) -> bool {
         tracing::warn!(city, id = %entry.id, "queue entry without an order; dropping it");
         return true;
     };
-    match dispatcher.dispatch_in(city, &order, true).await {
+    let span = tracing::info_span!("queue", city, order = %order, entry = %entry.id);
+    let dispatched =
+        tracing::Instrument::instrument(dispatcher.dispatch_in(city, &order, true), span).await;
+    match dispatched {
         Ok(DispatchOutcome::Offered(r)) => {
             tracing::debug!(city, order, driver = %r.driver_id, fencing = r.fencing_token, "offered");
             true
@@ -89,6 +92,7 @@ async fn reclaim(
             .query_async(conn)
             .await?;
         for entry in reply.claimed {
+            crate::metrics::inc("geodispatch_queue_entries_reclaimed_total", &[]);
             tracing::info!(city = %city.id, id = %entry.id, consumer, "took over a queue entry of a stalled worker");
             out.push((city.id.to_string(), entry));
         }
@@ -226,7 +230,10 @@ pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usiz
             .await?;
         for order in due {
             match dispatcher.fire_timer(city.id.as_str(), &order).await {
-                Ok(true) => fired += 1,
+                Ok(true) => {
+                    fired += 1;
+                    crate::metrics::inc("geodispatch_offers_expired_total", &[]);
+                }
                 Ok(false) => {}
                 Err(err) => tracing::warn!(city = %city.id, order, error = %err, "timer failed"),
             }

@@ -47,7 +47,10 @@ pub fn spawn_sweeper(
             for city in cities.all() {
                 match sweep_city(&store, &settings, city.id.as_str()).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(city = %city.id, removed = n, "swept stale drivers"),
+                    Ok(n) => {
+                        crate::metrics::add("geodispatch_stale_drivers_swept_total", &[], n as f64);
+                        tracing::info!(city = %city.id, removed = n, "swept stale drivers")
+                    }
                     Err(err) => tracing::warn!(city = %city.id, error = %err, "sweep failed"),
                 }
             }

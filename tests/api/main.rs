@@ -1,6 +1,7 @@
 //! Integration tests: the real app on real `redis-server` processes (one per test, on a free
 //! loopback port). Nothing here touches the machine's own Redis on 6379.
 
+mod browser;
 mod cities;
 mod dispatch_load;
 mod drivers;
@@ -9,6 +10,7 @@ mod health_and_docs;
 #[allow(dead_code)] // helpers are shared by test modules; not every one uses every helper
 mod helpers;
 mod lock;
+mod observability;
 mod orders;
 mod project;
 mod protection;

@@ -37,6 +37,13 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drain the log while it runs (a full pipe would block the service's logging).
+    let stderr = child.stderr.take().unwrap();
+    let log_reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut { stderr }, &mut log).ok();
+        log
+    });
     // The development keys it prints (no GEODISPATCH_ADMIN_KEY is set).
     let stdout = child.stdout.take().unwrap();
     let keys = tokio::task::spawn_blocking(move || {
@@ -56,14 +63,18 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
         keys
     });
 
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let mut ready = false;
     while started.elapsed() < Duration::from_secs(10) {
-        if let Ok(r) = client
+        let attempt = client
             .get(format!("http://127.0.0.1:{port}/readyz"))
             .send()
-            .await
+            .await;
+        if let Ok(r) = attempt
             && r.status() == 200
         {
             ready = true;
@@ -73,8 +84,7 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
     }
     if !ready {
         let _ = child.kill();
-        let mut log = String::new();
-        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+        let log = log_reader.join().unwrap();
         panic!("/readyz must answer 200 within 10 s; log:\n{log}");
     }
     assert!(
@@ -123,8 +133,7 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let log = log_reader.join().unwrap();
     assert!(
         log.contains("started and supervising a local redis-server"),
         "says so in the log:\n{log}"

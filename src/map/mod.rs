@@ -1,0 +1,179 @@
+//! The live dispatch map: `GET /map` serves one self-contained page (no CDN, no map tiles: the
+//! city outlines from `GET /map/cities.geojson` are drawn as SVG), which shows the drivers of a
+//! city coloured by status (`GET /v1/cities/{city}/drivers`, refreshed every few seconds),
+//! orders and offers live from the event stream (`GET /v1/events`, read with `fetch` so the
+//! key travels in the `Authorization` header, never in a URL), a city selector, and a driver's
+//! state and rank on click. The page asks for an API key (dispatcher or admin) and keeps it in
+//! the browser's local storage; `?key=` pre-fills it.
+
+use actix_web::{HttpResponse, get, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::cities::CityIndex;
+use crate::config::Settings;
+use crate::drivers::{DriverStatus, VehicleType, geo_key};
+use crate::error::{ApiError, Problem, redis_error};
+use crate::extract::QueryParams;
+use crate::store::Store;
+
+const PAGE: &str = include_str!("map.html");
+
+/// The map page.
+#[get("/map")]
+pub async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("content-security-policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"))
+        .body(PAGE)
+}
+
+/// The service areas as GeoJSON (what the map draws; not secret, so not behind a key).
+#[get("/map/cities.geojson")]
+pub async fn cities_geojson(cities: web::Data<CityIndex>) -> HttpResponse {
+    use geo::CoordsIter;
+    let features: Vec<serde_json::Value> = cities
+        .all()
+        .iter()
+        .map(|c| {
+            let polygons: Vec<serde_json::Value> = c
+                .area
+                .0
+                .iter()
+                .map(|p| {
+                    let ring: Vec<[f64; 2]> = p.exterior().coords_iter().map(|co| [co.x, co.y]).collect();
+                    serde_json::json!([ring])
+                })
+                .collect();
+            serde_json::json!({"type": "Feature", "properties": {"id": c.id.as_str(), "name": c.name},
+                "geometry": {"type": "MultiPolygon", "coordinates": polygons}})
+        })
+        .collect();
+    HttpResponse::Ok()
+        .content_type("application/geo+json")
+        .json(serde_json::json!({"type": "FeatureCollection", "features": features}))
+}
+
+/// Query of the driver snapshot.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotQuery {
+    /// At most this many drivers per status (default and maximum 5000).
+    pub limit: Option<usize>,
+}
+
+/// One driver on the map.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MapDriver {
+    /// Driver id.
+    pub driver_id: String,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Status.
+    pub status: DriverStatus,
+    /// Vehicle type.
+    pub vehicle_type: VehicleType,
+}
+
+/// `GET /v1/cities/{city}/drivers` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"city": "paris", "drivers": [{"driver_id": "drv-1", "lat": 48.857, "lon": 2.353, "status": "available", "vehicle_type": "car"}], "truncated": false}))]
+pub struct Snapshot {
+    /// City.
+    pub city: String,
+    /// Indexed drivers (the liveness sweeper removes stale ones every `sweep_interval_ms`).
+    pub drivers: Vec<MapDriver>,
+    /// Whether a status had more drivers than `limit`.
+    pub truncated: bool,
+}
+
+const MAX_SNAPSHOT: usize = 5_000;
+
+/// Every indexed driver of a city with its position and status (for the map).
+#[utoipa::path(
+    tag = "cities",
+    params(("city" = String, Path, example = "paris"), SnapshotQuery),
+    responses(
+        (status = 200, description = "The city's drivers", body = Snapshot),
+        (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[get("/cities/{city}/drivers")]
+pub async fn snapshot(
+    path: web::Path<String>,
+    query: QueryParams<SnapshotQuery>,
+    store: web::Data<Store>,
+    cities: web::Data<CityIndex>,
+    _settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let city = cities
+        .get(&path)
+        .ok_or_else(|| ApiError::NotFound(format!("city {} does not exist", path.as_str())))?;
+    let limit = query.0.limit.unwrap_or(MAX_SNAPSHOT);
+    if limit == 0 || limit > MAX_SNAPSHOT {
+        return Err(ApiError::field(
+            "limit",
+            format!("must be between 1 and {MAX_SNAPSHOT}"),
+        ));
+    }
+    let b = city.bbox;
+    let (clat, clon) = ((b.min_lat + b.max_lat) / 2.0, (b.min_lon + b.max_lon) / 2.0);
+    let height_m = (b.max_lat - b.min_lat) * 111_320.0 * 1.05;
+    let width_m = (b.max_lon - b.min_lon) * 111_320.0 * clat.to_radians().cos().max(0.01) * 1.05;
+    let mut pipe = redis::pipe();
+    for status in DriverStatus::ALL {
+        pipe.cmd("GEOSEARCH")
+            .arg(geo_key(store.keys(), city.id.as_str(), status, None))
+            .arg("FROMLONLAT")
+            .arg(clon)
+            .arg(clat)
+            .arg("BYBOX")
+            .arg(width_m)
+            .arg(height_m)
+            .arg("m")
+            .arg("COUNT")
+            .arg(limit + 1)
+            .arg("ANY")
+            .arg("WITHCOORD");
+    }
+    let mut conn = store.conn();
+    let replies: Vec<Vec<(String, (f64, f64))>> = pipe
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_error("map snapshot"))?;
+    let mut truncated = false;
+    let mut drivers = Vec::new();
+    for (status, members) in DriverStatus::ALL.into_iter().zip(replies) {
+        truncated |= members.len() > limit;
+        for (member, (lon, lat)) in members.into_iter().take(limit) {
+            if let Some((vehicle_type, id)) = VehicleType::untag(&member) {
+                drivers.push(MapDriver {
+                    driver_id: id.to_owned(),
+                    lat,
+                    lon,
+                    status,
+                    vehicle_type,
+                });
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(Snapshot {
+        city: city.id.to_string(),
+        drivers,
+        truncated,
+    }))
+}
+
+/// Register the page and its GeoJSON at the root (not part of the API document).
+pub fn configure_pages(cfg: &mut web::ServiceConfig) {
+    cfg.service(page).service(cities_geojson);
+}
+
+/// Register the snapshot route under `/v1`.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(snapshot);
+}
