@@ -20,7 +20,9 @@
 //!   [`seed`] (seed data generation and loading), [`lock`] (leases with fencing numbers and
 //!   renewal), [`dispatch`] (orders, locked dispatch, offers, queue workers and timers),
 //!   [`events`] (the per-city event stream as SSE, and the invariant checker that replays it).
-//! - [`bench`]: the benchmark commands behind `docs/BENCHMARKS.md`.
+//! - [`bench`]: the benchmark commands behind `docs/BENCHMARKS.md`; [`sim`]: the city
+//!   simulator (`geodispatch sim`); [`map`] (the live map page) and [`metrics`] (`/metrics`);
+//!   [`auth`] and [`ratelimit`] (protection of `/v1`).
 //!
 //! # A request's path
 //! actix-web → `telemetry::request_id_middleware` (id, span, access log) → a capability handler
@@ -48,6 +50,7 @@ pub mod redis_local;
 pub mod scripts;
 pub mod search;
 pub mod seed;
+pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -35,6 +35,9 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Simulate a city over HTTP: moving drivers, Poisson orders, drivers answering offers;
+    /// prints throughput, latency percentiles, errors and the invariant check of the events.
+    Sim(SimArgs),
     /// Seed data tools.
     Seed {
         #[command(subcommand)]
@@ -115,6 +118,74 @@ enum SeedCommand {
         #[arg(long)]
         cities: Option<PathBuf>,
     },
+}
+
+/// Knobs of `geodispatch sim`.
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Base URL of a running service (http://host:port); default: start one in-process with its own redis-server.
+    #[arg(long)]
+    url: Option<String>,
+    /// API key (dispatcher or admin) for --url; its rate limits apply (the in-process service has none).
+    #[arg(long, env = "GD_KEY")]
+    key: Option<String>,
+    /// City to simulate.
+    #[arg(long, default_value = "paris")]
+    city: String,
+    /// Number of drivers (random walks inside the city outline, 4–14 m/s).
+    #[arg(long, default_value_t = 1_000)]
+    drivers: usize,
+    /// Seconds during which orders arrive.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Seconds between two position reports of a driver.
+    #[arg(long, default_value_t = 5.0)]
+    report_every: f64,
+    /// Report positions one PUT per driver instead of batches of 1,000.
+    #[arg(long)]
+    single: bool,
+    /// Mean order arrivals per second (Poisson process).
+    #[arg(long, default_value_t = 10.0)]
+    orders_per_s: f64,
+    /// Dispatch mode of the orders: now or queued.
+    #[arg(long, default_value = "now")]
+    dispatch: String,
+    /// Probability that a driver accepts an offer.
+    #[arg(long, default_value_t = 0.85)]
+    accept: f64,
+    /// Probability that a driver rejects an offer (the rest are ignored and expire).
+    #[arg(long, default_value_t = 0.1)]
+    reject: f64,
+    /// Milliseconds between accepting and picking up.
+    #[arg(long, default_value_t = 500)]
+    pickup_delay_ms: u64,
+    /// Milliseconds between picking up and delivering.
+    #[arg(long, default_value_t = 1_000)]
+    deliver_delay_ms: u64,
+    /// Number of order hot spots (pickups cluster around them).
+    #[arg(long, default_value_t = 5)]
+    hotspots: usize,
+    /// Spread of pickups around their hot spot, km.
+    #[arg(long, default_value_t = 1.5)]
+    spread_km: f64,
+    /// Seconds to wait after the last arrival for open orders to end.
+    #[arg(long, default_value_t = 30)]
+    drain: u64,
+    /// Concurrent HTTP connections for orders and answers.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Offer time to live (ms) of the in-process service (ignored with --url).
+    #[arg(long, default_value_t = 3_000)]
+    offer_ttl_ms: u64,
+    /// Random seed (fleet, walks, arrivals, answers).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -208,6 +279,47 @@ fn main() -> anyhow::Result<()> {
                 }
             })?;
             println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(())
+        }
+        Command::Sim(a) => {
+            geodispatch::telemetry::init_with_default(geodispatch::config::LogFormat::Text, "warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            let opts = geodispatch::sim::SimOptions {
+                url: a.url,
+                key: a.key,
+                city: a.city,
+                drivers: a.drivers,
+                duration: std::time::Duration::from_secs(a.duration),
+                report_every: std::time::Duration::from_secs_f64(a.report_every.max(0.1)),
+                batch: !a.single,
+                orders_per_s: a.orders_per_s,
+                dispatch: a.dispatch,
+                accept: a.accept,
+                reject: a.reject,
+                pickup_delay: std::time::Duration::from_millis(a.pickup_delay_ms),
+                deliver_delay: std::time::Duration::from_millis(a.deliver_delay_ms),
+                hotspots: a.hotspots,
+                spread_km: a.spread_km,
+                seed: a.seed,
+                drain: std::time::Duration::from_secs(a.drain),
+                connections: a.connections,
+                offer_ttl_ms: a.offer_ttl_ms,
+                progress: !a.quiet,
+            };
+            let report = runtime.block_on(geodispatch::sim::run(opts))?;
+            let text = serde_json::to_string_pretty(&report)?;
+            if let Some(path) = a.json {
+                std::fs::write(&path, &text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            eprintln!("{}", geodispatch::sim::summary(&report));
+            println!("{text}");
+            if !report.ok() {
+                anyhow::bail!("invariant violations or lost orders: see the report");
+            }
             Ok(())
         }
         Command::Openapi => {

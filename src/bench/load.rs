@@ -15,6 +15,7 @@ pub struct Conn {
     host: String,
     line: String,
     body: Vec<u8>,
+    auth: Option<String>,
 }
 
 impl Conn {
@@ -29,7 +30,14 @@ impl Conn {
             host: addr.to_owned(),
             line: String::new(),
             body: Vec::new(),
+            auth: None,
         })
+    }
+
+    /// Send `Authorization: Bearer <key>` with every request.
+    pub fn with_bearer(mut self, key: Option<&str>) -> Self {
+        self.auth = key.map(|k| format!("Authorization: Bearer {k}\r\n"));
+        self
     }
 
     /// Send one request and read the whole answer; returns the status and the body.
@@ -40,6 +48,9 @@ impl Conn {
         body: Option<&[u8]>,
     ) -> anyhow::Result<(u16, &[u8])> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if let Some(auth) = &self.auth {
+            head.push_str(auth);
+        }
         if let Some(body) = body {
             head.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",

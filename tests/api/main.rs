@@ -17,3 +17,4 @@ mod protection;
 mod quickstart;
 mod ranking;
 mod search;
+mod sim;
