@@ -136,6 +136,8 @@ pub struct OrderCounts {
     pub cancelled: u64,
     /// Still open when the run stopped (after the drain time).
     pub open_at_end: u64,
+    /// States of the orders still open at the end (read back from the service).
+    pub open_states: HashMap<String, u64>,
     /// Answered 201 but never seen on the event stream: lost.
     pub lost: u64,
     /// Offers seen, rejected by the simulated drivers, and expired.
@@ -613,7 +615,20 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<SimReport> {
             n += 1;
             let (hlat, hlon) =
                 hotspots[(rng.next_f64() * hotspots.len() as f64) as usize % hotspots.len()];
-            let (lat, lon) = point_near(&mut rng, hlat, hlon, opts.spread_km);
+            let mut pick = point_near(&mut rng, hlat, hlon, opts.spread_km);
+            for _ in 0..20 {
+                let inside = cities
+                    .resolve(GeoPoint {
+                        lat: pick.0,
+                        lon: pick.1,
+                    })
+                    .is_some_and(|c| c.id.as_str() == city);
+                if inside {
+                    break;
+                }
+                pick = point_near(&mut rng, hlat, hlon, opts.spread_km);
+            }
+            let (lat, lon) = pick;
             let id = format!("sim-{run_tag}-{n}");
             open.lock().expect("not poisoned").insert(id.clone());
             let _ = job_tx.send(Job::Create { id, lat, lon });
@@ -691,6 +706,25 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<SimReport> {
         events.push(e);
     }
 
+    let still_open: Vec<String> = {
+        let open = open.lock().expect("not poisoned");
+        let created = created.lock().expect("not poisoned");
+        created.iter().filter(|id| open.contains(*id)).cloned().collect()
+    };
+    let mut open_states: HashMap<String, u64> = HashMap::new();
+    if !still_open.is_empty() {
+        let mut conn = Conn::open(&addr).await?.with_bearer(key.as_deref());
+        for id in still_open.iter().take(100) {
+            let state = match conn.request("GET", &format!("/v1/orders/{id}"), None).await {
+                Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v["state"].as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                _ => "unreadable".to_owned(),
+            };
+            *open_states.entry(state).or_default() += 1;
+        }
+    }
     let invariants = check_invariants(&events);
     let created = created.lock().expect("not poisoned").clone();
     let seen_created: HashSet<&str> = events
@@ -709,10 +743,8 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<SimReport> {
         delivered: count("delivered"),
         failed: count("failed"),
         cancelled: count("cancelled"),
-        open_at_end: {
-            let open = open.lock().expect("not poisoned");
-            created.iter().filter(|id| open.contains(*id)).count() as u64
-        },
+        open_at_end: still_open.len() as u64,
+        open_states,
         lost: created
             .iter()
             .filter(|id| !seen_created.contains(id.as_str()))
@@ -760,6 +792,24 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<SimReport> {
     Ok(report)
 }
 
+/// Send a request, reconnecting and retrying once when the server closed the idle
+/// keep-alive connection.
+async fn send_retry(
+    conn: &mut Conn,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    match conn.request(method, path, Some(body)).await {
+        Ok((status, answer)) => Ok((status, answer.to_vec())),
+        Err(_) => {
+            conn.reconnect().await?;
+            let (status, answer) = conn.request(method, path, Some(body)).await?;
+            Ok((status, answer.to_vec()))
+        }
+    }
+}
+
 async fn report_positions(
     conn: &mut Conn,
     walkers: &[Walker],
@@ -782,13 +832,12 @@ async fn report_positions(
             }
             body.push_str("]}");
             let started = Instant::now();
-            let (status, answer) = conn
-                .request("POST", "/v1/locations/batch", Some(body.as_bytes()))
-                .await?;
+            let (status, answer) =
+                send_retry(conn, "POST", "/v1/locations/batch", body.as_bytes()).await?;
             stats
                 .lock()
                 .expect("not poisoned")
-                .record("positions", started, status, answer);
+                .record("positions", started, status, &answer);
         }
     } else {
         for w in walkers {
@@ -797,17 +846,12 @@ async fn report_positions(
                 w.lat, w.lon
             );
             let started = Instant::now();
-            let (status, answer) = conn
-                .request(
-                    "PUT",
-                    &format!("/v1/drivers/{}/location", w.id),
-                    Some(body.as_bytes()),
-                )
-                .await?;
+            let path = format!("/v1/drivers/{}/location", w.id);
+            let (status, answer) = send_retry(conn, "PUT", &path, body.as_bytes()).await?;
             stats
                 .lock()
                 .expect("not poisoned")
-                .record("positions", started, status, answer);
+                .record("positions", started, status, &answer);
         }
     }
     Ok(())
@@ -837,6 +881,9 @@ pub fn summary(r: &SimReport) -> String {
             "  {op:<9} {:>8.1}/s  p50 {:>6.2} ms  p95 {:>6.2}  p99 {:>6.2}  p99.9 {:>6.2}  failed {}\n",
             o.per_s, o.p50_ms, o.p95_ms, o.p99_ms, o.p999_ms, o.failed
         ));
+    }
+    if !r.orders.open_states.is_empty() {
+        out.push_str(&format!("  open at the end by state: {:?}\n", r.orders.open_states));
     }
     for (k, v) in &r.errors {
         out.push_str(&format!("  error {k}: {v}\n"));

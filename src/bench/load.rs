@@ -34,6 +34,16 @@ impl Conn {
         })
     }
 
+    /// Open a new connection to the same address (after the server closed this one).
+    pub async fn reconnect(&mut self) -> anyhow::Result<()> {
+        let stream = TcpStream::connect(&self.host)
+            .await
+            .with_context(|| format!("connecting {}", self.host))?;
+        stream.set_nodelay(true)?;
+        self.stream = BufReader::new(stream);
+        Ok(())
+    }
+
     /// Send `Authorization: Bearer <key>` with every request.
     pub fn with_bearer(mut self, key: Option<&str>) -> Self {
         self.auth = key.map(|k| format!("Authorization: Bearer {k}\r\n"));
