@@ -37,7 +37,7 @@ enum Command {
     },
     /// Simulate a city over HTTP: moving drivers, Poisson orders, drivers answering offers;
     /// prints throughput, latency percentiles, errors and the invariant check of the events.
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Seed data tools.
     Seed {
         #[command(subcommand)]
@@ -186,6 +186,13 @@ struct SimArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Run once per offered rate (comma-separated orders/s) and write the JSON and an SVG plot
+    /// of latency against offered load into this directory (see --sweep-out).
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<f64>,
+    /// Directory for the sweep's sweep.json and latency.svg.
+    #[arg(long, default_value = "docs/sim")]
+    sweep_out: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -309,6 +316,26 @@ fn main() -> anyhow::Result<()> {
                 offer_ttl_ms: a.offer_ttl_ms,
                 progress: !a.quiet,
             };
+            if !a.sweep.is_empty() {
+                let points = runtime.block_on(geodispatch::sim::sweep(opts.clone(), &a.sweep))?;
+                std::fs::create_dir_all(&a.sweep_out)?;
+                let json = serde_json::to_string_pretty(&points)?;
+                std::fs::write(a.sweep_out.join("sweep.json"), &json)?;
+                let title = format!(
+                    "geodispatch sim: {} drivers, create-and-dispatch latency vs offered load",
+                    opts.drivers
+                );
+                std::fs::write(
+                    a.sweep_out.join("latency.svg"),
+                    geodispatch::sim::sweep_svg(&points, &title),
+                )?;
+                println!("{json}");
+                anyhow::ensure!(
+                    points.iter().all(|p| p.ok),
+                    "a sweep run had invariant violations or lost orders"
+                );
+                return Ok(());
+            }
             let report = runtime.block_on(geodispatch::sim::run(opts))?;
             let text = serde_json::to_string_pretty(&report)?;
             if let Some(path) = a.json {

@@ -709,7 +709,11 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<SimReport> {
     let still_open: Vec<String> = {
         let open = open.lock().expect("not poisoned");
         let created = created.lock().expect("not poisoned");
-        created.iter().filter(|id| open.contains(*id)).cloned().collect()
+        created
+            .iter()
+            .filter(|id| open.contains(*id))
+            .cloned()
+            .collect()
     };
     let mut open_states: HashMap<String, u64> = HashMap::new();
     if !still_open.is_empty() {
@@ -883,7 +887,10 @@ pub fn summary(r: &SimReport) -> String {
         ));
     }
     if !r.orders.open_states.is_empty() {
-        out.push_str(&format!("  open at the end by state: {:?}\n", r.orders.open_states));
+        out.push_str(&format!(
+            "  open at the end by state: {:?}\n",
+            r.orders.open_states
+        ));
     }
     for (k, v) in &r.errors {
         out.push_str(&format!("  error {k}: {v}\n"));
@@ -894,4 +901,94 @@ pub fn summary(r: &SimReport) -> String {
         r.invariants.after_terminal, r.invariants.fence_regressions, if r.ok() { "OK" } else { "VIOLATED" }
     ));
     out
+}
+
+/// One point of a load sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    /// Offered orders per second.
+    pub offered: f64,
+    /// Orders answered 201 per second.
+    pub achieved: f64,
+    /// `POST /v1/orders` (create and dispatch) latency, ms.
+    pub create_p50_ms: f64,
+    /// 99th percentile.
+    pub create_p99_ms: f64,
+    /// Whether the run kept every invariant and lost no order.
+    pub ok: bool,
+}
+
+/// Run one simulation per offered rate and collect create-and-dispatch latency.
+pub async fn sweep(base: SimOptions, rates: &[f64]) -> anyhow::Result<Vec<SweepPoint>> {
+    let mut out = Vec::new();
+    for &rate in rates {
+        let report = run(SimOptions {
+            orders_per_s: rate,
+            ..base.clone()
+        })
+        .await?;
+        let create = report.ops.get("create").cloned();
+        eprintln!("{}", summary(&report));
+        out.push(SweepPoint {
+            offered: rate,
+            achieved: create.as_ref().map(|c| c.per_s).unwrap_or(0.0),
+            create_p50_ms: create.as_ref().map(|c| c.p50_ms).unwrap_or(0.0),
+            create_p99_ms: create.as_ref().map(|c| c.p99_ms).unwrap_or(0.0),
+            ok: report.ok(),
+        });
+    }
+    Ok(out)
+}
+
+/// An SVG line chart of p50 and p99 create latency against offered load.
+pub fn sweep_svg(points: &[SweepPoint], title: &str) -> String {
+    let (w, h, m) = (720.0, 420.0, 60.0);
+    let max_x = points.iter().map(|p| p.offered).fold(1.0, f64::max);
+    let max_y = points.iter().map(|p| p.create_p99_ms).fold(1.0, f64::max) * 1.1;
+    let x = |v: f64| m + v / max_x * (w - 2.0 * m);
+    let y = |v: f64| h - m - v / max_y * (h - 2.0 * m);
+    let line = |f: &dyn Fn(&SweepPoint) -> f64| {
+        points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.offered), y(f(p))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">offered orders per second</text>\n<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">POST /v1/orders latency (ms)</text>\n",
+        w / 2.0,
+        h - m,
+        w - m,
+        h - m,
+        h - m,
+        w / 2.0,
+        h - 16.0,
+        h / 2.0,
+        h / 2.0
+    );
+    for i in 0..=5 {
+        let v = max_y * i as f64 / 5.0;
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.1}</text><line x1=\"{m}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
+            m - 6.0, y(v) + 4.0, y(v), w - m, y(v)
+        ));
+    }
+    for p in points {
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            x(p.offered),
+            h - m + 16.0,
+            p.offered
+        ));
+    }
+    svg.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#2563eb\" stroke-width=\"2\" points=\"{}\"/>\n<polyline fill=\"none\" stroke=\"#dc2626\" stroke-width=\"2\" points=\"{}\"/>\n<text x=\"{}\" y=\"{}\" fill=\"#2563eb\">p50</text><text x=\"{}\" y=\"{}\" fill=\"#dc2626\">p99</text>\n</svg>\n",
+        line(&|p| p.create_p50_ms),
+        line(&|p| p.create_p99_ms),
+        w - m - 60.0,
+        m + 10.0,
+        w - m - 60.0,
+        m + 26.0
+    ));
+    svg
 }
