@@ -8,7 +8,8 @@
 --              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
 --              vehicle type (bike, scooter, car, van)
 -- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in
--- Returns {'ok'} | {'missing'} | {'moved', actual_city} (nothing written)
+-- Returns {'ok'} | {'missing'} | {'moved', actual_city} | {'busy'} (nothing written: the driver
+-- holds an order; it is freed by the order's end or cancellation)
 local id = ARGV[1]
 local state = redis.call('HGET', KEYS[1], id)
 if not state then
@@ -17,6 +18,9 @@ end
 local city = string.match(state, '^([^|]*)|')
 if city ~= ARGV[2] then
   return {'moved', city}
+end
+if string.match(state, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|') == 'busy' then
+  return {'busy'}
 end
 for s = 0, 2 do
   redis.call('ZREM', KEYS[4 + s * 5], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)

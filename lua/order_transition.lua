@@ -5,7 +5,7 @@
 --
 --   pending --claim_offer.lua--> offered --accept--> accepted --pickup--> picked_up --deliver--> delivered
 --   offered --reject | timer (offer expired)--> pending (driver excluded, order re-queued)
---   pending | offered | accepted --cancel--> cancelled
+--   pending | offered | accepted | picked_up --cancel--> cancelled (frees the driver)
 --   pending --attempt (no driver, attempts exhausted)--> failed
 --
 -- KEYS[1]      order hash
@@ -119,7 +119,7 @@ elseif op == 'deliver' then
   if state ~= 'picked_up' then return {'state', state} end
   next_state = 'delivered'
 elseif op == 'cancel' then
-  if state ~= 'pending' and state ~= 'offered' and state ~= 'accepted' then
+  if state ~= 'pending' and state ~= 'offered' and state ~= 'accepted' and state ~= 'picked_up' then
     return {'state', state}
   end
   next_state = 'cancelled'

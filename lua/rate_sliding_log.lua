@@ -22,4 +22,4 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if oldest[2] then
   reset = tonumber(oldest[2]) + window - now
 end
-return {allowed, limit - count, reset}
+return {allowed, math.max(0, limit - count), reset}

@@ -270,28 +270,50 @@ pub async fn stream_events(
     };
     // Bounded per key (in this instance); the slot is freed when the stream is dropped.
     let slot = match (
-        crate::auth::principal(&req),
+        crate::auth::principal(&req)
+            .map(|p| p.key_id)
+            .unwrap_or_else(|| "anonymous".to_owned()),
         req.app_data::<web::Data<crate::auth::Guard>>(),
     ) {
-        (Some(p), Some(guard)) => Some(
+        (key_id, Some(guard)) => Some(
             guard
                 .streams
-                .acquire(&p.key_id, guard.settings.sse_max_per_key)
+                .acquire(&key_id, guard.settings.sse_max_per_key)
                 .ok_or_else(|| ApiError::TooManyRequests {
                     detail: format!(
-                        "at most {} open event streams per key",
-                        guard.settings.sse_max_per_key
+                        "at most {} open event streams per key and {} per instance",
+                        guard.settings.sse_max_per_key,
+                        crate::auth::MAX_STREAMS
                     ),
                     retry_after: 5,
                 })?,
         ),
         _ => None,
     };
-    let conn = store.pool().get().await.map_err(|e| {
+    let mut conn = store.pool().get().await.map_err(|e| {
         tracing::warn!(error = %e, "no Redis connection for an event stream");
         ApiError::Unavailable("the data store is unavailable; retry shortly".to_owned())
     })?;
     let key = events_key(store.keys(), &city);
+    // "New events only" means after the last one now: resolve `$` once, or every blocking
+    // read after a keep-alive would skip what was appended between two reads.
+    let start = if start == "$" {
+        let last: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut *conn)
+            .await
+            .map_err(crate::error::redis_error("event stream"))?;
+        last.ids
+            .first()
+            .map(|e| e.id.clone())
+            .unwrap_or_else(|| "0-0".to_owned())
+    } else {
+        start
+    };
     let stream = futures_util::stream::unfold(
         (conn, start, key, city, slot),
         |(mut conn, mut last, key, city, slot)| async move {

@@ -61,9 +61,9 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Drivers removed from the GEO indexes by the liveness sweeper",
     ),
     (
-        "geodispatch_offers_expired_total",
+        "geodispatch_timers_fired_total",
         "counter",
-        "Offers expired or orders re-queued by the timer scan",
+        "Timers fired by the timer scan: offers expired, waiting orders re-queued, finished orders' timers cleared",
     ),
     (
         "geodispatch_queue_entries_reclaimed_total",

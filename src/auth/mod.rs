@@ -102,6 +102,9 @@ impl Principal {
             (Role::Driver, Some(own)) if own != driver => Err(ApiError::Forbidden(format!(
                 "this driver key is bound to driver {own}; it may not act for driver {driver}; nothing was written"
             ))),
+            (Role::Driver, None) => Err(ApiError::Forbidden(
+                "this driver key is bound to no driver; nothing was written".to_owned(),
+            )),
             _ => Ok(()),
         }
     }
@@ -304,11 +307,16 @@ impl AuthCache {
     }
 }
 
-/// Open event streams per key in this instance (bounded by `sse_max_per_key`).
+/// Open event streams per key in this instance (bounded by `sse_max_per_key`), and in all
+/// (bounded by [`MAX_STREAMS`]): each holds a pooled Redis connection, which the queue workers
+/// need too.
 #[derive(Debug, Default)]
 pub struct StreamCounter {
     open: Mutex<HashMap<String, u64>>,
 }
+
+/// Open event streams per instance at most: half of the dedicated Redis connection pool.
+pub const MAX_STREAMS: u64 = 32;
 
 /// One open event stream; the count goes down when it is dropped.
 #[derive(Debug)]
@@ -321,6 +329,9 @@ impl StreamCounter {
     /// Take a slot for `key_id`, or `None` when it already has `max` open streams.
     pub fn acquire(self: &Arc<Self>, key_id: &str, max: u64) -> Option<StreamSlot> {
         let mut open = self.open.lock().expect("not poisoned");
+        if open.values().sum::<u64>() >= MAX_STREAMS {
+            return None;
+        }
         let n = open.entry(key_id.to_owned()).or_default();
         if *n >= max {
             return None;
@@ -538,13 +549,32 @@ fn reject<B>(req: ServiceRequest, err: ApiError) -> ServiceResponse<EitherBody<B
     req.into_response(response).map_into_right_body()
 }
 
+/// Routes anyone may call: health, metrics, the API document and its UI, the map page.
+fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/openapi.json"
+            | "/docs"
+            | "/map"
+            | "/map/cities.geojson"
+    ) || path.starts_with("/docs/")
+}
+
 /// The middleware: authenticate, authorize by [`route_policy`], rate-limit, and add the
-/// `RateLimit` headers to the answer. Paths outside `/v1/` pass through untouched.
+/// `RateLimit` headers to the answer. Only the [`is_public`] routes pass without a key.
+///
+/// Every decision uses the path as the router sees it (`match_info()`, percent-decoded
+/// but for `/`, `%` and `+`), never the raw request path: `/%761/admin/keys` routes to
+/// `/v1/admin/keys` and must be judged as such.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, actix_web::Error> {
-    if !req.path().starts_with("/v1/") {
+    let path = req.match_info().as_str().to_owned();
+    if is_public(&path) {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let Some(guard) = req
@@ -553,12 +583,12 @@ pub async fn middleware(
     else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let policy = route_policy(req.method(), req.path());
+    let policy = route_policy(req.method(), &path);
+    // The peer address, not `X-Forwarded-For`: a client must not pick its own bucket.
     let mut subject = req
-        .connection_info()
-        .realip_remote_addr()
-        .unwrap_or("unknown")
-        .to_owned();
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
     if guard.settings.auth_enabled {
         let Some(token) = bearer(&req) else {
             return Ok(reject(
@@ -588,17 +618,12 @@ pub async fn middleware(
                 "a {} key may not call {} {}",
                 principal.role.as_str(),
                 req.method(),
-                req.path()
+                path
             );
             return Ok(reject(req, ApiError::Forbidden(detail)));
         }
         if let Some(i) = policy.own_driver_segment {
-            let driver = req
-                .path()
-                .split('/')
-                .nth(i + 1)
-                .unwrap_or_default()
-                .to_owned();
+            let driver = path.split('/').nth(i + 1).unwrap_or_default().to_owned();
             if let Err(e) = principal.check_driver(&driver) {
                 return Ok(reject(req, e));
             }
@@ -607,7 +632,7 @@ pub async fn middleware(
         req.extensions_mut().insert(principal);
     }
     if policy.class == Class::Location {
-        subject = req.path().split('/').nth(3).unwrap_or_default().to_owned();
+        subject = path.split('/').nth(3).unwrap_or_default().to_owned();
     }
     if !guard.settings.rate_limits_enabled {
         return Ok(next.call(req).await?.map_into_left_body());
@@ -697,12 +722,46 @@ mod tests {
         };
         assert!(p.check_driver("a").is_ok());
         assert!(matches!(p.check_driver("b"), Err(ApiError::Forbidden(_))));
+        let unbound = Principal {
+            driver_id: None,
+            ..p.clone()
+        };
+        assert!(
+            unbound.check_driver("a").is_err(),
+            "an unbound driver key fails closed"
+        );
         let staff = Principal {
             role: Role::Dispatcher,
             driver_id: None,
             ..p
         };
         assert!(staff.check_driver("b").is_ok());
+    }
+
+    #[test]
+    fn only_health_docs_metrics_and_the_map_are_public() {
+        for open in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+            "/docs",
+            "/docs/index.html",
+            "/map",
+            "/map/cities.geojson",
+        ] {
+            assert!(is_public(open), "{open}");
+        }
+        for closed in [
+            "/v1/cities",
+            "/",
+            "/v2/x",
+            "/mapx",
+            "/healthz/x",
+            "/map/other",
+        ] {
+            assert!(!is_public(closed), "{closed}");
+        }
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub enum Transition {
     Pickup,
     /// The driver delivered it (picked_up → delivered; the driver is free and scores).
     Deliver,
-    /// The client cancels (pending, offered or accepted → cancelled).
+    /// The client or ops cancel (pending, offered, accepted or picked_up → cancelled; the
+    /// driver is freed).
     Cancel,
 }
 
@@ -57,7 +58,7 @@ impl Transition {
             Transition::Accept | Transition::Reject => "offered",
             Transition::Pickup => "accepted",
             Transition::Deliver => "picked_up",
-            Transition::Cancel => "pending, offered or accepted",
+            Transition::Cancel => "pending, offered, accepted or picked_up",
         }
     }
 }
@@ -757,7 +758,10 @@ impl Dispatcher {
             Claim::NoDriver if count_attempt => {
                 let mut args = self.common_args("attempt", order, city, city);
                 args[12] = lease.token.clone();
-                self.run_transition(city, order, args).await?;
+                let reply = self.run_transition(city, order, args).await?;
+                if let Err(e) = Self::decode(&reply) {
+                    tracing::info!(order, city, outcome = ?e, "no-driver attempt not counted");
+                }
                 Ok(DispatchOutcome::NoDriver)
             }
             Claim::NoDriver => Ok(DispatchOutcome::NoDriver),

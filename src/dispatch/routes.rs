@@ -89,6 +89,7 @@ pub async fn create_order(
     let mut conn = store.conn();
     let canonical = serde_json::to_string(&request).map_err(anyhow::Error::from)?;
     let idem_key = idem.as_deref().map(|k| idempotency_key(store.keys(), k));
+    let mut replay = false;
     if let Some(key) = &idem_key {
         let record = IdempotencyRecord {
             body: canonical.clone(),
@@ -120,6 +121,7 @@ pub async fn create_order(
                 return Ok(HttpResponse::Created().json(response));
             }
             // The first request did not finish (or is still running): complete it with its id.
+            replay = true;
             id = OrderId::parse(&first.order_id)
                 .map_err(|e| anyhow::anyhow!("bad order id in idempotency record: {e}"))?;
         }
@@ -150,7 +152,7 @@ pub async fn create_order(
     };
     match created {
         Ok(()) => {}
-        Err(TransitionError::Exists) if idem_key.is_some() => {
+        Err(TransitionError::Exists) if replay => {
             // A repeat of a request that did not finish: complete its dispatch.
             if now && let Err(err) = dispatcher.dispatch_in(&city, id.as_str(), false).await {
                 tracing::warn!(order = %id, error = %err, "dispatch of a repeated request failed");
@@ -207,14 +209,14 @@ pub async fn get_order(
     Ok(HttpResponse::Ok().json(dispatcher.load(&id).await?))
 }
 
-/// Cancel an order (pending, offered or accepted); an offered or assigned driver is freed.
+/// Cancel an order (pending, offered, accepted or picked up); its driver, if any, is freed.
 #[utoipa::path(
     tag = "orders",
     params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
     responses(
         (status = 200, description = "Cancelled", body = Order),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already picked up or finished (`invalid-transition`); nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished (`invalid-transition`); nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid order id", body = Problem, content_type = "application/problem+json"),
     ),
 )]

@@ -232,7 +232,7 @@ pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usiz
             match dispatcher.fire_timer(city.id.as_str(), &order).await {
                 Ok(true) => {
                     fired += 1;
-                    crate::metrics::inc("geodispatch_offers_expired_total", &[]);
+                    crate::metrics::inc("geodispatch_timers_fired_total", &[]);
                 }
                 Ok(false) => {}
                 Err(err) => tracing::warn!(city = %city.id, order, error = %err, "timer failed"),

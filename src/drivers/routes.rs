@@ -584,13 +584,14 @@ pub async fn put_status(
     }
 }
 
-/// Remove a driver from every index and forget its state.
+/// Remove a driver from every index and forget its state (not while it holds an order).
 #[utoipa::path(
     tag = "drivers",
     params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", example = "drv-1")),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such driver", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The driver holds an order (`driver-busy`); nothing deleted", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid driver id", body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -600,9 +601,17 @@ pub async fn delete_driver(
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_driver(&path)?;
-    run_on_driver_city(&store, &DELETE_DRIVER, city_script_keys, &id, &[])
+    let (_, reply) = run_on_driver_city(&store, &DELETE_DRIVER, city_script_keys, &id, &[])
         .await?
         .ok_or_else(|| not_found(&id))?;
+    if reply.first().map(String::as_str) == Some("busy") {
+        return Err(ApiError::Conflict {
+            code: "driver-busy",
+            detail: format!(
+                "driver {id} holds an order; cancel or finish it first; nothing was deleted"
+            ),
+        });
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -898,3 +898,31 @@ async fn dispatch_ranks_like_the_candidates_endpoint_and_a_better_score_beats_a_
         );
     }
 }
+
+#[tokio::test]
+async fn a_busy_driver_cannot_be_deleted_and_a_picked_up_order_can_still_be_cancelled() {
+    let app = spawn_app_with(fast).await;
+    drivers_at(&app, &["held"], PARIS).await;
+    let o = create(
+        &app,
+        json!({"order_id": "pk", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    let fence = o.json["fencing_token"].as_u64().unwrap();
+    for op in ["accept", "pickup"] {
+        assert_eq!(
+            answer_offer(&app, "pk", op, "held", fence).await.status,
+            200
+        );
+    }
+    let before = app.snapshot().await;
+    app.delete("/v1/drivers/held")
+        .await
+        .assert_problem(409, "driver-busy");
+    assert_eq!(app.snapshot().await, before, "nothing deleted");
+    let c = app.post_json("/v1/orders/pk/cancel", &json!({})).await;
+    assert_eq!(c.status, 200, "{}", c.text);
+    assert_eq!(c.json["state"], "cancelled");
+    assert_eq!(driver_status(&app, "held").await, "available");
+    assert_eq!(app.delete("/v1/drivers/held").await.status, 204);
+}

@@ -57,6 +57,31 @@ async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
         .get("/v1/cities")
         .await
         .assert_problem(401, "unauthorized");
+    // Percent-encoding cannot route around the checks: the router decodes `%76` to `v`.
+    let raw = |method: reqwest::Method, path: &str, key: Option<&str>| {
+        let mut r = reqwest::Client::new().request(method, format!("{}{path}", app.address));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.json(&json!({"role": "admin"})).send()
+    };
+    let sneaky = raw(reqwest::Method::POST, "/%761/admin/keys", None)
+        .await
+        .unwrap();
+    assert_eq!(sneaky.status(), 401, "an encoded /v1 needs a key too");
+    let sneaky = raw(reqwest::Method::PUT, "/%761/drivers/someone/location", None)
+        .await
+        .unwrap();
+    assert_eq!(sneaky.status(), 401);
+    let dispatcher = key(&app, "dispatcher", None).await;
+    let sneaky = raw(reqwest::Method::POST, "/v1/%61dmin/keys", Some(&dispatcher))
+        .await
+        .unwrap();
+    assert_eq!(
+        sneaky.status(),
+        403,
+        "an encoded admin route is still an admin route"
+    );
     // Health and docs stay open.
     assert_eq!(anonymous.get("/healthz").await.status, 200);
     assert_eq!(anonymous.get("/openapi.json").await.status, 200);
