@@ -35,7 +35,9 @@
 -- ARGV[20] (create) a lock token: also take the new order's dispatch lock with it, and
 --          ARGV[21] its time to live in ms ('' for neither); the caller dispatches at once
 -- Returns one of:
---   {'ok', new_state, now_ms}       (create with a lock token: {'ok', 'pending', now_ms, fencing})
+--   {'ok', new_state, now_ms}       (create with a lock token: {'ok', 'pending', now_ms, fencing};
+--                                    a transition that changed the order appends its hash
+--                                    fields: field, value, ...)
 --   {'missing'}                   no such order (create: never)
 --   {'exists'}                    create: the order id is taken; nothing written
 --   {'state', current_state}      the transition is not allowed from the current state
@@ -201,4 +203,9 @@ if next_state == 'delivered' and ds then
   redis.call('ZINCRBY', KEYS[9], ARGV[9], driver)
 end
 emit(kind, next_state, driver, fence)
-return {'ok', next_state, tostring(now)}
+-- The order as it is now, so the caller needs no read-back.
+local out = {'ok', next_state, tostring(now)}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do
+  out[#out + 1] = v
+end
+return out

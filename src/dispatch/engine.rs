@@ -402,9 +402,18 @@ impl Dispatcher {
         driver: Option<(&str, u64)>,
     ) -> Result<Order, ApiError> {
         let city = self.order_city(id).await?;
-        self.transition_in(&city, id.as_str(), transition, driver)
+        let reply = self
+            .transition_reply(&city, id.as_str(), transition, driver)
             .await?;
-        self.load_in(&city, id.as_str()).await
+        // The script appends the order's fields after `ok, state, now`: no read-back needed.
+        let fields: HashMap<String, String> = reply[3.min(reply.len())..]
+            .chunks_exact(2)
+            .map(|kv| (kv[0].clone(), kv[1].clone()))
+            .collect();
+        match Order::from_hash(&fields) {
+            Some(order) => Ok(order),
+            None => self.load_in(&city, id.as_str()).await,
+        }
     }
 
     /// Apply a transition to an order of a known city (no directory lookup, no read-back).
@@ -415,6 +424,19 @@ impl Dispatcher {
         transition: Transition,
         driver: Option<(&str, u64)>,
     ) -> Result<(), ApiError> {
+        self.transition_reply(city, id, transition, driver)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Self::transition_in`], returning the script's reply (with the order's fields).
+    async fn transition_reply(
+        &self,
+        city: &str,
+        id: &str,
+        transition: Transition,
+        driver: Option<(&str, u64)>,
+    ) -> Result<Vec<String>, ApiError> {
         let mut args = self.common_args(transition.op(), id, city, city);
         if let Some((driver, fence)) = driver {
             args[3] = driver.to_owned();
@@ -441,7 +463,7 @@ impl Dispatcher {
             Err(_) => {}
         }
         match decoded {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(reply),
             Err(TransitionError::Missing) => {
                 Err(ApiError::NotFound(format!("order {id} does not exist")))
             }
