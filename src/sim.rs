@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::bench::load::Conn;
+use crate::bench::now_ms;
 use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::GeoPoint;
@@ -461,10 +462,6 @@ fn random_point_in(rng: &mut SplitMix64, cities: &CityIndex, city: &str) -> (f64
             return (lat, lon);
         }
     }
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Run one simulation and report what it measured.

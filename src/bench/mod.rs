@@ -27,7 +27,8 @@ const CENTER: (f64, f64) = (48.85, 2.35);
 const HALF_KM: f64 = 15.0;
 const VEHICLES: [&str; 4] = ["bike", "scooter", "car", "van"];
 
-fn now_ms() -> i64 {
+/// Epoch milliseconds by this machine's clock.
+pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 

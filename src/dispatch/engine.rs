@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::model::{DispatchResult, Order, OrderState};
+use super::model::{DispatchResult, Order};
 use super::{
     CLAIM_OFFER, LOCK_ORDER, ORDER_TRANSITION, directory_key, driver_channel_prefix, excluded_key,
     fence_key, lock_key, ops_channel, order_key, order_script_keys,
@@ -841,23 +841,6 @@ impl Dispatcher {
     pub async fn dispatch(&self, id: &OrderId) -> Result<DispatchOutcome, ApiError> {
         let city = self.order_city(id).await?;
         self.dispatch_in(&city, id.as_str(), false).await
-    }
-
-    /// Whether an order is in a terminal state (for tests and the simulator).
-    pub fn is_final(order: &Order) -> bool {
-        order.state.is_terminal()
-    }
-
-    /// An order's state, or `None` when it does not exist.
-    pub async fn state_of(&self, city: &str, order: &str) -> Result<Option<OrderState>, ApiError> {
-        let mut conn = self.store.conn();
-        let state: Option<String> = redis::cmd("HGET")
-            .arg(order_key(self.store.keys(), city, order))
-            .arg("state")
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error("order state"))?;
-        Ok(state.and_then(|s| OrderState::parse(&s)))
     }
 }
 

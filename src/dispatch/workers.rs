@@ -217,8 +217,9 @@ pub fn spawn_workers(
 pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usize> {
     let mut fired = 0;
     let mut conn = dispatcher.store().conn();
+    // One clock reading per scan: the script re-checks that each timer is due.
+    let now: (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
     for city in dispatcher.cities().all() {
-        let now: (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(timers_key(dispatcher.store().keys(), city.id.as_str()))
             .arg("-inf")

@@ -12,7 +12,6 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::cities::CityIndex;
-use crate::config::Settings;
 use crate::drivers::{DriverStatus, VehicleType, geo_key};
 use crate::error::{ApiError, Problem, redis_error};
 use crate::extract::QueryParams;
@@ -108,7 +107,6 @@ pub async fn snapshot(
     query: QueryParams<SnapshotQuery>,
     store: web::Data<Store>,
     cities: web::Data<CityIndex>,
-    _settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let city = cities
         .get(&path)
