@@ -10,7 +10,7 @@
 -- with the fencing number, arms the offer's expiry timer and appends an 'offered' event.
 --
 -- KEYS[1]      order hash
--- KEYS[2]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[2]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
 -- KEYS[3]      assignments hash of the city: driver_id -> order_id (active orders)
 -- KEYS[4]      the order's excluded-drivers set
 -- KEYS[5]      timers sorted set of the city: order_id -> due ms (offer expiry, retries)

@@ -1,7 +1,7 @@
 -- delete_driver.lua: remove a driver from every index (GEO sets, last-seen, scores) and forget
 -- its state.
 --
--- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[1]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the driver's city
 -- KEYS[3]      driver score sorted set of that city
 -- KEYS[4..18]  GEO sets of that city, five per status (available, busy, offline): the status'

@@ -9,7 +9,7 @@
 --   pending --attempt (no driver, attempts exhausted)--> failed
 --
 -- KEYS[1]      order hash
--- KEYS[2]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[2]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
 -- KEYS[3]      assignments hash of the order's city: driver_id -> order_id
 -- KEYS[4]      the order's excluded-drivers set
 -- KEYS[5]      timers sorted set of the order's city: order_id -> due ms

@@ -2,7 +2,7 @@
 -- Moves the driver between the GEO sets of its city (only while it is indexed, i.e. fresh) and
 -- updates its stored state. 'busy' is set and cleared by dispatch only.
 --
--- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[1]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the driver's city
 -- KEYS[3]      driver score sorted set of that city
 -- KEYS[4..18]  GEO sets of that city, five per status (available, busy, offline): the status'

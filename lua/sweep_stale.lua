@@ -2,7 +2,7 @@
 -- indexes, at most ARGV[2] of them per call (bounded work; call again while it returns ARGV[2]).
 -- Their state stays readable (GET shows it as not fresh); the next position re-indexes them.
 --
--- KEYS[1]      drivers hash (global): driver_id -> packed state (see set_position.lua)
+-- KEYS[1]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the city
 -- KEYS[3]      driver score sorted set of the city
 -- KEYS[4..18]  GEO sets of the city, five per status (available, busy, offline): the status'

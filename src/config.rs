@@ -33,6 +33,20 @@ pub struct Settings {
     /// Redis URL (`redis://[user:password@]host:port/db` or `rediss://…` for TLS). When unset,
     /// `serve` starts and supervises its own local `redis-server`.
     pub redis_url: Option<String>,
+    /// Redis Sentinel addresses, comma-separated (`host:port` or `redis://host:port`): the service
+    /// asks them for the primary named `redis_sentinel_master` and follows failovers. Replaces `redis_url`.
+    pub redis_sentinels: Option<String>,
+    /// Name of the primary the sentinels monitor (`sentinel monitor <name> …`).
+    pub redis_sentinel_master: String,
+    /// Redis Cluster seed nodes, comma-separated (`host:port` or `redis://host:port`); the rest of
+    /// the cluster is discovered. Replaces `redis_url`.
+    pub redis_cluster_nodes: Option<String>,
+    /// Replicas that must confirm an order write (`WAIT`) before it is acknowledged; 0 does not
+    /// wait. Fewer in time: 503, the write stands (a retry with the same `Idempotency-Key`
+    /// answers it). Not with Redis Cluster.
+    pub redis_wait_replicas: u32,
+    /// How long `WAIT` may take, in milliseconds.
+    pub redis_wait_timeout_ms: u64,
     /// Data directory of the self-managed `redis-server` (AOF on). Ignored when `redis_url` is set.
     pub redis_data_dir: PathBuf,
     /// Prefix of every Redis key and channel the service uses (lets tenants and tests share a Redis).
@@ -94,7 +108,12 @@ pub struct Settings {
     /// order may wait for a dispatch that never completes (a crashed instance) before it is
     /// queued again.
     pub dispatch_retry_ms: u64,
-    /// Queue workers per service instance consuming the dispatch stream (`serve --workers N`).
+    /// Dispatch lock backend: `redis` (the lock lives next to the order, in the same Redis) or
+    /// `redlock` (additionally a Redlock over `redlock_nodes`, independent of the data Redis).
+    pub lock_backend: String,
+    /// Independent Redis nodes of the Redlock backend, comma-separated (`host:port`), 3 or more.
+    pub redlock_nodes: Option<String>,
+    /// Queue workers per city per service instance, each reading one city's dispatch stream (`serve --workers N`).
     pub dispatch_workers: usize,
     /// A queue entry a worker read but did not acknowledge for this long (ms; the worker
     /// crashed) is taken over by another worker (XAUTOCLAIM).
@@ -139,6 +158,11 @@ impl Default for Settings {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
             redis_url: None,
+            redis_sentinels: None,
+            redis_sentinel_master: "mymaster".to_owned(),
+            redis_cluster_nodes: None,
+            redis_wait_replicas: 0,
+            redis_wait_timeout_ms: 100,
             redis_data_dir: PathBuf::from("./data/redis"),
             key_prefix: "gd".to_owned(),
             redis_timeout_ms: 1_000,
@@ -168,6 +192,8 @@ impl Default for Settings {
             dispatch_max_attempts: 10,
             dispatch_retry_ms: 5_000,
             dispatch_workers: 2,
+            lock_backend: "redis".to_owned(),
+            redlock_nodes: None,
             queue_claim_idle_ms: 15_000,
             timer_interval_ms: 250,
             events_maxlen: 100_000,
@@ -253,7 +279,7 @@ impl Settings {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         {
             bail!(
-                "key_prefix must be non-empty [A-Za-z0-9_.-], got {:?}",
+                "key_prefix must be non-empty [A-Za-z0-9_.-], got {:?} (braces would change the {{city}} hash tag that keeps each script's keys in one Redis Cluster slot)",
                 self.key_prefix
             );
         }
@@ -318,6 +344,47 @@ impl Settings {
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
             bail!("redis_url must start with redis:// or rediss://");
+        }
+        let topologies = [
+            self.redis_url.is_some(),
+            self.redis_sentinels.is_some(),
+            self.redis_cluster_nodes.is_some(),
+        ];
+        if topologies.iter().filter(|set| **set).count() > 1 {
+            bail!("set at most one of redis_url, redis_sentinels and redis_cluster_nodes");
+        }
+        for (name, list) in [
+            ("redis_sentinels", &self.redis_sentinels),
+            ("redis_cluster_nodes", &self.redis_cluster_nodes),
+        ] {
+            if let Some(list) = list
+                && list.split(',').all(|s| s.trim().is_empty())
+            {
+                bail!("{name} must list at least one host:port");
+            }
+        }
+        if self.redis_wait_replicas > 0 && self.redis_cluster_nodes.is_some() {
+            bail!(
+                "redis_wait_replicas is not supported with redis_cluster_nodes (WAIT applies to one node)"
+            );
+        }
+        match self.lock_backend.as_str() {
+            "redis" => {}
+            "redlock" => {
+                let n = self
+                    .redlock_nodes
+                    .as_deref()
+                    .map_or(0, |l| l.split(',').filter(|s| !s.trim().is_empty()).count());
+                if n < 3 {
+                    bail!(
+                        "lock_backend = \"redlock\" needs redlock_nodes to list at least 3 independent Redis nodes, got {n}"
+                    );
+                }
+            }
+            other => bail!("lock_backend must be \"redis\" or \"redlock\", got {other:?}"),
+        }
+        if self.redis_sentinel_master.is_empty() {
+            bail!("redis_sentinel_master must not be empty");
         }
         Ok(())
     }

@@ -245,10 +245,24 @@ impl ResponseError for ApiError {
 /// 503 (Redis unreachable, retry later), everything else is an internal error with context.
 pub fn redis_error(context: &'static str) -> impl FnOnce(redis::RedisError) -> ApiError {
     move |err| {
+        // Also the answers of a Redis in the middle of a failover or a restart: a demoted
+        // primary (READONLY), a replica without its primary, a node still loading its data,
+        // a Cluster slot in migration or a Cluster without quorum.
         if err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_timeout()
             || err.is_io_error()
+            || matches!(
+                err.code(),
+                Some(
+                    "READONLY"
+                        | "MASTERDOWN"
+                        | "LOADING"
+                        | "TRYAGAIN"
+                        | "CLUSTERDOWN"
+                        | "NOREPLICAS"
+                )
+            )
         {
             tracing::warn!(error = %err, context, "redis unavailable");
             ApiError::Unavailable("the data store is unavailable; retry shortly".to_owned())

@@ -304,7 +304,7 @@ pub async fn stream_events(
             .arg("-")
             .arg("COUNT")
             .arg(1)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(crate::error::redis_error("event stream"))?;
         last.ids

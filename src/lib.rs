@@ -47,6 +47,7 @@ pub mod openapi;
 pub mod ranking;
 pub mod ratelimit;
 pub mod redis_local;
+pub mod redis_topology;
 pub mod scripts;
 pub mod search;
 pub mod seed;

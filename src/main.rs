@@ -81,6 +81,41 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         http_workers: usize,
     },
+    /// Dispatch load while a fault is injected (Sentinel failover, killed or paused service
+    /// instances, Redis restart from AOF): acknowledged writes lost, orders stuck, double
+    /// assignments, fence rejections, seconds unavailable (docs/RELIABILITY.md).
+    Faults {
+        /// The fault.
+        #[arg(value_enum)]
+        scenario: geodispatch::bench::Scenario,
+        /// Seconds during which new orders start.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Concurrent order loops.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Drivers in the fleet.
+        #[arg(long, default_value_t = 2_000)]
+        drivers: usize,
+        /// Seconds into the load when the single fault happens (failover, Redis restart).
+        #[arg(long, default_value_t = 10)]
+        fault_at: u64,
+        /// Seconds between faults (instance kills and pauses).
+        #[arg(long, default_value_t = 4)]
+        fault_every: u64,
+        /// `min-replicas-to-write` on the Sentinel primary (0: off).
+        #[arg(long, default_value_t = 0)]
+        min_replicas_to_write: u32,
+        /// Replicas that must `WAIT`-confirm each order write before it is acknowledged.
+        #[arg(long, default_value_t = 0)]
+        wait_replicas: u32,
+        /// Sentinel failover: stall the replicas this many ms before killing the primary.
+        #[arg(long, default_value_t = 0)]
+        replica_lag_ms: u64,
+        /// Redis restart: `appendfsync always` instead of `everysec`.
+        #[arg(long)]
+        fsync_always: bool,
+    },
     /// Single PUT vs our no-Redis /healthz; batch ingest vs redis-benchmark -P 16 GEOADD.
     Ingest {
         /// Seconds per measured phase.
@@ -267,6 +302,32 @@ fn main() -> anyhow::Result<()> {
                         })
                         .await?;
                         anyhow::Ok(serde_json::json!({"scenario": "dispatch", "duration_s": duration, "result": r}))
+                    }
+                    BenchCommand::Faults {
+                        scenario,
+                        duration,
+                        concurrency,
+                        drivers,
+                        fault_at,
+                        fault_every,
+                        min_replicas_to_write,
+                        wait_replicas,
+                        replica_lag_ms,
+                        fsync_always,
+                    } => {
+                        let binary = std::env::current_exe().context("locating this binary")?;
+                        let mut opts = geodispatch::bench::FaultOptions::new(scenario, binary);
+                        opts.duration = std::time::Duration::from_secs(duration);
+                        opts.concurrency = concurrency;
+                        opts.drivers = drivers;
+                        opts.fault_at = std::time::Duration::from_secs(fault_at);
+                        opts.fault_every = std::time::Duration::from_secs(fault_every);
+                        opts.min_replicas_to_write = min_replicas_to_write;
+                        opts.wait_replicas = wait_replicas;
+                        opts.replica_lag_ms = replica_lag_ms;
+                        opts.fsync_always = fsync_always;
+                        let r = geodispatch::bench::faults(opts).await?;
+                        anyhow::Ok(serde_json::json!({"scenario": "faults", "duration_s": duration, "concurrency": concurrency, "result": r}))
                     }
                     BenchCommand::Ingest {
                         duration,

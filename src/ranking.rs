@@ -40,8 +40,9 @@ pub fn scripts() -> [&'static Script; 2] {
     [&SET_SCORE, &RANK_AROUND]
 }
 
-fn score_script_keys(keys: &Keys, city: &str) -> Vec<String> {
-    vec![state_key(keys), scores_key(keys, city)]
+/// KEYS of `set_score.lua` for a driver in `city`.
+pub fn score_script_keys(keys: &Keys, city: &str) -> Vec<String> {
+    vec![state_key(keys, city), scores_key(keys, city)]
 }
 
 /// How a score is written.

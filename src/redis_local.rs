@@ -46,6 +46,31 @@ pub fn redis_server_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Have the child started by `cmd` killed when this process dies (Linux `PR_SET_PDEATHSIG`),
+/// so a crashed test or benchmark leaves no stray server behind.
+pub fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+/// Send `sig` to a running child (e.g. SIGSTOP / SIGCONT); nothing when it is not running.
+pub fn signal_child(child: Option<&Child>, sig: i32) {
+    if let Some(pid) = child.and_then(|c| c.id()) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid as i32, sig);
+        }
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
@@ -96,14 +121,7 @@ impl LocalRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd.spawn().context("spawning redis-server")?;
         let mut redis = LocalRedis {
             port,
@@ -191,6 +209,11 @@ impl LocalRedis {
             }
         }
         Ok(())
+    }
+
+    /// Send `sig` to the server (e.g. SIGSTOP / SIGCONT to stall it).
+    pub fn signal(&self, sig: i32) {
+        signal_child(self.child.as_ref(), sig);
     }
 
     /// Kill the server at once (SIGKILL), as a crash would.

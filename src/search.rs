@@ -425,7 +425,7 @@ pub async fn search(
 /// The slow path when many indexed drivers are stale at once (the sweeper is behind): check
 /// each candidate's last-seen time.
 async fn drop_stale_one_by_one(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::store::RedisConn,
     seen: &str,
     candidates: Vec<NearbyDriver>,
     fresh_after: i64,

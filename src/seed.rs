@@ -320,9 +320,17 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
         .await
         .map_err(|e| anyhow::anyhow!("storing seed positions: {e}"))?;
         // Ratings become initial leaderboard scores; NX keeps scores earned since.
-        let mut pipe = redis::pipe();
+        // One pipeline per city: a pipeline must stay in one Cluster slot.
+        let mut pipes: Vec<(String, redis::Pipeline)> = Vec::new();
         for (((id, _, _), outcome), d) in items.iter().zip(&outcomes).zip(chunk) {
             if let crate::drivers::PositionOutcome::Accepted(state) = outcome {
+                let pipe = match pipes.iter().position(|(c, _)| *c == state.city) {
+                    Some(i) => &mut pipes[i].1,
+                    None => {
+                        pipes.push((state.city.clone(), redis::pipe()));
+                        &mut pipes.last_mut().expect("just pushed").1
+                    }
+                };
                 pipe.cmd("ZADD")
                     .arg(crate::drivers::scores_key(
                         context.store.keys(),
@@ -335,10 +343,12 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
                 stored += 1;
             }
         }
-        let _: () = pipe
-            .query_async(&mut conn)
-            .await
-            .context("storing seed scores")?;
+        for (_, pipe) in pipes {
+            let _: () = pipe
+                .query_async(&mut conn)
+                .await
+                .context("storing seed scores")?;
+        }
     }
     Ok(stored)
 }

@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
 use crate::redis_local::{LocalRedis, LocalRedisOptions};
-use crate::store::Store;
+use crate::store::{Keys, Store, Topology};
 
 /// Register every documented route: health at the root, the API under `/v1`.
 pub fn configure_routes(cfg: &mut ServiceConfig) {
@@ -59,21 +59,46 @@ pub struct AppContext {
 
 impl AppContext {
     /// Connect to Redis at `redis_url` and load the service areas.
+    ///
+    /// The topology follows the settings ([`Topology::from_settings`]: `redis_url` is used
+    /// only for a standalone Redis). Refuses to start when a script's keys would cross Redis
+    /// Cluster hash slots ([`script_key_sets`]).
     pub fn new(settings: Settings, redis_url: &str) -> anyhow::Result<Self> {
-        let store = Store::connect(
-            redis_url,
+        let topology = Topology::from_settings(&settings, redis_url);
+        let cities = Arc::new(CityIndex::load(settings.cities_file.as_deref())?);
+        // Each queue worker (per city) holds a pooled connection; event streams take more.
+        let pool_size = (settings.dispatch_workers * cities.all().len() + 32).max(64);
+        let store = Store::connect_to(
+            &topology,
             &settings.key_prefix,
             Duration::from_millis(settings.redis_timeout_ms),
+            pool_size,
         )?;
-        let cities = Arc::new(CityIndex::load(settings.cities_file.as_deref())?);
+        crate::store::check_slots(script_key_sets(store.keys(), &cities))
+            .context("the key layout does not fit Redis Cluster")?;
         let settings = Arc::new(settings);
         let tuning = Arc::new(crate::search::KnnTuning::new());
-        let dispatcher = crate::dispatch::Dispatcher::new(
+        let mut dispatcher = crate::dispatch::Dispatcher::new(
             store.clone(),
             settings.clone(),
             tuning.clone(),
             cities.clone(),
         );
+        if settings.lock_backend == "redlock" {
+            let nodes = crate::store::url_list(settings.redlock_nodes.as_deref().unwrap_or(""));
+            let redlock = crate::lock::redlock::Redlock::new(
+                &nodes,
+                Duration::from_millis(
+                    settings
+                        .redis_timeout_ms
+                        .min(settings.lock_ttl_ms / 10)
+                        .max(5),
+                ),
+                0,
+            )
+            .context("the Redlock nodes")?;
+            dispatcher = dispatcher.with_redlock(redlock);
+        }
         Ok(Self {
             settings,
             store,
@@ -82,6 +107,58 @@ impl AppContext {
             dispatcher,
         })
     }
+}
+
+/// The KEYS of every multi-key script and transaction, for every city, so that startup can
+/// prove each set lies in one Redis Cluster hash slot (a probe order id stands for any order).
+pub fn script_key_sets(keys: &Keys, cities: &CityIndex) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for city in cities.all() {
+        let c = city.id.as_str();
+        out.push((
+            format!("set_position/set_status/delete_driver/sweep_stale in {c}"),
+            crate::drivers::city_script_keys(keys, c),
+        ));
+        out.push((
+            format!("set_score in {c}"),
+            crate::ranking::score_script_keys(keys, c),
+        ));
+        out.push((
+            format!("claim_offer/order_transition in {c}"),
+            crate::dispatch::order_script_keys(keys, c, "probe", c),
+        ));
+        out.push((
+            format!("lock_order in {c}"),
+            vec![
+                crate::dispatch::lock_key(keys, c, "probe"),
+                crate::dispatch::fence_key(keys, c),
+                crate::dispatch::order_key(keys, c, "probe"),
+            ],
+        ));
+        out.push((
+            format!("candidate ranking in {c}"),
+            vec![
+                keys.city(c, "tmp:rank:probe:d"),
+                keys.city(c, "tmp:rank:probe:s"),
+                crate::drivers::scores_key(keys, c),
+            ],
+        ));
+    }
+    out.push((
+        "touch_session".to_owned(),
+        vec![
+            crate::auth::session_key(keys, "probe"),
+            crate::auth::apikeys_index(keys),
+        ],
+    ));
+    out.push((
+        "API key create/revoke (MULTI)".to_owned(),
+        vec![
+            crate::auth::apikey_key(keys, "probe"),
+            crate::auth::apikeys_index(keys),
+        ],
+    ));
+    out
 }
 
 /// The documented routes (path templates and their methods), to tell "no such route" (404)
@@ -297,6 +374,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::info!(redis = %redact(url), "using the configured Redis");
             url.clone()
         }
+        None if settings.redis_sentinels.is_some() || settings.redis_cluster_nodes.is_some() => {
+            let topology = Topology::from_settings(&settings, "");
+            match &topology {
+                Topology::Sentinel { sentinels, master } => tracing::info!(
+                    sentinels = %sentinels.iter().map(|u| redact(u)).collect::<Vec<_>>().join(","),
+                    master,
+                    "using the primary that Redis Sentinel names"
+                ),
+                Topology::Cluster(nodes) => tracing::info!(
+                    nodes = %nodes.iter().map(|u| redact(u)).collect::<Vec<_>>().join(","),
+                    "using Redis Cluster"
+                ),
+                Topology::Standalone(_) => {}
+            }
+            String::new()
+        }
         None => {
             let redis = LocalRedis::start(LocalRedisOptions {
                 data_dir: settings.redis_data_dir.clone(),
@@ -422,5 +515,28 @@ pub fn redact(url: &str) -> String {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_of_every_city_stays_in_one_slot() {
+        let cities = CityIndex::load(None).expect("built-in cities");
+        let sets = script_key_sets(&Keys::new("gd"), &cities);
+        assert!(sets.len() > 5 * cities.all().len());
+        crate::store::check_slots(sets).expect("one slot per script");
+    }
+
+    #[test]
+    fn a_prefix_with_braces_is_refused() {
+        let settings = Settings {
+            key_prefix: "gd{x}".to_owned(),
+            ..Settings::default()
+        };
+        let err = format!("{:#}", settings.validate().unwrap_err());
+        assert!(err.contains("hash tag"), "{err}");
     }
 }

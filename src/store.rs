@@ -2,6 +2,12 @@
 //! deadpool pool for work that needs a connection of its own, the key prefix, and the script
 //! registry that readiness checks.
 //!
+//! Three topologies ([`Topology`]): a standalone Redis (`redis_url`), a primary found through
+//! Redis Sentinel (`redis_sentinels`), or a Redis Cluster (`redis_cluster_nodes`). The request
+//! path sees one [`RedisConn`] in every case. In Cluster mode every command, script and
+//! pipeline must stay in one hash slot: every key of a city carries the `{city}` hash tag
+//! ([`Keys::city`]) and [`check_slots`] proves, at startup, that each script's keys share one.
+//!
 //! Why two kinds of connection: a deadpool checkout sends `UNWATCH` + `PING` before handing the
 //! connection out, an extra round trip per request (measured: 19k req/s through the pool versus
 //! 52k on one shared multiplexed connection). Request handlers therefore use
@@ -10,10 +16,385 @@
 //! or hog a shared socket, check a dedicated connection out of [`Store::pool`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// One Redis server (`redis://…` or `rediss://…`).
+    Standalone(String),
+    /// A primary and its replicas watched by Redis Sentinel: the sentinels' URLs and the
+    /// monitored primary's name.
+    Sentinel {
+        /// `redis://host:port` of each sentinel.
+        sentinels: Vec<String>,
+        /// Name of the monitored primary (`sentinel monitor <name> …`).
+        master: String,
+    },
+    /// A Redis Cluster: seed nodes (`redis://host:port`); the rest is discovered.
+    Cluster(Vec<String>),
+}
+
+/// Split a comma-separated list of `host:port` (or URLs) into `redis://` URLs.
+pub fn url_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.contains("://") {
+                s.to_owned()
+            } else {
+                format!("redis://{s}")
+            }
+        })
+        .collect()
+}
+
+impl Topology {
+    /// The topology the settings name: Cluster when `redis_cluster_nodes` is set, Sentinel when
+    /// `redis_sentinels` is, else the standalone Redis at `url`.
+    pub fn from_settings(settings: &crate::config::Settings, url: &str) -> Self {
+        if let Some(nodes) = settings.redis_cluster_nodes.as_deref() {
+            Topology::Cluster(url_list(nodes))
+        } else if let Some(sentinels) = settings.redis_sentinels.as_deref() {
+            Topology::Sentinel {
+                sentinels: url_list(sentinels),
+                master: settings.redis_sentinel_master.clone(),
+            }
+        } else {
+            Topology::Standalone(url.to_owned())
+        }
+    }
+
+    /// `standalone`, `sentinel` or `cluster`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Topology::Standalone(_) => "standalone",
+            Topology::Sentinel { .. } => "sentinel",
+            Topology::Cluster(_) => "cluster",
+        }
+    }
+}
+
+/// Does this error mean the connection is unusable (so a fresh one should be made)? Includes
+/// `READONLY`: after a Sentinel failover the old primary comes back as a replica.
+pub fn is_connection_error(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_unrecoverable_error()
+        || err.code() == Some("READONLY")
+}
+
+type Connect<C> = Box<dyn Fn() -> BoxFuture<'static, RedisResult<C>> + Send + Sync>;
+
+/// A multiplexed connection made on first use and made again after it fails.
+pub struct Reconnecting<C> {
+    connect: Connect<C>,
+    current: std::sync::Mutex<Option<(u64, C)>>,
+    connecting: tokio::sync::Mutex<()>,
+    last_failure: std::sync::Mutex<Option<std::time::Instant>>,
+    generation: AtomicU64,
+    timeout: Duration,
+    /// Drop the connection on connection errors (Sentinel); a cluster connection heals itself.
+    drop_on_error: bool,
+}
+
+impl<C: Clone> Reconnecting<C> {
+    fn new(connect: Connect<C>, timeout: Duration, drop_on_error: bool) -> Self {
+        Self {
+            connect,
+            current: std::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            last_failure: std::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            timeout,
+            drop_on_error,
+        }
+    }
+
+    fn cached(&self) -> Option<(u64, C)> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn get(&self) -> RedisResult<(u64, C)> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        // Callers that queued behind a failed attempt fail at once rather than each trying
+        // again: at most one connection attempt per 100 ms.
+        let recent_failure = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+        if recent_failure {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "Redis was unreachable a moment ago",
+            )));
+        }
+        let attempt = tokio::time::timeout(self.timeout, (self.connect)())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to Redis timed out",
+                ))
+            })
+            .and_then(|r| r);
+        let conn = match attempt {
+            Ok(c) => c,
+            Err(e) => {
+                *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::time::Instant::now());
+                return Err(e);
+            }
+        };
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, conn.clone()));
+        Ok((generation, conn))
+    }
+
+    fn check<T>(&self, generation: u64, result: &RedisResult<T>) {
+        if let Err(err) = result
+            && self.drop_on_error
+            && is_connection_error(err)
+        {
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if current.as_ref().map(|(g, _)| *g) == Some(generation) {
+                tracing::warn!(error = %err, "Redis connection failed; the next command reconnects");
+                *current = None;
+            }
+        }
+    }
+}
+
+/// The connection request handlers use (cheap to clone; every clone shares one socket per
+/// node): a `ConnectionManager` on a standalone Redis, the current primary's multiplexed
+/// connection under Sentinel (re-resolved through the sentinels after a failure), or a
+/// cluster connection (which follows MOVED/ASK redirections and topology changes itself).
+#[derive(Clone)]
+pub enum RedisConn {
+    /// Standalone.
+    Single(ConnectionManager),
+    /// Sentinel.
+    Sentinel(Arc<Reconnecting<MultiplexedConnection>>),
+    /// Cluster.
+    Cluster(Arc<Reconnecting<ClusterConnection>>),
+}
+
+impl RedisConn {
+    /// Which connection writes go through now: under Sentinel, a number that changes with every
+    /// reconnection (0 before the first); elsewhere always 0. `WAIT` only covers the writes of
+    /// its own connection, so a write acknowledged through `WAIT` must not have crossed a
+    /// reconnection ([`Store::wait_replicas`]).
+    pub fn generation(&self) -> u64 {
+        match self {
+            RedisConn::Sentinel(s) => s.cached().map_or(0, |(g, _)| g),
+            _ => 0,
+        }
+    }
+}
+
+impl<C: ConnectionLike + Clone + Send + 'static> Reconnecting<C> {
+    /// Send `cmd` on the current connection (connecting first if needed).
+    fn send<'a>(&'a self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        async move {
+            let (generation, mut c) = self.get().await?;
+            let result = c.req_packed_command(cmd).await;
+            self.check(generation, &result);
+            result
+        }
+        .boxed()
+    }
+
+    /// Send a pipeline on the current connection (connecting first if needed).
+    fn send_pipeline<'a>(
+        &'a self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        async move {
+            let (generation, mut c) = self.get().await?;
+            let result = c.req_packed_commands(cmd, offset, count).await;
+            self.check(generation, &result);
+            result
+        }
+        .boxed()
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Sentinel(s) => s.send(cmd),
+            RedisConn::Cluster(s) => s.send(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConn::Sentinel(s) => s.send_pipeline(cmd, offset, count),
+            RedisConn::Cluster(s) => s.send_pipeline(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            _ => 0,
+        }
+    }
+}
+
+/// Dedicated connections (blocking reads, bulk loads), one pool per topology.
+#[derive(Clone)]
+pub enum RedisPool {
+    /// Standalone.
+    Single(deadpool_redis::Pool),
+    /// Sentinel (connections to the current primary).
+    Sentinel(deadpool_redis::sentinel::Pool),
+    /// Cluster.
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// A connection checked out of a [`RedisPool`].
+pub enum PooledConn {
+    /// Standalone.
+    Single(deadpool_redis::Connection),
+    /// Sentinel.
+    Sentinel(deadpool_redis::sentinel::Connection),
+    /// Cluster.
+    Cluster(deadpool_redis::cluster::Connection),
+}
+
+impl RedisPool {
+    /// Check a connection out.
+    pub async fn get(&self) -> anyhow::Result<PooledConn> {
+        Ok(match self {
+            RedisPool::Single(p) => PooledConn::Single(p.get().await?),
+            RedisPool::Sentinel(p) => PooledConn::Sentinel(p.get().await?),
+            RedisPool::Cluster(p) => PooledConn::Cluster(p.get().await?),
+        })
+    }
+
+    /// Pool size and idle connections.
+    pub fn status(&self) -> deadpool_redis::Status {
+        match self {
+            RedisPool::Single(p) => p.status(),
+            RedisPool::Sentinel(p) => p.status(),
+            RedisPool::Cluster(p) => p.status(),
+        }
+    }
+}
+
+impl PooledConn {
+    /// Take the connection out of the pool for good (it is dropped, not reused): after a
+    /// timeout or a connection error its state is unknown.
+    pub fn discard(self) {
+        match self {
+            PooledConn::Single(c) => drop(deadpool_redis::Connection::take(c)),
+            PooledConn::Sentinel(c) => drop(deadpool_redis::sentinel::Connection::take(c)),
+            PooledConn::Cluster(c) => drop(deadpool_redis::cluster::Connection::take(c)),
+        }
+    }
+}
+
+impl ConnectionLike for PooledConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            PooledConn::Single(c) => c.req_packed_command(cmd),
+            PooledConn::Sentinel(c) => c.req_packed_command(cmd),
+            PooledConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            PooledConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            PooledConn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
+            PooledConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            PooledConn::Single(c) => c.get_db(),
+            PooledConn::Sentinel(c) => c.get_db(),
+            PooledConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The Redis Cluster hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384).
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(bytes) {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// Check that every key set (a script's KEYS, a pipeline's keys) lies in one hash slot, as
+/// Redis Cluster requires; the error names the first set that does not.
+pub fn check_slots(sets: impl IntoIterator<Item = (String, Vec<String>)>) -> anyhow::Result<()> {
+    for (what, keys) in sets {
+        if let Some(first) = keys.first() {
+            let s = slot(first);
+            if let Some(other) = keys.iter().find(|k| slot(k) != s) {
+                anyhow::bail!(
+                    "{what}: key {first:?} (slot {s}) and key {other:?} (slot {}) are in different Redis Cluster hash slots, so this script would fail with CROSSSLOT; keys of one script must share one {{hash tag}}",
+                    slot(other)
+                );
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Builds every Redis key and channel name: `{prefix}:{{city}}:…` for city data (the hash tag
 /// keeps a city's keys in one Cluster slot) and `{prefix}:…` for global data.
@@ -37,7 +418,13 @@ impl Keys {
 
     /// A key of `city`: `{prefix}:{city}:{suffix}`.
     pub fn city(&self, city: &str, suffix: &str) -> String {
-        format!("{}:{{{city}}}:{suffix}", self.prefix)
+        self.tagged(city, suffix)
+    }
+
+    /// A key in the hash slot of `tag`: `{prefix}:{tag}:{suffix}` (keys one script or
+    /// transaction touches together share a tag, as Redis Cluster requires).
+    pub fn tagged(&self, tag: &str, suffix: &str) -> String {
+        format!("{}:{{{tag}}}:{suffix}", self.prefix)
     }
 
     /// A global key: `{prefix}:{suffix}`.
@@ -58,62 +445,193 @@ fn local_ms() -> i64 {
 pub struct Store {
     /// Redis' clock minus ours, in ms (`i64::MIN` until first observed).
     clock_offset_ms: Arc<std::sync::atomic::AtomicI64>,
-    conn: ConnectionManager,
-    pool: deadpool_redis::Pool,
+    conn: RedisConn,
+    pool: RedisPool,
     keys: Keys,
     timeout: Duration,
+    topology: Arc<Topology>,
 }
 
 impl Store {
-    /// Connect lazily to `url`: the service starts even while Redis is down, and readiness
-    /// reports it until Redis answers.
+    /// Connect lazily to `url` (a standalone Redis).
     pub fn connect(url: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).context("invalid Redis URL")?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .context("creating the Redis connection manager")?;
-        // Pool connections serve blocking reads (XREADGROUP/XREAD BLOCK), so they have no
-        // response timeout; only connecting is bounded.
-        let manager = deadpool_redis::Manager::new_with_config(
-            url,
-            redis::AsyncConnectionConfig::new()
-                .set_response_timeout(None)
-                .set_connection_timeout(Some(timeout)),
-        )
-        .context("invalid Redis URL")?;
-        let pool = deadpool_redis::Pool::builder(manager)
-            .config(deadpool_redis::PoolConfig {
-                max_size: 64,
-                timeouts: deadpool_redis::Timeouts {
-                    wait: Some(timeout),
-                    create: Some(timeout),
-                    recycle: Some(timeout),
-                },
-                ..Default::default()
-            })
-            .runtime(deadpool_redis::Runtime::Tokio1)
-            .build()
-            .context("creating the Redis pool")?;
+        Self::connect_to(&Topology::Standalone(url.to_owned()), prefix, timeout, 64)
+    }
+
+    /// Connect lazily to `topology`: the service starts even while Redis is down, and
+    /// readiness reports it until Redis answers.
+    /// `pool_size` bounds the dedicated connections (each queue worker holds one, each event
+    /// stream another).
+    pub fn connect_to(
+        topology: &Topology,
+        prefix: &str,
+        timeout: Duration,
+        pool_size: usize,
+    ) -> anyhow::Result<Self> {
+        let pool_config = deadpool_redis::PoolConfig {
+            max_size: pool_size,
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(timeout),
+                create: Some(timeout),
+                recycle: Some(timeout),
+            },
+            ..Default::default()
+        };
+        let (conn, pool) = match topology {
+            Topology::Standalone(url) => {
+                let client = redis::Client::open(url.as_str()).context("invalid Redis URL")?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(timeout))
+                    .set_connection_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = ConnectionManager::new_lazy_with_config(client, config)
+                    .context("creating the Redis connection manager")?;
+                // Pool connections serve blocking reads (XREADGROUP/XREAD BLOCK), so they have
+                // no response timeout; only connecting is bounded.
+                let manager = deadpool_redis::Manager::new_with_config(
+                    url.as_str(),
+                    redis::AsyncConnectionConfig::new()
+                        .set_response_timeout(None)
+                        .set_connection_timeout(Some(timeout)),
+                )
+                .context("invalid Redis URL")?;
+                let pool = deadpool_redis::Pool::builder(manager)
+                    .config(pool_config)
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
+                    .context("creating the Redis pool")?;
+                (RedisConn::Single(conn), RedisPool::Single(pool))
+            }
+            Topology::Sentinel { sentinels, master } => {
+                anyhow::ensure!(!sentinels.is_empty(), "redis_sentinels lists no sentinel");
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels.clone(),
+                    master.clone(),
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .context("invalid Sentinel addresses")?;
+                let client = Arc::new(tokio::sync::Mutex::new(client));
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(timeout))
+                    .set_connection_timeout(Some(timeout));
+                let connect: Connect<MultiplexedConnection> = Box::new(move || {
+                    let client = client.clone();
+                    let config = config.clone();
+                    async move {
+                        let mut client = client.lock().await;
+                        client.get_async_connection_with_config(&config).await
+                    }
+                    .boxed()
+                });
+                let manager = deadpool_redis::sentinel::Manager::new(
+                    sentinels.clone(),
+                    master.clone(),
+                    None,
+                    deadpool_redis::sentinel::SentinelServerType::Master,
+                )
+                .context("invalid Sentinel addresses")?;
+                let pool = deadpool_redis::sentinel::Pool::builder(manager)
+                    .config(pool_config)
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
+                    .context("creating the Redis pool")?;
+                (
+                    RedisConn::Sentinel(Arc::new(Reconnecting::new(connect, timeout, true))),
+                    RedisPool::Sentinel(pool),
+                )
+            }
+            Topology::Cluster(nodes) => {
+                anyhow::ensure!(!nodes.is_empty(), "redis_cluster_nodes lists no node");
+                let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    // A request may wait through redirections and a topology refresh.
+                    .overall_response_timeout(Some(timeout * 4))
+                    .build()
+                    .context("invalid Cluster node addresses")?;
+                let connect: Connect<ClusterConnection> = Box::new(move || {
+                    let client = client.clone();
+                    async move { client.get_async_connection().await }.boxed()
+                });
+                let manager = deadpool_redis::cluster::Manager::new(nodes.clone(), false)
+                    .context("invalid Cluster node addresses")?;
+                let pool = deadpool_redis::cluster::Pool::builder(manager)
+                    .config(pool_config)
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
+                    .context("creating the Redis pool")?;
+                (
+                    RedisConn::Cluster(Arc::new(Reconnecting::new(connect, timeout, false))),
+                    RedisPool::Cluster(pool),
+                )
+            }
+        };
         Ok(Self {
             clock_offset_ms: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             conn,
             pool,
             keys: Keys::new(prefix),
             timeout,
+            topology: Arc::new(topology.clone()),
         })
     }
 
+    /// Wait until `replicas` replicas have every write sent so far on the shared connection
+    /// (`WAIT`), at most `timeout`; 0 returns at once. Fewer in time is 503: the write stands
+    /// but is not acknowledged (asynchronous replication could lose it on failover). So is a
+    /// reconnection since `generation` (read before the writes): `WAIT` on a new connection
+    /// would not cover them. `WAIT` holds the shared connection while it waits, so every request
+    /// of the instance waits behind it (a replication round trip, at most `timeout`).
+    pub async fn wait_replicas(
+        &self,
+        replicas: u32,
+        timeout: Duration,
+        generation: u64,
+    ) -> Result<(), crate::error::ApiError> {
+        if replicas == 0 {
+            return Ok(());
+        }
+        let unconfirmed = || {
+            crate::metrics::inc("geodispatch_writes_not_replicated_total", &[]);
+            crate::error::ApiError::Unavailable(
+                "the write could not be confirmed on a replica and is not acknowledged; retry (with the same Idempotency-Key for orders)".to_owned(),
+            )
+        };
+        if self.conn.generation() != generation {
+            return Err(unconfirmed());
+        }
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(crate::error::redis_error("WAIT"))?;
+        if self.conn.generation() != generation {
+            return Err(unconfirmed());
+        }
+        if acked < replicas {
+            crate::metrics::inc("geodispatch_writes_not_replicated_total", &[]);
+            return Err(crate::error::ApiError::Unavailable(format!(
+                "the write reached {acked} of {replicas} required replicas in time and is not acknowledged; retry (with the same Idempotency-Key for orders)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The topology this store talks to.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// The shared multiplexed connection for request handlers (clone it; no checkout cost).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
     /// The pool, for dedicated connections (blocking reads, bulk loads).
-    pub fn pool(&self) -> &deadpool_redis::Pool {
+    pub fn pool(&self) -> &RedisPool {
         &self.pool
     }
 
@@ -194,5 +712,73 @@ impl Store {
         tokio::time::timeout(self.timeout * 2, check)
             .await
             .context("Redis did not answer in time")?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis_cluster_keyslot() {
+        // Values of `CLUSTER KEYSLOT` from the Redis Cluster specification and redis.io.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("somekey"), 11058);
+        assert_eq!(slot("{foo}.bar"), slot("foo"));
+        assert_eq!(
+            slot("a{}b"),
+            slot("a{}b"),
+            "an empty tag hashes the whole key"
+        );
+        assert_ne!(slot("a{}b"), slot(""));
+        let keys = Keys::new("gd");
+        assert_eq!(slot(&keys.city("paris", "seen")), slot("paris"));
+    }
+
+    #[test]
+    fn check_slots_names_the_script_and_keys_that_cross() {
+        let keys = Keys::new("gd");
+        assert!(
+            check_slots([(
+                "ok".to_owned(),
+                vec![keys.city("paris", "a"), keys.city("paris", "b")]
+            )])
+            .is_ok()
+        );
+        let err = check_slots([(
+            "set_position in paris".to_owned(),
+            vec![keys.city("paris", "seen"), keys.global("drivers")],
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("set_position in paris"), "{err}");
+        assert!(err.contains("gd:drivers"), "{err}");
+        assert!(err.contains("CROSSSLOT"), "{err}");
+    }
+
+    #[test]
+    fn topology_follows_the_settings() {
+        let mut s = crate::config::Settings::default();
+        assert_eq!(
+            Topology::from_settings(&s, "redis://a:1"),
+            Topology::Standalone("redis://a:1".to_owned())
+        );
+        s.redis_sentinels = Some("127.0.0.1:26379, redis://127.0.0.1:26380".to_owned());
+        assert_eq!(
+            Topology::from_settings(&s, ""),
+            Topology::Sentinel {
+                sentinels: vec![
+                    "redis://127.0.0.1:26379".to_owned(),
+                    "redis://127.0.0.1:26380".to_owned()
+                ],
+                master: "mymaster".to_owned()
+            }
+        );
+        s.redis_sentinels = None;
+        s.redis_cluster_nodes = Some("127.0.0.1:7000".to_owned());
+        assert_eq!(
+            Topology::from_settings(&s, ""),
+            Topology::Cluster(vec!["redis://127.0.0.1:7000".to_owned()])
+        );
     }
 }

@@ -121,19 +121,23 @@ pub fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Hash tag of every auth key: key records, the key index and sessions are written together
+/// (MULTI/EXEC, `touch_session.lua`), so they share one Redis Cluster slot.
+pub const AUTH_TAG: &str = "auth";
+
 /// The stored record of an API key.
 pub fn apikey_key(keys: &Keys, digest: &str) -> String {
-    keys.global(&format!("apikey:{digest}"))
+    keys.tagged(AUTH_TAG, &format!("apikey:{digest}"))
 }
 
 /// The index of API keys: key id → metadata JSON.
 pub fn apikeys_index(keys: &Keys) -> String {
-    keys.global("apikeys")
+    keys.tagged(AUTH_TAG, "apikeys")
 }
 
 /// The record of a session.
 pub fn session_key(keys: &Keys, digest: &str) -> String {
-    keys.global(&format!("session:{digest}"))
+    keys.tagged(AUTH_TAG, &format!("session:{digest}"))
 }
 
 /// Metadata of an API key (never the key itself).

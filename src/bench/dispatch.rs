@@ -211,6 +211,21 @@ pub async fn dispatch(opts: DispatchOptions) -> anyhow::Result<serde_json::Value
     let http = http_phase(&bed, &opts, opts.duration).await?;
     let http_json = http.json("http (create+dispatch, then 3 answers)");
 
+    // Anchor, same run, same connections: our own no-Redis endpoint (HTTP overhead alone). An
+    // HTTP dispatch cycle is 4 requests (create with dispatch, accept, pickup, deliver).
+    let hello = load::run(&bed.app_addr, opts.concurrency, opts.duration, |_, _| {
+        ("GET", "/healthz".to_owned(), None)
+    })
+    .await?;
+    let http_requests_per_s =
+        4.0 * http.decisions as f64 / http.elapsed.as_secs_f64().max(f64::EPSILON);
+    let http_vs_hello = http_requests_per_s / hello.rps().max(f64::EPSILON);
+    eprintln!(
+        "anchor /healthz: {:.0} req/s, p99 {:.2} ms; dispatch requests over HTTP: {http_requests_per_s:.0} req/s = {http_vs_hello:.2}x hello",
+        hello.rps(),
+        hello.ms(0.99)
+    );
+
     let history = crate::events::read_history(&bed.context.store, "paris").await?;
     let report = crate::events::check_invariants(&history);
     eprintln!(
@@ -225,7 +240,12 @@ pub async fn dispatch(opts: DispatchOptions) -> anyhow::Result<serde_json::Value
     bed.stop().await;
     Ok(json!({
         "drivers": opts.drivers, "concurrency": opts.concurrency,
-        "engine": engine_json, "redis_us_per_cycle": redis_us, "http": http_json,
+        "engine": engine_json, "redis_us_per_cycle": redis_us,
+        // Redis main-thread CPU used per second by the engine phase (1.0 = saturated).
+        "engine_redis_cpu_share": redis_us * engine.decisions as f64 / engine.elapsed.as_secs_f64() / 1e6,
+        "http": http_json,
+        "anchor_hello": {"rps": hello.rps(), "p99_ms": hello.ms(0.99)},
+        "http_requests_per_s": http_requests_per_s, "http_vs_hello": http_vs_hello,
         "invariants": {"ok": report.ok(), "events": report.events, "orders": report.orders,
             "double_assignments": report.double_assignments, "driver_double_orders": report.driver_double_orders,
             "after_terminal": report.after_terminal, "fence_regressions": report.fence_regressions}

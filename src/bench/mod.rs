@@ -7,9 +7,11 @@
 //! GEOADD, a naive GEOSEARCH straight on Redis, and PostGIS KNN (`bench/postgis_knn.sh`).
 
 mod dispatch;
+pub mod faults;
 pub mod load;
 
 pub use dispatch::{DispatchOptions, dispatch};
+pub use faults::{FaultOptions, FaultReport, Scenario, faults};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

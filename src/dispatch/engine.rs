@@ -140,6 +140,7 @@ pub struct Dispatcher {
     tuning: Arc<KnnTuning>,
     cities: Arc<CityIndex>,
     locks: Locks,
+    redlock: Option<crate::lock::redlock::Redlock>,
 }
 
 /// Fields of an order a dispatch needs.
@@ -164,7 +165,15 @@ impl Dispatcher {
             tuning,
             cities,
             locks,
+            redlock: None,
         }
+    }
+
+    /// Also take a Redlock over independent nodes before each contended dispatch (explicit
+    /// `…/dispatch` and queue workers), on top of the order's own lock.
+    pub fn with_redlock(mut self, redlock: crate::lock::redlock::Redlock) -> Self {
+        self.redlock = Some(redlock);
+        self
     }
 
     /// The store.
@@ -698,6 +707,38 @@ impl Dispatcher {
     }
 
     async fn dispatch_in_inner(
+        &self,
+        city: &str,
+        order: &str,
+        count_attempt: bool,
+    ) -> Result<DispatchOutcome, ApiError> {
+        let Some(redlock) = &self.redlock else {
+            return self.dispatch_in_locked(city, order, count_attempt).await;
+        };
+        let key = lock_key(self.store.keys(), city, order);
+        let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
+        let outer = match redlock.try_acquire(&key, ttl).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Ok(DispatchOutcome::Locked),
+            Err(reachable) => {
+                tracing::warn!(
+                    order,
+                    city,
+                    reachable,
+                    quorum = redlock.quorum(),
+                    "Redlock has no quorum"
+                );
+                return Err(ApiError::Unavailable(
+                    "the dispatch lock service has too few nodes; retry shortly".to_owned(),
+                ));
+            }
+        };
+        let result = self.dispatch_in_locked(city, order, count_attempt).await;
+        redlock.release(&outer).await;
+        result
+    }
+
+    async fn dispatch_in_locked(
         &self,
         city: &str,
         order: &str,

@@ -122,7 +122,7 @@ pub const GROUP: &str = "dispatchers";
 pub fn order_script_keys(keys: &Keys, city: &str, order: &str, driver_city: &str) -> Vec<String> {
     let mut out = Vec::with_capacity(25);
     out.push(order_key(keys, city, order));
-    out.push(state_key(keys));
+    out.push(state_key(keys, driver_city));
     out.push(assignments_key(keys, city));
     out.push(excluded_key(keys, city, order));
     out.push(timers_key(keys, city));

@@ -69,6 +69,7 @@ pub async fn create_order(
 ) -> Result<HttpResponse, ApiError> {
     let request = body.0;
     let idem = idempotency_header(&req)?;
+    let gen0 = generation(&dispatcher);
     let mut errors: Vec<FieldError> = Vec::new();
     let id = match &request.order_id {
         Some(raw) => OrderId::parse(raw)
@@ -172,6 +173,9 @@ pub async fn create_order(
         }
     }
     let order = dispatcher.load_in(&city, id.as_str()).await?;
+    // Confirmed on the replicas before the answer is recorded for replays: a replay of an
+    // unconfirmed creation goes through the whole path (and this wait) again.
+    replicated(&dispatcher, gen0).await?;
     if let Some(key) = &idem_key {
         let record = IdempotencyRecord {
             body: canonical,
@@ -188,6 +192,25 @@ pub async fn create_order(
             .map_err(redis_error("idempotency key"))?;
     }
     Ok(HttpResponse::Created().json(order))
+}
+
+/// Wait for `redis_wait_replicas` replicas before acknowledging a write made since
+/// `generation` ([`crate::store::RedisConn::generation`], read before writing).
+async fn replicated(dispatcher: &Dispatcher, generation: u64) -> Result<(), ApiError> {
+    let s = dispatcher.settings();
+    dispatcher
+        .store()
+        .wait_replicas(
+            s.redis_wait_replicas,
+            std::time::Duration::from_millis(s.redis_wait_timeout_ms),
+            generation,
+        )
+        .await
+}
+
+/// The current connection generation, read before a handler writes.
+fn generation(dispatcher: &Dispatcher) -> u64 {
+    dispatcher.store().conn().generation()
 }
 
 /// Read an order.
@@ -226,7 +249,9 @@ pub async fn cancel_order(
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_order(&path)?;
+    let gen0 = generation(&dispatcher);
     let order = dispatcher.transition(&id, Transition::Cancel, None).await?;
+    replicated(&dispatcher, gen0).await?;
     Ok(HttpResponse::Ok().json(order))
 }
 
@@ -251,8 +276,12 @@ pub async fn dispatch_order(
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_order(&path)?;
+    let gen0 = generation(&dispatcher);
     match dispatcher.dispatch(&id).await? {
-        DispatchOutcome::Offered(result) => Ok(HttpResponse::Ok().json(result)),
+        DispatchOutcome::Offered(result) => {
+            replicated(&dispatcher, gen0).await?;
+            Ok(HttpResponse::Ok().json(result))
+        }
         DispatchOutcome::NoDriver => Err(ApiError::Conflict {
             code: "no-driver-available",
             detail: format!(
@@ -290,6 +319,7 @@ async fn answer(
     if let Some(p) = crate::auth::principal(&req) {
         p.check_driver(driver.as_str())?;
     }
+    let gen0 = generation(&dispatcher);
     let order = dispatcher
         .transition(
             &id,
@@ -297,6 +327,7 @@ async fn answer(
             Some((driver.as_str(), body.0.fencing_token)),
         )
         .await?;
+    replicated(&dispatcher, gen0).await?;
     Ok(HttpResponse::Ok().json(order))
 }
 

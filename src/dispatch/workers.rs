@@ -10,26 +10,31 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::engine::{DispatchOutcome, Dispatcher};
 use super::{GROUP, queue_key, timers_key};
+use crate::store::PooledConn;
 
 /// Create the consumer group on every city's dispatch stream (idempotent). Entries appended
 /// before the group existed are read too (the group starts at id 0).
 pub async fn ensure_groups(dispatcher: &Dispatcher) -> redis::RedisResult<()> {
-    let mut conn = dispatcher.store().conn();
     for city in dispatcher.cities().all() {
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(queue_key(dispatcher.store().keys(), city.id.as_str()))
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            other => other?,
-        }
+        ensure_group(dispatcher, city.id.as_str()).await?;
     }
     Ok(())
+}
+
+/// Create the consumer group on `city`'s dispatch stream (idempotent).
+async fn ensure_group(dispatcher: &Dispatcher, city: &str) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(queue_key(dispatcher.store().keys(), city))
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut dispatcher.store().conn())
+        .await;
+    match created {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
 }
 
 /// Handle one queue entry; `true` when it may be acknowledged.
@@ -73,45 +78,35 @@ async fn ack(dispatcher: &Dispatcher, city: &str, id: &str) {
     }
 }
 
-/// Take over entries other consumers read but left unacknowledged for `queue_claim_idle_ms`.
+/// Take over entries of `city`'s queue that other consumers read but left unacknowledged for
+/// `queue_claim_idle_ms`.
 async fn reclaim(
     dispatcher: &Dispatcher,
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut PooledConn,
+    city: &str,
     consumer: &str,
-) -> redis::RedisResult<Vec<(String, StreamId)>> {
-    let mut out = Vec::new();
-    for city in dispatcher.cities().all() {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(queue_key(dispatcher.store().keys(), city.id.as_str()))
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(dispatcher.settings().queue_claim_idle_ms)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(16)
-            .query_async(conn)
-            .await?;
-        for entry in reply.claimed {
-            crate::metrics::inc("geodispatch_queue_entries_reclaimed_total", &[]);
-            tracing::info!(city = %city.id, id = %entry.id, consumer, "took over a queue entry of a stalled worker");
-            out.push((city.id.to_string(), entry));
-        }
+) -> redis::RedisResult<Vec<StreamId>> {
+    let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        .arg(queue_key(dispatcher.store().keys(), city))
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(dispatcher.settings().queue_claim_idle_ms)
+        .arg("0-0")
+        .arg("COUNT")
+        .arg(16)
+        .query_async(conn)
+        .await?;
+    for entry in &reply.claimed {
+        crate::metrics::inc("geodispatch_queue_entries_reclaimed_total", &[]);
+        tracing::info!(city, id = %entry.id, consumer, "took over a queue entry of a stalled worker");
     }
-    Ok(out)
+    Ok(reply.claimed)
 }
 
-async fn run_worker(dispatcher: Dispatcher, consumer: String) {
-    let keys: Vec<(String, String)> = dispatcher
-        .cities()
-        .all()
-        .iter()
-        .map(|c| {
-            (
-                queue_key(dispatcher.store().keys(), c.id.as_str()),
-                c.id.to_string(),
-            )
-        })
-        .collect();
+/// One worker of one city's queue: a blocking `XREADGROUP` on that city's stream only (one
+/// stream per read keeps every read in one Cluster slot).
+async fn run_worker(dispatcher: Dispatcher, city: String, consumer: String) {
+    let key = queue_key(dispatcher.store().keys(), &city);
     let claim_every =
         Duration::from_millis((dispatcher.settings().queue_claim_idle_ms / 2).max(50));
     let mut next_claim = tokio::time::Instant::now();
@@ -119,17 +114,17 @@ async fn run_worker(dispatcher: Dispatcher, consumer: String) {
         let mut conn = match dispatcher.store().pool().get().await {
             Ok(c) => c,
             Err(err) => {
-                tracing::warn!(consumer, error = %err, "queue worker has no Redis connection; retrying");
+                tracing::warn!(consumer, city, error = %err, "queue worker has no Redis connection; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        let mut batch: Vec<(String, StreamId)> = Vec::new();
+        let mut batch: Vec<StreamId> = Vec::new();
         if tokio::time::Instant::now() >= next_claim {
             next_claim = tokio::time::Instant::now() + claim_every;
-            match reclaim(&dispatcher, &mut conn, &consumer).await {
+            match reclaim(&dispatcher, &mut conn, &city, &consumer).await {
                 Ok(entries) => batch.extend(entries),
-                Err(err) => tracing::warn!(consumer, error = %err, "XAUTOCLAIM failed"),
+                Err(err) => tracing::warn!(consumer, city, error = %err, "XAUTOCLAIM failed"),
             }
         }
         if batch.is_empty() {
@@ -142,49 +137,49 @@ async fn run_worker(dispatcher: Dispatcher, consumer: String) {
                 .arg(1)
                 .arg("BLOCK")
                 .arg(block.as_millis() as u64)
-                .arg("STREAMS");
-            for (key, _) in &keys {
-                cmd.arg(key);
-            }
-            for _ in &keys {
-                cmd.arg(">");
-            }
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(">");
             // Pool connections have no response timeout (they block); bound the wait here.
             let limit = block + Duration::from_millis(dispatcher.settings().redis_timeout_ms);
             let read: redis::RedisResult<Option<StreamReadReply>> =
                 match tokio::time::timeout(limit, cmd.query_async(&mut conn)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        tracing::warn!(consumer, "XREADGROUP did not answer in time; reconnecting");
-                        let _ = deadpool_redis::Connection::take(conn);
+                        tracing::warn!(
+                            consumer,
+                            city,
+                            "XREADGROUP did not answer in time; reconnecting"
+                        );
+                        conn.discard();
                         continue;
                     }
                 };
             match read {
                 Ok(Some(reply)) => {
                     for stream in reply.keys {
-                        let city = keys
-                            .iter()
-                            .find(|(k, _)| *k == stream.key)
-                            .map(|(_, c)| c.clone())
-                            .unwrap_or_default();
-                        batch.extend(stream.ids.into_iter().map(|e| (city.clone(), e)));
+                        batch.extend(stream.ids);
                     }
                 }
                 Ok(None) => {}
                 Err(err) if err.code() == Some("NOGROUP") => {
-                    if let Err(err) = ensure_groups(&dispatcher).await {
+                    if let Err(err) = ensure_group(&dispatcher, &city).await {
                         tracing::warn!(error = %err, "creating the consumer groups failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(consumer, error = %err, "XREADGROUP failed; retrying");
+                    if crate::store::is_connection_error(&err) {
+                        conn.discard();
+                    }
+                    tracing::warn!(consumer, city, error = %err, "XREADGROUP failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
             }
         }
         drop(conn);
-        for (city, entry) in batch {
+        for entry in batch {
             if handle(&dispatcher, &city, &entry).await {
                 ack(&dispatcher, &city, &entry.id).await;
             }
@@ -192,24 +187,33 @@ async fn run_worker(dispatcher: Dispatcher, consumer: String) {
     }
 }
 
-/// Start `n` queue workers named `{instance}-w{i}` in the group [`GROUP`].
+/// Start `n` queue workers per city, named `{instance}-w{i}` in each city's group [`GROUP`].
 pub fn spawn_workers(
     dispatcher: Dispatcher,
     instance: &str,
     n: usize,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..n)
-        .map(|i| {
+    let cities: Vec<String> = dispatcher
+        .cities()
+        .all()
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    let mut out = Vec::with_capacity(n * cities.len());
+    for i in 0..n {
+        for city in &cities {
             let dispatcher = dispatcher.clone();
             let consumer = format!("{instance}-w{i}");
-            tokio::spawn(async move {
-                if let Err(err) = ensure_groups(&dispatcher).await {
+            let city = city.clone();
+            out.push(tokio::spawn(async move {
+                if let Err(err) = ensure_group(&dispatcher, &city).await {
                     tracing::warn!(error = %err, "creating the consumer groups failed; the worker retries on NOGROUP");
                 }
-                run_worker(dispatcher, consumer).await
-            })
-        })
-        .collect()
+                run_worker(dispatcher, city, consumer).await
+            }));
+        }
+    }
+    out
 }
 
 /// Fire every due timer of every city once; returns how many fired. Safe to run in any number

@@ -2,8 +2,10 @@
 //! sweeper. Owns the driver keys and the scripts that change them.
 //!
 //! Redis layout (prefix `gd`, city `paris`):
-//! - `gd:drivers`: hash `driver_id → "city|recorded_ms|lat|lon|status|vehicle|accuracy|heading|speed"`,
-//!   the state of every driver (one packed field per driver keeps memory per driver small);
+//! - `gd:{paris}:drivers`: hash `driver_id → "city|recorded_ms|lat|lon|status|vehicle|accuracy|heading|speed"`,
+//!   the state of every driver in the city (one packed field per driver keeps memory small);
+//! - `gd:drivers:city`: hash `driver_id → city`, the directory that finds a driver's city (the
+//!   only global driver key; no script touches it, so every script stays in one city's slot);
 //! - `gd:{paris}:seen`: sorted set `driver_id → recorded_ms`, the liveness index;
 //! - `gd:{paris}:geo:<status>:<vehicle>`: one GEO set per status and vehicle type, so that
 //!   "available cars near X" is one GEOSEARCH with no per-driver filtering.
@@ -25,8 +27,8 @@ pub use model::{
 };
 use redis::Script;
 pub use routes::{
-    PositionOutcome, configure, decode_positions, load_city, load_driver, path_driver,
-    position_cmd, run_on_driver_city, set_position, store_positions,
+    PositionMode, PositionOutcome, configure, decode_positions, load_city, load_driver,
+    path_driver, position_cmd, run_on_driver_city, set_position, store_positions,
 };
 pub use sweeper::{spawn_sweeper, sweep_city};
 
@@ -41,18 +43,32 @@ pub static SET_STATUS: LazyLock<Script> =
 /// `lua/delete_driver.lua`.
 pub static DELETE_DRIVER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/delete_driver.lua")));
+/// `lua/driver_city_cas.lua`.
+pub static CITY_CAS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/driver_city_cas.lua")));
 /// `lua/sweep_stale.lua`.
 pub static SWEEP_STALE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/sweep_stale.lua")));
 
 /// This module's scripts (for the readiness registry).
-pub fn scripts() -> [&'static Script; 4] {
-    [&SET_POSITION, &SET_STATUS, &DELETE_DRIVER, &SWEEP_STALE]
+pub fn scripts() -> [&'static Script; 5] {
+    [
+        &SET_POSITION,
+        &SET_STATUS,
+        &DELETE_DRIVER,
+        &CITY_CAS,
+        &SWEEP_STALE,
+    ]
 }
 
-/// The global driver state hash.
-pub fn state_key(keys: &Keys) -> String {
-    keys.global("drivers")
+/// A city's driver state hash.
+pub fn state_key(keys: &Keys, city: &str) -> String {
+    keys.city(city, "drivers")
+}
+
+/// The driver directory: driver id → city (global; read and written outside scripts).
+pub fn directory_key(keys: &Keys) -> String {
+    keys.global("drivers:city")
 }
 
 /// A city's last-seen sorted set.
@@ -97,7 +113,7 @@ pub fn scores_key(keys: &Keys, city: &str) -> String {
 /// KEYS of a script that works on one city: state hash, seen set, score set, the 15 GEO sets.
 pub fn city_script_keys(keys: &Keys, city: &str) -> Vec<String> {
     let mut out = Vec::with_capacity(18);
-    out.push(state_key(keys));
+    out.push(state_key(keys, city));
     out.push(seen_key(keys, city));
     out.push(scores_key(keys, city));
     out.extend(all_geo_keys(keys, city));

@@ -1,14 +1,12 @@
 //! HTTP handlers of the drivers API and the Redis calls behind them.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
-use redis::aio::ConnectionManager;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::model::{DriverState, ValidPosition, parse_driver_id};
 use super::{
-    BatchRequest, BatchResponse, BatchResult, BatchStatus, DELETE_DRIVER, LocationUpdate,
-    SET_POSITION, SET_STATUS, StatusUpdate, all_geo_keys, city_script_keys, scores_key, seen_key,
-    state_key,
+    BatchRequest, BatchResponse, BatchResult, BatchStatus, CITY_CAS, DELETE_DRIVER, LocationUpdate,
+    SET_POSITION, SET_STATUS, StatusUpdate, city_script_keys, directory_key, scores_key, state_key,
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
@@ -16,7 +14,7 @@ use crate::domain::{CityId, DriverId};
 use crate::error::{ApiError, FieldError, Problem, redis_error};
 use crate::extract::JsonBody;
 use crate::scripts::{self, evalsha, time_ms};
-use crate::store::{Keys, Store};
+use crate::store::{Keys, RedisConn, Store};
 
 /// How often a script is re-run after it reports that the driver moved city meanwhile.
 const MOVE_RETRIES: usize = 4;
@@ -36,8 +34,39 @@ pub enum PositionOutcome {
         /// Redis' clock.
         now_ms: i64,
     },
-    /// The driver is in another city than the caller passed keys for.
-    Moved(String),
+    /// The driver has no state in the city the call was for (nothing written).
+    Unknown,
+    /// Nothing written: concurrent updates kept moving the driver between cities; retry.
+    Contended,
+    /// (mode `leave`) The driver was removed from the city; its previous packed state and
+    /// score, to carry to the new city.
+    Left {
+        /// The packed state it had.
+        packed: String,
+        /// Its score, if it had one.
+        score: Option<String>,
+    },
+}
+
+/// How `set_position.lua` treats a driver (see the script's header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionMode {
+    /// Update a driver the city knows; answer `Unknown` otherwise.
+    Known,
+    /// Create the driver in the city when it is not there.
+    Create,
+    /// The position lies in another city: remove the driver from this one (unless busy).
+    Leave,
+}
+
+impl PositionMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            PositionMode::Known => "",
+            PositionMode::Create => "create",
+            PositionMode::Leave => "leave",
+        }
+    }
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -52,20 +81,15 @@ const POSITIONS_PER_CALL: usize = 20;
 pub fn position_cmd(
     keys: &Keys,
     settings: &Settings,
-    city: &CityId,
+    city: &str,
     items: &[(&DriverId, &ValidPosition)],
-    prev_city: Option<&str>,
+    mode: PositionMode,
 ) -> redis::Cmd {
-    let mut k = city_script_keys(keys, city.as_str());
-    if let Some(prev) = prev_city {
-        k.push(seen_key(keys, prev));
-        k.push(scores_key(keys, prev));
-        k.extend(all_geo_keys(keys, prev));
-    }
+    let k = city_script_keys(keys, city);
     let mut args = Vec::with_capacity(3 + 9 * items.len());
     args.push(settings.max_clock_skew_ms.to_string());
-    args.push(prev_city.unwrap_or("").to_owned());
-    args.push(city.to_string());
+    args.push(mode.as_str().to_owned());
+    args.push(city.to_owned());
     for (id, pos) in items {
         args.push(id.to_string());
         args.push(pos.point.lon.to_string());
@@ -114,88 +138,394 @@ pub fn decode_positions(
                 "future" => Ok(PositionOutcome::Future {
                     now_ms: num(&r[1])?,
                 }),
-                "moved" => Ok(PositionOutcome::Moved(r[1].clone())),
+                "unknown" => Ok(PositionOutcome::Unknown),
+                "left" => Ok(PositionOutcome::Left {
+                    packed: r[1].clone(),
+                    score: Some(r[2].clone()).filter(|s| !s.is_empty()),
+                }),
                 other => anyhow::bail!("unexpected set_position outcome {other:?}"),
             }
         })
         .collect()
 }
 
+async fn run_one(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    settings: &Settings,
+    id: &DriverId,
+    city: &str,
+    pos: &ValidPosition,
+    mode: PositionMode,
+) -> Result<PositionOutcome, ApiError> {
+    let cmd = position_cmd(keys, settings, city, &[(id, pos)], mode);
+    let reply: Vec<String> = scripts::run(conn, &SET_POSITION, &cmd)
+        .await
+        .map_err(redis_error("set_position"))?;
+    decode_positions(&[id], &reply, settings.driver_ttl_ms)?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("empty set_position reply")))
+}
+
+/// A directory entry: `city|recorded_ms` of the position that last moved (or created) the
+/// driver.
+fn entry(city: &str, ms: i64) -> String {
+    format!("{city}|{ms}")
+}
+
+/// Split a directory entry into its city and time (0 when absent).
+fn parse_entry(value: &str) -> (&str, i64) {
+    match value.split_once('|') {
+        Some((city, ms)) => (city, ms.parse().unwrap_or(0)),
+        None => (value, 0),
+    }
+}
+
+/// Compare-and-set directory entries: `(driver, expected, new)` as `lua/driver_city_cas.lua`
+/// takes them; one `true` per entry that was as expected and was set.
+async fn city_cas(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    entries: &[(&str, &str, &str)],
+) -> Result<Vec<bool>, ApiError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let args: Vec<&str> = entries.iter().flat_map(|(a, b, c)| [*a, *b, *c]).collect();
+    let cmd = evalsha(&CITY_CAS, &[directory_key(keys)], &args);
+    let applied: Vec<i64> = scripts::run(conn, &CITY_CAS, &cmd)
+        .await
+        .map_err(redis_error("driver directory"))?;
+    Ok(applied.into_iter().map(|a| a == 1).collect())
+}
+
 /// Store one position, following the driver across a city change.
+///
+/// The common case (a driver the city already holds) is one script call. A driver the city
+/// does not hold goes through the directory first ([`arrive`]).
 pub async fn set_position(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     keys: &Keys,
     settings: &Settings,
     id: &DriverId,
     city: &CityId,
     pos: &ValidPosition,
 ) -> Result<PositionOutcome, ApiError> {
-    let mut prev: Option<String> = None;
-    for _ in 0..MOVE_RETRIES {
-        let cmd = position_cmd(keys, settings, city, &[(id, pos)], prev.as_deref());
-        let reply: Vec<String> = scripts::run(conn, &SET_POSITION, &cmd)
-            .await
-            .map_err(redis_error("set_position"))?;
-        match decode_positions(&[id], &reply, settings.driver_ttl_ms)?.pop() {
-            Some(PositionOutcome::Moved(from)) => prev = Some(valid_city(&from)?),
-            Some(outcome) => return Ok(outcome),
-            None => break,
-        }
+    match run_one(
+        conn,
+        keys,
+        settings,
+        id,
+        city.as_str(),
+        pos,
+        PositionMode::Known,
+    )
+    .await?
+    {
+        PositionOutcome::Unknown => arrive(conn, keys, settings, id, city, pos).await,
+        other => Ok(other),
     }
-    Err(ApiError::Internal(anyhow::anyhow!(
-        "driver {id} kept moving between cities during {MOVE_RETRIES} attempts"
-    )))
 }
 
-/// Store many positions: grouped by city (input order kept within a city), up to
-/// `POSITIONS_PER_CALL` per script call, every call in one pipeline, so a batch of 1000 costs
-/// one round trip; drivers that changed city are then stored one by one (rare).
-pub async fn store_positions(
-    conn: &mut ConnectionManager,
+/// Bring a driver that `city` does not hold into it. The directory decides who may: a driver
+/// is created in a city only by a caller that found the directory naming that city, or made it
+/// name it with a compare-and-set (from no entry, or from the previous city, which the caller
+/// then leaves: stale and busy checks there, status, vehicle type and score carried over).
+/// A move that cannot happen (stale, or busy in its order's city) sets the entry back. After
+/// creating, the entry is read again: if a concurrent move took it elsewhere meanwhile, the
+/// driver is removed from this city again, so it ends up in one city. Each step is atomic in
+/// its own slot; a crash between leaving and creating drops the driver (its score too) until
+/// its next position, which recreates it.
+async fn arrive(
+    conn: &mut RedisConn,
     keys: &Keys,
     settings: &Settings,
-    items: &[(DriverId, CityId, ValidPosition)],
-) -> Result<Vec<PositionOutcome>, ApiError> {
+    id: &DriverId,
+    city: &CityId,
+    pos: &ValidPosition,
+) -> Result<PositionOutcome, ApiError> {
+    // One arrival per driver at a time (a short lease on a per-driver key, `SET NX PX` with a
+    // random token, released by compare-and-delete): two concurrent moves of one driver could
+    // otherwise each leave and create and interleave. Positions within a city never take it.
+    let lease_key = keys.global(&format!("drivers:moving:{id}"));
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let deadline = std::time::Instant::now() + MOVE_LEASE;
+    loop {
+        if crate::lock::take(conn, &lease_key, &token, MOVE_LEASE)
+            .await
+            .map_err(redis_error("driver move lease"))?
+        {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Ok(PositionOutcome::Contended);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let result = arrive_leased(conn, keys, settings, id, city, pos).await;
+    if let Err(err) = crate::lock::release_token(conn, &lease_key, &token).await {
+        tracing::warn!(driver = %id, error = %err, "releasing a move lease failed; it expires by itself");
+    }
+    result
+}
+
+/// How long a driver's move lease lasts if its holder dies.
+const MOVE_LEASE: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn arrive_leased(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    settings: &Settings,
+    id: &DriverId,
+    city: &CityId,
+    pos: &ValidPosition,
+) -> Result<PositionOutcome, ApiError> {
+    let mut pos = pos.clone();
+    let mut score = None;
+    let mut claimed = false;
+    let mine = entry(city.as_str(), pos.recorded_ms);
+    for _ in 0..MOVE_RETRIES {
+        let known: Option<String> = redis::cmd("HGET")
+            .arg(directory_key(keys))
+            .arg(id.as_str())
+            .query_async(conn)
+            .await
+            .map_err(redis_error("driver directory"))?;
+        let Some(known) = known else {
+            if city_cas(conn, keys, &[(id.as_str(), "", &mine)]).await?[0] {
+                claimed = true;
+                break;
+            }
+            continue;
+        };
+        let (known_city, known_ms) = parse_entry(&known);
+        // A later position already moved the driver (perhaps into this very city, its
+        // creation still under way): this one is out of order.
+        if pos.recorded_ms < known_ms {
+            return Ok(PositionOutcome::Stale {
+                stored_ms: known_ms,
+            });
+        }
+        if known_city == city.as_str() {
+            claimed = true;
+            break;
+        }
+        let prev = valid_city(known_city)?;
+        if !city_cas(conn, keys, &[(id.as_str(), &known, &mine)]).await?[0] {
+            continue;
+        }
+        claimed = true;
+        match run_one(conn, keys, settings, id, &prev, &pos, PositionMode::Leave).await? {
+            PositionOutcome::Unknown => {}
+            PositionOutcome::Left { packed, score: s } => {
+                let mut f = packed.split('|').skip(4);
+                if pos.status.is_none() && f.next() == Some("offline") {
+                    pos.status = Some(super::ShiftStatus::Offline);
+                }
+                if pos.vehicle_type.is_none() {
+                    pos.vehicle_type = f.next().and_then(super::VehicleType::parse);
+                }
+                score = s;
+            }
+            // Stale, too far ahead, or busy (kept in its order's city): it stays there.
+            other => {
+                city_cas(conn, keys, &[(id.as_str(), &mine, &known)]).await?;
+                return Ok(other);
+            }
+        }
+        break;
+    }
+    if !claimed {
+        return Ok(PositionOutcome::Contended);
+    }
+    let mut pipe = redis::pipe();
+    pipe.add_command(position_cmd(
+        keys,
+        settings,
+        city.as_str(),
+        &[(id, &pos)],
+        PositionMode::Create,
+    ));
+    if let Some(score) = &score {
+        pipe.cmd("ZADD")
+            .arg(scores_key(keys, city.as_str()))
+            .arg("NX")
+            .arg(score)
+            .arg(id.as_str())
+            .ignore();
+    }
+    let (reply,): (Vec<String>,) = scripts::run_pipeline(conn, &SET_POSITION, &pipe)
+        .await
+        .map_err(redis_error("set_position"))?;
+    let outcome = decode_positions(&[id], &reply, settings.driver_ttl_ms)?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("empty set_position reply")))?;
+    if matches!(outcome, PositionOutcome::Accepted(_)) {
+        confirm_created(conn, keys, settings, &[(id, city.as_str(), &pos)]).await?;
+    }
+    Ok(outcome)
+}
+
+/// After creating drivers, check that the directory still names the city each was created
+/// in; where a concurrent move took the entry elsewhere meanwhile, remove the driver from the
+/// city again (`leave`), so that no driver is held by two cities.
+async fn confirm_created(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    settings: &Settings,
+    created: &[(&DriverId, &str, &ValidPosition)],
+) -> Result<(), ApiError> {
+    if created.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(directory_key(keys));
+    for (id, _, _) in created {
+        cmd.arg(id.as_str());
+    }
+    let now: Vec<Option<String>> = cmd
+        .query_async(conn)
+        .await
+        .map_err(redis_error("driver directory"))?;
+    for ((id, city, pos), now) in created.iter().zip(now) {
+        if now.as_deref().map(|e| parse_entry(e).0) != Some(*city) {
+            tracing::info!(driver = %id, city, now = ?now, "driver moved elsewhere while created; removing it from this city");
+            run_one(conn, keys, settings, id, city, pos, PositionMode::Leave).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Run `mode` calls for `items` (indexes into `all`), grouped by city, every city's calls in
+/// one pipeline (a pipeline stays in one Cluster slot), the cities concurrently.
+async fn run_grouped(
+    conn: &RedisConn,
+    keys: &Keys,
+    settings: &Settings,
+    all: &[(DriverId, CityId, ValidPosition)],
+    items: &[usize],
+    mode: PositionMode,
+) -> Result<Vec<(usize, PositionOutcome)>, ApiError> {
     let mut by_city: Vec<(&CityId, Vec<usize>)> = Vec::new();
-    for (i, (_, city, _)) in items.iter().enumerate() {
+    for &i in items {
+        let city = &all[i].1;
         match by_city.iter_mut().find(|(c, _)| *c == city) {
             Some((_, list)) => list.push(i),
             None => by_city.push((city, vec![i])),
         }
     }
-    let mut pipe = redis::pipe();
-    let mut calls: Vec<&[usize]> = Vec::new();
-    for (city, indexes) in &by_city {
-        for chunk in indexes.chunks(POSITIONS_PER_CALL) {
-            let call: Vec<(&DriverId, &ValidPosition)> =
-                chunk.iter().map(|&i| (&items[i].0, &items[i].2)).collect();
-            pipe.add_command(position_cmd(keys, settings, city, &call, None));
-            calls.push(chunk);
+    let calls = by_city.into_iter().map(|(city, indexes)| {
+        let mut conn = conn.clone();
+        async move {
+            let mut pipe = redis::pipe();
+            let chunks: Vec<&[usize]> = indexes.chunks(POSITIONS_PER_CALL).collect();
+            for chunk in &chunks {
+                let call: Vec<(&DriverId, &ValidPosition)> =
+                    chunk.iter().map(|&i| (&all[i].0, &all[i].2)).collect();
+                pipe.add_command(position_cmd(keys, settings, city.as_str(), &call, mode));
+            }
+            let replies: Vec<Vec<String>> = scripts::run_pipeline(&mut conn, &SET_POSITION, &pipe)
+                .await
+                .map_err(redis_error("set_position batch"))?;
+            let mut out = Vec::with_capacity(indexes.len());
+            for (chunk, reply) in chunks.iter().zip(&replies) {
+                let ids: Vec<&DriverId> = chunk.iter().map(|&i| &all[i].0).collect();
+                let decoded = decode_positions(&ids, reply, settings.driver_ttl_ms)?;
+                out.extend(chunk.iter().copied().zip(decoded));
+            }
+            Ok::<_, ApiError>(out)
         }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for part in futures_util::future::join_all(calls).await {
+        out.extend(part?);
     }
-    let replies: Vec<Vec<String>> = scripts::run_pipeline(conn, &SET_POSITION, &pipe)
-        .await
-        .map_err(redis_error("set_position batch"))?;
+    Ok(out)
+}
+
+/// Store many positions: grouped by city (input order kept within a city), up to
+/// `POSITIONS_PER_CALL` per script call, one pipeline per city, so a batch of 1000 drivers the
+/// cities already hold costs one round trip per city. Drivers new to every city then cost
+/// four more (directory `HMGET`, one compare-and-set claiming their entries, the creations,
+/// the directory re-check); drivers changing city are moved one by one ([`arrive`]; rare).
+pub async fn store_positions(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    settings: &Settings,
+    items: &[(DriverId, CityId, ValidPosition)],
+) -> Result<Vec<PositionOutcome>, ApiError> {
     let mut outcomes: Vec<Option<PositionOutcome>> = (0..items.len()).map(|_| None).collect();
-    for (chunk, reply) in calls.iter().zip(&replies) {
-        let ids: Vec<&DriverId> = chunk.iter().map(|&i| &items[i].0).collect();
-        for (&i, outcome) in
-            chunk
-                .iter()
-                .zip(decode_positions(&ids, reply, settings.driver_ttl_ms)?)
-        {
-            outcomes[i] = Some(outcome);
+    let every: Vec<usize> = (0..items.len()).collect();
+    let mut unknown = Vec::new();
+    for (i, outcome) in
+        run_grouped(conn, keys, settings, items, &every, PositionMode::Known).await?
+    {
+        match outcome {
+            PositionOutcome::Unknown => unknown.push(i),
+            other => outcomes[i] = Some(other),
         }
     }
-    for (i, (id, city, pos)) in items.iter().enumerate() {
-        if matches!(outcomes[i], Some(PositionOutcome::Moved(_))) {
-            outcomes[i] = Some(set_position(conn, keys, settings, id, city, pos).await?);
+    if !unknown.is_empty() {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(directory_key(keys));
+        for &i in &unknown {
+            cmd.arg(items[i].0.as_str());
+        }
+        let known: Vec<Option<String>> = cmd
+            .query_async(conn)
+            .await
+            .map_err(redis_error("driver directory"))?;
+        // New drivers claim their directory entry in one call; drivers the directory already
+        // places in their city are created directly; the rest (moves, lost claims) go one by one.
+        let mut create = Vec::new();
+        let mut claims = Vec::new();
+        let mut one_by_one = Vec::new();
+        for (&i, known) in unknown.iter().zip(known) {
+            match known.as_deref().map(parse_entry) {
+                Some((c, ms)) if c == items[i].1.as_str() && items[i].2.recorded_ms >= ms => {
+                    create.push(i)
+                }
+                None => claims.push(i),
+                Some(_) => one_by_one.push(i),
+            }
+        }
+        let values: Vec<String> = claims
+            .iter()
+            .map(|&i| entry(items[i].1.as_str(), items[i].2.recorded_ms))
+            .collect();
+        let entries: Vec<(&str, &str, &str)> = claims
+            .iter()
+            .zip(&values)
+            .map(|(&i, v)| (items[i].0.as_str(), "", v.as_str()))
+            .collect();
+        for (&i, won) in claims.iter().zip(city_cas(conn, keys, &entries).await?) {
+            if won {
+                create.push(i);
+            } else {
+                one_by_one.push(i);
+            }
+        }
+        if !create.is_empty() {
+            let created =
+                run_grouped(conn, keys, settings, items, &create, PositionMode::Create).await?;
+            let mut check = Vec::new();
+            for (i, outcome) in created {
+                if matches!(outcome, PositionOutcome::Accepted(_)) {
+                    check.push((&items[i].0, items[i].1.as_str(), &items[i].2));
+                }
+                outcomes[i] = Some(outcome);
+            }
+            confirm_created(conn, keys, settings, &check).await?;
+        }
+        for i in one_by_one {
+            let (id, city, pos) = &items[i];
+            outcomes[i] = Some(arrive(conn, keys, settings, id, city, pos).await?);
         }
     }
-    Ok(outcomes
+    outcomes
         .into_iter()
-        .map(|o| o.expect("every item has an outcome"))
-        .collect())
+        .map(|o| o.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a position got no outcome"))))
+        .collect()
 }
 
 fn valid_city(name: &str) -> Result<String, ApiError> {
@@ -266,7 +596,12 @@ pub async fn put_location(
             now_ms,
             settings.max_clock_skew_ms,
         )])),
-        PositionOutcome::Moved(_) => unreachable!("set_position follows moves"),
+        PositionOutcome::Contended => Err(ApiError::Unavailable(format!(
+            "driver {id} is being moved between cities by concurrent updates; nothing was written, retry"
+        ))),
+        PositionOutcome::Unknown | PositionOutcome::Left { .. } => Err(ApiError::Internal(
+            anyhow::anyhow!("set_position left driver {id} unresolved"),
+        )),
     }
 }
 
@@ -422,20 +757,29 @@ fn record(
             result.status = BatchStatus::Invalid;
             result.detail = Some(format!("positions[{index}].recorded_at: {}", e.message));
         }
-        PositionOutcome::Moved(_) => unreachable!("moves are resolved before recording"),
+        PositionOutcome::Contended | PositionOutcome::Unknown | PositionOutcome::Left { .. } => {
+            result.status = BatchStatus::Invalid;
+            result.detail = Some(format!(
+                "positions[{index}]: concurrent updates were moving the driver between cities; nothing was written for it, retry"
+            ));
+        }
     }
 }
 
-/// Read a driver's state and Redis' clock in one round trip.
+/// Read a driver's state and Redis' clock: the directory names the city, then one round trip
+/// to the city's slot.
 pub async fn load_driver(
     store: &Store,
     settings: &Settings,
     id: &DriverId,
 ) -> Result<Option<DriverState>, ApiError> {
+    let Some(city) = load_city(store, id).await? else {
+        return Ok(None);
+    };
     let mut conn = store.conn();
     let (packed, time): (Option<String>, (i64, i64)) = redis::pipe()
         .cmd("HGET")
-        .arg(state_key(store.keys()))
+        .arg(state_key(store.keys(), &city))
         .arg(id.as_str())
         .cmd("TIME")
         .query_async(&mut conn)
@@ -453,16 +797,16 @@ pub async fn load_driver(
     }
 }
 
-/// The city a driver is in, or `None` for an unknown driver.
+/// The city a driver is in (from the directory), or `None` for an unknown driver.
 pub async fn load_city(store: &Store, id: &DriverId) -> Result<Option<String>, ApiError> {
     let mut conn = store.conn();
-    let packed: Option<String> = redis::cmd("HGET")
-        .arg(state_key(store.keys()))
+    let city: Option<String> = redis::cmd("HGET")
+        .arg(directory_key(store.keys()))
         .arg(id.as_str())
         .query_async(&mut conn)
         .await
         .map_err(redis_error("driver city"))?;
-    Ok(packed.map(|p| p.split('|').next().unwrap_or_default().to_owned()))
+    city.map(|c| valid_city(parse_entry(&c).0)).transpose()
 }
 
 fn not_found(id: &DriverId) -> ApiError {
@@ -518,7 +862,10 @@ pub async fn run_on_driver_city(
             .await
             .map_err(redis_error("driver script"))?;
         match reply.first().map(String::as_str) {
-            Some("missing") => return Ok(None),
+            // Not in that city: it may have moved since the directory was read.
+            Some("missing") => {
+                city = load_city(store, id).await?.filter(|now| *now != c);
+            }
             Some("moved") => city = reply.get(1).cloned(),
             _ => return Ok(Some((c, reply))),
         }
@@ -601,7 +948,7 @@ pub async fn delete_driver(
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_driver(&path)?;
-    let (_, reply) = run_on_driver_city(&store, &DELETE_DRIVER, city_script_keys, &id, &[])
+    let (city, reply) = run_on_driver_city(&store, &DELETE_DRIVER, city_script_keys, &id, &[])
         .await?
         .ok_or_else(|| not_found(&id))?;
     if reply.first().map(String::as_str) == Some("busy") {
@@ -612,6 +959,12 @@ pub async fn delete_driver(
             ),
         });
     }
+    city_cas(
+        &mut store.conn(),
+        store.keys(),
+        &[(id.as_str(), city.as_str(), "")],
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -475,6 +475,69 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
 }
 
 #[tokio::test]
+async fn concurrent_positions_in_two_cities_leave_the_driver_in_exactly_one() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    // Single updates and batches (one batch even names the driver in both cities), all at
+    // once, alternating between Paris and Berlin with distinct timestamps.
+    let singles = (0..24).map(|i| {
+        let at = if i % 2 == 0 { PARIS } else { BERLIN };
+        app.put_location("hop", at.0, at.1, t + i, json!({}))
+    });
+    let batch = json!({"positions": [
+        {"driver_id": "hop", "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t + 100},
+        {"driver_id": "hop", "lat": BERLIN.0, "lon": BERLIN.1, "recorded_at": t + 101},
+    ]});
+    let batches = (0..4).map(|_| app.post_json("/v1/locations/batch", &batch));
+    let (singles, batches) = tokio::join!(
+        futures_util::future::join_all(singles),
+        futures_util::future::join_all(batches)
+    );
+    for a in singles.iter().chain(&batches) {
+        assert!(
+            a.status == 200 || a.status == 409 || a.status == 503,
+            "{}",
+            a.text
+        );
+    }
+    let keys = app.context.store.keys();
+    let mut conn = app.redis_conn().await;
+    let mut held_by = Vec::new();
+    for city in ["paris", "berlin"] {
+        let held: bool = redis::cmd("HEXISTS")
+            .arg(geodispatch::drivers::state_key(keys, city))
+            .arg("hop")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if held {
+            held_by.push(city);
+        }
+    }
+    assert_eq!(held_by.len(), 1, "held by {held_by:?}");
+    let directory: Option<String> = redis::cmd("HGET")
+        .arg(geodispatch::drivers::directory_key(keys))
+        .arg("hop")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        directory.as_deref().and_then(|d| d.split('|').next()),
+        Some(held_by[0])
+    );
+    let indexes = app.indexes_of("hop").await;
+    assert_eq!(indexes.len(), 2, "{indexes:?}");
+    assert!(
+        indexes
+            .iter()
+            .all(|k| k.contains(&format!("{{{}}}", held_by[0])))
+    );
+    // The newest position won.
+    let a = app.get("/v1/drivers/hop").await;
+    assert_eq!(a.json["recorded_at_ms"], t + 101, "{}", a.text);
+}
+
+#[tokio::test]
 async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep() {
     let app = spawn_app_with(|s| {
         s.driver_ttl_ms = 1_500;

@@ -118,16 +118,7 @@ pub async fn start_redis() -> LocalRedis {
 
 /// Start the app on an existing Redis.
 pub async fn spawn_app_on(redis: LocalRedis, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".to_owned(),
-        key_prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        http_workers: 1,
-        admin_key: Some(TEST_ADMIN_KEY.to_owned()),
-        // Rate limits are tested on their own (tests/api/protection.rs); elsewhere they would
-        // only make load tests depend on timing.
-        rate_limits_enabled: false,
-        ..Settings::default()
-    };
+    let mut settings = test_settings();
     adjust(&mut settings);
     let instance = start_instance(settings, &redis.url());
     // The queue workers create their consumer groups (and streams) as they start; do it now so
@@ -136,6 +127,21 @@ pub async fn spawn_app_on(redis: LocalRedis, adjust: impl FnOnce(&mut Settings))
         .await
         .expect("creating the consumer groups");
     TestApp { redis, instance }
+}
+
+/// Default test settings: port 0, a unique key prefix, one HTTP worker, the test admin key,
+/// rate limits off.
+pub fn test_settings() -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".to_owned(),
+        key_prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        http_workers: 1,
+        admin_key: Some(TEST_ADMIN_KEY.to_owned()),
+        // Rate limits are tested on their own (tests/api/protection.rs); elsewhere they would
+        // only make load tests depend on timing.
+        rate_limits_enabled: false,
+        ..Settings::default()
+    }
 }
 
 /// Start one service instance with `settings` on the Redis at `url`.

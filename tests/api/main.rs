@@ -6,6 +6,7 @@ mod cities;
 mod dispatch_load;
 mod drivers;
 mod errors;
+mod faults;
 mod health_and_docs;
 #[allow(dead_code)] // helpers are shared by test modules; not every one uses every helper
 mod helpers;
@@ -18,3 +19,4 @@ mod quickstart;
 mod ranking;
 mod search;
 mod sim;
+mod topology;

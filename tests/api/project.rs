@@ -88,3 +88,66 @@ fn compose_file_wires_redis_and_the_service_with_real_setting_names() {
     );
     assert!(read("Dockerfile").contains("FROM"), "Dockerfile present");
 }
+
+#[test]
+fn compose_profiles_match_the_tested_topologies() {
+    let mut compose: serde_yaml::Value =
+        serde_yaml::from_str(&read("docker-compose.yml")).expect("valid YAML");
+    compose.apply_merge().expect("YAML merge keys");
+    let services = compose["services"].as_mapping().unwrap();
+    let in_profile = |profile: &str| -> Vec<(String, String)> {
+        services
+            .iter()
+            .filter(|(_, s)| {
+                s["profiles"]
+                    .as_sequence()
+                    .is_some_and(|p| p.iter().any(|x| x.as_str() == Some(profile)))
+            })
+            .map(|(name, s)| {
+                (
+                    name.as_str().unwrap().to_owned(),
+                    serde_yaml::to_string(&s["command"]).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let known: BTreeSet<String> = Settings::names()
+        .into_iter()
+        .map(|n| format!("GEODISPATCH_{}", n.to_ascii_uppercase()))
+        .collect();
+    let app_env = |name: &str| -> Vec<(String, String)> {
+        let env = compose["services"][name]["environment"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{name} environment"));
+        env.iter()
+            .map(|(k, v)| {
+                let k = k.as_str().unwrap().to_owned();
+                assert!(known.contains(&k), "{k} is not a setting");
+                (k, v.as_str().unwrap_or_default().to_owned())
+            })
+            .collect()
+    };
+
+    let sentinel = in_profile("sentinel");
+    let count = |list: &[(String, String)], needle: &str| {
+        list.iter().filter(|(_, c)| c.contains(needle)).count()
+    };
+    assert_eq!(count(&sentinel, "redis-sentinel"), 3, "{sentinel:?}");
+    assert_eq!(count(&sentinel, "--replicaof"), 2, "{sentinel:?}");
+    let env = app_env("geodispatch-sentinel");
+    let sentinels = &env
+        .iter()
+        .find(|(k, _)| k == "GEODISPATCH_REDIS_SENTINELS")
+        .expect("sentinels setting")
+        .1;
+    assert_eq!(sentinels.split(',').count(), 3);
+
+    let cluster = in_profile("cluster");
+    assert_eq!(count(&cluster, "--cluster-enabled"), 6, "{cluster:?}");
+    assert_eq!(count(&cluster, "--cluster-replicas 1"), 1, "{cluster:?}");
+    let env = app_env("geodispatch-cluster");
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "GEODISPATCH_REDIS_CLUSTER_NODES" && !v.is_empty())
+    );
+}

@@ -8,6 +8,8 @@
 //! number with the order and every transition checks it (issue 5). Lock and counter keys must
 //! share a hash tag (e.g. the city) so both scripts stay in one Cluster slot.
 
+pub mod redlock;
+
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -19,17 +21,48 @@ use crate::store::Store;
 
 /// `lua/acquire_lock.lua`.
 pub static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/acquire_lock.lua")));
+    LazyLock::new(|| Script::new(include_str!("../../lua/acquire_lock.lua")));
 /// `lua/release_lock.lua`.
 pub static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/release_lock.lua")));
+    LazyLock::new(|| Script::new(include_str!("../../lua/release_lock.lua")));
 /// `lua/extend_lock.lua`.
 pub static EXTEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/extend_lock.lua")));
+    LazyLock::new(|| Script::new(include_str!("../../lua/extend_lock.lua")));
 
 /// This module's scripts.
 pub fn scripts() -> [&'static Script; 3] {
     [&ACQUIRE, &RELEASE, &EXTEND]
+}
+
+/// `SET key token NX PX ttl`: take `key` for `ttl` unless someone holds it; `true` when taken.
+/// (The single-node dispatch lock draws a fencing number in the same step, `acquire_lock.lua`;
+/// this plain form serves leases that need none, and Redlock's per-node step.)
+pub async fn take(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    token: &str,
+    ttl: Duration,
+) -> redis::RedisResult<bool> {
+    let set: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(token)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl.as_millis().max(1) as u64)
+        .query_async(conn)
+        .await?;
+    Ok(set.is_some())
+}
+
+/// Delete `key` only while it holds `token` (`lua/release_lock.lua`); `true` when released.
+pub async fn release_token(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    token: &str,
+) -> redis::RedisResult<bool> {
+    let cmd = evalsha(&RELEASE, &[key], &[token]);
+    let released: i64 = scripts::run(conn, &RELEASE, &cmd).await?;
+    Ok(released == 1)
 }
 
 /// A held lock.
@@ -84,9 +117,7 @@ impl Locks {
     /// Release `lease` if it is still held by it; `false` when it had expired (and perhaps been
     /// taken by another holder, whose lock is left alone).
     pub async fn release(&self, lease: &Lease) -> redis::RedisResult<bool> {
-        let cmd = evalsha(&RELEASE, &[&lease.key], &[&lease.token]);
-        let released: i64 = scripts::run(&mut self.store.conn(), &RELEASE, &cmd).await?;
-        Ok(released == 1)
+        release_token(&mut self.store.conn(), &lease.key, &lease.token).await
     }
 
     /// Extend `lease` to `ttl` from now if it is still held by it; `false` when it is lost.
