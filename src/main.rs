@@ -109,7 +109,8 @@ enum BenchCommand {
         /// Replicas that must `WAIT`-confirm each order write before it is acknowledged.
         #[arg(long, default_value_t = 0)]
         wait_replicas: u32,
-        /// Sentinel failover: stall the replicas this many ms before killing the primary.
+        /// Sentinel failover: stall the replicas and cut their replication links this many ms
+        /// before killing the primary.
         #[arg(long, default_value_t = 0)]
         replica_lag_ms: u64,
         /// Redis restart: `appendfsync always` instead of `everysec`.

@@ -73,8 +73,9 @@ pub struct FaultOptions {
     pub min_replicas_to_write: u32,
     /// `redis_wait_replicas` of the service (0: off).
     pub wait_replicas: u32,
-    /// Sentinel failover: stall the replicas (SIGSTOP) this long before the primary is killed,
-    /// so that acknowledged writes have not reached them (0: no stall).
+    /// Sentinel failover: stall the replicas (SIGSTOP) and cut their replication links this
+    /// long before the primary is killed, so that acknowledged writes never reach them (0: no
+    /// stall).
     pub replica_lag_ms: u64,
     /// AOF `appendfsync always` instead of `everysec` (Redis restart).
     pub fsync_always: bool,
@@ -124,6 +125,11 @@ pub struct FaultReport {
     pub stuck: usize,
     /// The stuck orders, with their state (first 20).
     pub stuck_examples: Vec<String>,
+    /// Orders whose delivery was never acknowledged (its answer was a 5xx, the retry a 409) but
+    /// that the client then read back as delivered, and that a failover rolled back: the read
+    /// saw a write the promoted replica never got. Not an acknowledged write; not stuck either,
+    /// since the client stopped on what it read.
+    pub rolled_back_reads: usize,
     /// Client-side double assignments: a driver acknowledged on two orders at once (neither of
     /// which lost an acknowledged write).
     pub double_assignments_client: usize,
@@ -231,7 +237,8 @@ struct Record {
     created: bool,
     driver: Option<String>,
     fence: u64,
-    /// Last acknowledged state: 0 none, 1 offered, 2 accepted, 3 picked up, 4 delivered.
+    /// Last acknowledged state (a 201 or 200 answer; a state only read back does not count):
+    /// 0 none, 1 offered, 2 accepted, 3 picked up, 4 delivered.
     acked: u8,
     /// When the accept was acknowledged (200), by the client's clock.
     accepted_ms: Option<u64>,
@@ -240,6 +247,8 @@ struct Record {
     /// A step was applied but not acknowledged (seen only by reading the order back).
     unacknowledged_step: bool,
     started_ms: u64,
+    /// Why the client stopped driving the order before it was delivered.
+    stopped: &'static str,
 }
 
 #[derive(Default)]
@@ -339,6 +348,7 @@ impl Loop {
         let mut order = match status {
             201 => {
                 rec.created = true;
+                rec.acked = state_rank(order["state"].as_str().unwrap_or_default());
                 order
             }
             // An earlier attempt was written but its answer lost: not acknowledged.
@@ -351,28 +361,61 @@ impl Loop {
             },
             _ => return rec,
         };
-        // Wait for the offer (a queue worker, or the retry timer after a failed attempt).
-        while order["state"] != "offered" {
-            if Instant::now() > deadline || order["state"] != "pending" {
+        // Drive the order by its state, as a driver app would: wait for the offer (a queue
+        // worker, or the retry timer after a failed attempt), then accept, pick up and deliver.
+        // A step written but not acknowledged may have been applied (the instance died after
+        // writing) or rolled back (a failover lost it): the client follows the state it reads.
+        const STEPS: [(&str, &str); 3] = [
+            ("offered", "accept"),
+            ("accepted", "pickup"),
+            ("picked_up", "deliver"),
+        ];
+        loop {
+            if Instant::now() > deadline {
+                rec.stopped = "deadline";
                 return rec;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            match self
-                .step("GET", &format!("/v1/orders/{id}"), None, deadline)
-                .await
-            {
-                Some((200, o)) => order = o,
-                _ => return rec,
+            let state = order["state"].as_str().unwrap_or_default().to_owned();
+            if state == "pending" {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                match self
+                    .step("GET", &format!("/v1/orders/{id}"), None, deadline)
+                    .await
+                {
+                    Some((200, o)) => order = o,
+                    other => {
+                        rec.stopped = if other.is_none() {
+                            "deadline"
+                        } else {
+                            "read failed"
+                        };
+                        return rec;
+                    }
+                }
+                continue;
             }
-        }
-        let Some(driver) = order["driver_id"].as_str().map(str::to_owned) else {
-            return rec;
-        };
-        let fence = order["fencing_token"].as_u64().unwrap_or(0);
-        rec.driver = Some(driver.clone());
-        rec.fence = fence;
-        rec.acked = 1;
-        for (i, op) in ["accept", "pickup", "deliver"].into_iter().enumerate() {
+            // Delivered (only after a lost answer: the loop returns on a 200), cancelled, failed.
+            let Some(i) = STEPS.iter().position(|(s, _)| *s == state) else {
+                rec.stopped = if state == "delivered" {
+                    "read delivered"
+                } else {
+                    "ended"
+                };
+                return rec;
+            };
+            let Some(driver) = order["driver_id"].as_str().map(str::to_owned) else {
+                return rec;
+            };
+            let fence = order["fencing_token"].as_u64().unwrap_or(0);
+            if rec.driver.as_deref() != Some(driver.as_str()) {
+                if rec.accepted_ms.is_some() {
+                    // An acknowledged accept was lost: the read-back reports it.
+                    return rec;
+                }
+                rec.driver = Some(driver.clone());
+                rec.fence = fence;
+            }
+            let op = STEPS[i].1;
             let body = json!({"driver_id": driver, "fencing_token": fence});
             match self
                 .step(
@@ -383,33 +426,66 @@ impl Loop {
                 )
                 .await
             {
-                Some((200, _)) => {
-                    rec.acked = 2 + i as u8;
+                Some((200, o)) => {
+                    rec.acked = rec.acked.max(2 + i as u8);
                     if op == "accept" {
                         rec.accepted_ms = Some(self.ms());
                     }
                     if op == "deliver" {
                         rec.delivered_ms = Some(self.ms());
+                        return rec;
                     }
+                    order = o;
                 }
-                // A retried step that had been applied before its answer was lost (the
-                // instance died after writing): go on if the order shows it.
-                Some((409, _)) => {
-                    let target = ["accepted", "picked_up", "delivered"];
-                    match self
-                        .step("GET", &format!("/v1/orders/{id}"), None, deadline)
-                        .await
-                    {
-                        Some((200, o)) if target[i..].iter().any(|t| o["state"] == *t) => {
-                            rec.unacknowledged_step = true;
-                        }
-                        _ => break,
+                // Applied before its answer was lost, or rolled back: read where it is now.
+                Some((409, _)) => match self
+                    .step("GET", &format!("/v1/orders/{id}"), None, deadline)
+                    .await
+                {
+                    // Refused for its own reasons (a stale fence): give up on this order.
+                    Some((200, o)) if o["state"] == state.as_str() => {
+                        rec.stopped = "refused";
+                        return rec;
                     }
+                    Some((200, o)) => {
+                        rec.unacknowledged_step = true;
+                        order = o;
+                    }
+                    _ => {
+                        rec.stopped = "read failed";
+                        return rec;
+                    }
+                },
+                other => {
+                    rec.stopped = match other {
+                        None => "deadline",
+                        Some((status, _)) => status_reason(status),
+                    };
+                    return rec;
                 }
-                _ => break,
             }
         }
-        rec
+    }
+}
+
+fn status_reason(status: u16) -> &'static str {
+    match status {
+        404 => "404",
+        409 => "409",
+        422 => "422",
+        _ => "other status",
+    }
+}
+
+/// The progress of an order state: 0 pending (or ended otherwise), 1 offered, 2 accepted,
+/// 3 picked up, 4 delivered.
+fn state_rank(state: &str) -> u8 {
+    match state {
+        "offered" => 1,
+        "accepted" => 2,
+        "picked_up" => 3,
+        "delivered" => 4,
+        _ => 0,
     }
 }
 
@@ -600,9 +676,22 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
                 for n in group.nodes.iter().filter(|n| n.port() != old) {
                     n.signal(libc::SIGSTOP);
                 }
+                // A stopped replica's kernel still receives the stream into its socket buffer
+                // and would apply it on SIGCONT: the primary also drops the replication links,
+                // so that what it acknowledges from now on reaches no replica (a partition).
+                let cut: i64 = crate::redis_topology::query(
+                    old,
+                    &redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("TYPE")
+                        .arg("replica")
+                        .clone(),
+                )
+                .await?;
                 tokio::time::sleep(Duration::from_millis(opts.replica_lag_ms)).await;
                 notes.push(format!(
-                    "replicas stalled (SIGSTOP) for {} ms before the primary was killed",
+                    "replicas stalled (SIGSTOP) and their {cut} replication links cut for {} ms \
+                     before the primary was killed",
                     opts.replica_lag_ms
                 ));
             }
@@ -699,6 +788,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
     let mut delivered = 0;
     let mut stuck = 0;
     let mut stuck_examples = Vec::new();
+    let mut rolled_back_reads = 0;
     for r in &records {
         if !r.created && r.acked == 0 {
             continue;
@@ -715,13 +805,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             }
             _ => anyhow::bail!("could not read order {} back", r.id),
         };
-        let rank = match state.as_str() {
-            "offered" => 1,
-            "accepted" => 2,
-            "picked_up" => 3,
-            "delivered" => 4,
-            _ => 0,
-        };
+        let rank = state_rank(&state);
         if rank < r.acked {
             lost.push(format!(
                 "{} (acknowledged step {}, now {state})",
@@ -729,10 +813,15 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             ));
         } else if state == "delivered" {
             delivered += 1;
+        } else if r.stopped == "read delivered" {
+            rolled_back_reads += 1;
         } else {
             stuck += 1;
             if stuck_examples.len() < 20 {
-                stuck_examples.push(format!("{} ({state}, client saw step {})", r.id, r.acked));
+                stuck_examples.push(format!(
+                    "{} ({state}, client saw step {}, stopped: {})",
+                    r.id, r.acked, r.stopped
+                ));
             }
         }
     }
@@ -819,6 +908,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
         lost_examples: lost.into_iter().take(20).collect(),
         stuck,
         stuck_examples,
+        rolled_back_reads,
         double_assignments_client: double_client,
         double_assignments_with_lost_writes: double_lost,
         invariant_violations: violations,
