@@ -78,6 +78,82 @@ impl KnnTuning {
 }
 
 /// Query of `GET /v1/drivers/nearby`.
+/// The tuning key of a search: its city and the filters (status and vehicle masks).
+pub(crate) fn tuning_key(
+    city: &str,
+    statuses: &[DriverStatus],
+    vehicles: &[VehicleType],
+) -> (String, u8, u8) {
+    (
+        city.to_owned(),
+        mask(statuses, &DriverStatus::ALL),
+        mask(vehicles, &VehicleType::ALL),
+    )
+}
+
+/// The steps of one nearest-k query: the radius and `COUNT` of the next step, and how they
+/// grow. Shared by nearby search and candidate ranking (`lua/rank_candidates.lua`).
+pub(crate) struct Probe<'a> {
+    tuning: &'a KnnTuning,
+    key: (String, u8, u8),
+    k: usize,
+    area: Area,
+    /// Radius of the next step (unused for a box).
+    pub radius: f64,
+    /// `COUNT` of the next step's GEOSEARCH.
+    pub count: usize,
+}
+
+impl<'a> Probe<'a> {
+    /// The first step: the radius that should hold about `k` drivers for this city and filter.
+    pub fn new(tuning: &'a KnnTuning, key: (String, u8, u8), k: usize, area: Area) -> Self {
+        let radius = match area {
+            Area::Radius(max) => tuning.start(&key, k).clamp(25.0, max),
+            Area::Box(..) => 0.0,
+        };
+        Self {
+            tuning,
+            key,
+            k,
+            area,
+            radius,
+            count: k,
+        }
+    }
+
+    /// After a step that found `found` fresh drivers, with `cutoff` the distance of the last
+    /// member of a set that filled its `COUNT` (infinite when none did): true when the answer
+    /// is complete (and the radius it took is learned), else the next step is set up: a
+    /// saturated step doubles `COUNT`, another widens the radius from the count it found.
+    pub fn done_or_widen(&mut self, found: usize, cutoff: f64) -> bool {
+        let saturated = cutoff.is_finite();
+        let complete = !saturated
+            && match self.area {
+                Area::Radius(max) => self.radius >= max,
+                Area::Box(..) => true,
+            };
+        if found >= self.k || complete {
+            if let Area::Radius(_) = self.area {
+                // The drivers found lie within `cutoff` when a set saturated, else within `radius`.
+                self.tuning
+                    .learn(self.key.clone(), self.radius.min(cutoff), found);
+            }
+            return true;
+        }
+        if saturated {
+            self.count *= 2;
+        } else if let Area::Radius(max) = self.area {
+            let grow = if found == 0 {
+                3.0
+            } else {
+                ((self.k as f64 / found as f64).sqrt() * 1.2).clamp(1.25, 3.0)
+            };
+            self.radius = (self.radius * grow).min(max);
+        }
+        false
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -282,17 +358,13 @@ pub async fn search(
             }
         }
     }
-    let tuning_key = (
-        city.to_owned(),
-        mask(&search.statuses, &DriverStatus::ALL),
-        mask(&search.vehicles, &VehicleType::ALL),
+    let mut probe = Probe::new(
+        tuning,
+        tuning_key(city, &search.statuses, &search.vehicles),
+        search.limit,
+        search.area,
     );
     let k = search.limit;
-    let mut radius = match search.area {
-        Area::Radius(max) => tuning.start(&tuning_key, k).clamp(25.0, max),
-        Area::Box(..) => 0.0,
-    };
-    let mut count = k;
     let seen = seen_key(keys, city);
     let mut conn = store.conn();
     for _ in 0..40 {
@@ -307,13 +379,13 @@ pub async fn search(
                 .arg(search.center.lon)
                 .arg(search.center.lat);
             match search.area {
-                Area::Radius(_) => cmd.arg("BYRADIUS").arg(radius),
+                Area::Radius(_) => cmd.arg("BYRADIUS").arg(probe.radius),
                 Area::Box(w, h) => cmd.arg("BYBOX").arg(w).arg(h),
             };
             cmd.arg("m")
                 .arg("ASC")
                 .arg("COUNT")
-                .arg(count)
+                .arg(probe.count)
                 .arg("WITHDIST")
                 .arg("WITHCOORD");
         }
@@ -359,7 +431,7 @@ pub async fn search(
             let members: Vec<(String, f64, (f64, f64))> =
                 redis::from_redis_value(value).map_err(|e| decode_err("GEOSEARCH", e))?;
             // A set that returned `count` members vouches only up to its last member's distance.
-            if members.len() == count
+            if members.len() == probe.count
                 && let Some(last) = members.last()
             {
                 cutoff = cutoff.min(last.1);
@@ -386,17 +458,7 @@ pub async fn search(
         if window_exhausted {
             candidates = drop_stale_one_by_one(&mut conn, &seen, candidates, fresh_after).await?;
         }
-        let saturated = cutoff.is_finite();
-        let complete = !saturated
-            && match search.area {
-                Area::Radius(max) => radius >= max,
-                Area::Box(..) => true,
-            };
-        if candidates.len() >= k || complete {
-            if let Area::Radius(_) = search.area {
-                // The drivers found lie within `cutoff` when a set saturated, else within `radius`.
-                tuning.learn(tuning_key, radius.min(cutoff), candidates.len());
-            }
+        if probe.done_or_widen(candidates.len(), cutoff) {
             let mut found = candidates;
             found.sort_by(|a, b| {
                 a.distance_m
@@ -405,16 +467,6 @@ pub async fn search(
             });
             found.truncate(k);
             return Ok(found);
-        }
-        if saturated {
-            count *= 2;
-        } else if let Area::Radius(max) = search.area {
-            let grow = if candidates.is_empty() {
-                3.0
-            } else {
-                ((k as f64 / candidates.len() as f64).sqrt() * 1.2).clamp(1.25, 3.0)
-            };
-            radius = (radius * grow).min(max);
         }
     }
     Err(ApiError::Internal(anyhow::anyhow!(

@@ -9,7 +9,8 @@
 //!    consumer group of workers ([`workers`]) reads.
 //! 2. A dispatch ([`engine::Dispatcher::dispatch`]) takes the order's lock (`SET NX PX`, random
 //!    token, a fencing number from the city's counter; see [`crate::lock`]) and keeps it renewed,
-//!    ranks candidates ([`crate::ranking::rank_candidates`]), then `lua/claim_offer.lua` checks
+//!    finds the nearest candidates ([`crate::search::search`]), then `lua/claim_offer.lua` ranks
+//!    them (the composite of [`crate::ranking::rank_candidates`]) and checks
 //!    in one step that the token still holds the lock, that no later fencing number touched the
 //!    order, that the order is pending and that the driver is available and fresh, and only then
 //!    moves the driver to `busy` and records the offer with its fencing number.

@@ -247,3 +247,102 @@ async fn candidate_ranking_explains_itself_and_changes_with_the_weights() {
     .await
     .assert_problem(422, "validation-error");
 }
+
+#[tokio::test]
+async fn candidates_match_a_brute_force_ranking_of_the_nearest_fresh_drivers() {
+    use crate::helpers::Rng;
+    use geodispatch::domain::{GeoPoint, haversine_m};
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.driver_ttl_ms = 5_000;
+        s.sweep_interval_ms = 3_600_000;
+        s.ranking_pool_factor = 3;
+    })
+    .await;
+    let t = now_ms();
+    let mut rng = Rng::new(7);
+    let vehicles = ["bike", "scooter", "car", "van"];
+    // 160 fresh drivers within 3 km of central Paris, with scores 0–5.
+    let mut fleet = Vec::new();
+    let positions: Vec<Value> = (0..160)
+        .map(|i| {
+            let (lat, lon) = rng.near(PARIS.0, PARIS.1, 3.0);
+            let vt = vehicles[i % 4];
+            fleet.push((format!("c{i:03}"), lat, lon, vt, (rng.f64() * 5.0 * 100.0).round() / 100.0));
+            json!({"driver_id": format!("c{i:03}"), "lat": lat, "lon": lon, "recorded_at": t, "vehicle_type": vt})
+        })
+        .collect();
+    app.post_json("/v1/locations/batch", &json!({"positions": positions}))
+        .await;
+    for (id, .., score) in &fleet {
+        app.put_json(&format!("/v1/drivers/{id}/score"), &json!({"score": score}))
+            .await;
+    }
+    // 40 stale drivers right at the query points, with the best scores: never candidates.
+    let stale: Vec<Value> = (0..40)
+        .map(|i| json!({"driver_id": format!("old{i}"), "lat": PARIS.0 + i as f64 * 1e-5, "lon": PARIS.1, "recorded_at": t - 10_000}))
+        .collect();
+    app.post_json("/v1/locations/batch", &json!({"positions": stale}))
+        .await;
+    for i in 0..40 {
+        app.put_json(
+            &format!("/v1/drivers/old{i}/score"),
+            &json!({"score": 100.0}),
+        )
+        .await;
+    }
+
+    // Near the fleet, and 6 km away from it (the search must widen from its start radius).
+    for (lat, lon) in [PARIS, (PARIS.0 + 6.0 / 111.32, PARIS.1)] {
+        for vehicle in [None, Some("car")] {
+            let limit = 5;
+            let center = GeoPoint { lat, lon };
+            let mut pool: Vec<(f64, &str, f64)> = fleet
+                .iter()
+                .filter(|(.., vt, _)| vehicle.is_none_or(|v| v == *vt))
+                .map(|(id, la, lo, _, score)| {
+                    (
+                        haversine_m(center, GeoPoint { lat: *la, lon: *lo }),
+                        id.as_str(),
+                        *score,
+                    )
+                })
+                .collect();
+            pool.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+            pool.truncate(limit * 3);
+            pool.sort_by(|a, b| {
+                let (ca, cb) = (a.2 - a.0 / 1000.0, b.2 - b.0 / 1000.0);
+                cb.total_cmp(&ca).then(b.1.cmp(a.1))
+            });
+            let expected: Vec<&str> = pool.iter().take(limit).map(|p| p.1).collect();
+            let url = format!(
+                "/v1/candidates?lat={lat}&lon={lon}&limit={limit}&radius_m=20000{}",
+                vehicle
+                    .map(|v| format!("&vehicle_type={v}"))
+                    .unwrap_or_default()
+            );
+            let answer = app.get(&url).await;
+            assert_eq!(answer.status, 200, "{}", answer.text);
+            assert_eq!(
+                ids(&answer.json["candidates"]),
+                expected,
+                "{url}: {}",
+                answer.text
+            );
+            for (c, p) in answer.json["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(&pool)
+            {
+                assert!(
+                    (c["distance_m"].as_f64().unwrap() - p.0).abs() < 0.5,
+                    "{c} vs {p:?}"
+                );
+                assert_eq!(c["driver_score"].as_f64().unwrap(), p.2, "{c}");
+                if let Some(v) = vehicle {
+                    assert_eq!(c["vehicle_type"], v, "{c}");
+                }
+            }
+        }
+    }
+}
