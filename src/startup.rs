@@ -138,8 +138,7 @@ pub fn script_key_sets(keys: &Keys, cities: &CityIndex) -> Vec<(String, Vec<Stri
         out.push((
             format!("candidate ranking in {c}"),
             vec![
-                keys.city(c, "tmp:rank:probe:d"),
-                keys.city(c, "tmp:rank:probe:s"),
+                keys.city(c, "tmp:rank:probe"),
                 crate::drivers::scores_key(keys, c),
             ],
         ));

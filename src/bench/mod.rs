@@ -302,6 +302,50 @@ async fn used_memory(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
         .context("INFO memory without used_memory")
 }
 
+/// `MEMORY USAGE … SAMPLES 0` (exact) of every key, per driver of a fleet of `n`, grouped by
+/// key pattern (the city tag and the vehicle type of the per-vehicle GEO sets folded).
+async fn memory_by_key(
+    r: &mut redis::aio::MultiplexedConnection,
+    n: usize,
+) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(r)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for key in keys {
+        let bytes: Option<i64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(r)
+            .await?;
+        let mut pattern = match (key.find('{'), key.find('}')) {
+            (Some(a), Some(b)) if a < b => format!("{}{{city}}{}", &key[..a], &key[b + 1..]),
+            _ => key.clone(),
+        };
+        for v in crate::drivers::VehicleType::ALL {
+            if let Some(base) = pattern.strip_suffix(&format!(":{}", v.as_str())) {
+                pattern = format!("{base}:<vehicle>");
+            }
+        }
+        *out.entry(pattern).or_insert(0.0) += bytes.unwrap_or(0) as f64 / n as f64;
+    }
+    Ok(out)
+}
+
 /// CPU time (µs) Redis' main thread has used since it started (`INFO cpu`); the difference of
 /// two readings is the Redis time a phase cost, command execution and network I/O included.
 /// (Summing `INFO commandstats` would count a script's inner commands twice: once on their
@@ -345,6 +389,25 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
         let ingest = load_fleet(&bed.app_addr, &drivers, 4).await?;
         eprintln!("loaded {n} drivers over HTTP batches at {ingest:.0} positions/s");
         let mut r = bed.redis().await?;
+        // Every driver has a score of 3.5–5.0 (a rating), written straight into the city's
+        // score set (the API would take one request per driver).
+        let scores = crate::drivers::scores_key(&crate::store::Keys::new("bench"), "paris");
+        let mut rng = SplitMix64::new(3);
+        for chunk in drivers.chunks(10_000) {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&scores);
+            for (id, ..) in chunk {
+                let rating = 3.5 + (rng.next_u64() % 1501) as f64 / 1000.0;
+                zadd.arg(rating).arg(id);
+            }
+            let _: () = zadd.query_async(&mut r).await?;
+        }
+        // Memory before the naive anchor's own GEO set is built (it is not ours).
+        let bytes_per_driver = (used_memory(&mut r).await? - before) as f64 / n as f64;
+        let by_key = memory_by_key(&mut r, n).await?;
+        eprintln!(
+            "Redis memory per driver (every key a driver costs): {bytes_per_driver:.0} B; by key: {by_key:?}"
+        );
         for chunk in drivers.chunks(10_000) {
             let mut pipe = redis::pipe();
             for (id, lat, lon, _) in chunk {
@@ -357,10 +420,6 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             }
             let _: () = pipe.query_async(&mut r).await?;
         }
-        let bytes_per_driver = (used_memory(&mut r).await? - before) as f64 / n as f64;
-        eprintln!(
-            "Redis memory per driver (state, last-seen, two GEO sets, score): {bytes_per_driver:.0} B"
-        );
         for chunk in drivers.chunks(10_000) {
             let mut pipe = redis::pipe();
             for (id, lat, lon, _) in chunk {
@@ -508,6 +567,7 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
             "postgis": pg,
             "batch_ingest_positions_per_s": ingest,
             "redis_bytes_per_driver": bytes_per_driver,
+            "redis_bytes_per_driver_by_key": by_key,
         }));
         bed.stop().await;
     }
