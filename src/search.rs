@@ -79,11 +79,7 @@ impl KnnTuning {
 
 /// Query of `GET /v1/drivers/nearby`.
 /// The tuning key of a search: its city and the filters (status and vehicle masks).
-pub(crate) fn tuning_key(
-    city: &str,
-    statuses: &[DriverStatus],
-    vehicles: &[VehicleType],
-) -> (String, u8, u8) {
+fn tuning_key(city: &str, statuses: &[DriverStatus], vehicles: &[VehicleType]) -> (String, u8, u8) {
     (
         city.to_owned(),
         mask(statuses, &DriverStatus::ALL),
@@ -92,21 +88,21 @@ pub(crate) fn tuning_key(
 }
 
 /// The steps of one nearest-k query: the radius and `COUNT` of the next step, and how they
-/// grow. Shared by nearby search and candidate ranking (`lua/rank_candidates.lua`).
-pub(crate) struct Probe<'a> {
+/// grow.
+struct Probe<'a> {
     tuning: &'a KnnTuning,
     key: (String, u8, u8),
     k: usize,
     area: Area,
     /// Radius of the next step (unused for a box).
-    pub radius: f64,
+    radius: f64,
     /// `COUNT` of the next step's GEOSEARCH.
-    pub count: usize,
+    count: usize,
 }
 
 impl<'a> Probe<'a> {
     /// The first step: the radius that should hold about `k` drivers for this city and filter.
-    pub fn new(tuning: &'a KnnTuning, key: (String, u8, u8), k: usize, area: Area) -> Self {
+    fn new(tuning: &'a KnnTuning, key: (String, u8, u8), k: usize, area: Area) -> Self {
         let radius = match area {
             Area::Radius(max) => tuning.start(&key, k).clamp(25.0, max),
             Area::Box(..) => 0.0,
@@ -125,7 +121,7 @@ impl<'a> Probe<'a> {
     /// member of a set that filled its `COUNT` (infinite when none did): true when the answer
     /// is complete (and the radius it took is learned), else the next step is set up: a
     /// saturated step doubles `COUNT`, another widens the radius from the count it found.
-    pub fn done_or_widen(&mut self, found: usize, cutoff: f64) -> bool {
+    fn done_or_widen(&mut self, found: usize, cutoff: f64) -> bool {
         let saturated = cutoff.is_finite();
         let complete = !saturated
             && match self.area {
@@ -135,8 +131,12 @@ impl<'a> Probe<'a> {
         if found >= self.k || complete {
             if let Area::Radius(_) = self.area {
                 // The drivers found lie within `cutoff` when a set saturated, else within `radius`.
-                self.tuning
-                    .learn(self.key.clone(), self.radius.min(cutoff), found);
+                // The answer is complete: the probe is not used again, its key can move.
+                self.tuning.learn(
+                    std::mem::take(&mut self.key),
+                    self.radius.min(cutoff),
+                    found,
+                );
             }
             return true;
         }

@@ -104,6 +104,24 @@ impl FaultOptions {
             lock_ttl_ms: 1_000,
         }
     }
+
+    /// `appendfsync` of the standalone Redis.
+    fn fsync_policy(&self) -> &'static str {
+        if self.fsync_always {
+            "always"
+        } else {
+            "everysec"
+        }
+    }
+
+    /// The standalone Redis (its AOF on for the restart scenario), in `dir`.
+    fn redis_options(&self, dir: &std::path::Path) -> LocalRedisOptions {
+        LocalRedisOptions {
+            data_dir: dir.join("redis"),
+            appendonly: self.scenario == Scenario::RedisRestart,
+            extra_args: vec!["--appendfsync".into(), self.fsync_policy().into()],
+        }
+    }
 }
 
 /// What a fault run measured.
@@ -248,7 +266,26 @@ struct Record {
     unacknowledged_step: bool,
     started_ms: u64,
     /// Why the client stopped driving the order before it was delivered.
-    stopped: &'static str,
+    stopped: Stop,
+}
+
+/// Why a client loop stopped driving an order (other than a delivery it saw answered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Stop {
+    #[default]
+    Running,
+    /// Its deadline passed (retries included).
+    Deadline,
+    /// Reading the order back failed.
+    ReadFailed,
+    /// The order ended otherwise (cancelled, failed).
+    Ended,
+    /// The order read back as delivered after an unanswered delivery.
+    ReadDelivered,
+    /// A step was refused and the order had not moved (a stale fence).
+    Refused,
+    /// A step was answered with this status.
+    Status(u16),
 }
 
 #[derive(Default)]
@@ -332,6 +369,12 @@ impl Loop {
         None
     }
 
+    /// `GET /v1/orders/{id}` until answered (see [`Loop::step`]).
+    async fn read_order(&mut self, id: &str, deadline: Instant) -> Option<(u16, Value)> {
+        self.step("GET", &format!("/v1/orders/{id}"), None, deadline)
+            .await
+    }
+
     async fn run_order(&mut self, id: String, pickup: (f64, f64), now: bool) -> Record {
         let mut rec = Record {
             id: id.clone(),
@@ -352,10 +395,7 @@ impl Loop {
                 order
             }
             // An earlier attempt was written but its answer lost: not acknowledged.
-            409 => match self
-                .step("GET", &format!("/v1/orders/{id}"), None, deadline)
-                .await
-            {
+            409 => match self.read_order(&id, deadline).await {
                 Some((200, o)) => o,
                 _ => return rec,
             },
@@ -372,22 +412,19 @@ impl Loop {
         ];
         loop {
             if Instant::now() > deadline {
-                rec.stopped = "deadline";
+                rec.stopped = Stop::Deadline;
                 return rec;
             }
             let state = order["state"].as_str().unwrap_or_default().to_owned();
             if state == "pending" {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                match self
-                    .step("GET", &format!("/v1/orders/{id}"), None, deadline)
-                    .await
-                {
+                match self.read_order(&id, deadline).await {
                     Some((200, o)) => order = o,
                     other => {
                         rec.stopped = if other.is_none() {
-                            "deadline"
+                            Stop::Deadline
                         } else {
-                            "read failed"
+                            Stop::ReadFailed
                         };
                         return rec;
                     }
@@ -397,9 +434,9 @@ impl Loop {
             // Delivered (only after a lost answer: the loop returns on a 200), cancelled, failed.
             let Some(i) = STEPS.iter().position(|(s, _)| *s == state) else {
                 rec.stopped = if state == "delivered" {
-                    "read delivered"
+                    Stop::ReadDelivered
                 } else {
-                    "ended"
+                    Stop::Ended
                 };
                 return rec;
             };
@@ -438,13 +475,10 @@ impl Loop {
                     order = o;
                 }
                 // Applied before its answer was lost, or rolled back: read where it is now.
-                Some((409, _)) => match self
-                    .step("GET", &format!("/v1/orders/{id}"), None, deadline)
-                    .await
-                {
+                Some((409, _)) => match self.read_order(&id, deadline).await {
                     // Refused for its own reasons (a stale fence): give up on this order.
                     Some((200, o)) if o["state"] == state.as_str() => {
-                        rec.stopped = "refused";
+                        rec.stopped = Stop::Refused;
                         return rec;
                     }
                     Some((200, o)) => {
@@ -452,28 +486,19 @@ impl Loop {
                         order = o;
                     }
                     _ => {
-                        rec.stopped = "read failed";
+                        rec.stopped = Stop::ReadFailed;
                         return rec;
                     }
                 },
                 other => {
                     rec.stopped = match other {
-                        None => "deadline",
-                        Some((status, _)) => status_reason(status),
+                        None => Stop::Deadline,
+                        Some((status, _)) => Stop::Status(status),
                     };
                     return rec;
                 }
             }
         }
-    }
-}
-
-fn status_reason(status: u16) -> &'static str {
-    match status {
-        404 => "404",
-        409 => "409",
-        422 => "422",
-        _ => "other status",
     }
 }
 
@@ -563,20 +588,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             t
         }
         _ => {
-            let r = LocalRedis::start(LocalRedisOptions {
-                data_dir: dir.join("redis"),
-                appendonly: opts.scenario == Scenario::RedisRestart,
-                extra_args: vec![
-                    "--appendfsync".into(),
-                    if opts.fsync_always {
-                        "always"
-                    } else {
-                        "everysec"
-                    }
-                    .into(),
-                ],
-            })
-            .await?;
+            let r = LocalRedis::start(opts.redis_options(&dir)).await?;
             env.push(("GEODISPATCH_REDIS_URL".into(), r.url()));
             let t = Topology::Standalone(r.url());
             redis = Some(r);
@@ -719,29 +731,13 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             r.kill().await?;
             faults += 1;
             let port = r.port();
-            let restarted = LocalRedis::start_on(
-                port,
-                LocalRedisOptions {
-                    data_dir: dir.join("redis"),
-                    appendonly: true,
-                    extra_args: vec![
-                        "--appendfsync".into(),
-                        if opts.fsync_always {
-                            "always"
-                        } else {
-                            "everysec"
-                        }
-                        .into(),
-                    ],
-                },
-            )
-            .await?;
+            let restarted = LocalRedis::start_on(port, opts.redis_options(&dir)).await?;
             *r = restarted;
             recovered_ms = start.elapsed().as_millis() as u64;
             notes.push(format!(
                 "Redis killed at {} ms, restarted from its AOF (appendfsync {}) and answering at {recovered_ms} ms",
                 first_fault_ms.unwrap_or(0),
-                if opts.fsync_always { "always" } else { "everysec" }
+                opts.fsync_policy()
             ));
         }
         Scenario::KillInstances | Scenario::StopInstance => {
@@ -794,10 +790,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             continue;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let state = match reader
-            .step("GET", &format!("/v1/orders/{}", r.id), None, deadline)
-            .await
-        {
+        let state = match reader.read_order(&r.id, deadline).await {
             Some((200, o)) => o["state"].as_str().unwrap_or_default().to_owned(),
             Some((404, _)) => {
                 lost.push(r.id.clone());
@@ -813,13 +806,13 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             ));
         } else if state == "delivered" {
             delivered += 1;
-        } else if r.stopped == "read delivered" {
+        } else if r.stopped == Stop::ReadDelivered {
             rolled_back_reads += 1;
         } else {
             stuck += 1;
             if stuck_examples.len() < 20 {
                 stuck_examples.push(format!(
-                    "{} ({state}, client saw step {}, stopped: {})",
+                    "{} ({state}, client saw step {}, stopped: {:?})",
                     r.id, r.acked, r.stopped
                 ));
             }
