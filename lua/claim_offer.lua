@@ -18,10 +18,9 @@
 -- KEYS[7]      dispatch queue stream of the city (unused here; same layout as order_transition)
 -- KEYS[8]      the order's lock key
 -- KEYS[9]      driver score sorted set of the city (the leaderboard)
--- KEYS[10..24] GEO sets of the city, five per status (available, busy, offline): the status'
---              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set
---              per vehicle type (bike, scooter, car, van)
--- KEYS[25]     fencing counter of the city (unused here; same layout as order_transition)
+-- KEYS[10..12] GEO sets of the city, one per status (available, busy, offline); members are
+--              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
+-- KEYS[13]     fencing counter of the city (unused here; same layout as order_transition)
 -- ARGV[1] lock token   ARGV[2] fencing number of this lease   ARGV[3] driver TTL ms
 -- ARGV[4] offer TTL ms   ARGV[5] events stream MAXLEN (approximate)   ARGV[6] city ops channel
 -- ARGV[7] per-driver channel prefix (channel = prefix .. driver_id)
@@ -37,7 +36,6 @@
 --   {'not_pending', state}       cancelled or already offered meanwhile
 --   {'missing'}                  no such order
 local STATUS = {available = 0, busy = 1, offline = 2}
-local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -99,10 +97,8 @@ for _, cand in ipairs(cands) do
       and redis.call('SISMEMBER', KEYS[4], id) == 0
       and redis.call('HEXISTS', KEYS[3], id) == 0 then
       -- Move the driver out of the available index (it is indexed: it is fresh).
-      redis.call('ZREM', KEYS[10 + STATUS.available * 5], TAG[vehicle] .. id)
-      redis.call('ZREM', KEYS[10 + STATUS.available * 5 + VEHICLE[vehicle]], id)
-      redis.call('GEOADD', KEYS[10 + STATUS.busy * 5], lon, lat, TAG[vehicle] .. id)
-      redis.call('GEOADD', KEYS[10 + STATUS.busy * 5 + VEHICLE[vehicle]], lon, lat, id)
+      redis.call('ZREM', KEYS[10 + STATUS.available], TAG[vehicle] .. id)
+      redis.call('GEOADD', KEYS[10 + STATUS.busy], lon, lat, TAG[vehicle] .. id)
       redis.call('HSET', KEYS[2], id, table.concat({c, rec, lat, lon, 'busy', vehicle, rest}, '|'))
       redis.call('HSET', KEYS[3], id, order_id)
       local expires = now + tonumber(ARGV[4])

@@ -17,15 +17,14 @@
 -- KEYS[7]      dispatch queue stream of the order's city
 -- KEYS[8]      the order's lock key
 -- KEYS[9]      driver score sorted set of the city of the order's driver (ARGV[6])
--- KEYS[10..24] GEO sets of that city, five per status (available, busy, offline): the status'
---              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set
---              per vehicle type (bike, scooter, car, van)
--- KEYS[25]     fencing counter of the order's city (create with a lock token)
+-- KEYS[10..12] GEO sets of that city, one per status (available, busy, offline); members are
+--              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
+-- KEYS[13]     fencing counter of the order's city (create with a lock token)
 -- ARGV[1] op: create | accept | reject | pickup | deliver | cancel | timer | attempt
 -- ARGV[2] order_id   ARGV[3] the order's city
 -- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
 --         deliver; '' otherwise)
--- ARGV[6] city whose keys are KEYS[9..24] (where the caller believes the order's driver is)
+-- ARGV[6] city whose keys are KEYS[9..12] (where the caller believes the order's driver is)
 -- ARGV[7] delay in ms before a pending order is dispatched again (retry timer)
 -- ARGV[8] dispatch attempts before a pending order fails   ARGV[9] score added per delivery
 -- ARGV[10] events stream MAXLEN (approximate)   ARGV[11] city ops channel
@@ -47,7 +46,6 @@
 --   {'not_due'}                   timer: nothing is due for this order
 --   {'lock_lost'}                 attempt: the caller no longer holds the order's lock
 local STATUS = {available = 0, busy = 1, offline = 2}
-local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -88,7 +86,7 @@ if op == 'create' then
   if ARGV[20] and ARGV[20] ~= '' then
     -- The order is new, so its lock is free: SET NX PX cannot fail here.
     redis.call('SET', KEYS[8], ARGV[20], 'NX', 'PX', ARGV[21])
-    return {'ok', 'pending', tostring(now), tostring(redis.call('INCR', KEYS[25]))}
+    return {'ok', 'pending', tostring(now), tostring(redis.call('INCR', KEYS[13]))}
   end
   return {'ok', 'pending', tostring(now)}
 end
@@ -168,11 +166,8 @@ if frees and ds and redis.call('HGET', KEYS[3], driver) == order_id then
     string.match(ds, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   if status == 'busy' then
     -- Re-index only a driver that is still indexed (the sweeper drops stale ones).
-    local removed = redis.call('ZREM', KEYS[10 + STATUS.busy * 5 + VEHICLE[vehicle]], driver)
-    redis.call('ZREM', KEYS[10 + STATUS.busy * 5], TAG[vehicle] .. driver)
-    if removed == 1 then
-      redis.call('GEOADD', KEYS[10 + STATUS.available * 5], lon, lat, TAG[vehicle] .. driver)
-      redis.call('GEOADD', KEYS[10 + STATUS.available * 5 + VEHICLE[vehicle]], lon, lat, driver)
+    if redis.call('ZREM', KEYS[10 + STATUS.busy], TAG[vehicle] .. driver) == 1 then
+      redis.call('GEOADD', KEYS[10 + STATUS.available], lon, lat, TAG[vehicle] .. driver)
     end
     redis.call('HSET', KEYS[2], driver, table.concat({c, rec, lat, lon, 'available', vehicle, rest}, '|'))
   end

@@ -1,19 +1,18 @@
 -- set_position.lua: store driver positions atomically, one or many drivers of one city per call.
 -- Every key is in the city's hash slot (Cluster-safe). For each position: rejects one older
 -- than the stored position (stale) or too far in the future; otherwise moves the driver to the
--- GEO sets of its (status, vehicle type) in the city, stores its state and last-seen time.
+-- GEO set of its status in the city, stores its state and last-seen time.
 -- A driver unknown to this city is only created with mode 'create' (the caller first looked
 -- it up in the driver -> city directory); a driver leaving for another city is removed from
 -- this city with mode 'leave', then created there by a second call.
 --
--- KEYS[1]      drivers hash of the city: driver_id -> packed state
---              "city|recorded_ms|lat|lon|status|vehicle|accuracy_m|heading_deg|speed_mps"
--- KEYS[2]      last-seen sorted set of the city (score = recorded_ms)
--- KEYS[3]      driver score sorted set of the city (leaderboard)
--- KEYS[4..18]  GEO sets of the city, five per status (available, busy, offline): first the
---              status' set of every vehicle type (members tagged 'b:id', 's:id', 'c:id', 'v:id' so
---              a search of all vehicles learns each driver's type), then one set per vehicle type
---              (bike, scooter, car, van; plain ids)
+-- KEYS[1]     drivers hash of the city: driver_id -> packed state
+--             "city|recorded_ms|lat|lon|status|vehicle|accuracy_m|heading_deg|speed_mps"
+-- KEYS[2]     last-seen sorted set of the city (score = recorded_ms)
+-- KEYS[3]     driver score sorted set of the city (leaderboard)
+-- KEYS[4..6]  GEO sets of the city, one per status (available, busy, offline); members are
+--             tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id': bike, scooter, car,
+--             van), so a search learns each driver's type and filters by it
 -- ARGV[1] allowed clock skew into the future, ms
 -- ARGV[2] mode: ''       a driver absent from this city answers 'unknown' (nothing written)
 --               'create' a driver absent from this city is created here
@@ -34,49 +33,69 @@
 --   'unknown', '', ''                       nothing written: the driver has no state in this city
 --   'left', packed_state, score             (mode 'leave') removed from this city; the previous
 --                                           state and score ('' when none) to carry over
+--
+-- Positions are decided in order (a driver twice in one call: the second sees the first), then
+-- written with one command per key (one HMGET first, then at most one ZREM and one GEOADD per
+-- GEO set, one ZADD, one HSET): per position that is a few member updates, not five commands.
 local STATUS = {available = 0, busy = 1, offline = 2}
-local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
-local function unindex(status, vehicle, id)
-  redis.call('ZREM', KEYS[4 + STATUS[status] * 5], TAG[vehicle] .. id)
-  redis.call('ZREM', KEYS[4 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
-end
-local function index(status, vehicle, id, lon, lat)
-  redis.call('GEOADD', KEYS[4 + STATUS[status] * 5], lon, lat, TAG[vehicle] .. id)
-  redis.call('GEOADD', KEYS[4 + STATUS[status] * 5 + VEHICLE[vehicle]], lon, lat, id)
-end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local skew, mode, city = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+
+local ids = {}
+for a = 4, #ARGV, 9 do
+  ids[#ids + 1] = ARGV[a]
+end
+if #ids == 0 then
+  return {}
+end
+local stored = redis.call('HMGET', KEYS[1], unpack(ids))
+
+-- cur[id]: the driver as decided so far in this call (false: absent from this city);
+-- first[id]: the status and vehicle it was indexed under before this call (false: none).
+local cur, first, touched, order = {}, {}, {}, {}
 local out = {}
 
-local function store(a)
-  local id, lon, lat = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+local function decide(i, a)
+  local id = ids[i]
+  local c = cur[id]
+  if c == nil then
+    local prev = stored[i]
+    if prev then
+      local _, pr, plat, plon, ps, pv = string.match(prev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+      c = {status = ps, vehicle = pv, recorded = tonumber(pr), rs = pr, state = prev, lat = plat, lon = plon}
+      first[id] = {ps, pv}
+    else
+      c = false
+      first[id] = false
+    end
+    cur[id] = c
+  end
   local recorded = tonumber(ARGV[a + 3])
   if recorded > now + skew then
     return 'future', now, ''
   end
-  local prev = redis.call('HGET', KEYS[1], id)
-  local status, vehicle = 'available', 'car'
-  local prev_status, prev_vehicle
-  if prev then
-    local _, pr, _, _, ps, pv = string.match(prev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
-    prev_status, prev_vehicle = ps, pv
-    if recorded < tonumber(pr) then
-      return 'stale', pr, now
+  if c then
+    if recorded < c.recorded then
+      return 'stale', c.rs, now
     end
-    status, vehicle = prev_status, prev_vehicle
   elseif mode ~= 'create' then
     return 'unknown', '', ''
   end
-  if mode == 'leave' and status ~= 'busy' then
-    unindex(prev_status, prev_vehicle, id)
-    redis.call('ZREM', KEYS[2], id)
+  if not touched[id] then
+    touched[id] = true
+    order[#order + 1] = id
+  end
+  if mode == 'leave' and c.status ~= 'busy' then
     local score = redis.call('ZSCORE', KEYS[3], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('HDEL', KEYS[1], id)
-    return 'left', prev, score or ''
+    cur[id] = false
+    return 'left', c.state, score or ''
+  end
+  local status, vehicle = 'available', 'car'
+  if c then
+    status, vehicle = c.status, c.vehicle
   end
   -- Only dispatch moves a driver into or out of 'busy'; a phone cannot override it.
   if ARGV[a + 4] ~= '' and status ~= 'busy' then
@@ -85,20 +104,56 @@ local function store(a)
   if ARGV[a + 5] ~= '' then
     vehicle = ARGV[a + 5]
   end
-  if prev and (prev_status ~= status or prev_vehicle ~= vehicle) then
-    unindex(prev_status, prev_vehicle, id)
-  end
-  index(status, vehicle, id, lon, lat)
-  redis.call('ZADD', KEYS[2], recorded, id)
+  local lon, lat = ARGV[a + 1], ARGV[a + 2]
   local state = table.concat({city, ARGV[a + 3], lat, lon, status, vehicle, ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]}, '|')
-  redis.call('HSET', KEYS[1], id, state)
+  cur[id] = {status = status, vehicle = vehicle, recorded = recorded, rs = ARGV[a + 3], state = state, lat = lat, lon = lon}
   return 'ok', state, now
 end
 
-for a = 4, #ARGV, 9 do
-  local code, x, y = store(a)
+for i = 1, #ids do
+  local code, x, y = decide(i, 4 + (i - 1) * 9)
   out[#out + 1] = code
   out[#out + 1] = tostring(x)
   out[#out + 1] = tostring(y)
+end
+
+-- Write each touched driver's final state.
+local adds, rems = {{}, {}, {}}, {{}, {}, {}}
+local seen, hash, gone = {}, {}, {}
+for _, id in ipairs(order) do
+  local f, c = first[id], cur[id]
+  if f and (not c or f[1] ~= c.status or f[2] ~= c.vehicle) then
+    local r = rems[STATUS[f[1]] + 1]
+    r[#r + 1] = TAG[f[2]] .. id
+  end
+  if c then
+    local g = adds[STATUS[c.status] + 1]
+    g[#g + 1] = c.lon
+    g[#g + 1] = c.lat
+    g[#g + 1] = TAG[c.vehicle] .. id
+    seen[#seen + 1] = c.rs
+    seen[#seen + 1] = id
+    hash[#hash + 1] = id
+    hash[#hash + 1] = c.state
+  else
+    gone[#gone + 1] = id
+  end
+end
+for s = 1, 3 do
+  if #rems[s] > 0 then
+    redis.call('ZREM', KEYS[3 + s], unpack(rems[s]))
+  end
+  if #adds[s] > 0 then
+    redis.call('GEOADD', KEYS[3 + s], unpack(adds[s]))
+  end
+end
+if #seen > 0 then
+  redis.call('ZADD', KEYS[2], unpack(seen))
+  redis.call('HSET', KEYS[1], unpack(hash))
+end
+if #gone > 0 then
+  redis.call('ZREM', KEYS[2], unpack(gone))
+  redis.call('ZREM', KEYS[3], unpack(gone))
+  redis.call('HDEL', KEYS[1], unpack(gone))
 end
 return out

@@ -5,9 +5,8 @@
 -- KEYS[1]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the driver's city
 -- KEYS[3]      driver score sorted set of that city
--- KEYS[4..18]  GEO sets of that city, five per status (available, busy, offline): the status'
---              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
---              vehicle type (bike, scooter, car, van)
+-- KEYS[4..6]   GEO sets of that city, one per status (available, busy, offline); members are
+--              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
 -- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in   ARGV[3] 'available' | 'offline'
 -- Returns one of:
 --   {'ok', packed_state, now_ms}
@@ -15,7 +14,6 @@
 --   {'moved', actual_city}       nothing written: call again with that city's keys
 --   {'busy', packed_state}       nothing written: the driver holds an order
 local STATUS = {available = 0, busy = 1, offline = 2}
-local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
 
 local t = redis.call('TIME')
@@ -35,11 +33,8 @@ if status == 'busy' then
 end
 if status ~= new_status then
   -- Re-index only a driver that is still indexed (the sweeper removes stale ones).
-  local removed = redis.call('ZREM', KEYS[4 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
-  redis.call('ZREM', KEYS[4 + STATUS[status] * 5], TAG[vehicle] .. id)
-  if removed == 1 then
-    redis.call('GEOADD', KEYS[4 + STATUS[new_status] * 5], lon, lat, TAG[vehicle] .. id)
-    redis.call('GEOADD', KEYS[4 + STATUS[new_status] * 5 + VEHICLE[vehicle]], lon, lat, id)
+  if redis.call('ZREM', KEYS[4 + STATUS[status]], TAG[vehicle] .. id) == 1 then
+    redis.call('GEOADD', KEYS[4 + STATUS[new_status]], lon, lat, TAG[vehicle] .. id)
   end
   state = table.concat({city, recorded, lat, lon, new_status, vehicle, rest}, '|')
   redis.call('HSET', KEYS[1], id, state)

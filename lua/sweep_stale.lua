@@ -5,13 +5,11 @@
 -- KEYS[1]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
 -- KEYS[2]      last-seen sorted set of the city
 -- KEYS[3]      driver score sorted set of the city
--- KEYS[4..18]  GEO sets of the city, five per status (available, busy, offline): the status'
---              set of every vehicle type (members 'b:id', 's:id', 'c:id', 'v:id'), then one set per
---              vehicle type (bike, scooter, car, van)
+-- KEYS[4..6]   GEO sets of the city, one per status (available, busy, offline); members are
+--              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
 -- ARGV[1] driver TTL, ms   ARGV[2] batch size
 -- Returns the number of drivers swept.
 local STATUS = {available = 0, busy = 1, offline = 2}
-local VEHICLE = {bike = 1, scooter = 2, car = 3, van = 4}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -23,15 +21,11 @@ for _, id in ipairs(ids) do
   if state then
     status, vehicle = string.match(state, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|([^|]*)|')
   end
-  if status and STATUS[status] and VEHICLE[vehicle] then
-    redis.call('ZREM', KEYS[4 + STATUS[status] * 5], TAG[vehicle] .. id)
-    redis.call('ZREM', KEYS[4 + STATUS[status] * 5 + VEHICLE[vehicle]], id)
+  if status and STATUS[status] and TAG[vehicle] then
+    redis.call('ZREM', KEYS[4 + STATUS[status]], TAG[vehicle] .. id)
   else
-    for s = 0, 2 do
-      redis.call('ZREM', KEYS[4 + s * 5], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
-      for v = 1, 4 do
-        redis.call('ZREM', KEYS[4 + s * 5 + v], id)
-      end
+    for s = 4, 6 do
+      redis.call('ZREM', KEYS[s], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
     end
   end
 end

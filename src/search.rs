@@ -7,7 +7,7 @@
 //! search starts at the radius that should hold about `k` drivers (learned per city and filter
 //! from earlier searches) and widens from the count it found until it has `k` fresh drivers or
 //! reaches `radius_m`. Each step is one pipelined round trip: `TIME`, one small `GEOSEARCH` per
-//! requested status (on the status' all-vehicles set, or per requested vehicle type), and the
+//! requested status (on the status' set, whose members carry their vehicle type), and the
 //! oldest entries of the city's last-seen index, which name every indexed driver that went
 //! stale since the last sweep, so stale drivers are dropped even between sweeps without a
 //! lookup per candidate. The answer is exact at every step: a set that filled its `COUNT` only
@@ -322,12 +322,10 @@ const STALE_WINDOW: usize = 64;
 /// treat drivers as stale, on top of the estimate's own late bias.
 const STALE_MARGIN_MS: i64 = 1;
 
-/// One GEO set to search and what its members are.
+/// One GEO set to search: a status' set (members tagged with their vehicle type).
 struct SearchSet {
     key: String,
     status: DriverStatus,
-    /// `None`: the status' all-vehicles set, whose members carry a vehicle tag.
-    vehicle: Option<VehicleType>,
 }
 
 /// Run a search in `city` (the caller resolved it). Nearest first; ties by driver id.
@@ -339,31 +337,23 @@ pub async fn search(
     search: &Search,
 ) -> Result<Vec<NearbyDriver>, ApiError> {
     let keys = store.keys();
-    let all_vehicles = search.vehicles.len() == VehicleType::ALL.len();
-    let mut sets = Vec::new();
-    for &status in &search.statuses {
-        if all_vehicles {
-            sets.push(SearchSet {
-                key: geo_key(keys, city, status, None),
-                status,
-                vehicle: None,
-            });
-        } else {
-            for &vehicle in &search.vehicles {
-                sets.push(SearchSet {
-                    key: geo_key(keys, city, status, Some(vehicle)),
-                    status,
-                    vehicle: Some(vehicle),
-                });
-            }
-        }
-    }
+    let sets: Vec<SearchSet> = search
+        .statuses
+        .iter()
+        .map(|&status| SearchSet {
+            key: geo_key(keys, city, status),
+            status,
+        })
+        .collect();
     let mut probe = Probe::new(
         tuning,
         tuning_key(city, &search.statuses, &search.vehicles),
         search.limit,
         search.area,
     );
+    // A vehicle filter keeps part of each set's members: ask for proportionally more of them
+    // from the start (an even mix assumed; a saturated step doubles `COUNT` anyway).
+    probe.count = search.limit * VehicleType::ALL.len() / search.vehicles.len().max(1);
     let k = search.limit;
     let seen = seen_key(keys, city);
     let mut conn = store.conn();
@@ -437,15 +427,14 @@ pub async fn search(
                 cutoff = cutoff.min(last.1);
             }
             for (member, distance_m, (lon, lat)) in members {
-                let (vehicle_type, id) = match set.vehicle {
-                    Some(v) => (v, member),
-                    None => match VehicleType::untag(&member) {
-                        Some((v, id)) => (v, id.to_owned()),
-                        None => continue,
-                    },
+                let Some((vehicle_type, id)) = VehicleType::untag(&member) else {
+                    continue;
                 };
+                if !search.vehicles.contains(&vehicle_type) {
+                    continue;
+                }
                 candidates.push(NearbyDriver {
-                    driver_id: id,
+                    driver_id: id.to_owned(),
                     lat,
                     lon,
                     distance_m,

@@ -303,7 +303,7 @@ async fn used_memory(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
 }
 
 /// `MEMORY USAGE … SAMPLES 0` (exact) of every key, per driver of a fleet of `n`, grouped by
-/// key pattern (the city tag and the vehicle type of the per-vehicle GEO sets folded).
+/// key pattern (the city tag folded).
 async fn memory_by_key(
     r: &mut redis::aio::MultiplexedConnection,
     n: usize,
@@ -332,15 +332,10 @@ async fn memory_by_key(
             .arg(0)
             .query_async(r)
             .await?;
-        let mut pattern = match (key.find('{'), key.find('}')) {
+        let pattern = match (key.find('{'), key.find('}')) {
             (Some(a), Some(b)) if a < b => format!("{}{{city}}{}", &key[..a], &key[b + 1..]),
             _ => key.clone(),
         };
-        for v in crate::drivers::VehicleType::ALL {
-            if let Some(base) = pattern.strip_suffix(&format!(":{}", v.as_str())) {
-                pattern = format!("{base}:<vehicle>");
-            }
-        }
         *out.entry(pattern).or_insert(0.0) += bytes.unwrap_or(0) as f64 / n as f64;
     }
     Ok(out)
@@ -587,6 +582,11 @@ pub struct IngestOptions {
     pub http_workers: usize,
 }
 
+/// Drivers each single-PUT connection updates in turn.
+const PUT_DRIVERS_PER_CONN: usize = 5_000;
+/// Drivers each batch connection updates in turn (20 batches of 1,000).
+const BATCH_DRIVERS_PER_CONN: usize = 20_000;
+
 /// `bench ingest`: single PUT vs our no-Redis `/healthz`; batch vs `redis-benchmark -P 16` GEOADD.
 pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
     let bed = Bed::start(opts.http_workers).await?;
@@ -606,6 +606,30 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
         "hello (/healthz): {:.0} req/s, p99 {:.2} ms",
         hello.rps(),
         hello.ms(0.99)
+    );
+
+    // Every driver the phases below update exists beforehand (created through the batch
+    // endpoint), so they measure the steady state of a fleet reporting: updates of known
+    // drivers. A driver's first position costs more (its directory entry is claimed and
+    // checked); that rate is the fleet load's, printed here.
+    let mut rng = SplitMix64::new(11);
+    let mut drivers = Vec::new();
+    for c in 0..opts.connections {
+        for i in 0..PUT_DRIVERS_PER_CONN {
+            let (lat, lon) = point_in_square(&mut rng, HALF_KM);
+            drivers.push((format!("p{c}-{i}"), lat, lon, "car"));
+        }
+    }
+    for c in 0..opts.batch_connections {
+        for i in 0..BATCH_DRIVERS_PER_CONN {
+            let (lat, lon) = point_in_square(&mut rng, HALF_KM);
+            drivers.push((format!("b{c}-{i}"), lat, lon, "car"));
+        }
+    }
+    let created_pps = load_fleet(&bed.app_addr, &drivers, 4).await?;
+    eprintln!(
+        "created {} drivers through the batch endpoint: {created_pps:.0} new drivers/s",
+        drivers.len()
     );
 
     // Each connection owns its drivers and sends strictly increasing timestamps, so every
@@ -636,7 +660,10 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
             );
             (
                 "PUT",
-                format!("/v1/drivers/p{c}-{}/location", seq % 5_000),
+                format!(
+                    "/v1/drivers/p{c}-{}/location",
+                    seq % PUT_DRIVERS_PER_CONN as u64
+                ),
                 Some(body.into_bytes()),
             )
         }
@@ -648,9 +675,12 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
         put.clone(),
     )
     .await?;
+    let mut r = bed.redis().await?;
+    let cpu0 = redis_cpu_usec(&mut r).await?;
     let single = load::run(&bed.app_addr, opts.connections, d, put).await?;
+    let single_redis_us = (redis_cpu_usec(&mut r).await? - cpu0) / single.ok.max(1) as f64;
     eprintln!(
-        "single PUT: {:.0} req/s, p99 {:.2} ms, errors {}",
+        "single PUT: {:.0} req/s, p99 {:.2} ms, errors {}, redis time {single_redis_us:.1} us per PUT",
         single.rps(),
         single.ms(0.99),
         single.errors
@@ -669,7 +699,7 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
                 }
                 body.push_str(&format!(
                     "{{\"driver_id\":\"b{c}-{}\",\"lat\":{lat},\"lon\":{lon},\"recorded_at\":{t}}}",
-                    (seq as usize * 1_000 + i) % 20_000
+                    (seq as usize * 1_000 + i) % BATCH_DRIVERS_PER_CONN
                 ));
             }
             body.push_str("]}");
@@ -680,7 +710,6 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
             )
         }
     };
-    let mut r = bed.redis().await?;
     let cpu0 = redis_cpu_usec(&mut r).await?;
     let batches = load::run(&bed.app_addr, opts.batch_connections, d, batch).await?;
     let batch_redis_us =
@@ -723,7 +752,9 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
     bed.stop().await;
     Ok(json!({
         "hello_rps": hello.rps(), "hello_p99_ms": hello.ms(0.99),
+        "drivers_created": drivers.len(), "created_per_s": created_pps,
         "single_put_rps": single.rps(), "single_put_p50_ms": single.ms(0.5), "single_put_p99_ms": single.ms(0.99), "single_put_errors": single.errors,
+        "single_put_redis_us": single_redis_us, "batch_redis_us_per_position": batch_redis_us,
         "single_put_vs_hello": single.rps() / hello.rps(),
         "batch_positions_per_s": batch_pps, "batch_p99_ms": batches.ms(0.99), "batch_errors": batches.errors,
         "redis_benchmark_geoadd_rps": rb_rps,

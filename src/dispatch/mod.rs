@@ -121,7 +121,7 @@ pub const GROUP: &str = "dispatchers";
 /// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city`, with the driver
 /// keys of `driver_city` (where the order's driver is).
 pub fn order_script_keys(keys: &Keys, city: &str, order: &str, driver_city: &str) -> Vec<String> {
-    let mut out = Vec::with_capacity(25);
+    let mut out = Vec::with_capacity(13);
     out.push(order_key(keys, city, order));
     out.push(state_key(keys, driver_city));
     out.push(assignments_key(keys, city));

@@ -7,8 +7,9 @@
 //! - `gd:drivers:city`: hash `driver_id → city`, the directory that finds a driver's city (the
 //!   only global driver key; no script touches it, so every script stays in one city's slot);
 //! - `gd:{paris}:seen`: sorted set `driver_id → recorded_ms`, the liveness index;
-//! - `gd:{paris}:geo:<status>:<vehicle>`: one GEO set per status and vehicle type, so that
-//!   "available cars near X" is one GEOSEARCH with no per-driver filtering.
+//! - `gd:{paris}:geo:<status>`: one GEO set per status (members tagged with the vehicle type,
+//!   `c:drv-1`), so that "available drivers near X" is one GEOSEARCH with no per-driver status
+//!   filtering; a vehicle type is filtered from the tags.
 //!
 //! Every change goes through one Lua script (`lua/set_position.lua`, `set_status.lua`,
 //! `delete_driver.lua`, `sweep_stale.lua`) that checks the stored state and writes all indexes
@@ -76,33 +77,20 @@ pub fn seen_key(keys: &Keys, city: &str) -> String {
     keys.city(city, "seen")
 }
 
-/// A city's GEO set of drivers with `status` and `vehicle` (plain driver ids), or with
-/// `status` and any vehicle when `vehicle` is `None` (members tagged with the vehicle type, see
-/// [`VehicleType::tag`]). Both exist so that a search, filtered by vehicle or not, is one
-/// GEOSEARCH per status.
-pub fn geo_key(
-    keys: &Keys,
-    city: &str,
-    status: DriverStatus,
-    vehicle: Option<VehicleType>,
-) -> String {
-    match vehicle {
-        Some(v) => keys.city(city, &format!("geo:{}:{}", status.as_str(), v.as_str())),
-        None => keys.city(city, &format!("geo:{}", status.as_str())),
-    }
+/// A city's GEO set of drivers with `status`, every vehicle type: members are tagged with the
+/// vehicle type ([`VehicleType::tag`], `c:drv-1`), so a search learns each driver's type and
+/// filters by it. One set per status (not per status and vehicle type) keeps a driver to one
+/// GEO entry: about 100 B of Redis memory and one GEOADD per position.
+pub fn geo_key(keys: &Keys, city: &str, status: DriverStatus) -> String {
+    keys.city(city, &format!("geo:{}", status.as_str()))
 }
 
-/// A city's 15 GEO sets in the order the scripts expect: per status (available, busy,
-/// offline), the all-vehicles set, then bike, scooter, car, van.
+/// A city's 3 GEO sets in the order the scripts expect: available, busy, offline.
 pub fn all_geo_keys(keys: &Keys, city: &str) -> Vec<String> {
-    let mut out = Vec::with_capacity(15);
-    for status in DriverStatus::ALL {
-        out.push(geo_key(keys, city, status, None));
-        for vehicle in VehicleType::ALL {
-            out.push(geo_key(keys, city, status, Some(vehicle)));
-        }
-    }
-    out
+    DriverStatus::ALL
+        .iter()
+        .map(|&status| geo_key(keys, city, status))
+        .collect()
 }
 
 /// A city's driver score sorted set (the leaderboard; owned by [`crate::ranking`]).
@@ -110,9 +98,9 @@ pub fn scores_key(keys: &Keys, city: &str) -> String {
     keys.city(city, "scores")
 }
 
-/// KEYS of a script that works on one city: state hash, seen set, score set, the 15 GEO sets.
+/// KEYS of a script that works on one city: state hash, seen set, score set, the 3 GEO sets.
 pub fn city_script_keys(keys: &Keys, city: &str) -> Vec<String> {
-    let mut out = Vec::with_capacity(18);
+    let mut out = Vec::with_capacity(6);
     out.push(state_key(keys, city));
     out.push(seen_key(keys, city));
     out.push(scores_key(keys, city));

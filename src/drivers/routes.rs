@@ -562,7 +562,7 @@ pub fn path_driver(raw: &str) -> Result<DriverId, ApiError> {
 /// Store a driver's position (and optionally vehicle type and shift status).
 ///
 /// One Lua script checks the stored `recorded_at` and updates the GEO index of the driver's
-/// status and vehicle type, the driver's state and the last-seen index together.
+/// status, the driver's state and the last-seen index together.
 #[utoipa::path(
     tag = "drivers",
     params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", example = "drv-1")),

@@ -125,7 +125,7 @@ pub async fn snapshot(
     let mut pipe = redis::pipe();
     for status in DriverStatus::ALL {
         pipe.cmd("GEOSEARCH")
-            .arg(geo_key(store.keys(), city.id.as_str(), status, None))
+            .arg(geo_key(store.keys(), city.id.as_str(), status))
             .arg("FROMLONLAT")
             .arg(clon)
             .arg(clat)

@@ -206,7 +206,6 @@ async fn five_hundred_orders_on_three_instances_keep_every_invariant() {
             keys,
             "paris",
             geodispatch::drivers::DriverStatus::Busy,
-            None,
         ))
         .arg(0)
         .arg(-1)

@@ -31,8 +31,8 @@ async fn a_position_is_stored_and_indexed_by_status_and_vehicle() {
     assert!(read.json["age_ms"].as_i64().unwrap() >= 0);
     assert_eq!(
         app.indexes_of("drv-1").await.len(),
-        2,
-        "the all-vehicles and the scooter set"
+        1,
+        "the available set, once"
     );
     assert_eq!(
         app.geo_members("paris", "available", "scooter").await,
@@ -284,8 +284,8 @@ async fn concurrent_updates_of_one_driver_leave_the_newest_position() {
     );
     assert_eq!(
         app.indexes_of("racer").await.len(),
-        2,
-        "indexed exactly once per kind of set"
+        1,
+        "indexed exactly once"
     );
 }
 
@@ -358,6 +358,47 @@ async fn a_batch_reports_each_item_in_order_and_stores_only_the_good_ones() {
 }
 
 #[tokio::test]
+async fn one_driver_several_times_in_a_batch_is_decided_in_order() {
+    let app = spawn_app().await;
+    let t = now_ms() - 1_000;
+    let created = app
+        .put_location("dup", PARIS.0, PARIS.1, t, json!({}))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let body = json!({"positions": [
+        {"driver_id": "dup", "lat": 48.86, "lon": 2.34, "recorded_at": t + 10, "vehicle_type": "bike"},
+        {"driver_id": "dup", "lat": 48.87, "lon": 2.33, "recorded_at": t + 5},
+        {"driver_id": "dup", "lat": 48.88, "lon": 2.32, "recorded_at": t + 20, "status": "offline"},
+        {"driver_id": "dup", "lat": 48.89, "lon": 2.31, "recorded_at": t + 15, "status": "available"}
+    ]});
+    let answer = app.post_json("/v1/locations/batch", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let statuses: Vec<&str> = answer.json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "stale", "accepted", "stale"]);
+    let read = app.get("/v1/drivers/dup").await;
+    assert_eq!(read.json["lat"], 48.88, "{}", read.text);
+    assert_eq!(read.json["status"], "offline");
+    assert_eq!(read.json["vehicle_type"], "bike");
+    assert_eq!(app.indexes_of("dup").await.len(), 1, "indexed once");
+    assert_eq!(app.geo_members("paris", "offline", "bike").await, ["dup"]);
+    assert!(
+        app.geo_members("paris", "available", "car")
+            .await
+            .is_empty()
+    );
+    assert!(
+        app.geo_members("paris", "available", "bike")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn a_batch_over_the_limit_is_rejected_whole() {
     let app = spawn_app_with(|s| s.batch_max_positions = 5).await;
     let t = now_ms();
@@ -426,7 +467,7 @@ async fn status_moves_the_driver_between_indexes_and_busy_is_not_settable() {
         )
         .await;
     assert_eq!(back.json["status"], "available");
-    assert_eq!(app.indexes_of("s1").await.len(), 2);
+    assert_eq!(app.indexes_of("s1").await.len(), 1);
 
     app.put_json("/v1/drivers/s1/status", &json!({"status": "busy"}))
         .await
@@ -446,7 +487,7 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
         .await;
     assert_eq!(moved.json["city"], "berlin", "{}", moved.text);
     let indexes = app.indexes_of("m1").await;
-    assert_eq!(indexes.len(), 2, "{indexes:?}");
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
     assert!(
         indexes.iter().all(|k| k.contains("{berlin}")),
         "{indexes:?}"
@@ -471,7 +512,7 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
     app.put_location("m1", PARIS.0, PARIS.1, t + 500, json!({}))
         .await
         .assert_problem(409, "stale-position");
-    assert_eq!(app.indexes_of("m1").await.len(), 2);
+    assert_eq!(app.indexes_of("m1").await.len(), 1);
 }
 
 #[tokio::test]
@@ -526,7 +567,7 @@ async fn concurrent_positions_in_two_cities_leave_the_driver_in_exactly_one() {
         Some(held_by[0])
     );
     let indexes = app.indexes_of("hop").await;
-    assert_eq!(indexes.len(), 2, "{indexes:?}");
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
     assert!(
         indexes
             .iter()
@@ -568,7 +609,7 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
             .is_empty(),
         "search filters stale drivers between sweeps"
     );
-    assert_eq!(app.indexes_of("old").await.len(), 2, "not swept yet");
+    assert_eq!(app.indexes_of("old").await.len(), 1, "not swept yet");
 
     let removed =
         geodispatch::drivers::sweep_city(&app.context.store, &app.context.settings, "paris")

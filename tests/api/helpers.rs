@@ -417,26 +417,32 @@ impl Instance {
             .await
     }
 
-    /// Members of one of this app's GEO sets.
+    /// The drivers of `vehicle` type in one of this app's GEO sets (members are tagged with
+    /// the vehicle type: `c:drv-1`).
     pub async fn geo_members(&self, city: &str, status: &str, vehicle: &str) -> Vec<String> {
         let mut conn = self.redis_conn().await;
         let key = format!(
-            "{}:{{{city}}}:geo:{status}:{vehicle}",
+            "{}:{{{city}}}:geo:{status}",
             self.context.settings.key_prefix
         );
-        let mut members: Vec<String> = redis::cmd("ZRANGE")
+        let tag = format!("{}:", &vehicle[..1]);
+        let all: Vec<String> = redis::cmd("ZRANGE")
             .arg(key)
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
             .await
             .unwrap();
+        let mut members: Vec<String> = all
+            .iter()
+            .filter_map(|m| m.strip_prefix(&tag).map(str::to_owned))
+            .collect();
         members.sort();
         members
     }
 
-    /// Every GEO set that holds `id` (as a plain id in a per-vehicle set, or tagged `c:id` in
-    /// a status' all-vehicles set). An indexed driver is in exactly two: one of each.
+    /// Every GEO set that holds `id`, tagged (`c:id`) or not (a plain id would be a bug),
+    /// once per member found. An indexed driver is in exactly one, once.
     pub async fn indexes_of(&self, id: &str) -> Vec<String> {
         let mut conn = self.redis_conn().await;
         let mut out = Vec::new();
