@@ -30,15 +30,18 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
         .service(crate::health::readyz)
         .service(crate::metrics::metrics)
         .service(
+            // actix tries routes in this order, each dynamic one with a regex, so the routes
+            // drivers' phones hit most come first (search before drivers: `/drivers/nearby`
+            // must not be taken for `/drivers/{driver_id}`).
             scope("/v1")
-                .configure(crate::cities::configure)
                 .configure(crate::search::configure)
+                .configure(crate::drivers::configure)
                 .configure(crate::ranking::configure)
                 .configure(crate::dispatch::configure)
+                .configure(crate::cities::configure)
                 .configure(crate::events::configure)
                 .configure(crate::auth::configure)
-                .configure(crate::map::configure)
-                .configure(crate::drivers::configure),
+                .configure(crate::map::configure),
         );
 }
 
