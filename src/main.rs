@@ -64,6 +64,11 @@ enum BenchCommand {
         /// PostGIS KNN script; `none` skips PostGIS.
         #[arg(long, default_value = "bench/postgis_knn.sh")]
         postgis_script: String,
+        /// Run the benchmark's redis-server under the real-time policy SCHED_FIFO (needs
+        /// root), so that the load generator and the service, which share its cores here,
+        /// never preempt it in the middle of a command (what SLOWLOG would count).
+        #[arg(long)]
+        redis_realtime: bool,
     },
     /// Dispatch decisions per second and latency, drivers completing each order at once
     /// (in-process engine and end to end over HTTP), with the invariant check of the history.
@@ -278,6 +283,7 @@ fn main() -> anyhow::Result<()> {
                         connections,
                         http_workers,
                         postgis_script,
+                        redis_realtime,
                     } => {
                         let rows = geodispatch::bench::nearby(geodispatch::bench::NearbyOptions {
                             sizes,
@@ -285,9 +291,10 @@ fn main() -> anyhow::Result<()> {
                             connections,
                             http_workers,
                             postgis_script: (postgis_script != "none").then(|| PathBuf::from(postgis_script)),
+                            redis_realtime,
                         })
                         .await?;
-                        anyhow::Ok(serde_json::json!({"scenario": "nearby", "duration_s": duration, "connections": connections, "rows": rows}))
+                        anyhow::Ok(serde_json::json!({"scenario": "nearby", "duration_s": duration, "connections": connections, "redis_realtime": redis_realtime, "rows": rows}))
                     }
                     BenchCommand::Dispatch {
                         drivers,

@@ -369,6 +369,8 @@ pub struct NearbyOptions {
     pub http_workers: usize,
     /// Path of `postgis_knn.sh`, or `None` to skip PostGIS.
     pub postgis_script: Option<PathBuf>,
+    /// Run Redis' main thread under `SCHED_FIFO` ([`LocalRedis::set_realtime`]).
+    pub redis_realtime: bool,
 }
 
 /// `bench nearby`: nearest-20 through the service vs naive GEOSEARCH and PostGIS KNN.
@@ -378,6 +380,9 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
     for &n in &opts.sizes {
         eprintln!("== nearby: {n} drivers");
         let bed = Bed::start(opts.http_workers).await?;
+        if opts.redis_realtime {
+            bed.redis.set_realtime()?;
+        }
         let drivers = fleet(n, 1);
         let mut r = bed.redis().await?;
         let before = used_memory(&mut r).await?;
@@ -476,10 +481,17 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
                 && let Some(redis::Value::Int(us)) = fields.get(2)
             {
                 slow_max_us = slow_max_us.max(*us);
-                if let Some(redis::Value::Array(args)) = fields.get(3)
-                    && let Some(redis::Value::BulkString(name)) = args.first()
-                {
-                    eprintln!("slowlog: {} took {us} us", String::from_utf8_lossy(name));
+                if let Some(redis::Value::Array(args)) = fields.get(3) {
+                    let words: Vec<String> = args
+                        .iter()
+                        .filter_map(|a| match a {
+                            redis::Value::BulkString(b) => {
+                                Some(String::from_utf8_lossy(b).into_owned())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    eprintln!("slowlog: {us} us: {}", words.join(" "));
                 }
             }
         }
