@@ -54,7 +54,8 @@ end
 local stored = redis.call('HMGET', KEYS[1], unpack(ids))
 
 -- cur[id]: the driver as decided so far in this call (false: absent from this city);
--- first[id]: the status and vehicle it was indexed under before this call (false: none).
+-- first[id]: the driver as stored before this call (false: none), whose status and vehicle
+-- name the GEO entry to remove when they change. A decision replaces cur[id], never edits it.
 local cur, first, touched, order = {}, {}, {}, {}
 local out = {}
 
@@ -64,14 +65,12 @@ local function decide(i, a)
   if c == nil then
     local prev = stored[i]
     if prev then
-      local _, pr, plat, plon, ps, pv = string.match(prev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
-      c = {status = ps, vehicle = pv, recorded = tonumber(pr), rs = pr, state = prev, lat = plat, lon = plon}
-      first[id] = {ps, pv}
+      local _, pr, _, _, ps, pv = string.match(prev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+      c = {status = ps, vehicle = pv, recorded = tonumber(pr), rs = pr, state = prev}
     else
       c = false
-      first[id] = false
     end
-    cur[id] = c
+    cur[id], first[id] = c, c
   end
   local recorded = tonumber(ARGV[a + 3])
   if recorded > now + skew then
@@ -122,9 +121,9 @@ local adds, rems = {{}, {}, {}}, {{}, {}, {}}
 local seen, hash, gone = {}, {}, {}
 for _, id in ipairs(order) do
   local f, c = first[id], cur[id]
-  if f and (not c or f[1] ~= c.status or f[2] ~= c.vehicle) then
-    local r = rems[STATUS[f[1]] + 1]
-    r[#r + 1] = TAG[f[2]] .. id
+  if f and (not c or f.status ~= c.status or f.vehicle ~= c.vehicle) then
+    local r = rems[STATUS[f.status] + 1]
+    r[#r + 1] = TAG[f.vehicle] .. id
   end
   if c then
     local g = adds[STATUS[c.status] + 1]

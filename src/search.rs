@@ -104,8 +104,15 @@ struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    /// The first step: the radius that should hold about `k` drivers for this city and filter.
-    fn new(tuning: &'a KnnTuning, key: (String, u8, u8), k: usize, area: Area) -> Self {
+    /// The first step: the radius that should hold about `k` drivers for this city and filter,
+    /// asking each set for `count` members.
+    fn new(
+        tuning: &'a KnnTuning,
+        key: (String, u8, u8),
+        k: usize,
+        count: usize,
+        area: Area,
+    ) -> Self {
         let radius = match area {
             Area::Radius(max) => tuning.start(&key, k).clamp(25.0, max),
             Area::Box(..) => 0.0,
@@ -116,7 +123,7 @@ impl<'a> Probe<'a> {
             k,
             area,
             radius,
-            count: k,
+            count,
         }
     }
 
@@ -348,15 +355,15 @@ pub async fn search(
             status,
         })
         .collect();
+    // A vehicle filter keeps part of each set's members: ask for proportionally more of them
+    // from the start (an even mix assumed; a saturated step doubles `COUNT` anyway).
     let mut probe = Probe::new(
         tuning,
         tuning_key(city, &search.statuses, &search.vehicles),
         search.limit,
+        search.limit * VehicleType::ALL.len() / search.vehicles.len().max(1),
         search.area,
     );
-    // A vehicle filter keeps part of each set's members: ask for proportionally more of them
-    // from the start (an even mix assumed; a saturated step doubles `COUNT` anyway).
-    probe.count = search.limit * VehicleType::ALL.len() / search.vehicles.len().max(1);
     let k = search.limit;
     let seen = seen_key(keys, city);
     let mut conn = store.conn();

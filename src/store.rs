@@ -12,8 +12,9 @@
 //! connection out, an extra round trip per request (measured: 19k req/s through the pool versus
 //! 52k on one shared multiplexed connection). Request handlers therefore use
 //! [`Store::conn`], a `ConnectionManager` that pipelines its callers' commands on one socket
-//! and reconnects by itself (on a standalone Redis, one per HTTP worker thread). Blocking reads (streams, pub/sub) and bulk loads, which would stall
-//! or hog a shared socket, check a dedicated connection out of [`Store::pool`].
+//! and reconnects by itself (on a standalone Redis, one per HTTP worker thread). Blocking
+//! reads (streams, pub/sub) and bulk loads, which would stall or hog a shared socket, check a
+//! dedicated connection out of [`Store::pool`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -448,6 +449,13 @@ struct PerThread {
     config: ConnectionManagerConfig,
 }
 
+impl PerThread {
+    /// A new connection (connects on first use, on the runtime that uses it).
+    fn open(&self) -> redis::RedisResult<ConnectionManager> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+    }
+}
+
 /// Numbers [`PerThread::id`].
 static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
 
@@ -505,13 +513,15 @@ impl Store {
                     .set_connection_timeout(Some(timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-                    .context("creating the Redis connection manager")?;
-                per_thread = Some(Arc::new(PerThread {
+                let opener = PerThread {
                     id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
                     client,
                     config,
-                }));
+                };
+                let conn = opener
+                    .open()
+                    .context("creating the Redis connection manager")?;
+                per_thread = Some(Arc::new(opener));
                 // Pool connections serve blocking reads (XREADGROUP/XREAD BLOCK), so they have
                 // no response timeout; only connecting is bounded.
                 let manager = deadpool_redis::Manager::new_with_config(
@@ -671,10 +681,7 @@ impl Store {
             if let Some((_, conn)) = conns.iter().find(|(id, _)| *id == per_thread.id) {
                 return conn.clone();
             }
-            match ConnectionManager::new_lazy_with_config(
-                per_thread.client.clone(),
-                per_thread.config.clone(),
-            ) {
+            match per_thread.open() {
                 Ok(manager) => {
                     let conn = RedisConn::Single(manager);
                     conns.push((per_thread.id, conn.clone()));

@@ -425,7 +425,9 @@ impl Instance {
             "{}:{{{city}}}:geo:{status}",
             self.context.settings.key_prefix
         );
-        let tag = format!("{}:", &vehicle[..1]);
+        let tag = geodispatch::drivers::VehicleType::parse(vehicle)
+            .expect("a vehicle type")
+            .tag();
         let all: Vec<String> = redis::cmd("ZRANGE")
             .arg(key)
             .arg(0)
@@ -435,7 +437,7 @@ impl Instance {
             .unwrap();
         let mut members: Vec<String> = all
             .iter()
-            .filter_map(|m| m.strip_prefix(&tag).map(str::to_owned))
+            .filter_map(|m| m.strip_prefix(tag).map(str::to_owned))
             .collect();
         members.sort();
         members
