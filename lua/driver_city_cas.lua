@@ -3,8 +3,9 @@
 -- created in a city only while the directory names that city), and the entry's time orders
 -- moves between cities: a position older than the last move is stale.
 --
--- KEYS[1] driver directory hash: driver_id -> "city|recorded_ms" (recorded_ms: the position
---         that last moved the driver between cities, or created it)
+-- KEYS[i] the driver directory bucket holding the i-th triple's driver: a hash driver_id ->
+--         "city|recorded_ms" (recorded_ms: the position that last moved the driver between
+--         cities, or created it)
 -- ARGV    triples: driver_id, expected, new
 --         expected: '' = no entry; "city|ms" = exactly that entry; "city" = any entry naming
 --         that city
@@ -13,7 +14,8 @@
 local out = {}
 for i = 1, #ARGV, 3 do
   local id, expected, new = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local current = redis.call('HGET', KEYS[1], id) or ''
+  local key = KEYS[(i + 2) / 3]
+  local current = redis.call('HGET', key, id) or ''
   local matches
   if string.find(expected, '|', 1, true) or expected == '' then
     matches = current == expected
@@ -22,9 +24,9 @@ for i = 1, #ARGV, 3 do
   end
   if matches then
     if new == '' then
-      redis.call('HDEL', KEYS[1], id)
+      redis.call('HDEL', key, id)
     else
-      redis.call('HSET', KEYS[1], id, new)
+      redis.call('HSET', key, id, new)
     end
     out[#out + 1] = 1
   else

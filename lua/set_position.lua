@@ -8,11 +8,14 @@
 --
 -- KEYS[1]     drivers hash of the city: driver_id -> packed state
 --             "city|recorded_ms|lat|lon|status|vehicle|accuracy_m|heading_deg|speed_mps"
--- KEYS[2]     last-seen sorted set of the city (score = recorded_ms)
+-- KEYS[2]     liveness bucket index of the city: bucket -> a lower bound of the recorded_ms of
+--             its oldest driver (exact after a sweep of the bucket)
 -- KEYS[3]     driver score sorted set of the city (leaderboard)
 -- KEYS[4..6]  GEO sets of the city, one per status (available, busy, offline); members are
 --             tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id': bike, scooter, car,
 --             van), so a search learns each driver's type and filters by it
+-- KEYS[6 + i] the liveness bucket of the i-th position's driver (driver_id -> recorded_ms;
+--             `...:seen:<bucket>`, the index member being <bucket>)
 -- ARGV[1] allowed clock skew into the future, ms
 -- ARGV[2] mode: ''       a driver absent from this city answers 'unknown' (nothing written)
 --               'create' a driver absent from this city is created here
@@ -36,7 +39,8 @@
 --
 -- Positions are decided in order (a driver twice in one call: the second sees the first), then
 -- written with one command per key (one HMGET first, then at most one ZREM and one GEOADD per
--- GEO set, one ZADD, one HSET): per position that is a few member updates, not five commands.
+-- GEO set, one HSET, and per liveness bucket one ZADD): per position that is a few member
+-- updates, not five commands.
 local STATUS = {available = 0, busy = 1, offline = 2}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
 
@@ -117,8 +121,23 @@ for i = 1, #ids do
 end
 
 -- Write each touched driver's final state.
+local bucket_of = {}
+for i = 1, #ids do
+  bucket_of[ids[i]] = KEYS[6 + i]
+end
 local adds, rems = {{}, {}, {}}, {{}, {}, {}}
-local seen, hash, gone = {}, {}, {}
+local hash, gone = {}, {}
+local bucket_adds, bucket_rems, buckets = {}, {}, {}
+local function bucket_list(lists, id)
+  local k = bucket_of[id]
+  if not bucket_adds[k] and not bucket_rems[k] then
+    buckets[#buckets + 1] = k
+  end
+  if not lists[k] then
+    lists[k] = {}
+  end
+  return lists[k]
+end
 for _, id in ipairs(order) do
   local f, c = first[id], cur[id]
   if f and (not c or f.status ~= c.status or f.vehicle ~= c.vehicle) then
@@ -130,11 +149,14 @@ for _, id in ipairs(order) do
     g[#g + 1] = c.lon
     g[#g + 1] = c.lat
     g[#g + 1] = TAG[c.vehicle] .. id
-    seen[#seen + 1] = c.rs
-    seen[#seen + 1] = id
+    local s = bucket_list(bucket_adds, id)
+    s[#s + 1] = c.rs
+    s[#s + 1] = id
     hash[#hash + 1] = id
     hash[#hash + 1] = c.state
   else
+    local s = bucket_list(bucket_rems, id)
+    s[#s + 1] = id
     gone[#gone + 1] = id
   end
 end
@@ -146,13 +168,41 @@ for s = 1, 3 do
     redis.call('GEOADD', KEYS[3 + s], unpack(adds[s]))
   end
 end
-if #seen > 0 then
-  redis.call('ZADD', KEYS[2], unpack(seen))
+if #hash > 0 then
   redis.call('HSET', KEYS[1], unpack(hash))
 end
 if #gone > 0 then
-  redis.call('ZREM', KEYS[2], unpack(gone))
   redis.call('ZREM', KEYS[3], unpack(gone))
   redis.call('HDEL', KEYS[1], unpack(gone))
+end
+-- Liveness buckets, then the bucket index. The index entry of a bucket is a lower bound of
+-- its oldest time: a driver updated in place only moves forward in time, so the bound holds
+-- without touching the index (the sweeper raises it to the exact time before search would
+-- read it as stale). A driver added to a bucket (new, or back after a sweep) may lower the
+-- bucket's oldest time: ZADD LT. A bucket a driver left (rare) gets its exact time again.
+local born = {}
+for _, k in ipairs(buckets) do
+  local name = string.match(k, ':([^:]*)$')
+  local a = bucket_adds[k]
+  if a and redis.call('ZADD', k, unpack(a)) > 0 then
+    local low = tonumber(a[1])
+    for j = 3, #a, 2 do
+      low = math.min(low, tonumber(a[j]))
+    end
+    born[#born + 1] = low
+    born[#born + 1] = name
+  end
+  if bucket_rems[k] then
+    redis.call('ZREM', k, unpack(bucket_rems[k]))
+    local oldest = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+    if oldest[2] then
+      redis.call('ZADD', KEYS[2], oldest[2], name)
+    else
+      redis.call('ZREM', KEYS[2], name)
+    end
+  end
+end
+if #born > 0 then
+  redis.call('ZADD', KEYS[2], 'LT', unpack(born))
 end
 return out

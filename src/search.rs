@@ -8,9 +8,11 @@
 //! from earlier searches) and widens from the count it found until it has `k` fresh drivers or
 //! reaches `radius_m`. Each step is one pipelined round trip: `TIME`, one small `GEOSEARCH` per
 //! requested status (on the status' set, whose members carry their vehicle type), and the
-//! oldest entries of the city's last-seen index, which name every indexed driver that went
-//! stale since the last sweep, so stale drivers are dropped even between sweeps without a
-//! lookup per candidate. The answer is exact at every step: a set that filled its `COUNT` only
+//! oldest entries of the city's liveness bucket index, which name every bucket that may hold a
+//! driver gone stale since the last sweep (an entry is a lower bound of its bucket's oldest
+//! time, which the sweeper makes exact ahead of the TTL). Only candidates in those buckets
+//! (usually none) have their last-seen time read, in one more round trip, so stale drivers are
+//! dropped even between sweeps without a lookup per candidate. The answer is exact at every step: a set that filled its `COUNT` only
 //! vouches for distances up to its last member, and then `COUNT` grows instead of the radius.
 //! It is a read, so it needs no script, and no Redis command on this path is long.
 
@@ -26,7 +28,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::GeoPoint;
-use crate::drivers::{DriverStatus, VehicleType, geo_key, seen_key};
+use crate::drivers::{
+    DriverStatus, VehicleType, driver_bucket, geo_key, seen_bucket_key, seen_key,
+};
 use crate::error::{ApiError, FieldError, Problem, redis_error};
 use crate::extract::QueryParams;
 use crate::scripts::time_ms;
@@ -323,9 +327,9 @@ fn mask<T: PartialEq + Copy>(chosen: &[T], all: &[T]) -> u8 {
         .fold(0, |m, (i, _)| m | (1 << i))
 }
 
-/// How many of the oldest last-seen entries each search reads to learn which indexed drivers
-/// are stale. The sweeper keeps that number small; when all of them are stale (the sweeper is
-/// behind), the search checks its candidates one by one instead.
+/// How many of the oldest entries of the liveness bucket index each search reads to learn which
+/// buckets hold stale drivers. The sweeper keeps that number small; when all of them are stale
+/// (the sweeper is behind), the search checks all its candidates one by one instead.
 const STALE_WINDOW: usize = 64;
 
 /// How much earlier than the TTL boundary (by the estimated Redis clock) the search starts to
@@ -368,7 +372,8 @@ pub async fn search(
     let seen = seen_key(keys, city);
     let mut conn = store.conn();
     for _ in 0..40 {
-        // One round trip: the clock, every set's nearest members, the oldest last-seen entries.
+        // One round trip: the clock, every set's nearest members, the buckets with the oldest
+        // drivers.
         let mut pipe = redis::pipe();
         pipe.cmd("TIME");
         for set in &sets {
@@ -389,11 +394,11 @@ pub async fn search(
                 .arg("WITHDIST")
                 .arg("WITHCOORD");
         }
-        // Drivers last seen before the cutoff are stale. The cutoff comes from this process'
-        // estimate of Redis' clock, which errs late, so a driver within about one round trip
-        // of the TTL may be treated as stale (harmless) while a stale one is never missed; it
-        // is checked against the TIME of this very pipeline below. Reading scores
-        // (WITHSCORES) would cost Redis ~45 us per 64 entries; this bounded range ~1 us.
+        // Buckets whose oldest driver was last seen before the cutoff hold stale drivers. The
+        // cutoff comes from this process' estimate of Redis' clock, which errs late, so a
+        // bucket may be named needlessly (its candidates are then only checked) while a stale
+        // one is never missed; the cutoff is checked against the TIME of this very pipeline
+        // below.
         let cutoff_ms = store.redis_now_ms() - settings.driver_ttl_ms as i64 + STALE_MARGIN_MS;
         pipe.cmd("ZRANGE")
             .arg(&seen)
@@ -411,7 +416,7 @@ pub async fn search(
         let decode_err = |what: &str, e: redis::ParsingError| {
             ApiError::Internal(anyhow::anyhow!("decoding {what}: {e}"))
         };
-        let stale_ids: Vec<String> =
+        let stale_buckets: Vec<u16> =
             redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))
                 .map_err(|e| decode_err("ZRANGE", e))?;
         let mut values = values.into_iter();
@@ -420,10 +425,12 @@ pub async fn search(
         let redis_now = time_ms(time);
         store.observe_redis_time(redis_now, sent);
         let fresh_after = redis_now - settings.driver_ttl_ms as i64;
-        let stale: std::collections::HashSet<&str> = stale_ids.iter().map(String::as_str).collect();
-        // The stale list is complete only if it was not cut by the window and the cutoff used
-        // was not earlier than the true one.
-        let window_exhausted = stale_ids.len() == STALE_WINDOW || cutoff_ms < fresh_after;
+        // The bucket list is complete only if it was not cut by the window and the cutoff used
+        // was not earlier than the true one; otherwise every candidate is suspect.
+        let window_exhausted = stale_buckets.len() == STALE_WINDOW || cutoff_ms < fresh_after;
+        let suspect = |c: &NearbyDriver| {
+            window_exhausted || stale_buckets.contains(&driver_bucket(&c.driver_id))
+        };
 
         let mut cutoff = f64::INFINITY;
         let mut candidates: Vec<NearbyDriver> = Vec::new();
@@ -453,9 +460,10 @@ pub async fn search(
                 });
             }
         }
-        candidates.retain(|c| c.distance_m <= cutoff && !stale.contains(c.driver_id.as_str()));
-        if window_exhausted {
-            candidates = drop_stale_one_by_one(&mut conn, &seen, candidates, fresh_after).await?;
+        candidates.retain(|c| c.distance_m <= cutoff);
+        if candidates.iter().any(suspect) {
+            candidates =
+                drop_stale(&mut conn, keys, city, candidates, suspect, fresh_after).await?;
         }
         if probe.done_or_widen(candidates.len(), cutoff) {
             let mut found = candidates;
@@ -473,30 +481,37 @@ pub async fn search(
     )))
 }
 
-/// The slow path when many indexed drivers are stale at once (the sweeper is behind): check
-/// each candidate's last-seen time.
-async fn drop_stale_one_by_one(
+/// Drop the stale among `candidates` that are `suspect` (in a bucket holding a stale driver, or
+/// every candidate when the sweeper is behind): one pipelined `ZSCORE` per suspect, in its
+/// liveness bucket.
+async fn drop_stale(
     conn: &mut crate::store::RedisConn,
-    seen: &str,
+    keys: &crate::store::Keys,
+    city: &str,
     candidates: Vec<NearbyDriver>,
+    suspect: impl Fn(&NearbyDriver) -> bool,
     fresh_after: i64,
 ) -> Result<Vec<NearbyDriver>, ApiError> {
-    if candidates.is_empty() {
-        return Ok(candidates);
+    let (suspects, mut kept): (Vec<NearbyDriver>, Vec<NearbyDriver>) =
+        candidates.into_iter().partition(|c| suspect(c));
+    let mut pipe = redis::pipe();
+    for c in &suspects {
+        pipe.cmd("ZSCORE")
+            .arg(seen_bucket_key(keys, city, driver_bucket(&c.driver_id)))
+            .arg(&c.driver_id);
     }
-    let ids: Vec<&str> = candidates.iter().map(|c| c.driver_id.as_str()).collect();
-    let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
-        .arg(seen)
-        .arg(&ids)
+    let scores: Vec<Option<f64>> = pipe
         .query_async(conn)
         .await
         .map_err(redis_error("nearby freshness"))?;
-    Ok(candidates
-        .into_iter()
-        .zip(scores)
-        .filter(|(_, s)| s.is_some_and(|s| s >= fresh_after as f64))
-        .map(|(c, _)| c)
-        .collect())
+    kept.extend(
+        suspects
+            .into_iter()
+            .zip(scores)
+            .filter(|(_, s)| s.is_some_and(|s| s >= fresh_after as f64))
+            .map(|(c, _)| c),
+    );
+    Ok(kept)
 }
 
 /// Drivers near a point, nearest first, with their distance.

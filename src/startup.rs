@@ -120,7 +120,14 @@ pub fn script_key_sets(keys: &Keys, cities: &CityIndex) -> Vec<(String, Vec<Stri
         let c = city.id.as_str();
         out.push((
             format!("set_position/set_status/delete_driver/sweep_stale in {c}"),
-            crate::drivers::city_script_keys(keys, c),
+            [
+                crate::drivers::city_script_keys(keys, c),
+                (0..crate::drivers::DRIVER_BUCKETS)
+                    .step_by(4099)
+                    .map(|b| crate::drivers::seen_bucket_key(keys, c, b))
+                    .collect(),
+            ]
+            .concat(),
         ));
         out.push((
             format!("set_score in {c}"),
@@ -146,6 +153,13 @@ pub fn script_key_sets(keys: &Keys, cities: &CityIndex) -> Vec<(String, Vec<Stri
             ],
         ));
     }
+    out.push((
+        "driver_city_cas (directory buckets)".to_owned(),
+        ["a", "b", "probe", "drv-1"]
+            .iter()
+            .map(|id| crate::drivers::directory_key(keys, id))
+            .collect(),
+    ));
     out.push((
         "touch_session".to_owned(),
         vec![

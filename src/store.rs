@@ -366,8 +366,13 @@ pub fn slot(key: &str) -> u16 {
         let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
         (close > 0).then(|| &bytes[open + 1..open + 1 + close])
     });
+    crc16(tagged.unwrap_or(bytes)) % 16384
+}
+
+/// CRC16/XMODEM, the checksum of Redis Cluster key slots.
+pub fn crc16(bytes: &[u8]) -> u16 {
     let mut crc: u16 = 0;
-    for &b in tagged.unwrap_or(bytes) {
+    for &b in bytes {
         crc ^= (b as u16) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 {
@@ -377,7 +382,7 @@ pub fn slot(key: &str) -> u16 {
             };
         }
     }
-    crc % 16384
+    crc
 }
 
 /// Check that every key set (a script's KEYS, a pipeline's keys) lies in one hash slot, as

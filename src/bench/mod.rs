@@ -303,7 +303,7 @@ async fn used_memory(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Resul
 }
 
 /// `MEMORY USAGE … SAMPLES 0` (exact) of every key, per driver of a fleet of `n`, grouped by
-/// key pattern (the city tag folded).
+/// key pattern (the city tag and bucket numbers folded).
 async fn memory_by_key(
     r: &mut redis::aio::MultiplexedConnection,
     n: usize,
@@ -332,10 +332,17 @@ async fn memory_by_key(
             .arg(0)
             .query_async(r)
             .await?;
-        let pattern = match (key.find('{'), key.find('}')) {
+        let mut pattern = match (key.find('{'), key.find('}')) {
             (Some(a), Some(b)) if a < b => format!("{}{{city}}{}", &key[..a], &key[b + 1..]),
             _ => key.clone(),
         };
+        // Bucketed keys (`…:seen:123`) count as one pattern.
+        if let Some((head, last)) = pattern.rsplit_once(':')
+            && !last.is_empty()
+            && last.bytes().all(|b| b.is_ascii_digit())
+        {
+            pattern = format!("{head}:<bucket>");
+        }
         *out.entry(pattern).or_insert(0.0) += bytes.unwrap_or(0) as f64 / n as f64;
     }
     Ok(out)

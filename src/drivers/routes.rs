@@ -6,7 +6,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::model::{DriverState, ValidPosition, parse_driver_id};
 use super::{
     BatchRequest, BatchResponse, BatchResult, BatchStatus, CITY_CAS, DELETE_DRIVER, LocationUpdate,
-    SET_POSITION, SET_STATUS, StatusUpdate, city_script_keys, directory_key, scores_key, state_key,
+    SET_POSITION, SET_STATUS, StatusUpdate, city_script_keys, directory_key, driver_bucket,
+    driver_script_keys, scores_key, seen_bucket_key, state_key,
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
@@ -85,7 +86,12 @@ pub fn position_cmd(
     items: &[(&DriverId, &ValidPosition)],
     mode: PositionMode,
 ) -> redis::Cmd {
-    let k = city_script_keys(keys, city);
+    let mut k = city_script_keys(keys, city);
+    k.extend(
+        items
+            .iter()
+            .map(|(id, _)| seen_bucket_key(keys, city, driver_bucket(id.as_str()))),
+    );
     let mut args = Vec::with_capacity(3 + 9 * items.len());
     args.push(settings.max_clock_skew_ms.to_string());
     args.push(mode.as_str().to_owned());
@@ -181,6 +187,22 @@ fn parse_entry(value: &str) -> (&str, i64) {
     }
 }
 
+/// The directory entries of `ids`, in order (one pipelined `HGET` each: they lie in different
+/// buckets).
+async fn directory_entries(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    ids: &[&str],
+) -> Result<Vec<Option<String>>, ApiError> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HGET").arg(directory_key(keys, id)).arg(*id);
+    }
+    pipe.query_async(conn)
+        .await
+        .map_err(redis_error("driver directory"))
+}
+
 /// Compare-and-set directory entries: `(driver, expected, new)` as `lua/driver_city_cas.lua`
 /// takes them; one `true` per entry that was as expected and was set.
 async fn city_cas(
@@ -192,7 +214,11 @@ async fn city_cas(
         return Ok(Vec::new());
     }
     let args: Vec<&str> = entries.iter().flat_map(|(a, b, c)| [*a, *b, *c]).collect();
-    let cmd = evalsha(&CITY_CAS, &[directory_key(keys)], &args);
+    let k: Vec<String> = entries
+        .iter()
+        .map(|(id, _, _)| directory_key(keys, id))
+        .collect();
+    let cmd = evalsha(&CITY_CAS, &k, &args);
     let applied: Vec<i64> = scripts::run(conn, &CITY_CAS, &cmd)
         .await
         .map_err(redis_error("driver directory"))?;
@@ -286,7 +312,7 @@ async fn arrive_leased(
     let mine = entry(city.as_str(), pos.recorded_ms);
     for _ in 0..MOVE_RETRIES {
         let known: Option<String> = redis::cmd("HGET")
-            .arg(directory_key(keys))
+            .arg(directory_key(keys, id.as_str()))
             .arg(id.as_str())
             .query_async(conn)
             .await
@@ -378,15 +404,8 @@ async fn confirm_created(
     if created.is_empty() {
         return Ok(());
     }
-    let mut cmd = redis::cmd("HMGET");
-    cmd.arg(directory_key(keys));
-    for (id, _, _) in created {
-        cmd.arg(id.as_str());
-    }
-    let now: Vec<Option<String>> = cmd
-        .query_async(conn)
-        .await
-        .map_err(redis_error("driver directory"))?;
+    let ids: Vec<&str> = created.iter().map(|(id, _, _)| id.as_str()).collect();
+    let now = directory_entries(conn, keys, &ids).await?;
     for ((id, city, pos), now) in created.iter().zip(now) {
         if now.as_deref().map(|e| parse_entry(e).0) != Some(*city) {
             tracing::info!(driver = %id, city, now = ?now, "driver moved elsewhere while created; removing it from this city");
@@ -466,15 +485,8 @@ pub async fn store_positions(
         }
     }
     if !unknown.is_empty() {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(directory_key(keys));
-        for &i in &unknown {
-            cmd.arg(items[i].0.as_str());
-        }
-        let known: Vec<Option<String>> = cmd
-            .query_async(conn)
-            .await
-            .map_err(redis_error("driver directory"))?;
+        let ids: Vec<&str> = unknown.iter().map(|&i| items[i].0.as_str()).collect();
+        let known = directory_entries(conn, keys, &ids).await?;
         // New drivers claim their directory entry in one call; drivers the directory already
         // places in their city are created directly; the rest (moves, lost claims) go one by one.
         let mut create = Vec::new();
@@ -801,7 +813,7 @@ pub async fn load_driver(
 pub async fn load_city(store: &Store, id: &DriverId) -> Result<Option<String>, ApiError> {
     let mut conn = store.conn();
     let city: Option<String> = redis::cmd("HGET")
-        .arg(directory_key(store.keys()))
+        .arg(directory_key(store.keys(), id.as_str()))
         .arg(id.as_str())
         .query_async(&mut conn)
         .await
@@ -843,7 +855,7 @@ pub async fn get_driver(
 pub async fn run_on_driver_city(
     store: &Store,
     script: &'static redis::Script,
-    keys_for: fn(&Keys, &str) -> Vec<String>,
+    keys_for: impl Fn(&Keys, &str) -> Vec<String>,
     id: &DriverId,
     extra_args: &[&str],
 ) -> Result<Option<(String, Vec<String>)>, ApiError> {
@@ -948,9 +960,15 @@ pub async fn delete_driver(
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_driver(&path)?;
-    let (city, reply) = run_on_driver_city(&store, &DELETE_DRIVER, city_script_keys, &id, &[])
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let (city, reply) = run_on_driver_city(
+        &store,
+        &DELETE_DRIVER,
+        |k, c| driver_script_keys(k, c, id.as_str()),
+        &id,
+        &[],
+    )
+    .await?
+    .ok_or_else(|| not_found(&id))?;
     if reply.first().map(String::as_str) == Some("busy") {
         return Err(ApiError::Conflict {
             code: "driver-busy",

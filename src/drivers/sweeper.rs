@@ -1,35 +1,55 @@
 //! The liveness sweeper: Redis GEO has no per-member TTL, so a background task removes drivers
 //! whose last position is older than `driver_ttl_ms` from their city's indexes, in bounded
-//! batches by script. Search filters stale drivers itself, so correctness never waits for it.
+//! batches by script, and makes the liveness bucket index exact (positions keep it a lower
+//! bound). Search filters stale drivers itself, so correctness never waits for it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{SWEEP_STALE, city_script_keys};
+use super::{SWEEP_STALE, city_script_keys, seen_bucket_key, seen_key};
 use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::scripts::{self, evalsha};
 use crate::store::Store;
 
-/// Sweep one city until a call removes fewer than a batch; returns how many were removed.
+/// Liveness buckets per `sweep_stale` call: at a few microseconds each, one call stays well
+/// under a millisecond of Redis time.
+const BUCKETS_PER_CALL: usize = 128;
+
+/// One sweep pass over a city: every liveness bucket whose index entry is before the TTL
+/// cutoff, or will be within two sweep intervals (so that its entry, which positions keep only
+/// a lower bound, is made exact before search would read the bucket as stale), is swept once:
+/// stale drivers dropped, the entry set exact. Each call takes at most [`BUCKETS_PER_CALL`]
+/// buckets and drops at most `sweep_batch` drivers. Returns how many drivers were dropped.
 pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis::RedisResult<u64> {
     let mut conn = store.conn();
-    let cmd = evalsha(
-        &SWEEP_STALE,
-        &city_script_keys(store.keys(), city),
-        &[
-            settings.driver_ttl_ms.to_string(),
-            settings.sweep_batch.to_string(),
-        ],
-    );
+    let keys = store.keys();
+    let lead = 2 * settings.sweep_interval_ms as i64;
+    let due_before = store.redis_now_ms() - settings.driver_ttl_ms as i64 + lead;
+    let due: Vec<u16> = redis::cmd("ZRANGE")
+        .arg(seen_key(keys, city))
+        .arg("-inf")
+        .arg(format!("({due_before}"))
+        .arg("BYSCORE")
+        .query_async(&mut conn)
+        .await?;
+    let args = [
+        settings.driver_ttl_ms.to_string(),
+        settings.sweep_batch.to_string(),
+    ];
     let mut total = 0;
-    loop {
-        let removed: u64 = scripts::run(&mut conn, &SWEEP_STALE, &cmd).await?;
-        total += removed;
-        if removed < settings.sweep_batch as u64 {
-            return Ok(total);
-        }
+    let mut next = 0;
+    while next < due.len() {
+        let chunk = &due[next..due.len().min(next + BUCKETS_PER_CALL)];
+        let mut k = city_script_keys(keys, city);
+        k.extend(chunk.iter().map(|&b| seen_bucket_key(keys, city, b)));
+        let cmd = evalsha(&SWEEP_STALE, &k, &args);
+        let (swept, done): (u64, usize) = scripts::run(&mut conn, &SWEEP_STALE, &cmd).await?;
+        total += swept;
+        // A call always makes progress: it finishes a bucket or drops `sweep_batch` drivers.
+        next += done;
     }
+    Ok(total)
 }
 
 /// Start the sweeper task: every `sweep_interval_ms`, sweep every city. Several service

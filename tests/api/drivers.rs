@@ -495,7 +495,10 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
     let mut conn = app.redis_conn().await;
     let prefix = &app.context.settings.key_prefix;
     let in_paris: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!("{prefix}:{{paris}}:seen"))
+        .arg(format!(
+            "{prefix}:{{paris}}:seen:{}",
+            geodispatch::drivers::driver_bucket("m1")
+        ))
         .arg("m1")
         .query_async(&mut conn)
         .await
@@ -557,7 +560,7 @@ async fn concurrent_positions_in_two_cities_leave_the_driver_in_exactly_one() {
     }
     assert_eq!(held_by.len(), 1, "held by {held_by:?}");
     let directory: Option<String> = redis::cmd("HGET")
-        .arg(geodispatch::drivers::directory_key(keys))
+        .arg(geodispatch::drivers::directory_key(keys, "hop"))
         .arg("hop")
         .query_async(&mut conn)
         .await
@@ -620,13 +623,27 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
         app.indexes_of("old").await.is_empty(),
         "swept out of the GEO index"
     );
+    assert!(
+        app.keys().await.iter().all(|k| !k.contains(":seen")),
+        "its liveness bucket and the bucket's index entry are gone: {:?}",
+        app.keys().await
+    );
     let state = app.get("/v1/drivers/old").await;
     assert_eq!(state.status, 200, "its state stays readable");
     assert_eq!(state.json["fresh"], false);
 
     // A new position re-indexes it.
-    app.put_location("old", PARIS.0, PARIS.1, now_ms(), json!({}))
+    let t = now_ms();
+    app.put_location("old", PARIS.0, PARIS.1, t, json!({}))
         .await;
+    let keys = geodispatch::store::Keys::new(&app.context.settings.key_prefix);
+    let oldest: Option<f64> = redis::cmd("ZSCORE")
+        .arg(geodispatch::drivers::seen_key(&keys, "paris"))
+        .arg(geodispatch::drivers::driver_bucket("old"))
+        .query_async(&mut app.redis_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(oldest, Some(t as f64), "back in the liveness index");
     assert_eq!(
         app.get(&search).await.json["drivers"]
             .as_array()
@@ -674,11 +691,88 @@ async fn delete_removes_a_driver_from_every_index() {
     assert!(app.indexes_of("gone").await.is_empty());
     assert_eq!(app.get("/v1/drivers/gone").await.status, 404);
     assert!(
-        app.keys().await.iter().all(|k| !k.ends_with(":seen")),
+        app.keys().await.iter().all(|k| !k.contains(":seen")),
         "{:?}",
         app.keys().await
     );
     app.delete("/v1/drivers/gone")
         .await
         .assert_problem(404, "not-found");
+}
+
+/// The liveness index holds, per bucket, a lower bound of the time of the bucket's oldest
+/// driver: lowered by creation, kept by updates (single and batch), made exact by deletion and
+/// by the sweep.
+#[tokio::test]
+async fn the_liveness_index_bounds_each_buckets_oldest_driver_and_the_sweep_makes_it_exact() {
+    let app = spawn_app_with(|s| {
+        s.sweep_interval_ms = 3_600_000; // no background sweep; every bucket is due in a pass
+    })
+    .await;
+    let bucket = geodispatch::drivers::driver_bucket("lv-0");
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("lv-{i}"))
+        .filter(|id| geodispatch::drivers::driver_bucket(id) == bucket)
+        .take(3)
+        .collect();
+    let keys = geodispatch::store::Keys::new(&app.context.settings.key_prefix);
+    let index = geodispatch::drivers::seen_key(&keys, "paris");
+    let bucket_key = geodispatch::drivers::seen_bucket_key(&keys, "paris", bucket);
+    let mut conn = app.redis_conn().await;
+    let mut oldest = async || -> Option<i64> {
+        redis::cmd("ZSCORE")
+            .arg(&index)
+            .arg(bucket)
+            .query_async::<Option<f64>>(&mut conn)
+            .await
+            .unwrap()
+            .map(|s| s as i64)
+    };
+    let sweep = async || {
+        geodispatch::drivers::sweep_city(&app.context.store, &app.context.settings, "paris")
+            .await
+            .unwrap()
+    };
+    let t = now_ms() - 10_000;
+    for (i, id) in ids.iter().enumerate().rev() {
+        app.put_location(id, PARIS.0, PARIS.1, t + 1000 * i as i64, json!({}))
+            .await;
+    }
+    assert_eq!(oldest().await, Some(t), "each creation lowers the bound");
+
+    // The oldest reports again: the bound stays until a sweep makes it exact.
+    app.put_location(&ids[0], PARIS.0, PARIS.1, t + 5000, json!({}))
+        .await;
+    assert_eq!(oldest().await, Some(t));
+    assert_eq!(sweep().await, 0);
+    assert_eq!(oldest().await, Some(t + 1000));
+
+    // A batch moves two of them; a stale position changes nothing.
+    let body = json!({"positions": [
+        {"driver_id": ids[1], "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t + 6000},
+        {"driver_id": ids[2], "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t + 7000},
+        {"driver_id": ids[2], "lat": PARIS.0, "lon": PARIS.1, "recorded_at": t + 1},
+    ]});
+    let answer = app.post_json("/v1/locations/batch", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(oldest().await, Some(t + 1000));
+    assert_eq!(sweep().await, 0);
+    assert_eq!(oldest().await, Some(t + 5000));
+
+    // Deleting the oldest hands over to the next; deleting all removes the bucket's entry.
+    assert_eq!(
+        app.delete(&format!("/v1/drivers/{}", ids[0])).await.status,
+        204
+    );
+    assert_eq!(oldest().await, Some(t + 6000));
+    for id in &ids[1..] {
+        assert_eq!(app.delete(&format!("/v1/drivers/{id}")).await.status, 204);
+    }
+    assert_eq!(oldest().await, None);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&bucket_key)
+        .query_async(&mut app.redis_conn().await)
+        .await
+        .unwrap();
+    assert!(!exists, "an empty bucket is no key");
 }

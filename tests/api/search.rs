@@ -300,3 +300,35 @@ async fn many_stale_drivers_between_sweeps_are_never_returned() {
         few.text
     );
 }
+
+#[tokio::test]
+async fn a_fresh_driver_in_a_bucket_whose_bound_looks_stale_is_found() {
+    // Positions keep a liveness bucket's index entry a lower bound; until a sweep raises it,
+    // the bucket looks stale and its candidates are checked one by one: the fresh are kept.
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.driver_ttl_ms = 5_000;
+        s.sweep_interval_ms = 3_600_000;
+    })
+    .await;
+    let t = now_ms();
+    for (id, recorded) in [("back", t - 60_000), ("back", t), ("gone", t - 60_000)] {
+        let answer = app
+            .post_json(
+                "/v1/locations/batch",
+                &json!({"positions": [{"driver_id": id, "lat": PARIS.0, "lon": PARIS.1, "recorded_at": recorded}]}),
+            )
+            .await;
+        assert_eq!(
+            answer.json["results"][0]["status"], "accepted",
+            "{}",
+            answer.text
+        );
+    }
+    let answer = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert_eq!(ids(&answer.json), ["back"], "{}", answer.text);
+}
