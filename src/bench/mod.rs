@@ -333,7 +333,9 @@ async fn memory_by_key(
             .query_async(r)
             .await?;
         let mut pattern = match (key.find('{'), key.find('}')) {
-            (Some(a), Some(b)) if a < b => format!("{}{{city}}{}", &key[..a], &key[b + 1..]),
+            (Some(a), Some(b)) if a < b && &key[a..=b] != "{drivers}" => {
+                format!("{}{{city}}{}", &key[..a], &key[b + 1..])
+            }
             _ => key.clone(),
         };
         // Bucketed keys (`…:seen:123`) count as one pattern.

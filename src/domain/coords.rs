@@ -85,6 +85,27 @@ impl GeoPoint {
     }
 }
 
+/// Decimal places a stored driver position keeps: 1e-7 degree is about 1.1 cm, finer than
+/// any phone's GPS and than Redis GEO's own resolution (about 0.6 m), while a double's full
+/// 15–17 digits would cost every stored driver about 16 more bytes of Redis memory.
+pub const STORED_DECIMALS: i32 = 7;
+
+impl GeoPoint {
+    /// This point with each coordinate rounded to [`STORED_DECIMALS`] places (a coordinate
+    /// that rounding would push past its limit, within 5e-8 degree of it, is kept as is).
+    pub fn rounded_for_storage(self) -> Self {
+        let scale = 10f64.powi(STORED_DECIMALS);
+        let round = |v: f64, limit: f64| {
+            let r = (v * scale).round() / scale;
+            if r.abs() <= limit { r } else { v }
+        };
+        GeoPoint {
+            lat: round(self.lat, REDIS_MAX_LAT),
+            lon: round(self.lon, 180.0),
+        }
+    }
+}
+
 /// Great-circle distance in metres on Redis' sphere, so it agrees with GEODIST and GEOSEARCH.
 pub fn haversine_m(a: GeoPoint, b: GeoPoint) -> f64 {
     use geo::{Distance, HaversineMeasure, Point};
@@ -95,6 +116,30 @@ pub fn haversine_m(a: GeoPoint, b: GeoPoint) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_positions_keep_seven_decimals_and_stay_within_the_limits() {
+        let p = GeoPoint {
+            lat: 48.806310682188766,
+            lon: -2.311791870367106,
+        }
+        .rounded_for_storage();
+        assert_eq!((p.lat, p.lon), (48.8063107, -2.3117919));
+        assert_eq!(p.lat.to_string(), "48.8063107");
+        let short = GeoPoint {
+            lat: 0.3,
+            lon: 2.3522,
+        }
+        .rounded_for_storage();
+        assert_eq!((short.lat, short.lon), (0.3, 2.3522));
+        let edge = GeoPoint {
+            lat: REDIS_MAX_LAT - 1e-9,
+            lon: -180.0 + 1e-9,
+        }
+        .rounded_for_storage();
+        assert!(edge.lat <= REDIS_MAX_LAT && edge.lon >= -180.0, "{edge:?}");
+        assert!(Latitude::parse(edge.lat).is_ok());
+    }
 
     #[test]
     fn latitude_boundaries() {

@@ -176,9 +176,10 @@ pub fn rfc3339_ms(ms: i64) -> String {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"lat": 48.8566, "lon": 2.3522, "recorded_at": "2026-11-23T18:30:00.250Z", "accuracy_m": 8.5, "heading_deg": 90.0, "speed_mps": 6.2, "vehicle_type": "scooter", "status": "available"}))]
 pub struct LocationUpdate {
-    /// Latitude in degrees, within ±85.05112878 (Redis GEO limit).
+    /// Latitude in degrees, within ±85.05112878 (Redis GEO limit); stored rounded to 7 decimal
+    /// places (about 1 cm).
     pub lat: f64,
-    /// Longitude in degrees, within ±180.
+    /// Longitude in degrees, within ±180; stored rounded to 7 decimal places.
     pub lon: f64,
     /// When the phone recorded the position: RFC 3339 or epoch milliseconds. Older than the
     /// stored position: 409 `stale-position`; more than the allowed skew in the future: 422.
@@ -207,9 +208,9 @@ pub struct LocationUpdate {
 pub struct BatchPosition {
     /// Driver id: 1–64 characters of `[A-Za-z0-9_-]`.
     pub driver_id: String,
-    /// Latitude in degrees.
+    /// Latitude in degrees (stored rounded to 7 decimal places, about 1 cm).
     pub lat: f64,
-    /// Longitude in degrees.
+    /// Longitude in degrees (stored rounded to 7 decimal places).
     pub lon: f64,
     /// RFC 3339 or epoch milliseconds.
     pub recorded_at: RecordedAt,
@@ -385,7 +386,7 @@ impl LocationUpdate {
         );
         match point {
             Some(point) if errors.is_empty() => Ok(ValidPosition {
-                point,
+                point: point.rounded_for_storage(),
                 recorded_ms: self.recorded_at.0,
                 accuracy_m: self.accuracy_m,
                 heading_deg: self.heading_deg,
@@ -414,9 +415,9 @@ pub struct DriverState {
     pub status: DriverStatus,
     /// Vehicle type.
     pub vehicle_type: VehicleType,
-    /// Last latitude.
+    /// Last latitude (rounded to 7 decimal places).
     pub lat: f64,
-    /// Last longitude.
+    /// Last longitude (rounded to 7 decimal places).
     pub lon: f64,
     /// When the last position was recorded (RFC 3339, UTC).
     pub recorded_at: String,
