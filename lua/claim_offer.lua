@@ -37,6 +37,10 @@
 --   {'missing'}                  no such order
 local STATUS = {available = 0, busy = 1, offline = 2}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
+-- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
+local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
+local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
+local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local token, fence = ARGV[1], tonumber(ARGV[2])
@@ -90,16 +94,16 @@ for _, cand in ipairs(cands) do
   local id = cand.id
   local s = redis.call('HGET', KEYS[2], id)
   if s then
-    local c, rec, lat, lon, status, vehicle, rest =
-      string.match(s, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-    if status == 'available' and c == city and now - tonumber(rec) < ttl
+    local rec, lat, lon, sc, vc, rest = string.match(s, '^([^|]*)|([^|]*)|([^|]*)|(%a)|(%a)|(.*)$')
+    local status, vehicle = STATUS_OF[sc], VEHICLE_OF[vc]
+    if status == 'available' and now - tonumber(rec) < ttl
       and (want_vehicle == '' or want_vehicle == vehicle)
       and redis.call('SISMEMBER', KEYS[4], id) == 0
       and redis.call('HEXISTS', KEYS[3], id) == 0 then
       -- Move the driver out of the available index (it is indexed: it is fresh).
       redis.call('ZREM', KEYS[10 + STATUS.available], TAG[vehicle] .. id)
       redis.call('GEOADD', KEYS[10 + STATUS.busy], lon, lat, TAG[vehicle] .. id)
-      redis.call('HSET', KEYS[2], id, table.concat({c, rec, lat, lon, 'busy', vehicle, rest}, '|'))
+      redis.call('HSET', KEYS[2], id, table.concat({rec, lat, lon, CODE.busy, vc, rest}, '|'))
       redis.call('HSET', KEYS[3], id, order_id)
       local expires = now + tonumber(ARGV[4])
       redis.call('HSET', KEYS[1], 'state', 'offered', 'driver', id, 'fence', fence,

@@ -8,18 +8,15 @@
 --              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
 -- KEYS[7]      the driver's liveness bucket in that city (driver_id -> recorded_ms)
 -- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in
--- Returns {'ok'} | {'missing'} | {'moved', actual_city} | {'busy'} (nothing written: the driver
+-- Returns {'ok'} | {'missing'} | {'busy'} (nothing written: the driver
 -- holds an order; it is freed by the order's end or cancellation)
 local id = ARGV[1]
 local state = redis.call('HGET', KEYS[1], id)
 if not state then
   return {'missing'}
 end
-local city = string.match(state, '^([^|]*)|')
-if city ~= ARGV[2] then
-  return {'moved', city}
-end
-if string.match(state, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|') == 'busy' then
+-- The packed state's status code (see set_position.lua): b = busy.
+if string.match(state, '^[^|]*|[^|]*|[^|]*|(%a)|') == 'b' then
   return {'busy'}
 end
 for s = 4, 6 do

@@ -42,11 +42,14 @@
 --   {'state', current_state}      the transition is not allowed from the current state
 --   {'fence', driver, fence}      the driver or fencing number is not the current offer's
 --   {'expired', expires_ms}       accept: the offer has expired
---   {'moved', city}               the order's driver is in another city: call again with its keys
 --   {'not_due'}                   timer: nothing is due for this order
 --   {'lock_lost'}                 attempt: the caller no longer holds the order's lock
 local STATUS = {available = 0, busy = 1, offline = 2}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
+-- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
+local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
+local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
+local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op, order_id, city = ARGV[1], ARGV[2], ARGV[3]
@@ -155,21 +158,17 @@ local frees = driver ~= '' and (next_state == 'pending' or next_state == 'delive
 local ds
 if frees then
   ds = redis.call('HGET', KEYS[2], driver)
-  if ds then
-    local dcity = string.match(ds, '^([^|]*)|')
-    if dcity ~= ARGV[6] then return {'moved', dcity} end
-  end
 end
 
 if frees and ds and redis.call('HGET', KEYS[3], driver) == order_id then
-  local c, rec, lat, lon, status, vehicle, rest =
-    string.match(ds, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  local rec, lat, lon, sc, vc, rest = string.match(ds, '^([^|]*)|([^|]*)|([^|]*)|(%a)|(%a)|(.*)$')
+  local status, vehicle = STATUS_OF[sc], VEHICLE_OF[vc]
   if status == 'busy' then
     -- Re-index only a driver that is still indexed (the sweeper drops stale ones).
     if redis.call('ZREM', KEYS[10 + STATUS.busy], TAG[vehicle] .. driver) == 1 then
       redis.call('GEOADD', KEYS[10 + STATUS.available], lon, lat, TAG[vehicle] .. driver)
     end
-    redis.call('HSET', KEYS[2], driver, table.concat({c, rec, lat, lon, 'available', vehicle, rest}, '|'))
+    redis.call('HSET', KEYS[2], driver, table.concat({rec, lat, lon, CODE.available, vc, rest}, '|'))
   end
 end
 if frees then

@@ -7,7 +7,9 @@
 -- this city with mode 'leave', then created there by a second call.
 --
 -- KEYS[1]     drivers hash of the city: driver_id -> packed state
---             "city|recorded_ms|lat|lon|status|vehicle|accuracy_m|heading_deg|speed_mps"
+--             "recorded_ms|lat|lon|S|V|accuracy_m|heading_deg|speed_mps", S the status (a
+--             available, b busy, o offline), V the vehicle (b bike, s scooter, c car, v van);
+--             the city is the hash's. Short, so that the entry fits a small allocation.
 -- KEYS[2]     liveness bucket index of the city: bucket -> a lower bound of the recorded_ms of
 --             its oldest driver (exact after a sweep of the bucket)
 -- KEYS[3]     driver score sorted set of the city (leaderboard)
@@ -43,6 +45,10 @@
 -- updates, not five commands.
 local STATUS = {available = 0, busy = 1, offline = 2}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
+-- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
+local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
+local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
+local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -69,8 +75,8 @@ local function decide(i, a)
   if c == nil then
     local prev = stored[i]
     if prev then
-      local _, pr, _, _, ps, pv = string.match(prev, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
-      c = {status = ps, vehicle = pv, recorded = tonumber(pr), rs = pr, state = prev}
+      local pr, ps, pv = string.match(prev, '^([^|]*)|[^|]*|[^|]*|(%a)|(%a)|')
+      c = {status = STATUS_OF[ps], vehicle = VEHICLE_OF[pv], recorded = tonumber(pr), rs = pr, state = prev}
     else
       c = false
     end
@@ -108,7 +114,7 @@ local function decide(i, a)
     vehicle = ARGV[a + 5]
   end
   local lon, lat = ARGV[a + 1], ARGV[a + 2]
-  local state = table.concat({city, ARGV[a + 3], lat, lon, status, vehicle, ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]}, '|')
+  local state = table.concat({ARGV[a + 3], lat, lon, CODE[status], CODE[vehicle], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]}, '|')
   cur[id] = {status = status, vehicle = vehicle, recorded = recorded, rs = ARGV[a + 3], state = state, lat = lat, lon = lon}
   return 'ok', state, now
 end

@@ -4,15 +4,12 @@
 -- KEYS[1] drivers hash of the city: driver_id -> packed state (see set_position.lua)
 -- KEYS[2] driver score sorted set of the city the caller believes the driver is in
 -- ARGV[1] driver_id   ARGV[2] that city   ARGV[3] 'set' | 'gt' | 'incr'   ARGV[4] the number
--- Returns {'ok', score, changed ('1'|'0')} | {'missing'} | {'moved', actual_city} (nothing written)
+-- Returns {'ok', score, changed ('1'|'0')} | {'missing'} (nothing written: the driver has no state
+-- in that city)
 local id, mode = ARGV[1], ARGV[3]
 local state = redis.call('HGET', KEYS[1], id)
 if not state then
   return {'missing'}
-end
-local city = string.match(state, '^([^|]*)|')
-if city ~= ARGV[2] then
-  return {'moved', city}
 end
 if mode == 'incr' then
   local score = redis.call('ZINCRBY', KEYS[2], ARGV[4], id)

@@ -11,10 +11,13 @@
 -- Returns one of:
 --   {'ok', packed_state, now_ms}
 --   {'missing'}                  no such driver
---   {'moved', actual_city}       nothing written: call again with that city's keys
 --   {'busy', packed_state}       nothing written: the driver holds an order
 local STATUS = {available = 0, busy = 1, offline = 2}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
+-- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
+local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
+local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
+local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -23,11 +26,8 @@ local state = redis.call('HGET', KEYS[1], id)
 if not state then
   return {'missing'}
 end
-local city, recorded, lat, lon, status, vehicle, rest =
-  string.match(state, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-if city ~= ARGV[2] then
-  return {'moved', city}
-end
+local recorded, lat, lon, sc, vc, rest = string.match(state, '^([^|]*)|([^|]*)|([^|]*)|(%a)|(%a)|(.*)$')
+local status, vehicle = STATUS_OF[sc], VEHICLE_OF[vc]
 if status == 'busy' then
   return {'busy', state}
 end
@@ -36,7 +36,7 @@ if status ~= new_status then
   if redis.call('ZREM', KEYS[4 + STATUS[status]], TAG[vehicle] .. id) == 1 then
     redis.call('GEOADD', KEYS[4 + STATUS[new_status]], lon, lat, TAG[vehicle] .. id)
   end
-  state = table.concat({city, recorded, lat, lon, new_status, vehicle, rest}, '|')
+  state = table.concat({recorded, lat, lon, CODE[new_status], vc, rest}, '|')
   redis.call('HSET', KEYS[1], id, state)
 end
 return {'ok', state, now}

@@ -17,6 +17,10 @@
 -- rest (the driver limit was reached) are for another call.
 local STATUS = {available = 0, busy = 1, offline = 2}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
+-- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
+local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
+local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
+local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cutoff = now - tonumber(ARGV[1])
@@ -32,7 +36,8 @@ for k = 7, #KEYS do
     local state = redis.call('HGET', KEYS[1], id)
     local status, vehicle
     if state then
-      status, vehicle = string.match(state, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|([^|]*)|')
+      local sc, vc = string.match(state, '^[^|]*|[^|]*|[^|]*|(%a)|(%a)|')
+      status, vehicle = STATUS_OF[sc], VEHICLE_OF[vc]
     end
     if status and STATUS[status] and TAG[vehicle] then
       redis.call('ZREM', KEYS[4 + STATUS[status]], TAG[vehicle] .. id)

@@ -2,8 +2,10 @@
 //! sweeper. Owns the driver keys and the scripts that change them.
 //!
 //! Redis layout (prefix `gd`, city `paris`):
-//! - `gd:{paris}:drivers`: hash `driver_id → "city|recorded_ms|lat|lon|status|vehicle|accuracy|heading|speed"`,
-//!   the state of every driver in the city (one packed field per driver keeps memory small);
+//! - `gd:{paris}:drivers`: hash `driver_id → "recorded_ms|lat|lon|S|V|accuracy|heading|speed"`,
+//!   the state of every driver in the city, `S` and `V` one-letter codes of the status and the
+//!   vehicle type (one short packed field per driver keeps memory small: without optional
+//!   fields it fits a 48-byte allocation; the city is the hash's);
 //! - `gd:{drivers}:city:<bucket>`: hashes `driver_id → city|recorded_ms`, the directory that
 //!   finds a driver's city, split into [`DRIVER_BUCKETS`] buckets like the liveness index (the
 //!   only global driver keys; no city script touches them, so every city script stays in one

@@ -57,6 +57,11 @@ impl VehicleType {
         }
     }
 
+    /// Its one-letter code in a packed driver state: the tag's letter (`b`, `s`, `c`, `v`).
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| &v.tag()[..1] == code)
+    }
+
     /// Split a tagged member (`c:drv-1`) into its vehicle type and driver id.
     pub fn untag(member: &str) -> Option<(Self, &str)> {
         let (tag, id) = member.split_at_checked(2)?;
@@ -99,6 +104,11 @@ impl DriverStatus {
     /// Parse the lower-case name.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Its one-letter code in a packed driver state: the name's first letter (`a`, `b`, `o`).
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| &v.as_str()[..1] == code)
     }
 }
 
@@ -439,15 +449,23 @@ pub struct DriverState {
 }
 
 impl DriverState {
-    /// Decode the packed state `city|recorded_ms|lat|lon|status|vehicle|accuracy|heading|speed`.
-    pub fn from_packed(driver_id: &str, packed: &str, now_ms: i64, ttl_ms: u64) -> Option<Self> {
+    /// Decode the packed state `recorded_ms|lat|lon|S|V|accuracy|heading|speed` of a driver of
+    /// `city` (whose hash holds it), `S` and `V` the one-letter codes of the status and the
+    /// vehicle type ([`DriverStatus::from_code`], [`VehicleType::from_code`]).
+    pub fn from_packed(
+        driver_id: &str,
+        city: &str,
+        packed: &str,
+        now_ms: i64,
+        ttl_ms: u64,
+    ) -> Option<Self> {
         let mut f = packed.split('|');
-        let city = f.next()?.to_owned();
+        let city = city.to_owned();
         let recorded_ms: i64 = f.next()?.parse().ok()?;
         let lat: f64 = f.next()?.parse().ok()?;
         let lon: f64 = f.next()?.parse().ok()?;
-        let status = DriverStatus::parse(f.next()?)?;
-        let vehicle_type = VehicleType::parse(f.next()?)?;
+        let status = DriverStatus::from_code(f.next()?)?;
+        let vehicle_type = VehicleType::from_code(f.next()?)?;
         let opt = |s: Option<&str>| s.and_then(|s| s.parse::<f64>().ok());
         let accuracy_m = opt(f.next());
         let heading_deg = opt(f.next());
@@ -495,9 +513,8 @@ mod tests {
 
     #[test]
     fn packed_state_round_trips() {
-        let s =
-            DriverState::from_packed("d1", "paris|1000|48.85|2.35|busy|van|5|90|", 1500, 60_000)
-                .unwrap();
+        let s = DriverState::from_packed("d1", "paris", "1000|48.85|2.35|b|v|5|90|", 1500, 60_000)
+            .unwrap();
         assert_eq!(s.city, "paris");
         assert_eq!(s.status, DriverStatus::Busy);
         assert_eq!(s.vehicle_type, VehicleType::Van);
@@ -505,6 +522,13 @@ mod tests {
         assert!(s.fresh);
         assert_eq!(s.accuracy_m, Some(5.0));
         assert_eq!(s.speed_mps, None);
+        for status in DriverStatus::ALL {
+            assert_eq!(DriverStatus::from_code(&status.as_str()[..1]), Some(status));
+        }
+        for vehicle in VehicleType::ALL {
+            assert_eq!(VehicleType::from_code(&vehicle.tag()[..1]), Some(vehicle));
+        }
+        assert!(DriverState::from_packed("d1", "paris", "1000|48.85|2.35|x|v|||", 1, 1).is_none());
     }
 
     #[test]

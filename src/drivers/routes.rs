@@ -117,6 +117,7 @@ pub fn position_cmd(
 
 /// Decode a `set_position` reply: three entries per position, in order.
 pub fn decode_positions(
+    city: &str,
     ids: &[&DriverId],
     reply: &[String],
     ttl_ms: u64,
@@ -135,7 +136,7 @@ pub fn decode_positions(
                     .map_err(|_| anyhow::anyhow!("set_position reply {r:?}: {s:?} is not a number"))
             };
             match r[0].as_str() {
-                "ok" => DriverState::from_packed(id.as_str(), &r[1], num(&r[2])?, ttl_ms)
+                "ok" => DriverState::from_packed(id.as_str(), city, &r[1], num(&r[2])?, ttl_ms)
                     .map(PositionOutcome::Accepted)
                     .ok_or_else(|| anyhow::anyhow!("undecodable state {:?}", r[1])),
                 "stale" => Ok(PositionOutcome::Stale {
@@ -168,7 +169,7 @@ async fn run_one(
     let reply: Vec<String> = scripts::run(conn, &SET_POSITION, &cmd)
         .await
         .map_err(redis_error("set_position"))?;
-    decode_positions(&[id], &reply, settings.driver_ttl_ms)?
+    decode_positions(city, &[id], &reply, settings.driver_ttl_ms)?
         .pop()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("empty set_position reply")))
 }
@@ -344,12 +345,16 @@ async fn arrive_leased(
         match run_one(conn, keys, settings, id, &prev, &pos, PositionMode::Leave).await? {
             PositionOutcome::Unknown => {}
             PositionOutcome::Left { packed, score: s } => {
-                let mut f = packed.split('|').skip(4);
-                if pos.status.is_none() && f.next() == Some("offline") {
+                // The packed state's status and vehicle codes (see `DriverState::from_packed`).
+                let mut f = packed.split('|').skip(3);
+                if pos.status.is_none()
+                    && f.next().and_then(super::DriverStatus::from_code)
+                        == Some(super::DriverStatus::Offline)
+                {
                     pos.status = Some(super::ShiftStatus::Offline);
                 }
                 if pos.vehicle_type.is_none() {
-                    pos.vehicle_type = f.next().and_then(super::VehicleType::parse);
+                    pos.vehicle_type = f.next().and_then(super::VehicleType::from_code);
                 }
                 score = s;
             }
@@ -383,7 +388,7 @@ async fn arrive_leased(
     let (reply,): (Vec<String>,) = scripts::run_pipeline(conn, &SET_POSITION, &pipe)
         .await
         .map_err(redis_error("set_position"))?;
-    let outcome = decode_positions(&[id], &reply, settings.driver_ttl_ms)?
+    let outcome = decode_positions(city.as_str(), &[id], &reply, settings.driver_ttl_ms)?
         .pop()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("empty set_position reply")))?;
     if matches!(outcome, PositionOutcome::Accepted(_)) {
@@ -449,7 +454,7 @@ async fn run_grouped(
             let mut out = Vec::with_capacity(indexes.len());
             for (chunk, reply) in chunks.iter().zip(&replies) {
                 let ids: Vec<&DriverId> = chunk.iter().map(|&i| &all[i].0).collect();
-                let decoded = decode_positions(&ids, reply, settings.driver_ttl_ms)?;
+                let decoded = decode_positions(city.as_str(), &ids, reply, settings.driver_ttl_ms)?;
                 out.extend(chunk.iter().copied().zip(decoded));
             }
             Ok::<_, ApiError>(out)
@@ -799,13 +804,15 @@ pub async fn load_driver(
         .map_err(redis_error("load driver"))?;
     match packed {
         None => Ok(None),
-        Some(packed) => {
-            DriverState::from_packed(id.as_str(), &packed, time_ms(time), settings.driver_ttl_ms)
-                .map(Some)
-                .ok_or_else(|| {
-                    ApiError::Internal(anyhow::anyhow!("undecodable state {packed:?} of {id}"))
-                })
-        }
+        Some(packed) => DriverState::from_packed(
+            id.as_str(),
+            &city,
+            &packed,
+            time_ms(time),
+            settings.driver_ttl_ms,
+        )
+        .map(Some)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable state {packed:?} of {id}"))),
     }
 }
 
@@ -910,7 +917,7 @@ pub async fn put_status(
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_driver(&path)?;
-    let (_, reply) = run_on_driver_city(
+    let (city, reply) = run_on_driver_city(
         &store,
         &SET_STATUS,
         city_script_keys,
@@ -927,7 +934,9 @@ pub async fn put_status(
                 .unwrap_or(0.0) as i64;
             let state = reply
                 .get(1)
-                .and_then(|p| DriverState::from_packed(id.as_str(), p, now, settings.driver_ttl_ms))
+                .and_then(|p| {
+                    DriverState::from_packed(id.as_str(), &city, p, now, settings.driver_ttl_ms)
+                })
                 .ok_or_else(|| {
                     ApiError::Internal(anyhow::anyhow!("bad set_status reply {reply:?}"))
                 })?;

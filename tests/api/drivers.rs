@@ -776,3 +776,28 @@ async fn the_liveness_index_bounds_each_buckets_oldest_driver_and_the_sweep_make
         .unwrap();
     assert!(!exists, "an empty bucket is no key");
 }
+
+#[tokio::test]
+async fn a_driver_moving_city_keeps_its_vehicle_type_and_offline_status() {
+    let app = spawn_app().await;
+    let t = now_ms();
+    let first = app
+        .put_location(
+            "m2",
+            PARIS.0,
+            PARIS.1,
+            t,
+            json!({"vehicle_type": "van", "status": "offline"}),
+        )
+        .await;
+    assert_eq!(first.json["status"], "offline", "{}", first.text);
+    let moved = app
+        .put_location("m2", BERLIN.0, BERLIN.1, t + 1000, json!({}))
+        .await;
+    assert_eq!(moved.json["city"], "berlin", "{}", moved.text);
+    assert_eq!(moved.json["vehicle_type"], "van", "{}", moved.text);
+    assert_eq!(moved.json["status"], "offline", "{}", moved.text);
+    let read = app.get("/v1/drivers/m2").await;
+    assert_eq!(read.json["city"], "berlin", "{}", read.text);
+    assert_eq!(read.json["vehicle_type"], "van", "{}", read.text);
+}
