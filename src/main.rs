@@ -69,6 +69,10 @@ enum BenchCommand {
         /// never preempt it in the middle of a command (what SLOWLOG would count).
         #[arg(long)]
         redis_realtime: bool,
+        /// Send every fleet position with accuracy_m, heading_deg and speed_mps, as phones
+        /// usually do (the stored state, and so the memory per driver, grows with them).
+        #[arg(long)]
+        motion: bool,
     },
     /// Dispatch decisions per second and latency, drivers completing each order at once
     /// (in-process engine and end to end over HTTP), with the invariant check of the history.
@@ -284,6 +288,7 @@ fn main() -> anyhow::Result<()> {
                         http_workers,
                         postgis_script,
                         redis_realtime,
+                        motion,
                     } => {
                         let rows = geodispatch::bench::nearby(geodispatch::bench::NearbyOptions {
                             sizes,
@@ -292,9 +297,10 @@ fn main() -> anyhow::Result<()> {
                             http_workers,
                             postgis_script: (postgis_script != "none").then(|| PathBuf::from(postgis_script)),
                             redis_realtime,
+                            motion,
                         })
                         .await?;
-                        anyhow::Ok(serde_json::json!({"scenario": "nearby", "duration_s": duration, "connections": connections, "redis_realtime": redis_realtime, "rows": rows}))
+                        anyhow::Ok(serde_json::json!({"scenario": "nearby", "duration_s": duration, "connections": connections, "redis_realtime": redis_realtime, "motion": motion, "rows": rows}))
                     }
                     BenchCommand::Dispatch {
                         drivers,

@@ -115,13 +115,34 @@ async fn load_fleet(
     drivers: &[(String, f64, f64, &'static str)],
     connections: usize,
 ) -> anyhow::Result<f64> {
+    load_fleet_with(addr, drivers, connections, false).await
+}
+
+/// [`load_fleet`], with `motion`: every position also carries `accuracy_m` (3.0–19.9 m, one
+/// decimal), `heading_deg` (whole degrees) and `speed_mps` (0.0–14.9, one decimal), as a
+/// phone's fix does.
+async fn load_fleet_with(
+    addr: &str,
+    drivers: &[(String, f64, f64, &'static str)],
+    connections: usize,
+    motion: bool,
+) -> anyhow::Result<f64> {
     let t = now_ms();
     let bodies: Vec<Vec<u8>> = drivers
         .chunks(1_000)
         .map(|chunk| {
             let positions: Vec<_> = chunk
                 .iter()
-                .map(|(id, lat, lon, vt)| json!({"driver_id": id, "lat": lat, "lon": lon, "recorded_at": t, "vehicle_type": vt}))
+                .enumerate()
+                .map(|(i, (id, lat, lon, vt))| {
+                    let mut p = json!({"driver_id": id, "lat": lat, "lon": lon, "recorded_at": t, "vehicle_type": vt});
+                    if motion {
+                        p["accuracy_m"] = json!(3.0 + (i % 170) as f64 / 10.0);
+                        p["heading_deg"] = json!(((i * 37) % 360) as f64);
+                        p["speed_mps"] = json!((i % 150) as f64 / 10.0);
+                    }
+                    p
+                })
                 .collect();
             serde_json::to_vec(&json!({ "positions": positions })).expect("json")
         })
@@ -380,6 +401,8 @@ pub struct NearbyOptions {
     pub postgis_script: Option<PathBuf>,
     /// Run Redis' main thread under `SCHED_FIFO` ([`LocalRedis::set_realtime`]).
     pub redis_realtime: bool,
+    /// Fleet positions carry accuracy, heading and speed ([`load_fleet_with`]).
+    pub motion: bool,
 }
 
 /// `bench nearby`: nearest-20 through the service vs naive GEOSEARCH and PostGIS KNN.
@@ -395,7 +418,7 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
         let drivers = fleet(n, 1);
         let mut r = bed.redis().await?;
         let before = used_memory(&mut r).await?;
-        let ingest = load_fleet(&bed.app_addr, &drivers, 4).await?;
+        let ingest = load_fleet_with(&bed.app_addr, &drivers, 4, opts.motion).await?;
         eprintln!("loaded {n} drivers over HTTP batches at {ingest:.0} positions/s");
         let mut r = bed.redis().await?;
         // Every driver has a score of 3.5–5.0 (a rating), written straight into the city's
