@@ -24,7 +24,7 @@
 -- ARGV[2] order_id   ARGV[3] the order's city
 -- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
 --         deliver; '' otherwise)
--- ARGV[6] city whose keys are KEYS[9..12] (where the caller believes the order's driver is)
+-- ARGV[6] city whose keys are KEYS[9..12]: the order's city (its driver stays there while busy)
 -- ARGV[7] delay in ms before a pending order is dispatched again (retry timer)
 -- ARGV[8] dispatch attempts before a pending order fails   ARGV[9] score added per delivery
 -- ARGV[10] events stream MAXLEN (approximate)   ARGV[11] city ops channel

@@ -23,9 +23,6 @@ use crate::scripts::{self, evalsha};
 use crate::search::{Area, KnnTuning, Search};
 use crate::store::Store;
 
-/// How often a transition is re-run after it reports that the order's driver is in another city.
-const MOVE_RETRIES: usize = 4;
-
 /// A transition of an order after its offer (see `lua/order_transition.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -210,7 +207,8 @@ impl Dispatcher {
         ]
     }
 
-    /// Run `order_transition.lua`, following the order's driver to its city when it moved.
+    /// Run `order_transition.lua`. The order's driver is in the order's city: a busy driver
+    /// stays in its order's city until the order lets go of it (`lua/set_position.lua`).
     async fn run_transition(
         &self,
         city: &str,
@@ -218,28 +216,12 @@ impl Dispatcher {
         mut args: Vec<String>,
     ) -> Result<Vec<String>, ApiError> {
         let mut conn = self.store.conn();
-        let mut driver_city = city.to_owned();
-        for _ in 0..MOVE_RETRIES {
-            args[5] = driver_city.clone();
-            let keys = order_script_keys(self.store.keys(), city, order, &driver_city);
-            let cmd = evalsha(&ORDER_TRANSITION, &keys, &args);
-            let reply: Vec<String> = scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
-                .await
-                .map_err(redis_error("order transition"))?;
-            match reply.first().map(String::as_str) {
-                Some("moved") => {
-                    driver_city = reply
-                        .get(1)
-                        .filter(|c| self.cities.get(c).is_some())
-                        .cloned()
-                        .ok_or_else(|| anyhow::anyhow!("driver in unknown city: {reply:?}"))?;
-                }
-                _ => return Ok(reply),
-            }
-        }
-        Err(ApiError::Internal(anyhow::anyhow!(
-            "the driver of order {order} kept moving between cities"
-        )))
+        args[5] = city.to_owned();
+        let keys = order_script_keys(self.store.keys(), city, order, city);
+        let cmd = evalsha(&ORDER_TRANSITION, &keys, &args);
+        scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
+            .await
+            .map_err(redis_error("order transition"))
     }
 
     fn decode(reply: &[String]) -> Result<(), TransitionError> {
@@ -859,23 +841,7 @@ impl Dispatcher {
         let replies: Vec<Vec<String>> = scripts::run_pipeline(&mut conn, &ORDER_TRANSITION, &pipe)
             .await
             .map_err(redis_error("order transitions"))?;
-        let mut out = Vec::with_capacity(steps.len());
-        for (i, reply) in replies.iter().enumerate() {
-            if reply.first().map(String::as_str) == Some("moved") {
-                // The driver changed city: the rest (nothing was written by the moved step)
-                // goes one by one, following the driver.
-                for step in &steps[i..] {
-                    out.push(
-                        self.transition_in(city, id, *step, driver)
-                            .await
-                            .map_err(TransitionError::Api),
-                    );
-                }
-                return Ok(out);
-            }
-            out.push(Self::decode(reply));
-        }
-        Ok(out)
+        Ok(replies.iter().map(|reply| Self::decode(reply)).collect())
     }
 
     /// Dispatch an order by id (looks its city up first).

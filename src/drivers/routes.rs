@@ -857,7 +857,7 @@ pub async fn get_driver(
 
 /// Run a one-city script on a driver, following it if it moves city meanwhile: the script gets
 /// `keys_for(city)` as KEYS and `driver_id, city, extra_args…` as ARGV, and answers
-/// `{'missing'}`, `{'moved', city}` or anything else. Returns the city and that reply, or
+/// `{'missing'}` (no state in that city: the directory is read again) or anything else. Returns the city and that reply, or
 /// `None` when the driver does not exist.
 pub async fn run_on_driver_city(
     store: &Store,
@@ -885,7 +885,6 @@ pub async fn run_on_driver_city(
             Some("missing") => {
                 city = load_city(store, id).await?.filter(|now| *now != c);
             }
-            Some("moved") => city = reply.get(1).cloned(),
             _ => return Ok(Some((c, reply))),
         }
     }
