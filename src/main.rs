@@ -30,6 +30,14 @@ enum Command {
     },
     /// Print the OpenAPI document as JSON.
     Openapi,
+    /// Bring driver keys written by a build before session 6 to the current layout (packed
+    /// states, liveness and directory buckets), then print what changed as JSON. Stop every
+    /// service instance first; running it again is harmless.
+    Migrate {
+        /// TOML settings file (overridden by GEODISPATCH_* variables).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Benchmarks behind docs/BENCHMARKS.md (each starts its own redis-server and service).
     Bench {
         #[command(subcommand)]
@@ -422,6 +430,17 @@ fn main() -> anyhow::Result<()> {
             if !report.ok() {
                 anyhow::bail!("invariant violations or lost orders: see the report");
             }
+            Ok(())
+        }
+        Command::Migrate { config } => {
+            let settings = Settings::from_env(config.as_deref())?;
+            geodispatch::telemetry::init(settings.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            let report = runtime.block_on(geodispatch::startup::migrate(settings))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Openapi => {

@@ -381,17 +381,30 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     Ok(server.run())
 }
 
-/// The `serve` command: use the configured Redis or start a local one, load seed data, serve
-/// until SIGTERM / Ctrl-C, then stop the local Redis.
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let mut local = None;
+/// The `migrate` command: bring driver keys of an earlier build to the current layout
+/// ([`crate::drivers::migrate_layout`]) in the Redis the settings name (or the local one), and
+/// print what changed. Stop every service instance first.
+pub async fn migrate(settings: Settings) -> anyhow::Result<crate::drivers::MigrateReport> {
+    let (redis_url, local) = redis_for(&settings).await?;
+    let context = AppContext::new(settings, &redis_url)?;
+    let report = crate::drivers::migrate_layout(&context.store, &context.cities).await?;
+    if let Some(mut redis) = local {
+        redis.stop().await?;
+    }
+    Ok(report)
+}
+
+/// The Redis the settings name, or, when they name none, a local `redis-server` started (AOF
+/// on, in `redis_data_dir`) and kept by the caller for as long as it is used. Returns the URL
+/// for a standalone Redis (empty for Sentinel and Cluster, which the settings describe).
+pub async fn redis_for(settings: &Settings) -> anyhow::Result<(String, Option<LocalRedis>)> {
     let redis_url = match &settings.redis_url {
         Some(url) => {
             tracing::info!(redis = %redact(url), "using the configured Redis");
             url.clone()
         }
         None if settings.redis_sentinels.is_some() || settings.redis_cluster_nodes.is_some() => {
-            let topology = Topology::from_settings(&settings, "");
+            let topology = Topology::from_settings(settings, "");
             match &topology {
                 Topology::Sentinel { sentinels, master } => tracing::info!(
                     sentinels = %sentinels.iter().map(|u| redact(u)).collect::<Vec<_>>().join(","),
@@ -420,10 +433,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 "no Redis URL configured: started and supervising a local redis-server (AOF on); set GEODISPATCH_REDIS_URL to use your own"
             );
             let url = redis.url();
-            local = Some(redis);
-            url
+            return Ok((url, Some(redis)));
         }
     };
+    Ok((redis_url, None))
+}
+
+/// The `serve` command: use the configured Redis or start a local one, load seed data, serve
+/// until SIGTERM / Ctrl-C, then stop the local Redis.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let (redis_url, local) = redis_for(&settings).await?;
     let seed = settings.seed.clone();
     let mut settings = settings;
     let dev_keys = settings.auth_enabled && settings.admin_key.is_none();

@@ -27,12 +27,14 @@
 //! `delete_driver.lua`, `sweep_stale.lua`) that checks the stored state and writes all indexes
 //! at once, so a stale or concurrent update can never leave the indexes half-moved.
 
+mod migrate;
 mod model;
 mod routes;
 mod sweeper;
 
 use std::sync::LazyLock;
 
+pub use migrate::{MigrateReport, migrate_layout};
 pub use model::{
     BatchPosition, BatchRequest, BatchResponse, BatchResult, BatchStatus, DriverState,
     DriverStatus, LocationUpdate, RecordedAt, ShiftStatus, StatusUpdate, ValidPosition,

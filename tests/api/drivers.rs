@@ -801,3 +801,98 @@ async fn a_driver_moving_city_keeps_its_vehicle_type_and_offline_status() {
     assert_eq!(read.json["city"], "berlin", "{}", read.text);
     assert_eq!(read.json["vehicle_type"], "van", "{}", read.text);
 }
+
+/// `geodispatch migrate` brings keys of the layout before session 6 to the current one: the
+/// driver is readable, searchable and updatable afterwards, the old keys are gone, and a
+/// second run changes nothing.
+#[tokio::test]
+async fn migrate_brings_the_old_driver_layout_to_the_current_one() {
+    let app = spawn_app().await;
+    let prefix = app.context.settings.key_prefix.clone();
+    let t = now_ms();
+    let mut conn = app.redis_conn().await;
+    let () = redis::pipe()
+        .cmd("HSET")
+        .arg(format!("{prefix}:{{paris}}:drivers"))
+        .arg("old1")
+        .arg(format!(
+            "paris|{t}|{}|{}|available|van|5||",
+            PARIS.0, PARIS.1
+        ))
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{prefix}:{{paris}}:seen"))
+        .arg(t)
+        .arg("old1")
+        .ignore()
+        .cmd("GEOADD")
+        .arg(format!("{prefix}:{{paris}}:geo:available"))
+        .arg(PARIS.1)
+        .arg(PARIS.0)
+        .arg("v:old1")
+        .ignore()
+        .cmd("GEOADD")
+        .arg(format!("{prefix}:{{paris}}:geo:available:van"))
+        .arg(PARIS.1)
+        .arg(PARIS.0)
+        .arg("old1")
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("{prefix}:drivers:city"))
+        .arg("old1")
+        .arg(format!("paris|{t}"))
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let migrate = || geodispatch::drivers::migrate_layout(&app.context.store, &app.context.cities);
+    let report = migrate().await.unwrap();
+    assert_eq!(
+        report,
+        geodispatch::drivers::MigrateReport {
+            states_rewritten: 1,
+            seen_moved: 1,
+            per_vehicle_sets_deleted: 1,
+            directory_moved: 1,
+        }
+    );
+    let keys = app.keys().await;
+    for old in [
+        format!("{prefix}:{{paris}}:seen"),
+        format!("{prefix}:{{paris}}:geo:available:van"),
+        format!("{prefix}:drivers:city"),
+    ] {
+        assert!(!keys.contains(&old), "{old} is gone: {keys:?}");
+    }
+
+    let read = app.get("/v1/drivers/old1").await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.json["city"], "paris");
+    assert_eq!(read.json["vehicle_type"], "van");
+    assert_eq!(read.json["status"], "available");
+    assert_eq!(read.json["accuracy_m"], 5.0);
+    assert_eq!(read.json["fresh"], true);
+    let near = app
+        .get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}&vehicle_type=van",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert_eq!(
+        near.json["drivers"][0]["driver_id"], "old1",
+        "{}",
+        near.text
+    );
+    let moved = app
+        .put_location("old1", BERLIN.0, BERLIN.1, t + 1000, json!({}))
+        .await;
+    assert_eq!(moved.json["city"], "berlin", "{}", moved.text);
+    assert_eq!(moved.json["vehicle_type"], "van", "{}", moved.text);
+
+    assert_eq!(
+        migrate().await.unwrap(),
+        geodispatch::drivers::MigrateReport::default(),
+        "a second run changes nothing"
+    );
+}
