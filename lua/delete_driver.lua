@@ -2,7 +2,8 @@
 -- its state.
 --
 -- KEYS[1]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
--- KEYS[2]      liveness bucket index of that city: bucket -> recorded_ms of its oldest driver
+-- KEYS[2]      liveness bucket index of that city: bucket -> lower bound of its oldest time
+--              (set exact here for the driver's bucket)
 -- KEYS[3]      driver score sorted set of that city
 -- KEYS[4..6]   GEO sets of that city, one per status (available, busy, offline); members are
 --              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')

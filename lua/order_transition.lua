@@ -16,7 +16,7 @@
 -- KEYS[6]      events stream of the order's city
 -- KEYS[7]      dispatch queue stream of the order's city
 -- KEYS[8]      the order's lock key
--- KEYS[9]      driver score sorted set of the city of the order's driver (ARGV[6])
+-- KEYS[9]      driver score sorted set of the order's city (a busy driver stays in its order's city)
 -- KEYS[10..12] GEO sets of that city, one per status (available, busy, offline); members are
 --              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
 -- KEYS[13]     fencing counter of the order's city (create with a lock token)
@@ -24,7 +24,7 @@
 -- ARGV[2] order_id   ARGV[3] the order's city
 -- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
 --         deliver; '' otherwise)
--- ARGV[6] city whose keys are KEYS[9..12]: the order's city (its driver stays there while busy)
+-- ARGV[6] the order's city again (not read; kept so that the later ARGV keep their places)
 -- ARGV[7] delay in ms before a pending order is dispatched again (retry timer)
 -- ARGV[8] dispatch attempts before a pending order fails   ARGV[9] score added per delivery
 -- ARGV[10] events stream MAXLEN (approximate)   ARGV[11] city ops channel

@@ -25,8 +25,7 @@
 --                        removed from every index of this city (its state and score too) and
 --                        answers 'left'; a busy driver stays in this city (it belongs to its
 --                        order's city until the order ends) and the position is stored here
--- ARGV[3] this city
--- then 9 ARGV per position, from ARGV[4]:
+-- then 9 ARGV per position, from ARGV[3]:
 --   driver_id, lon, lat, recorded_ms,
 --   requested status ('' keeps it; new drivers start 'available'; or 'available' | 'offline'),
 --   vehicle type ('' keeps it; new drivers are 'car'; or bike|scooter|car|van),
@@ -45,17 +44,17 @@
 -- updates, not five commands.
 local STATUS = {available = 0, busy = 1, offline = 2}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
--- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
+-- Packed state codes (see KEYS[1] above): status a|b|o, vehicle b|s|c|v.
 local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
 local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
 local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local skew, mode, city = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local skew, mode = tonumber(ARGV[1]), ARGV[2]
 
 local ids = {}
-for a = 4, #ARGV, 9 do
+for a = 3, #ARGV, 9 do
   ids[#ids + 1] = ARGV[a]
 end
 if #ids == 0 then
@@ -120,7 +119,7 @@ local function decide(i, a)
 end
 
 for i = 1, #ids do
-  local code, x, y = decide(i, 4 + (i - 1) * 9)
+  local code, x, y = decide(i, 3 + (i - 1) * 9)
   out[#out + 1] = code
   out[#out + 1] = tostring(x)
   out[#out + 1] = tostring(y)

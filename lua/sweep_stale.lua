@@ -18,7 +18,6 @@
 local STATUS = {available = 0, busy = 1, offline = 2}
 local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
 -- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
-local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
 local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
 local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
 local t = redis.call('TIME')

@@ -12,8 +12,9 @@
 //! driver gone stale since the last sweep (an entry is a lower bound of its bucket's oldest
 //! time, which the sweeper makes exact ahead of the TTL). Only candidates in those buckets
 //! (usually none) have their last-seen time read, in one more round trip, so stale drivers are
-//! dropped even between sweeps without a lookup per candidate. The answer is exact at every step: a set that filled its `COUNT` only
-//! vouches for distances up to its last member, and then `COUNT` grows instead of the radius.
+//! dropped even between sweeps without a lookup per candidate. The answer is exact at every
+//! step: a set that filled its `COUNT` only vouches for distances up to its last member, and
+//! then `COUNT` grows instead of the radius.
 //! It is a read, so it needs no script, and no Redis command on this path is long.
 
 use std::collections::HashMap;

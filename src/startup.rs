@@ -135,7 +135,7 @@ pub fn script_key_sets(keys: &Keys, cities: &CityIndex) -> Vec<(String, Vec<Stri
         ));
         out.push((
             format!("claim_offer/order_transition in {c}"),
-            crate::dispatch::order_script_keys(keys, c, "probe", c),
+            crate::dispatch::order_script_keys(keys, c, "probe"),
         ));
         out.push((
             format!("lock_order in {c}"),

@@ -188,7 +188,7 @@ impl Dispatcher {
         &self.cities
     }
 
-    fn common_args(&self, op: &str, order: &str, city: &str, driver_city: &str) -> Vec<String> {
+    fn common_args(&self, op: &str, order: &str, city: &str) -> Vec<String> {
         let keys = self.store.keys();
         vec![
             op.to_owned(),
@@ -196,7 +196,7 @@ impl Dispatcher {
             city.to_owned(),
             String::new(),
             String::new(),
-            driver_city.to_owned(),
+            city.to_owned(),
             self.settings.dispatch_retry_ms.to_string(),
             self.settings.dispatch_max_attempts.to_string(),
             self.settings.score_per_delivery.to_string(),
@@ -213,11 +213,10 @@ impl Dispatcher {
         &self,
         city: &str,
         order: &str,
-        mut args: Vec<String>,
+        args: Vec<String>,
     ) -> Result<Vec<String>, ApiError> {
         let mut conn = self.store.conn();
-        args[5] = city.to_owned();
-        let keys = order_script_keys(self.store.keys(), city, order, city);
+        let keys = order_script_keys(self.store.keys(), city, order);
         let cmd = evalsha(&ORDER_TRANSITION, &keys, &args);
         scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
             .await
@@ -284,7 +283,7 @@ impl Dispatcher {
         if owner != city {
             return Err(TransitionError::Exists);
         }
-        let mut args = self.common_args("create", id.as_str(), city, city);
+        let mut args = self.common_args("create", id.as_str(), city);
         args.push(pickup.lat.to_string());
         args.push(pickup.lon.to_string());
         args.push(dropoff.map(|d| d.lat.to_string()).unwrap_or_default());
@@ -428,7 +427,7 @@ impl Dispatcher {
         transition: Transition,
         driver: Option<(&str, u64)>,
     ) -> Result<Vec<String>, ApiError> {
-        let mut args = self.common_args(transition.op(), id, city, city);
+        let mut args = self.common_args(transition.op(), id, city);
         if let Some((driver, fence)) = driver {
             args[3] = driver.to_owned();
             args[4] = fence.to_string();
@@ -485,7 +484,7 @@ impl Dispatcher {
 
     /// Expire a due offer or re-queue a waiting order (timer scan); `true` when something was due.
     pub async fn fire_timer(&self, city: &str, order: &str) -> Result<bool, ApiError> {
-        let args = self.common_args("timer", order, city, city);
+        let args = self.common_args("timer", order, city);
         let reply = self.run_transition(city, order, args).await?;
         Ok(reply.first().map(String::as_str) == Some("ok"))
     }
@@ -635,11 +634,7 @@ impl Dispatcher {
             args.push(id.clone());
             args.push(distance.to_string());
         }
-        let cmd = evalsha(
-            &CLAIM_OFFER,
-            &order_script_keys(keys, city, order, city),
-            &args,
-        );
+        let cmd = evalsha(&CLAIM_OFFER, &order_script_keys(keys, city, order), &args);
         let mut conn = self.store.conn();
         let reply: Vec<String> = scripts::run(&mut conn, &CLAIM_OFFER, &cmd)
             .await
@@ -801,7 +796,7 @@ impl Dispatcher {
         match claim {
             Claim::Offered(result) => Ok(DispatchOutcome::Offered(result)),
             Claim::NoDriver if count_attempt => {
-                let mut args = self.common_args("attempt", order, city, city);
+                let mut args = self.common_args("attempt", order, city);
                 args[12] = lease.token.clone();
                 let reply = self.run_transition(city, order, args).await?;
                 if let Err(e) = Self::decode(&reply) {
@@ -828,13 +823,12 @@ impl Dispatcher {
     ) -> Result<Vec<Result<(), TransitionError>>, ApiError> {
         let mut pipe = redis::pipe();
         for step in steps {
-            let mut args = self.common_args(step.op(), id, city, city);
+            let mut args = self.common_args(step.op(), id, city);
             if let Some((driver, fence)) = driver {
                 args[3] = driver.to_owned();
                 args[4] = fence.to_string();
             }
-            args[5] = city.to_owned();
-            let keys = order_script_keys(self.store.keys(), city, id, city);
+            let keys = order_script_keys(self.store.keys(), city, id);
             pipe.add_command(evalsha(&ORDER_TRANSITION, &keys, &args));
         }
         let mut conn = self.store.conn();

@@ -118,20 +118,20 @@ pub fn idempotency_key(keys: &Keys, key: &str) -> String {
 /// The consumer group of the dispatch workers.
 pub const GROUP: &str = "dispatchers";
 
-/// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city`, with the driver
-/// keys of `driver_city` (where the order's driver is).
-pub fn order_script_keys(keys: &Keys, city: &str, order: &str, driver_city: &str) -> Vec<String> {
+/// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city` (the driver keys
+/// are the city's too: a busy driver stays in its order's city).
+pub fn order_script_keys(keys: &Keys, city: &str, order: &str) -> Vec<String> {
     let mut out = Vec::with_capacity(13);
     out.push(order_key(keys, city, order));
-    out.push(state_key(keys, driver_city));
+    out.push(state_key(keys, city));
     out.push(assignments_key(keys, city));
     out.push(excluded_key(keys, city, order));
     out.push(timers_key(keys, city));
     out.push(events_key(keys, city));
     out.push(queue_key(keys, city));
     out.push(lock_key(keys, city, order));
-    out.push(scores_key(keys, driver_city));
-    out.extend(all_geo_keys(keys, driver_city));
+    out.push(scores_key(keys, city));
+    out.extend(all_geo_keys(keys, city));
     out.push(fence_key(keys, city));
     out
 }

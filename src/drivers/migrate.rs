@@ -19,7 +19,7 @@ use super::{
     DriverStatus, VehicleType, directory_key, driver_bucket, seen_bucket_key, seen_key, state_key,
 };
 use crate::cities::CityIndex;
-use crate::store::Store;
+use crate::store::{RedisConn, Store};
 
 /// What a migration changed.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -61,6 +61,43 @@ pub fn convert_state(packed: &str) -> Option<String> {
     )
 }
 
+/// The pages of an `HSCAN` or `ZSCAN` of one key (none when the key does not exist).
+struct Scan<'a> {
+    cmd: &'static str,
+    key: &'a str,
+    /// `None` once the scan is complete.
+    cursor: Option<u64>,
+}
+
+impl<'a> Scan<'a> {
+    fn new(cmd: &'static str, key: &'a str) -> Self {
+        Scan {
+            cmd,
+            key,
+            cursor: Some(0),
+        }
+    }
+
+    /// The next page, or `None` after the last.
+    async fn next<T: redis::FromRedisValue>(
+        &mut self,
+        conn: &mut RedisConn,
+    ) -> redis::RedisResult<Option<Vec<T>>> {
+        let Some(cursor) = self.cursor else {
+            return Ok(None);
+        };
+        let (next, page): (u64, Vec<T>) = redis::cmd(self.cmd)
+            .arg(self.key)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(conn)
+            .await?;
+        self.cursor = (next != 0).then_some(next);
+        Ok(Some(page))
+    }
+}
+
 /// Migrate every city of `cities` and the directory. See the module doc.
 pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result<MigrateReport> {
     let mut conn = store.conn();
@@ -70,15 +107,8 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
         let c = city.id.as_str();
 
         let states = state_key(keys, c);
-        let mut cursor = 0u64;
-        loop {
-            let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-                .arg(&states)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await?;
+        let mut scan = Scan::new("HSCAN", &states);
+        while let Some(page) = scan.next::<(String, String)>(&mut conn).await? {
             let converted: Vec<(String, String)> = page
                 .into_iter()
                 .filter_map(|(id, packed)| convert_state(&packed).map(|s| (id, s)))
@@ -91,60 +121,39 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
                     .query_async(&mut conn)
                     .await?;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
 
         let old_seen = keys.city(c, "seen");
-        let kind: String = redis::cmd("TYPE")
-            .arg(&old_seen)
-            .query_async(&mut conn)
-            .await?;
-        if kind == "zset" {
-            let mut oldest: HashMap<u16, f64> = HashMap::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, page): (u64, Vec<(String, f64)>) = redis::cmd("ZSCAN")
-                    .arg(&old_seen)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query_async(&mut conn)
-                    .await?;
-                let mut pipe = redis::pipe();
-                for (id, ms) in &page {
-                    let bucket = driver_bucket(id);
-                    pipe.cmd("ZADD")
-                        .arg(seen_bucket_key(keys, c, bucket))
-                        .arg(*ms)
-                        .arg(id)
-                        .ignore();
-                    let low = oldest.entry(bucket).or_insert(*ms);
-                    *low = low.min(*ms);
-                }
-                report.seen_moved += page.len() as u64;
-                if !page.is_empty() {
-                    let () = pipe.query_async(&mut conn).await?;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+        let mut oldest: HashMap<u16, f64> = HashMap::new();
+        let mut scan = Scan::new("ZSCAN", &old_seen);
+        while let Some(page) = scan.next::<(String, f64)>(&mut conn).await? {
             let mut pipe = redis::pipe();
-            for (bucket, ms) in oldest {
+            for (id, ms) in &page {
+                let bucket = driver_bucket(id);
                 pipe.cmd("ZADD")
-                    .arg(seen_key(keys, c))
-                    .arg("LT")
-                    .arg(ms)
-                    .arg(bucket)
+                    .arg(seen_bucket_key(keys, c, bucket))
+                    .arg(*ms)
+                    .arg(id)
                     .ignore();
+                let low = oldest.entry(bucket).or_insert(*ms);
+                *low = low.min(*ms);
             }
-            pipe.cmd("DEL").arg(&old_seen).ignore();
-            let () = pipe.query_async(&mut conn).await?;
+            report.seen_moved += page.len() as u64;
+            if !page.is_empty() {
+                let () = pipe.query_async(&mut conn).await?;
+            }
         }
+        let mut pipe = redis::pipe();
+        for (bucket, ms) in oldest {
+            pipe.cmd("ZADD")
+                .arg(seen_key(keys, c))
+                .arg("LT")
+                .arg(ms)
+                .arg(bucket)
+                .ignore();
+        }
+        pipe.cmd("DEL").arg(&old_seen).ignore();
+        let () = pipe.query_async(&mut conn).await?;
 
         for status in DriverStatus::ALL {
             for vehicle in VehicleType::ALL {
@@ -156,15 +165,8 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
     }
 
     let old_directory = keys.global("drivers:city");
-    let mut cursor = 0u64;
-    loop {
-        let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-            .arg(&old_directory)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut conn)
-            .await?;
+    let mut scan = Scan::new("HSCAN", &old_directory);
+    while let Some(page) = scan.next::<(String, String)>(&mut conn).await? {
         let mut pipe = redis::pipe();
         for (id, entry) in &page {
             // HSETNX: an entry the current build already wrote in the buckets is newer.
@@ -178,10 +180,6 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
         if !page.is_empty() {
             let () = pipe.query_async(&mut conn).await?;
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
     let () = redis::cmd("DEL")
         .arg(&old_directory)

@@ -92,10 +92,9 @@ pub fn position_cmd(
             .iter()
             .map(|(id, _)| seen_bucket_key(keys, city, driver_bucket(id.as_str()))),
     );
-    let mut args = Vec::with_capacity(3 + 9 * items.len());
+    let mut args = Vec::with_capacity(2 + 9 * items.len());
     args.push(settings.max_clock_skew_ms.to_string());
     args.push(mode.as_str().to_owned());
-    args.push(city.to_owned());
     for (id, pos) in items {
         args.push(id.to_string());
         args.push(pos.point.lon.to_string());
@@ -857,8 +856,8 @@ pub async fn get_driver(
 
 /// Run a one-city script on a driver, following it if it moves city meanwhile: the script gets
 /// `keys_for(city)` as KEYS and `driver_id, city, extra_args…` as ARGV, and answers
-/// `{'missing'}` (no state in that city: the directory is read again) or anything else. Returns the city and that reply, or
-/// `None` when the driver does not exist.
+/// `{'missing'}` (no state in that city: the directory is read again) or anything else.
+/// Returns the city and that reply, or `None` when the driver does not exist.
 pub async fn run_on_driver_city(
     store: &Store,
     script: &'static redis::Script,
