@@ -10,7 +10,9 @@ COPY src ./src
 COPY lua ./lua
 COPY seed-data ./seed-data
 COPY tests ./tests
-RUN cargo build --release --locked --bin geodispatch
+COPY tools ./tools
+COPY testkit ./testkit
+RUN cargo build --release --locked -p geodispatch --bin geodispatch
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \

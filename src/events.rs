@@ -123,7 +123,8 @@ impl InvariantReport {
     }
 }
 
-/// Replay an event history (one city, stream order) and check I1–I4 of the dispatch issue.
+/// Replay an event history (one city, stream order) and check the four dispatch invariants
+/// (I1–I4 of [`InvariantReport`]).
 pub fn check_invariants(events: &[OrderEvent]) -> InvariantReport {
     let mut report = InvariantReport {
         events: events.len(),

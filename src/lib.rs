@@ -20,9 +20,11 @@
 //!   [`seed`] (seed data generation and loading), [`lock`] (leases with fencing numbers and
 //!   renewal), [`dispatch`] (orders, locked dispatch, offers, queue workers and timers),
 //!   [`events`] (the per-city event stream as SSE, and the invariant checker that replays it).
-//! - [`bench`]: the benchmark commands behind `docs/BENCHMARKS.md`; [`sim`]: the city
-//!   simulator (`geodispatch sim`); [`map`] (the live map page) and [`metrics`] (`/metrics`);
-//!   [`auth`] and [`ratelimit`] (protection of `/v1`).
+//! - [`map`] (the live map page) and [`metrics`] (`/metrics`); [`auth`] and [`ratelimit`]
+//!   (protection of `/v1`).
+//!
+//! The benchmarks, the simulator and the seed generator live in the `geodispatch-tools` crate
+//! (`tools/`), the real-process Redis harness in `geodispatch-testkit` (`testkit/`).
 //!
 //! # A request's path
 //! actix-web → `telemetry::request_id_middleware` (id, span, access log) → a capability handler
@@ -30,7 +32,6 @@
 //! command on the shared multiplexed Redis connection → JSON answer.
 
 pub mod auth;
-pub mod bench;
 pub mod cities;
 pub mod config;
 pub mod dispatch;
@@ -47,11 +48,9 @@ pub mod openapi;
 pub mod ranking;
 pub mod ratelimit;
 pub mod redis_local;
-pub mod redis_topology;
 pub mod scripts;
 pub mod search;
 pub mod seed;
-pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -1,5 +1,5 @@
-//! `geodispatch migrate`: bring driver keys written by a build before session 6 to the current
-//! layout. Run it with every service instance stopped (it is not atomic against live writes);
+//! `geodispatch migrate`: bring driver keys written in layout 1 (one big last-seen set and
+//! directory hash per deployment, city-prefixed packed states) to the current layout 2. Run it with every service instance stopped (it is not atomic against live writes);
 //! every step is idempotent, so it can be run again after an interruption.
 //!
 //! - the packed states of `gd:{city}:drivers` written as
@@ -7,8 +7,8 @@
 //!   `recorded_ms|lat|lon|S|V|accuracy|heading|speed` (see [`super::DriverState::from_packed`]);
 //! - the last-seen sorted set `gd:{city}:seen` is split into the liveness buckets and their
 //!   index, then deleted;
-//! - the per-vehicle GEO sets `gd:{city}:geo:<status>:<vehicle>` (before session 5; the
-//!   status sets hold every driver) are deleted;
+//! - the per-vehicle GEO sets `gd:{city}:geo:<status>:<vehicle>` (the oldest builds kept them
+//!   beside the status sets, which hold every driver) are deleted;
 //! - the directory hash `gd:drivers:city` is split into its buckets, then deleted.
 
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ pub struct MigrateReport {
 /// Entries read per `HSCAN`/`ZSCAN` step.
 const SCAN_COUNT: usize = 1_000;
 
-/// A packed state in the layout before session 6, rewritten in the current one; `None` when
+/// A packed state of layout 1, rewritten in the current one; `None` when
 /// `packed` is not in the old layout (already current, or unreadable).
 pub fn convert_state(packed: &str) -> Option<String> {
     let f: Vec<&str> = packed.split('|').collect();

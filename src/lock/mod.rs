@@ -5,7 +5,7 @@
 //! A lock alone cannot keep work safe: a holder paused past its TTL (GC, SIGSTOP, a slow
 //! network) wakes up believing it still holds the lock. The fencing number, which strictly
 //! increases per counter, lets the store itself refuse such a late write: dispatch records the
-//! number with the order and every transition checks it (issue 5). Lock and counter keys must
+//! number with the order and every transition checks it. Lock and counter keys must
 //! share a hash tag (e.g. the city) so both scripts stay in one Cluster slot.
 
 pub mod redlock;

@@ -802,7 +802,7 @@ async fn a_driver_moving_city_keeps_its_vehicle_type_and_offline_status() {
     assert_eq!(read.json["vehicle_type"], "van", "{}", read.text);
 }
 
-/// `geodispatch migrate` brings keys of the layout before session 6 to the current one: the
+/// `geodispatch migrate` brings keys of layout 1 to the current layout: the
 /// driver is readable, searchable and updatable afterwards, the old keys are gone, and a
 /// second run changes nothing.
 #[tokio::test]

@@ -1,11 +1,11 @@
-//! Fault tests (short versions of `geodispatch bench faults …`, whose full runs give the
+//! Fault tests (short versions of `geodispatch-tools bench faults …`, whose full runs give the
 //! figures of docs/RELIABILITY.md): dispatch load over real `geodispatch serve` processes while
 //! instances are killed or paused, Redis is killed and restarted from its AOF, or the
 //! Sentinel-managed primary is killed.
 
 use std::time::Duration;
 
-use geodispatch::bench::{FaultOptions, FaultReport, Scenario, faults};
+use geodispatch_testkit::faults::{FaultOptions, FaultReport, Scenario, faults};
 
 fn options(scenario: Scenario) -> FaultOptions {
     let mut o = FaultOptions::new(scenario, env!("CARGO_BIN_EXE_geodispatch").into());

@@ -18,5 +18,4 @@ mod protection;
 mod quickstart;
 mod ranking;
 mod search;
-mod sim;
 mod topology;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use geodispatch::config::Settings;
 use geodispatch::events::{check_invariants, read_history};
-use geodispatch::redis_topology::{LocalCluster, LocalSentinelGroup};
+use geodispatch_testkit::topology::{LocalCluster, LocalSentinelGroup};
 use serde_json::{Value, json};
 
 use crate::helpers::{BERLIN, Instance, PARIS, now_ms, start_instance, test_settings};
@@ -244,7 +244,7 @@ async fn the_api_suite_passes_on_a_sentinel_group() {
     assert_eq!(primary, group.nodes[0].port());
     let replica = group.nodes[1].port();
     let dbsize = |port: u16| async move {
-        geodispatch::redis_topology::query::<i64>(port, &redis::cmd("DBSIZE"))
+        geodispatch_testkit::topology::query::<i64>(port, &redis::cmd("DBSIZE"))
             .await
             .unwrap()
     };
@@ -259,11 +259,11 @@ async fn the_api_suite_passes_on_a_sentinel_group() {
     // (the sentinels close its clients' connections; a write reaching it would get READONLY).
     // The service asks the sentinels again and writes to the new primary; meanwhile a write is
     // answered 503, never 500.
-    let _: String = geodispatch::redis_topology::query(
+    let _: String = geodispatch_testkit::topology::query(
         group.sentinels[0].port(),
         redis::cmd("SENTINEL")
             .arg("FAILOVER")
-            .arg(geodispatch::redis_topology::MASTER_NAME),
+            .arg(geodispatch_testkit::topology::MASTER_NAME),
     )
     .await
     .unwrap();
@@ -277,10 +277,10 @@ async fn the_api_suite_passes_on_a_sentinel_group() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let info: String =
-            geodispatch::redis_topology::query(primary, redis::cmd("INFO").arg("replication"))
+            geodispatch_testkit::topology::query(primary, redis::cmd("INFO").arg("replication"))
                 .await
                 .unwrap();
-        if geodispatch::redis_topology::info_field(&info, "role").as_deref() == Some("slave") {
+        if geodispatch_testkit::topology::info_field(&info, "role").as_deref() == Some("slave") {
             break;
         }
         assert!(
@@ -309,7 +309,7 @@ async fn the_api_suite_passes_on_a_sentinel_group() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let stored: Option<String> = geodispatch::redis_topology::query(
+    let stored: Option<String> = geodispatch_testkit::topology::query(
         new,
         redis::cmd("HGET")
             .arg(geodispatch::drivers::state_key(
@@ -346,7 +346,7 @@ async fn the_api_suite_passes_on_a_cluster_and_cities_live_on_their_own_slots() 
     for city in ["paris", "berlin"] {
         let slot = geodispatch::store::slot(&keys.city(city, "x"));
         let (_, port) = cluster.owner_of(slot).await.unwrap();
-        let in_slot: Vec<String> = geodispatch::redis_topology::query(
+        let in_slot: Vec<String> = geodispatch_testkit::topology::query(
             port,
             redis::cmd("CLUSTER")
                 .arg("GETKEYSINSLOT")

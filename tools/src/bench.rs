@@ -1,17 +1,14 @@
-//! `geodispatch bench …`: the commands behind every figure in `docs/BENCHMARKS.md`.
+//! `geodispatch-tools bench …`: the commands behind every figure in `docs/BENCHMARKS.md`.
 //!
 //! Each scenario starts its own `redis-server` (in memory, free port) and the service
 //! in-process, loads data through the public API, then drives it over HTTP with a closed-loop
-//! load generator ([`load`]) and prints its figures next to the anchors measured in the same
+//! load generator ([`geodispatch_testkit::load`]) and prints its figures next to the anchors measured in the same
 //! run: our own no-Redis endpoint (`/healthz`) for HTTP overhead, `redis-benchmark` for raw
-//! GEOADD, a naive GEOSEARCH straight on Redis, and PostGIS KNN (`bench/postgis_knn.sh`).
+//! GEOADD, a naive GEOSEARCH straight on Redis, and PostGIS KNN (`tools/scripts/postgis_knn.sh`).
 
 mod dispatch;
-pub mod faults;
-pub mod load;
 
 pub use dispatch::{DispatchOptions, dispatch};
-pub use faults::{FaultOptions, FaultReport, Scenario, faults};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,34 +16,21 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::config::Settings;
-use crate::redis_local::{LocalRedis, LocalRedisOptions};
-use crate::seed::SplitMix64;
-use crate::startup::Application;
-
-/// The benchmark city: the 30×30 km square around central Paris.
-const CENTER: (f64, f64) = (48.85, 2.35);
-const HALF_KM: f64 = 15.0;
-const VEHICLES: [&str; 4] = ["bike", "scooter", "car", "van"];
-
-/// Epoch milliseconds by this machine's clock.
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn point_in_square(rng: &mut SplitMix64, half_km: f64) -> (f64, f64) {
-    let dlat = half_km / 111.32;
-    let dlon = half_km / (111.32 * CENTER.0.to_radians().cos());
-    let lat = CENTER.0 + (rng.next_f64() * 2.0 - 1.0) * dlat;
-    let lon = CENTER.1 + (rng.next_f64() * 2.0 - 1.0) * dlon;
-    ((lat * 1e6).round() / 1e6, (lon * 1e6).round() / 1e6)
-}
+use geodispatch::config::Settings;
+use geodispatch::redis_local::{LocalRedis, LocalRedisOptions};
+use geodispatch::startup::Application;
+use geodispatch_testkit::fleet::{
+    HALF_KM, fleet, load_fleet, load_fleet_with, point_in_square, queries,
+};
+use geodispatch_testkit::load;
+use geodispatch_testkit::now_ms;
+use geodispatch_testkit::rng::SplitMix64;
 
 /// A Redis and a service instance owned by one benchmark step.
 struct Bed {
     redis: LocalRedis,
     app_addr: String,
-    context: crate::startup::AppContext,
+    context: geodispatch::startup::AppContext,
     handle: actix_web::dev::ServerHandle,
     dir: PathBuf,
 }
@@ -106,97 +90,6 @@ impl Bed {
         let _ = self.redis.stop().await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Post `drivers` (id, lat, lon, vehicle) in batches of 1000 over `connections` connections;
-/// returns positions per second.
-async fn load_fleet(
-    addr: &str,
-    drivers: &[(String, f64, f64, &'static str)],
-    connections: usize,
-) -> anyhow::Result<f64> {
-    load_fleet_with(addr, drivers, connections, false).await
-}
-
-/// [`load_fleet`], with `motion`: every position also carries `accuracy_m` (3.0–19.9 m, one
-/// decimal), `heading_deg` (whole degrees) and `speed_mps` (0.0–14.9, one decimal), as a
-/// phone's fix does.
-async fn load_fleet_with(
-    addr: &str,
-    drivers: &[(String, f64, f64, &'static str)],
-    connections: usize,
-    motion: bool,
-) -> anyhow::Result<f64> {
-    let t = now_ms();
-    let bodies: Vec<Vec<u8>> = drivers
-        .chunks(1_000)
-        .map(|chunk| {
-            let positions: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, (id, lat, lon, vt))| {
-                    let mut p = json!({"driver_id": id, "lat": lat, "lon": lon, "recorded_at": t, "vehicle_type": vt});
-                    if motion {
-                        p["accuracy_m"] = json!(3.0 + (i % 170) as f64 / 10.0);
-                        p["heading_deg"] = json!(((i * 37) % 360) as f64);
-                        p["speed_mps"] = json!((i % 150) as f64 / 10.0);
-                    }
-                    p
-                })
-                .collect();
-            serde_json::to_vec(&json!({ "positions": positions })).expect("json")
-        })
-        .collect();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let mine: Vec<Vec<u8>> = bodies
-            .iter()
-            .skip(c)
-            .step_by(connections)
-            .cloned()
-            .collect();
-        let addr = addr.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = load::Conn::open(&addr).await?;
-            for body in mine {
-                let (status, answer) = conn
-                    .request("POST", "/v1/locations/batch", Some(&body))
-                    .await?;
-                anyhow::ensure!(status == 200, "batch answered {status}");
-                let text = std::str::from_utf8(answer).unwrap_or("");
-                anyhow::ensure!(
-                    !text.contains("\"invalid\"") && !text.contains("\"stale\""),
-                    "a batch item was rejected: {text}"
-                );
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(drivers.len() as f64 / started.elapsed().as_secs_f64())
-}
-
-fn fleet(n: usize, seed: u64) -> Vec<(String, f64, f64, &'static str)> {
-    let mut rng = SplitMix64::new(seed);
-    (0..n)
-        .map(|i| {
-            let (lat, lon) = point_in_square(&mut rng, HALF_KM);
-            (
-                format!("d{i:07}"),
-                lat,
-                lon,
-                VEHICLES[(rng.next_u64() % 4) as usize],
-            )
-        })
-        .collect()
-}
-
-fn queries(n: usize, seed: u64) -> Vec<(f64, f64)> {
-    let mut rng = SplitMix64::new(seed);
-    (0..n).map(|_| point_in_square(&mut rng, 10.0)).collect()
 }
 
 /// Run a naive `GEOSEARCH key FROMLONLAT … BYRADIUS r m ASC COUNT 20 WITHDIST` straight on
@@ -423,7 +316,8 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
         let mut r = bed.redis().await?;
         // Every driver has a score of 3.5–5.0 (a rating), written straight into the city's
         // score set (the API would take one request per driver).
-        let scores = crate::drivers::scores_key(&crate::store::Keys::new("bench"), "paris");
+        let scores =
+            geodispatch::drivers::scores_key(&geodispatch::store::Keys::new("bench"), "paris");
         let mut rng = SplitMix64::new(3);
         for chunk in drivers.chunks(10_000) {
             let mut zadd = redis::cmd("ZADD");

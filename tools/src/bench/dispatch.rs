@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::{Bed, fleet, load, load_fleet, point_in_square, redis_cpu_usec};
-use crate::dispatch::{Transition, engine::DispatchOutcome};
-use crate::domain::{GeoPoint, OrderId};
-use crate::seed::SplitMix64;
+use geodispatch::dispatch::{Transition, engine::DispatchOutcome};
+use geodispatch::domain::{GeoPoint, OrderId};
+use geodispatch_testkit::fleet::{fleet, load_fleet, point_in_square};
+use geodispatch_testkit::load;
+use geodispatch_testkit::rng::SplitMix64;
+
+use super::{Bed, redis_cpu_usec};
 
 /// Options of `bench dispatch`.
 #[derive(Debug, Clone)]
@@ -226,8 +229,8 @@ pub async fn dispatch(opts: DispatchOptions) -> anyhow::Result<serde_json::Value
         hello.ms(0.99)
     );
 
-    let history = crate::events::read_history(&bed.context.store, "paris").await?;
-    let report = crate::events::check_invariants(&history);
+    let history = geodispatch::events::read_history(&bed.context.store, "paris").await?;
+    let report = geodispatch::events::check_invariants(&history);
     eprintln!(
         "invariants over {} events of {} orders: double assignments {}, driver double orders {}, after terminal {}, fence regressions {}",
         report.events,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use geodispatch::sim::{SimOptions, run};
+use geodispatch_tools::sim::{SimOptions, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_simulation_keeps_every_invariant_and_loses_no_order() {
@@ -20,7 +20,7 @@ async fn a_short_simulation_keeps_every_invariant_and_loses_no_order() {
     })
     .await
     .expect("the simulation runs");
-    eprintln!("{}", geodispatch::sim::summary(&report));
+    eprintln!("{}", geodispatch_tools::sim::summary(&report));
     assert!(report.ok(), "{:#?}", report.invariants.violations);
     assert_eq!(report.orders.lost, 0);
     assert!(report.orders.created >= 50, "{:?}", report.orders);

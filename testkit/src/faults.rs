@@ -1,4 +1,4 @@
-//! `geodispatch bench faults <scenario>`: dispatch load while something fails, and what it
+//! `geodispatch-tools bench faults <scenario>`: dispatch load while something fails, and what it
 //! cost. Behind the figures of `docs/RELIABILITY.md`; the integration tests run short versions.
 //!
 //! Every scenario runs the service as real child processes (`geodispatch serve`, found at
@@ -21,7 +21,7 @@
 //! order that no longer exists, or an acknowledged step the order no longer shows), orders
 //! stuck (acknowledged but not delivered when the load ended), double assignments (checked on
 //! the client's own acknowledgements and on the server's event history with
-//! [`crate::events::check_invariants`]), fence rejections, and the seconds during which requests
+//! [`geodispatch::events::check_invariants`]), fence rejections, and the seconds during which requests
 //! failed.
 
 use std::path::PathBuf;
@@ -32,11 +32,11 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::load::Conn;
-use crate::redis_local::{LocalRedis, LocalRedisOptions, free_port};
-use crate::redis_topology::LocalSentinelGroup;
-use crate::seed::SplitMix64;
-use crate::store::{Store, Topology};
+use crate::load::Conn;
+use crate::rng::SplitMix64;
+use crate::topology::LocalSentinelGroup;
+use geodispatch::redis_local::{LocalRedis, LocalRedisOptions, free_port};
+use geodispatch::store::{Store, Topology};
 
 /// Which fault to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -216,7 +216,7 @@ impl Instance {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
-        crate::redis_local::die_with_parent(&mut cmd);
+        geodispatch::redis_local::die_with_parent(&mut cmd);
         self.child = Some(
             cmd.spawn()
                 .with_context(|| format!("starting {} serve", self.binary.display()))?,
@@ -238,7 +238,7 @@ impl Instance {
     }
 
     fn signal(&self, sig: i32) {
-        crate::redis_local::signal_child(self.child.as_ref(), sig);
+        geodispatch::redis_local::signal_child(self.child.as_ref(), sig);
     }
 
     async fn kill(&mut self) {
@@ -581,8 +581,8 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             let group = LocalSentinelGroup::start(&dir, 2, 3, args).await?;
             env.push(("GEODISPATCH_REDIS_SENTINELS".into(), group.sentinel_addrs()));
             let t = Topology::Sentinel {
-                sentinels: crate::store::url_list(&group.sentinel_addrs()),
-                master: crate::redis_topology::MASTER_NAME.to_owned(),
+                sentinels: geodispatch::store::url_list(&group.sentinel_addrs()),
+                master: crate::topology::MASTER_NAME.to_owned(),
             };
             sentinel = Some(group);
             t
@@ -612,11 +612,11 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
     let mut rng = SplitMix64::new(7);
     let drivers: Vec<(String, f64, f64, &'static str)> = (0..opts.drivers)
         .map(|i| {
-            let (lat, lon) = super::point_in_square(&mut rng, 5.0);
+            let (lat, lon) = crate::fleet::point_in_square(&mut rng, 5.0);
             (format!("f{i}"), lat, lon, "car")
         })
         .collect();
-    super::load_fleet(&addrs[0], &drivers, 2).await?;
+    crate::fleet::load_fleet(&addrs[0], &drivers, 2).await?;
 
     // The load.
     let start = Instant::now();
@@ -637,7 +637,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             let mut n = 0;
             while start.elapsed() < duration {
                 n += 1;
-                let pickup = super::point_in_square(&mut rng, 4.0);
+                let pickup = crate::fleet::point_in_square(&mut rng, 4.0);
                 let rec = l.run_order(format!("o{w}-{n}"), pickup, now).await;
                 l.shared.lock().expect("lock").records.push(rec);
             }
@@ -691,7 +691,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
                 // A stopped replica's kernel still receives the stream into its socket buffer
                 // and would apply it on SIGCONT: the primary also drops the replication links,
                 // so that what it acknowledges from now on reaches no replica (a partition).
-                let cut: i64 = crate::redis_topology::query(
+                let cut: i64 = crate::topology::query(
                     old,
                     &redis::cmd("CLIENT")
                         .arg("KILL")
@@ -849,7 +849,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
     }
 
     // Server-side I1–I4 over the history; after recovery where the fault loses data.
-    let history = crate::events::read_history(&store, "paris").await?;
+    let history = geodispatch::events::read_history(&store, "paris").await?;
     let after: std::collections::HashSet<&str> = records
         .iter()
         .filter(|r| r.started_ms > recovered_ms)
@@ -863,7 +863,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
     } else {
         history
     };
-    let report = crate::events::check_invariants(&checked);
+    let report = geodispatch::events::check_invariants(&checked);
     let violations = report.double_assignments
         + report.driver_double_orders
         + report.after_terminal

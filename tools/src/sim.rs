@@ -1,4 +1,4 @@
-//! `geodispatch sim`: a city simulator that drives a running service over HTTP.
+//! `geodispatch-tools sim`: a city simulator that drives a running service over HTTP.
 //!
 //! Drivers move along random walks inside the city outline and report every `report_every`
 //! (one batch request per 1,000 drivers, or one `PUT` each); orders arrive as a Poisson
@@ -6,7 +6,7 @@
 //! (`GET /v1/events`, Server-Sent Events): accept with `accept` probability, reject with
 //! `reject`, otherwise ignore it (it expires), and after accepting picks up and delivers after
 //! delays. Every request's latency goes into an HDR histogram per operation; at the end the
-//! events seen are replayed by [`crate::events::check_invariants`] (double assignments,
+//! events seen are replayed by [`geodispatch::events::check_invariants`] (double assignments,
 //! drivers with two orders, events after an order's end), and every order the service answered
 //! 201 must have been seen created, and ended, or still be open when the run stops.
 //!
@@ -23,15 +23,15 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::bench::load::Conn;
-use crate::bench::now_ms;
-use crate::cities::CityIndex;
-use crate::config::Settings;
-use crate::domain::GeoPoint;
-use crate::events::{InvariantReport, OrderEvent, check_invariants};
-use crate::redis_local::{LocalRedis, LocalRedisOptions};
-use crate::seed::SplitMix64;
-use crate::startup::Application;
+use geodispatch::cities::CityIndex;
+use geodispatch::config::Settings;
+use geodispatch::domain::GeoPoint;
+use geodispatch::events::{InvariantReport, OrderEvent, check_invariants};
+use geodispatch::redis_local::{LocalRedis, LocalRedisOptions};
+use geodispatch::startup::Application;
+use geodispatch_testkit::load::Conn;
+use geodispatch_testkit::now_ms;
+use geodispatch_testkit::rng::SplitMix64;
 
 /// Every knob of a simulation run.
 #[derive(Debug, Clone)]
