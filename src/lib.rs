@@ -48,7 +48,6 @@ pub mod openapi;
 pub mod ranking;
 pub mod ratelimit;
 pub mod redis_local;
-pub mod scripts;
 pub mod search;
 pub mod seed;
 pub mod startup;

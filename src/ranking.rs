@@ -6,10 +6,9 @@
 //! takes its score along (`lua/set_position.lua`). Ties on the leaderboard follow Redis: among
 //! equal scores, the driver id that sorts last (byte order) ranks first.
 
-use std::sync::LazyLock;
+use crate::store::scripts::{RANK_AROUND, SET_SCORE};
 
 use actix_web::{HttpResponse, get, post, put, web};
-use redis::Script;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -22,23 +21,12 @@ use crate::drivers::{
 };
 use crate::error::{ApiError, FieldError, Problem, redis_error};
 use crate::extract::{JsonBody, QueryParams};
-use crate::scripts::{self, evalsha};
 use crate::search::{Area, KnnTuning, Search};
+use crate::store::scripts::{self, evalsha};
 use crate::store::{Keys, Store};
 
-/// `lua/set_score.lua`.
-pub static SET_SCORE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/set_score.lua")));
-/// `lua/rank_around.lua`.
-pub static RANK_AROUND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/rank_around.lua")));
 /// Composite values are kept in Redis in millionths of a point.
 const MICRO: f64 = 1_000_000.0;
-
-/// This module's scripts.
-pub fn scripts() -> [&'static Script; 2] {
-    [&SET_SCORE, &RANK_AROUND]
-}
 
 /// KEYS of `set_score.lua` for a driver in `city`.
 pub fn score_script_keys(keys: &Keys, city: &str) -> Vec<String> {

@@ -9,27 +9,10 @@
 //! after a tunnel. Keys: `{prefix}:rl:{class}:{subject}` (one key per script call, so each
 //! script stays in one Cluster slot).
 
-use std::sync::LazyLock;
+use crate::store::scripts::{RATE_FIXED_WINDOW, RATE_SLIDING_LOG, RATE_TOKEN_BUCKET};
 
-use redis::Script;
-
-use crate::scripts::{self, evalsha};
 use crate::store::Store;
-
-/// `lua/rate_fixed_window.lua`.
-pub static FIXED: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/rate_fixed_window.lua")));
-/// `lua/rate_sliding_log.lua`.
-pub static SLIDING: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/rate_sliding_log.lua")));
-/// `lua/rate_token_bucket.lua`.
-pub static BUCKET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/rate_token_bucket.lua")));
-
-/// This module's scripts.
-pub fn scripts() -> [&'static Script; 3] {
-    [&FIXED, &SLIDING, &BUCKET]
-}
+use crate::store::scripts::{self, evalsha};
 
 /// A rate-limit algorithm and its parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -160,9 +143,9 @@ pub async fn check(
     let mut conn = store.conn();
     match *policy {
         Policy::Fixed { limit, window_ms } => {
-            let cmd = evalsha(&FIXED, &[&key], &[limit, window_ms]);
+            let cmd = evalsha(&RATE_FIXED_WINDOW, &[&key], &[limit, window_ms]);
             let (allowed, remaining, reset): (u8, u64, u64) =
-                scripts::run(&mut conn, &FIXED, &cmd).await?;
+                scripts::run(&mut conn, &RATE_FIXED_WINDOW, &cmd).await?;
             Ok(Decision {
                 allowed: allowed == 1,
                 remaining,
@@ -173,12 +156,12 @@ pub async fn check(
         Policy::Sliding { limit, window_ms } => {
             let id = uuid::Uuid::new_v4().simple().to_string();
             let cmd = evalsha(
-                &SLIDING,
+                &RATE_SLIDING_LOG,
                 &[&key],
                 &[limit.to_string(), window_ms.to_string(), id],
             );
             let (allowed, remaining, reset): (u8, u64, u64) =
-                scripts::run(&mut conn, &SLIDING, &cmd).await?;
+                scripts::run(&mut conn, &RATE_SLIDING_LOG, &cmd).await?;
             Ok(Decision {
                 allowed: allowed == 1,
                 remaining,
@@ -188,12 +171,12 @@ pub async fn check(
         }
         Policy::TokenBucket { burst, per_second } => {
             let cmd = evalsha(
-                &BUCKET,
+                &RATE_TOKEN_BUCKET,
                 &[&key],
                 &[burst.to_string(), per_second.to_string()],
             );
             let (allowed, tokens, next, full): (u8, u64, u64, u64) =
-                scripts::run(&mut conn, &BUCKET, &cmd).await?;
+                scripts::run(&mut conn, &RATE_TOKEN_BUCKET, &cmd).await?;
             Ok(Decision {
                 allowed: allowed == 1,
                 remaining: tokens,

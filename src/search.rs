@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use actix_web::{HttpResponse, get, web};
-use redis::Script;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -34,13 +33,8 @@ use crate::drivers::{
 };
 use crate::error::{ApiError, FieldError, Problem, redis_error};
 use crate::extract::QueryParams;
-use crate::scripts::time_ms;
 use crate::store::Store;
-
-/// This module's scripts: none (search is a read made of plain commands).
-pub fn scripts() -> [&'static Script; 0] {
-    []
-}
+use crate::store::scripts::time_ms;
 
 /// Where to start the nearest-k radius, per city and filter, learned from earlier searches in
 /// this process: `radius that held exactly k ≈ c·√k`, kept as a moving average of `c`. Drivers

@@ -19,8 +19,9 @@
 
 mod routes;
 
+use crate::store::scripts::TOUCH_SESSION;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpMessage;
@@ -30,7 +31,6 @@ use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
-use redis::Script;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -40,17 +40,8 @@ pub use routes::{configure, principal};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::ratelimit::{self, Policy};
-use crate::scripts::{self as script_run, evalsha};
+use crate::store::scripts::{self as script_run, evalsha};
 use crate::store::{Keys, Store};
-
-/// `lua/touch_session.lua`.
-pub static TOUCH_SESSION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/touch_session.lua")));
-
-/// This module's scripts.
-pub fn scripts() -> [&'static Script; 1] {
-    [&TOUCH_SESSION]
-}
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -1,6 +1,7 @@
 //! The dispatch engine: lock an order, rank candidates, claim one with the fencing check, and
 //! run the order's other transitions. The HTTP handlers and the queue workers both use it.
 
+use crate::store::scripts::{CLAIM_OFFER, LOCK_ORDER, ORDER_TRANSITION};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,8 @@ use anyhow::Context;
 
 use super::model::{DispatchResult, Order};
 use super::{
-    CLAIM_OFFER, LOCK_ORDER, ORDER_TRANSITION, directory_key, driver_channel_prefix, excluded_key,
-    fence_key, lock_key, ops_channel, order_key, order_script_keys,
+    directory_key, driver_channel_prefix, excluded_key, fence_key, lock_key, ops_channel,
+    order_key, order_script_keys,
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
@@ -19,9 +20,9 @@ use crate::drivers::{DriverStatus, VehicleType, rfc3339_ms};
 use crate::error::{ApiError, redis_error};
 use crate::lock::{Lease, Locks};
 use crate::metrics;
-use crate::scripts::{self, evalsha};
 use crate::search::{Area, KnnTuning, Search};
 use crate::store::Store;
+use crate::store::scripts::{self, evalsha};
 
 /// A transition of an order after its offer (see `lua/order_transition.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,10 +27,6 @@ mod model;
 mod routes;
 pub mod workers;
 
-use std::sync::LazyLock;
-
-use redis::Script;
-
 pub use engine::{Claim, Dispatcher, Transition, TransitionError};
 pub use model::{
     CreateOrder, DispatchMode, DispatchResult, Order, OrderState, PickupPoint, TokenBody,
@@ -39,21 +35,6 @@ pub use routes::configure;
 
 use crate::drivers::{all_geo_keys, scores_key, state_key};
 use crate::store::Keys;
-
-/// `lua/claim_offer.lua`.
-pub static CLAIM_OFFER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/claim_offer.lua")));
-/// `lua/lock_order.lua`.
-pub static LOCK_ORDER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/lock_order.lua")));
-/// `lua/order_transition.lua`.
-pub static ORDER_TRANSITION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/order_transition.lua")));
-
-/// This module's scripts (for the readiness registry).
-pub fn scripts() -> [&'static Script; 3] {
-    [&CLAIM_OFFER, &LOCK_ORDER, &ORDER_TRANSITION]
-}
 
 /// The global order directory: order id → city.
 pub fn directory_key(keys: &Keys) -> String {

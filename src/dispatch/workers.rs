@@ -227,7 +227,7 @@ pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usiz
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(timers_key(dispatcher.store().keys(), city.id.as_str()))
             .arg("-inf")
-            .arg(crate::scripts::time_ms(now))
+            .arg(crate::store::scripts::time_ms(now))
             .arg("LIMIT")
             .arg(0)
             .arg(200)

@@ -32,15 +32,12 @@ mod model;
 mod routes;
 mod sweeper;
 
-use std::sync::LazyLock;
-
 pub use migrate::{MigrateReport, migrate_layout};
 pub use model::{
     BatchPosition, BatchRequest, BatchResponse, BatchResult, BatchStatus, DriverState,
     DriverStatus, LocationUpdate, RecordedAt, ShiftStatus, StatusUpdate, ValidPosition,
     VehicleType, rfc3339_ms,
 };
-use redis::Script;
 pub use routes::{
     PositionMode, PositionOutcome, configure, decode_positions, load_city, load_driver,
     path_driver, position_cmd, run_on_driver_city, set_position, store_positions,
@@ -48,33 +45,6 @@ pub use routes::{
 pub use sweeper::{spawn_sweeper, sweep_city};
 
 use crate::store::Keys;
-
-/// `lua/set_position.lua`.
-pub static SET_POSITION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/set_position.lua")));
-/// `lua/set_status.lua`.
-pub static SET_STATUS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/set_status.lua")));
-/// `lua/delete_driver.lua`.
-pub static DELETE_DRIVER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/delete_driver.lua")));
-/// `lua/driver_city_cas.lua`.
-pub static CITY_CAS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/driver_city_cas.lua")));
-/// `lua/sweep_stale.lua`.
-pub static SWEEP_STALE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/sweep_stale.lua")));
-
-/// This module's scripts (for the readiness registry).
-pub fn scripts() -> [&'static Script; 5] {
-    [
-        &SET_POSITION,
-        &SET_STATUS,
-        &DELETE_DRIVER,
-        &CITY_CAS,
-        &SWEEP_STALE,
-    ]
-}
 
 /// A city's driver state hash.
 pub fn state_key(keys: &Keys, city: &str) -> String {

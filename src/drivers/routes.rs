@@ -1,20 +1,21 @@
 //! HTTP handlers of the drivers API and the Redis calls behind them.
 
+use crate::store::scripts::{CITY_CAS, DELETE_DRIVER, SET_POSITION, SET_STATUS};
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::model::{DriverState, ValidPosition, parse_driver_id};
 use super::{
-    BatchRequest, BatchResponse, BatchResult, BatchStatus, CITY_CAS, DELETE_DRIVER, LocationUpdate,
-    SET_POSITION, SET_STATUS, StatusUpdate, city_script_keys, directory_key, driver_bucket,
-    driver_script_keys, scores_key, seen_bucket_key, state_key,
+    BatchRequest, BatchResponse, BatchResult, BatchStatus, LocationUpdate, StatusUpdate,
+    city_script_keys, directory_key, driver_bucket, driver_script_keys, scores_key,
+    seen_bucket_key, state_key,
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::{CityId, DriverId};
 use crate::error::{ApiError, FieldError, Problem, redis_error};
 use crate::extract::JsonBody;
-use crate::scripts::{self, evalsha, time_ms};
+use crate::store::scripts::{self, evalsha, time_ms};
 use crate::store::{Keys, RedisConn, Store};
 
 /// How often a script is re-run after it reports that the driver moved city meanwhile.

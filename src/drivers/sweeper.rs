@@ -3,14 +3,15 @@
 //! batches by script, and makes the liveness bucket index exact (positions keep it a lower
 //! bound). Search filters stale drivers itself, so correctness never waits for it.
 
+use crate::store::scripts::SWEEP_STALE;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{SWEEP_STALE, city_script_keys, seen_bucket_key, seen_key};
+use super::{city_script_keys, seen_bucket_key, seen_key};
 use crate::cities::CityIndex;
 use crate::config::Settings;
-use crate::scripts::{self, evalsha};
 use crate::store::Store;
+use crate::store::scripts::{self, evalsha};
 
 /// Liveness buckets per `sweep_stale` call: at a few microseconds each, one call stays well
 /// under a millisecond of Redis time.

@@ -10,29 +10,13 @@
 
 pub mod redlock;
 
-use std::sync::LazyLock;
+use crate::store::scripts::{ACQUIRE_LOCK, EXTEND_LOCK, RELEASE_LOCK};
 use std::time::Duration;
 
-use redis::Script;
 use tokio::sync::watch;
 
-use crate::scripts::{self, evalsha};
 use crate::store::Store;
-
-/// `lua/acquire_lock.lua`.
-pub static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/acquire_lock.lua")));
-/// `lua/release_lock.lua`.
-pub static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/release_lock.lua")));
-/// `lua/extend_lock.lua`.
-pub static EXTEND: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/extend_lock.lua")));
-
-/// This module's scripts.
-pub fn scripts() -> [&'static Script; 3] {
-    [&ACQUIRE, &RELEASE, &EXTEND]
-}
+use crate::store::scripts::{self, evalsha};
 
 /// `SET key token NX PX ttl`: take `key` for `ttl` unless someone holds it; `true` when taken.
 /// (The single-node dispatch lock draws a fencing number in the same step, `acquire_lock.lua`;
@@ -60,8 +44,8 @@ pub async fn release_token(
     key: &str,
     token: &str,
 ) -> redis::RedisResult<bool> {
-    let cmd = evalsha(&RELEASE, &[key], &[token]);
-    let released: i64 = scripts::run(conn, &RELEASE, &cmd).await?;
+    let cmd = evalsha(&RELEASE_LOCK, &[key], &[token]);
+    let released: i64 = scripts::run(conn, &RELEASE_LOCK, &cmd).await?;
     Ok(released == 1)
 }
 
@@ -101,11 +85,11 @@ impl Locks {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let cmd = evalsha(
-            &ACQUIRE,
+            &ACQUIRE_LOCK,
             &[key, fence_key],
             &[token.clone(), ttl_ms.to_string()],
         );
-        let fencing: u64 = scripts::run(&mut self.store.conn(), &ACQUIRE, &cmd).await?;
+        let fencing: u64 = scripts::run(&mut self.store.conn(), &ACQUIRE_LOCK, &cmd).await?;
         Ok((fencing > 0).then(|| Lease {
             key: key.to_owned(),
             token,
@@ -123,14 +107,14 @@ impl Locks {
     /// Extend `lease` to `ttl` from now if it is still held by it; `false` when it is lost.
     pub async fn extend(&self, lease: &Lease, ttl: Duration) -> redis::RedisResult<bool> {
         let cmd = evalsha(
-            &EXTEND,
+            &EXTEND_LOCK,
             &[&lease.key],
             &[
                 lease.token.clone(),
                 (ttl.as_millis().max(1) as u64).to_string(),
             ],
         );
-        let extended: i64 = scripts::run(&mut self.store.conn(), &EXTEND, &cmd).await?;
+        let extended: i64 = scripts::run(&mut self.store.conn(), &EXTEND_LOCK, &cmd).await?;
         Ok(extended == 1)
     }
 

@@ -15,13 +15,13 @@
 //! fencing number comes from the data Redis (`INCR` per city) and the order's own script
 //! refuses a stale or second assignment (`lua/claim_offer.lua`); see `docs/RELIABILITY.md`.
 
+use crate::store::scripts::EXTEND_LOCK;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::EXTEND;
-use crate::scripts::{self, evalsha};
+use crate::store::scripts::{self, evalsha};
 
 /// A lock held on a majority of the nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +180,7 @@ impl Redlock {
     pub async fn extend(&self, lease: &RedlockLease, ttl: Duration) -> Option<RedlockLease> {
         let start = Instant::now();
         let cmd = evalsha(
-            &EXTEND,
+            &EXTEND_LOCK,
             &[&lease.key],
             &[
                 lease.token.clone(),
@@ -190,7 +190,7 @@ impl Redlock {
         let extended = self
             .on_every_node(|mut conn| {
                 let cmd = cmd.clone();
-                async move { scripts::run::<i64>(&mut conn, &EXTEND, &cmd).await }
+                async move { scripts::run::<i64>(&mut conn, &EXTEND_LOCK, &cmd).await }
             })
             .await
             .iter()

@@ -16,6 +16,8 @@
 //! reads (streams, pub/sub) and bulk loads, which would stall or hog a shared socket, check a
 //! dedicated connection out of [`Store::pool`].
 
+pub mod scripts;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -746,7 +748,7 @@ impl Store {
         &self.keys
     }
 
-    /// Readiness: Redis answers `PING` and every script of [`crate::scripts::all`] is loaded
+    /// Readiness: Redis answers `PING` and every script of [`scripts::all`] is loaded
     /// (loading the missing ones, e.g. after a Redis restart).
     pub async fn check_ready(&self) -> anyhow::Result<()> {
         let mut conn = self.conn();
@@ -755,7 +757,7 @@ impl Store {
                 .query_async(&mut conn)
                 .await
                 .context("PING")?;
-            let scripts = crate::scripts::all();
+            let scripts = scripts::all();
             if scripts.is_empty() {
                 return Ok(());
             }
