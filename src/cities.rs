@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::domain::{CityId, GeoPoint};
-use crate::error::{ApiError, Problem};
-use crate::extract::JsonBody;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::JsonBody;
 
 /// The built-in service areas (`seed-data/cities.geojson`), used when no file is configured.
 pub const BUILTIN_CITIES: &str = include_str!("../seed-data/cities.geojson");

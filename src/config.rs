@@ -327,7 +327,7 @@ impl Settings {
             ("rate_limit_dispatch", &self.rate_limit_dispatch),
             ("rate_limit_default", &self.rate_limit_default),
         ] {
-            crate::ratelimit::Policy::parse(spec).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            crate::domain::Policy::parse(spec).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         }
         if let Some(key) = &self.admin_key
             && (key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()))

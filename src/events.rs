@@ -16,8 +16,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::cities::CityIndex;
 use crate::dispatch::events_key;
-use crate::error::{ApiError, Problem};
-use crate::extract::QueryParams;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::QueryParams;
 use crate::store::Store;
 
 /// One order event, as stored in the stream and sent over SSE and Pub/Sub.
@@ -307,7 +307,7 @@ pub async fn stream_events(
             .arg(1)
             .query_async(&mut conn)
             .await
-            .map_err(crate::error::redis_error("event stream"))?;
+            .map_err(crate::http::error::redis_error("event stream"))?;
         last.ids
             .first()
             .map(|e| e.id.clone())

@@ -31,25 +31,18 @@
 //! (extractors validate into `domain` types, errors become problem+json) → one script or
 //! command on the shared multiplexed Redis connection → JSON answer.
 
+pub mod app;
 pub mod auth;
 pub mod cities;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod drivers;
-pub mod error;
 pub mod events;
-pub mod extract;
-pub mod health;
+pub mod http;
 pub mod lock;
-pub mod map;
 pub mod metrics;
-pub mod openapi;
 pub mod ranking;
 pub mod ratelimit;
-pub mod redis_local;
 pub mod search;
-pub mod seed;
-pub mod startup;
 pub mod store;
-pub mod telemetry;

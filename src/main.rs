@@ -55,13 +55,13 @@ fn main() -> anyhow::Result<()> {
             if let Some(workers) = workers {
                 settings.dispatch_workers = workers;
             }
-            geodispatch::telemetry::init(settings.log_format);
+            geodispatch::http::telemetry::init(settings.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
             runtime
-                .block_on(geodispatch::startup::serve(settings))
+                .block_on(geodispatch::app::serve(settings))
                 .inspect_err(|err| {
                     tracing::error!(
                         error = format!("{err:#}"),
@@ -71,17 +71,17 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Migrate { config } => {
             let settings = Settings::from_env(config.as_deref())?;
-            geodispatch::telemetry::init(settings.log_format);
+            geodispatch::http::telemetry::init(settings.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            let report = runtime.block_on(geodispatch::startup::migrate(settings))?;
+            let report = runtime.block_on(geodispatch::app::migrate(settings))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Openapi => {
-            print!("{}", geodispatch::openapi::spec_json());
+            print!("{}", geodispatch::http::openapi::spec_json());
             Ok(())
         }
     }

@@ -16,11 +16,12 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::DriverId;
+use crate::domain::FieldError;
 use crate::drivers::{
     DriverStatus, VehicleType, path_driver, run_on_driver_city, scores_key, state_key,
 };
-use crate::error::{ApiError, FieldError, Problem, redis_error};
-use crate::extract::{JsonBody, QueryParams};
+use crate::http::error::{ApiError, Problem, redis_error};
+use crate::http::extract::{JsonBody, QueryParams};
 use crate::search::{Area, KnnTuning, Search};
 use crate::store::scripts::{self, evalsha};
 use crate::store::{Keys, Store};

@@ -27,12 +27,13 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::cities::CityIndex;
 use crate::config::Settings;
+use crate::domain::FieldError;
 use crate::domain::GeoPoint;
 use crate::drivers::{
     DriverStatus, VehicleType, driver_bucket, geo_key, seen_bucket_key, seen_key,
 };
-use crate::error::{ApiError, FieldError, Problem, redis_error};
-use crate::extract::QueryParams;
+use crate::http::error::{ApiError, Problem, redis_error};
+use crate::http::extract::QueryParams;
 use crate::store::Store;
 use crate::store::scripts::time_ms;
 

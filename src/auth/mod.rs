@@ -38,7 +38,7 @@ use utoipa::ToSchema;
 pub use routes::{configure, principal};
 
 use crate::config::Settings;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::ratelimit::{self, Policy};
 use crate::store::scripts::{self as script_run, evalsha};
 use crate::store::{Keys, Store};
@@ -172,7 +172,7 @@ pub async fn create_key(
     let secret = new_secret("gdk_");
     let d = digest(&secret);
     let key_id = format!("key_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    let created_at = crate::drivers::rfc3339_ms(store.local_now_ms());
+    let created_at = crate::domain::rfc3339_ms(store.local_now_ms());
     let meta = StoredMeta {
         role,
         driver_id: driver_id.clone(),
@@ -200,7 +200,7 @@ pub async fn create_key(
         .ignore()
         .query_async(&mut conn)
         .await
-        .map_err(crate::error::redis_error("create key"))?;
+        .map_err(crate::http::error::redis_error("create key"))?;
     Ok((
         secret,
         KeyInfo {
@@ -221,7 +221,7 @@ pub async fn list_keys(store: &Store) -> Result<Vec<KeyInfo>, ApiError> {
         .arg(apikeys_index(store.keys()))
         .query_async(&mut conn)
         .await
-        .map_err(crate::error::redis_error("list keys"))?;
+        .map_err(crate::http::error::redis_error("list keys"))?;
     let mut out: Vec<KeyInfo> = all
         .into_iter()
         .filter_map(|(key_id, json)| {
@@ -253,7 +253,7 @@ pub async fn revoke_key(store: &Store, cache: &AuthCache, key_id: &str) -> Resul
         .arg(key_id)
         .query_async(&mut conn)
         .await
-        .map_err(crate::error::redis_error("revoke key"))?;
+        .map_err(crate::http::error::redis_error("revoke key"))?;
     let Some(meta) = meta else {
         return Ok(false);
     };
@@ -269,7 +269,7 @@ pub async fn revoke_key(store: &Store, cache: &AuthCache, key_id: &str) -> Resul
         .ignore()
         .query_async(&mut conn)
         .await
-        .map_err(crate::error::redis_error("revoke key"))?;
+        .map_err(crate::http::error::redis_error("revoke key"))?;
     cache.forget(&meta.digest);
     Ok(true)
 }
@@ -379,7 +379,7 @@ pub async fn authenticate(
         );
         let s: Vec<String> = script_run::run(&mut conn, &TOUCH_SESSION, &cmd)
             .await
-            .map_err(crate::error::redis_error("session"))?;
+            .map_err(crate::http::error::redis_error("session"))?;
         return Ok(match s.as_slice() {
             [key_id, role, driver, _] => Role::parse(role).map(|role| Principal {
                 key_id: key_id.clone(),
@@ -398,7 +398,7 @@ pub async fn authenticate(
         .arg(apikey_key(keys, &d))
         .query_async(&mut conn)
         .await
-        .map_err(crate::error::redis_error("api key"))?;
+        .map_err(crate::http::error::redis_error("api key"))?;
     let principal = match (h.get("key_id"), h.get("role").and_then(|r| Role::parse(r))) {
         (Some(key_id), Some(role)) => Some(Principal {
             key_id: key_id.clone(),
@@ -636,7 +636,12 @@ pub async fn middleware(
     let decision =
         match ratelimit::check(&guard.store, policy.class.as_str(), &rate, &subject).await {
             Ok(d) => d,
-            Err(e) => return Ok(reject(req, crate::error::redis_error("rate limit")(e))),
+            Err(e) => {
+                return Ok(reject(
+                    req,
+                    crate::http::error::redis_error("rate limit")(e),
+                ));
+            }
         };
     let headers = decision.headers(policy.class.as_str(), &rate);
     if !decision.allowed {

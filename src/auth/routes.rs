@@ -10,8 +10,8 @@ use super::{
     session_key,
 };
 use crate::domain::DriverId;
-use crate::error::{ApiError, Problem, redis_error};
-use crate::extract::JsonBody;
+use crate::http::error::{ApiError, Problem, redis_error};
+use crate::http::extract::JsonBody;
 
 /// The caller as established by the middleware.
 pub fn principal(req: &HttpRequest) -> Option<Principal> {
@@ -193,7 +193,7 @@ pub async fn post_session(
     Ok(HttpResponse::Created().json(Session {
         token,
         driver_id: driver,
-        expires_at: crate::drivers::rfc3339_ms(expires),
+        expires_at: crate::domain::rfc3339_ms(expires),
         idle_timeout_ms: s.session_idle_ms,
     }))
 }

@@ -17,7 +17,7 @@ use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::{GeoPoint, OrderId};
 use crate::drivers::{DriverStatus, VehicleType, rfc3339_ms};
-use crate::error::{ApiError, redis_error};
+use crate::http::error::{ApiError, redis_error};
 use crate::lock::{Lease, Locks};
 use crate::metrics;
 use crate::search::{Area, KnnTuning, Search};

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::FieldError;
 use crate::domain::GeoPoint;
 use crate::drivers::VehicleType;
 use crate::drivers::rfc3339_ms;
-use crate::error::FieldError;
 
 /// A point given as latitude and longitude.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]

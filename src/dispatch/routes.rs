@@ -7,9 +7,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::engine::{DispatchOutcome, Dispatcher, Transition, TransitionError};
 use super::idempotency_key;
 use super::model::{CreateOrder, DispatchResult, Order, TokenBody};
+use crate::domain::FieldError;
 use crate::domain::{DriverId, OrderId};
-use crate::error::{ApiError, FieldError, Problem, redis_error};
-use crate::extract::JsonBody;
+use crate::http::error::{ApiError, Problem, redis_error};
+use crate::http::extract::JsonBody;
 
 const ID_DOC: &str = "1–64 characters of [A-Za-z0-9_-]";
 
@@ -205,7 +206,8 @@ async fn replicated(dispatcher: &Dispatcher, generation: u64) -> Result<(), ApiE
             std::time::Duration::from_millis(s.redis_wait_timeout_ms),
             generation,
         )
-        .await
+        .await?;
+    Ok(())
 }
 
 /// The current connection generation, read before a handler writes.

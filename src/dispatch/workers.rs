@@ -56,7 +56,7 @@ async fn handle(dispatcher: &Dispatcher, city: &str, entry: &StreamId) -> bool {
         // Another dispatch owns it now; if that one dies, the order's timer re-queues it.
         Ok(DispatchOutcome::Locked | DispatchOutcome::LockLost) => true,
         Ok(DispatchOutcome::NotPending(_)) => true,
-        Err(crate::error::ApiError::NotFound(_)) => true,
+        Err(crate::http::error::ApiError::NotFound(_)) => true,
         Err(err) => {
             // Left unacknowledged: this or another worker takes it over after the claim idle time.
             tracing::warn!(city, order, error = %err, "dispatch failed; the entry stays pending");

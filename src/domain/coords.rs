@@ -69,13 +69,13 @@ pub struct GeoPoint {
 
 impl GeoPoint {
     /// Validate both coordinates; errors name `{prefix}lat` / `{prefix}lon`.
-    pub fn parse(lat: f64, lon: f64, prefix: &str) -> Result<Self, Vec<crate::error::FieldError>> {
+    pub fn parse(lat: f64, lon: f64, prefix: &str) -> Result<Self, Vec<super::FieldError>> {
         let mut errors = Vec::new();
         if let Err(e) = Latitude::parse(lat) {
-            errors.push(crate::error::FieldError::new(format!("{prefix}lat"), e));
+            errors.push(super::FieldError::new(format!("{prefix}lat"), e));
         }
         if let Err(e) = Longitude::parse(lon) {
-            errors.push(crate::error::FieldError::new(format!("{prefix}lon"), e));
+            errors.push(super::FieldError::new(format!("{prefix}lon"), e));
         }
         if errors.is_empty() {
             Ok(GeoPoint { lat, lon })

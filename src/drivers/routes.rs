@@ -12,9 +12,10 @@ use super::{
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
+use crate::domain::FieldError;
 use crate::domain::{CityId, DriverId};
-use crate::error::{ApiError, FieldError, Problem, redis_error};
-use crate::extract::JsonBody;
+use crate::http::error::{ApiError, Problem, redis_error};
+use crate::http::extract::JsonBody;
 use crate::store::scripts::{self, evalsha, time_ms};
 use crate::store::{Keys, RedisConn, Store};
 
@@ -680,7 +681,7 @@ pub async fn post_batch(
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_owned();
-        let parsed = crate::extract::parse_json_value::<super::BatchPosition>(item)
+        let parsed = crate::http::extract::parse_json_value::<super::BatchPosition>(item)
             .map_err(|e| item_error(index, e))
             .and_then(|p| {
                 let (raw, update) = p.into_parts();

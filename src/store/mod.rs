@@ -16,6 +16,7 @@
 //! reads (streams, pub/sub) and bulk loads, which would stall or hog a shared socket, check a
 //! dedicated connection out of [`Store::pool`].
 
+pub mod local;
 pub mod scripts;
 
 use std::sync::Arc;
@@ -275,6 +276,18 @@ impl ConnectionLike for RedisConn {
             _ => 0,
         }
     }
+}
+
+/// Why a write was not acknowledged by [`Store::wait_replicas`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// Fewer replicas than required confirmed the write in time, or the connection changed
+    /// since it was sent: the write stands but must not be acknowledged.
+    #[error("{0}")]
+    NotAcknowledged(String),
+    /// `WAIT` itself failed.
+    #[error("WAIT failed")]
+    Redis(#[source] redis::RedisError),
 }
 
 /// Dedicated connections (blocking reads, bulk loads), one pool per topology.
@@ -632,13 +645,13 @@ impl Store {
         replicas: u32,
         timeout: Duration,
         generation: u64,
-    ) -> Result<(), crate::error::ApiError> {
+    ) -> Result<(), ReplicationError> {
         if replicas == 0 {
             return Ok(());
         }
         let unconfirmed = || {
             crate::metrics::inc("geodispatch_writes_not_replicated_total", &[]);
-            crate::error::ApiError::Unavailable(
+            ReplicationError::NotAcknowledged(
                 "the write could not be confirmed on a replica and is not acknowledged; retry (with the same Idempotency-Key for orders)".to_owned(),
             )
         };
@@ -650,13 +663,13 @@ impl Store {
             .arg(timeout.as_millis() as u64)
             .query_async(&mut self.conn())
             .await
-            .map_err(crate::error::redis_error("WAIT"))?;
+            .map_err(ReplicationError::Redis)?;
         if self.conn.generation() != generation {
             return Err(unconfirmed());
         }
         if acked < replicas {
             crate::metrics::inc("geodispatch_writes_not_replicated_total", &[]);
-            return Err(crate::error::ApiError::Unavailable(format!(
+            return Err(ReplicationError::NotAcknowledged(format!(
                 "the write reached {acked} of {replicas} required replicas in time and is not acknowledged; retry (with the same Idempotency-Key for orders)"
             )));
         }

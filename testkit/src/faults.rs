@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use crate::load::Conn;
 use crate::rng::SplitMix64;
 use crate::topology::LocalSentinelGroup;
-use geodispatch::redis_local::{LocalRedis, LocalRedisOptions, free_port};
+use geodispatch::store::local::{LocalRedis, LocalRedisOptions, free_port};
 use geodispatch::store::{Store, Topology};
 
 /// Which fault to inject.
@@ -216,7 +216,7 @@ impl Instance {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
-        geodispatch::redis_local::die_with_parent(&mut cmd);
+        geodispatch::store::local::die_with_parent(&mut cmd);
         self.child = Some(
             cmd.spawn()
                 .with_context(|| format!("starting {} serve", self.binary.display()))?,
@@ -238,7 +238,7 @@ impl Instance {
     }
 
     fn signal(&self, sig: i32) {
-        geodispatch::redis_local::signal_child(self.child.as_ref(), sig);
+        geodispatch::store::local::signal_child(self.child.as_ref(), sig);
     }
 
     async fn kill(&mut self) {

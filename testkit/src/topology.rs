@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-use geodispatch::redis_local::{LocalRedis, LocalRedisOptions, redis_server_binary};
+use geodispatch::store::local::{LocalRedis, LocalRedisOptions, redis_server_binary};
 
 /// Name under which the sentinels monitor the primary.
 pub const MASTER_NAME: &str = "mymaster";
@@ -79,7 +79,7 @@ pub struct SentinelProcess {
 
 impl SentinelProcess {
     async fn start(dir: &Path, primary_port: u16, quorum: usize) -> anyhow::Result<Self> {
-        let port = geodispatch::redis_local::free_port()?;
+        let port = geodispatch::store::local::free_port()?;
         let dir = dir.join(format!("sentinel-{port}"));
         std::fs::create_dir_all(&dir)?;
         let dir = std::fs::canonicalize(&dir)?;
@@ -102,7 +102,7 @@ impl SentinelProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        geodispatch::redis_local::die_with_parent(&mut cmd);
+        geodispatch::store::local::die_with_parent(&mut cmd);
         let child = cmd.spawn().context("spawning redis-server --sentinel")?;
         let sentinel = Self {
             port,

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use geodispatch::app::{AppContext, Application};
 use geodispatch::config::Settings;
-use geodispatch::redis_local::{LocalRedis, LocalRedisOptions};
-use geodispatch::startup::{AppContext, Application};
+use geodispatch::store::local::{LocalRedis, LocalRedisOptions};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 

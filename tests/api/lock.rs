@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use geodispatch::lock::Locks;
 
 use geodispatch::lock::redlock::Redlock;
-use geodispatch::redis_local::LocalRedis;
+use geodispatch::store::local::LocalRedis;
 
 use serde_json::json;
 

@@ -101,7 +101,7 @@ async fn metrics_move_after_a_dispatch_and_carry_no_ids() {
 #[tokio::test]
 async fn json_logs_trace_a_dispatch_by_request_id_and_order_id() {
     let dir = std::env::temp_dir().join(format!("gd-logs-{}", uuid::Uuid::new_v4()));
-    let port = geodispatch::redis_local::free_port().unwrap();
+    let port = geodispatch::store::local::free_port().unwrap();
     let admin = "log-test-admin-key-0123456789";
     let mut child = Command::new(env!("CARGO_BIN_EXE_geodispatch"))
         .arg("serve")

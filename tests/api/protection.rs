@@ -668,9 +668,9 @@ async fn the_api_runs_over_tls_as_an_acl_user() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let tls_port = geodispatch::redis_local::free_port().unwrap();
-    let redis =
-        geodispatch::redis_local::LocalRedis::start(geodispatch::redis_local::LocalRedisOptions {
+    let tls_port = geodispatch::store::local::free_port().unwrap();
+    let redis = geodispatch::store::local::LocalRedis::start(
+        geodispatch::store::local::LocalRedisOptions {
             data_dir: dir.join("redis"),
             appendonly: false,
             extra_args: vec![
@@ -685,9 +685,10 @@ async fn the_api_runs_over_tls_as_an_acl_user() {
                 "--tls-auth-clients".into(),
                 "no".into(),
             ],
-        })
-        .await
-        .expect("redis-server with TLS (Debian's is built with it)");
+        },
+    )
+    .await
+    .expect("redis-server with TLS (Debian's is built with it)");
     let mut admin = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use geodispatch::redis_local::free_port;
+use geodispatch::store::local::free_port;
 
 fn redis_server_pids_in(dir: &std::path::Path) -> Vec<String> {
     // redis-server rewrites its process title, but it chdirs into its --dir: match on cwd.

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
+use geodispatch::app::Application;
 use geodispatch::config::Settings;
-use geodispatch::redis_local::{LocalRedis, LocalRedisOptions};
-use geodispatch::startup::Application;
+use geodispatch::store::local::{LocalRedis, LocalRedisOptions};
 use geodispatch_testkit::fleet::{
     HALF_KM, fleet, load_fleet, load_fleet_with, point_in_square, queries,
 };
@@ -30,7 +30,7 @@ use geodispatch_testkit::rng::SplitMix64;
 struct Bed {
     redis: LocalRedis,
     app_addr: String,
-    context: geodispatch::startup::AppContext,
+    context: geodispatch::app::AppContext,
     handle: actix_web::dev::ServerHandle,
     dir: PathBuf,
 }

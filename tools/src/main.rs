@@ -238,7 +238,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench { command } => {
             // The service's per-request logs would cost the figures CPU: warnings only.
-            geodispatch::telemetry::init_with_default(
+            geodispatch::http::telemetry::init_with_default(
                 geodispatch::config::LogFormat::Text,
                 "warn,geodispatch_tools=info",
             );
@@ -342,7 +342,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sim(a) => {
-            geodispatch::telemetry::init_with_default(geodispatch::config::LogFormat::Text, "warn");
+            geodispatch::http::telemetry::init_with_default(
+                geodispatch::config::LogFormat::Text,
+                "warn",
+            );
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

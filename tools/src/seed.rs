@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use geodispatch::app::seed::{SeedDriver, SeedOrder};
 use geodispatch::cities::{City, CityIndex};
 use geodispatch::domain::GeoPoint;
-use geodispatch::seed::{SeedDriver, SeedOrder};
 use geodispatch_testkit::rng::SplitMix64;
 use serde::Serialize;
 

@@ -23,12 +23,12 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use geodispatch::app::Application;
 use geodispatch::cities::CityIndex;
 use geodispatch::config::Settings;
 use geodispatch::domain::GeoPoint;
 use geodispatch::events::{InvariantReport, OrderEvent, check_invariants};
-use geodispatch::redis_local::{LocalRedis, LocalRedisOptions};
-use geodispatch::startup::Application;
+use geodispatch::store::local::{LocalRedis, LocalRedisOptions};
 use geodispatch_testkit::load::Conn;
 use geodispatch_testkit::now_ms;
 use geodispatch_testkit::rng::SplitMix64;

@@ -13,7 +13,8 @@ use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, FieldError};
+use crate::domain::FieldError;
+use crate::http::error::ApiError;
 
 /// Maximum body size in bytes, stored as app data.
 #[derive(Debug, Clone, Copy)]

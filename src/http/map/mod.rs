@@ -13,8 +13,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::cities::CityIndex;
 use crate::drivers::{DriverStatus, VehicleType, geo_key};
-use crate::error::{ApiError, Problem, redis_error};
-use crate::extract::QueryParams;
+use crate::http::error::{ApiError, Problem, redis_error};
+use crate::http::extract::QueryParams;
 use crate::store::Store;
 
 const PAGE: &str = include_str!("map.html");

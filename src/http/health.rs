@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, Problem};
+use crate::http::error::{ApiError, Problem};
 use crate::store::Store;
 
 /// Health answer.

@@ -10,29 +10,10 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use crate::domain::FieldError;
+
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// One invalid input field: where it is (`positions[3].lat`, `driver_id`, `body`) and why.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct FieldError {
-    /// Path of the field in the request (JSON path, path parameter or query parameter name).
-    #[schema(example = "lat")]
-    pub field: String,
-    /// What is wrong with it.
-    #[schema(example = "must be between -85.05112878 and 85.05112878 (Redis GEO limit)")]
-    pub message: String,
-}
-
-impl FieldError {
-    /// A field error for `field` with `message`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// RFC 9457 problem details, the body of every 4xx and 5xx answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -202,7 +183,7 @@ impl ApiError {
                 ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
                 _ => None,
             },
-            request_id: crate::telemetry::current_request_id(),
+            request_id: crate::http::telemetry::current_request_id(),
         }
     }
 }
@@ -238,6 +219,17 @@ impl ResponseError for ApiError {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         response.body(serde_json::to_vec(&problem).unwrap_or_default())
+    }
+}
+
+impl From<crate::store::ReplicationError> for ApiError {
+    fn from(err: crate::store::ReplicationError) -> Self {
+        match err {
+            crate::store::ReplicationError::NotAcknowledged(detail) => {
+                ApiError::Unavailable(detail)
+            }
+            crate::store::ReplicationError::Redis(err) => redis_error("WAIT")(err),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use utoipa_actix_web::AppExt;
         (name = "admin", description = "API keys (admin role)"),
         (name = "sessions", description = "Driver sessions"),
     ),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    components(schemas(crate::http::error::Problem, crate::http::error::FieldError)),
 )]
 pub struct ApiDoc;
 
@@ -35,7 +35,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     let (_, api) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
-        .configure(crate::startup::configure_routes)
+        .configure(crate::app::configure_routes)
         .split_for_parts();
     with_protection(api)
 }
@@ -64,7 +64,7 @@ pub fn with_protection(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
     );
     let problem = |description: &str, rate_headers: bool| {
         let mut r = ResponseBuilder::new().description(description).content(
-            crate::error::PROBLEM_JSON,
+            crate::http::error::PROBLEM_JSON,
             ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build(),

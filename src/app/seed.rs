@@ -14,8 +14,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::app::AppContext;
 use crate::domain::GeoPoint;
-use crate::startup::AppContext;
 
 /// One seed driver.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

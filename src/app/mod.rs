@@ -4,6 +4,8 @@
 //! port back), connects to Redis and wires every module's routes. [`serve`] is the `serve`
 //! command: it adds the self-managed local Redis, seed loading and shutdown.
 
+pub mod seed;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,15 +21,15 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::cities::CityIndex;
 use crate::config::Settings;
-use crate::error::ApiError;
-use crate::extract::BodyLimit;
-use crate::redis_local::{LocalRedis, LocalRedisOptions};
+use crate::http::error::ApiError;
+use crate::http::extract::BodyLimit;
+use crate::store::local::{LocalRedis, LocalRedisOptions};
 use crate::store::{Keys, Store, Topology};
 
 /// Register every documented route: health at the root, the API under `/v1`.
 pub fn configure_routes(cfg: &mut ServiceConfig) {
-    cfg.service(crate::health::healthz)
-        .service(crate::health::readyz)
+    cfg.service(crate::http::health::healthz)
+        .service(crate::http::health::readyz)
         .service(crate::metrics::metrics)
         .service(
             // actix tries routes in this order, each dynamic one with a regex, so the routes
@@ -41,7 +43,7 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::cities::configure)
                 .configure(crate::events::configure)
                 .configure(crate::auth::configure)
-                .configure(crate::map::configure),
+                .configure(crate::http::map::configure),
         );
 }
 
@@ -338,12 +340,12 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
         context.store.clone(),
         context.settings.clone(),
     ));
-    let routes = web::Data::new(RouteTable::from_spec(&crate::openapi::spec()));
+    let routes = web::Data::new(RouteTable::from_spec(&crate::http::openapi::spec()));
     let body_limit = settings.body_limit_bytes;
     let mut server = HttpServer::new(move || {
         let (app, api) = App::new()
             .wrap(from_fn(crate::auth::middleware))
-            .wrap(from_fn(crate::telemetry::request_id_middleware))
+            .wrap(from_fn(crate::http::telemetry::request_id_middleware))
             .app_data(guard.clone())
             .app_data(store.clone())
             .app_data(cities.clone())
@@ -361,13 +363,13 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
                     .error_handler(|err, _| ApiError::field("query", err.to_string()).into()),
             )
             .into_utoipa_app()
-            .openapi(crate::openapi::ApiDoc::openapi())
+            .openapi(crate::http::openapi::ApiDoc::openapi())
             .configure(configure_routes)
             .split_for_parts();
-        let api = crate::openapi::with_protection(api);
+        let api = crate::http::openapi::with_protection(api);
         app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
             .route("/docs", web::get().to(docs_redirect))
-            .configure(crate::map::configure_pages)
+            .configure(crate::http::map::configure_pages)
             .default_service(web::to(not_found))
     })
     .listen(listener)?
@@ -458,11 +460,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut refresher = None;
     if let Some(dir) = seed {
         let context = app.context().clone();
-        crate::seed::load(&context, &dir)
+        crate::app::seed::load(&context, &dir)
             .await
             .context("loading seed data")?;
         if context.settings.seed_refresh {
-            refresher = Some(crate::seed::spawn_refresh(context, dir));
+            refresher = Some(crate::app::seed::spawn_refresh(context, dir));
         }
     }
     if dev_keys {

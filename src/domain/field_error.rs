@@ -1,0 +1,26 @@
+//! A validation error of one input field: the domain's own error type, which the HTTP layer
+//! renders inside a problem+json body.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One invalid input field: where it is (`positions[3].lat`, `driver_id`, `body`) and why.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Path of the field in the request (JSON path, path parameter or query parameter name).
+    #[schema(example = "lat")]
+    pub field: String,
+    /// What is wrong with it.
+    #[schema(example = "must be between -85.05112878 and 85.05112878 (Redis GEO limit)")]
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error for `field` with `message`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
