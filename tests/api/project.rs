@@ -1,4 +1,5 @@
-//! Checks on the repository itself: the committed spec, the README settings table, the compose file.
+//! Checks on the repository itself: the committed spec, the settings table of
+//! docs/CONFIGURATION.md, the compose file.
 
 use std::collections::BTreeSet;
 
@@ -24,11 +25,53 @@ fn committed_openapi_json_equals_what_the_binary_prints() {
 }
 
 #[test]
-fn every_setting_is_in_the_readme_table() {
-    let readme = read("README.md");
+fn every_setting_is_in_the_configuration_table() {
+    let doc = read("docs/CONFIGURATION.md");
     for name in Settings::names() {
-        let var = format!("`GEODISPATCH_{}`", name.to_ascii_uppercase());
-        assert!(readme.contains(&var), "README.md lacks a row for {var}");
+        let row = format!("| `GEODISPATCH_{}` |", name.to_ascii_uppercase());
+        assert!(
+            doc.contains(&row),
+            "docs/CONFIGURATION.md lacks a settings row for {row}"
+        );
+    }
+}
+
+/// The targets of the Markdown links `[text](target)` in `text` that point into the repository
+/// (no scheme, no pure `#anchor`), without their `#anchor`.
+fn relative_link_targets(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("](") {
+        rest = &rest[at + 2..];
+        let Some(end) = rest.find(')') else { break };
+        let target = rest[..end].split('#').next().unwrap_or_default();
+        if !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:") {
+            out.push(target.to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn relative_links_in_the_docs_point_to_existing_files() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![root.join("README.md"), root.join("CHANGELOG.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let path = entry.expect("docs entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(path);
+        }
+    }
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap_or_else(|e| panic!("{doc:?}: {e}"));
+        let dir = doc.parent().expect("a file has a directory");
+        for target in relative_link_targets(&text) {
+            assert!(
+                dir.join(&target).exists(),
+                "{} links to {target}, which does not exist",
+                doc.display()
+            );
+        }
     }
 }
 
