@@ -15,7 +15,6 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::cities::CityIndex;
-use crate::dispatch::events_key;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::QueryParams;
 use crate::store::Store;
@@ -62,7 +61,7 @@ impl OrderEvent {
 
 /// Read a city's whole retained event history, oldest first (tests, simulator, audits).
 pub async fn read_history(store: &Store, city: &str) -> redis::RedisResult<Vec<OrderEvent>> {
-    let key = events_key(store.keys(), city);
+    let key = store.keys().events(city);
     let mut conn = store.conn();
     let mut out = Vec::new();
     let mut start = "-".to_owned();
@@ -295,7 +294,7 @@ pub async fn stream_events(
         tracing::warn!(error = %e, "no Redis connection for an event stream");
         ApiError::Unavailable("the data store is unavailable; retry shortly".to_owned())
     })?;
-    let key = events_key(store.keys(), &city);
+    let key = store.keys().events(&city);
     // "New events only" means after the last one now: resolve `$` once, or every blocking
     // read after a keep-alive would skip what was appended between two reads.
     let start = if start == "$" {

@@ -17,9 +17,7 @@ use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::DriverId;
 use crate::domain::FieldError;
-use crate::drivers::{
-    DriverStatus, VehicleType, path_driver, run_on_driver_city, scores_key, state_key,
-};
+use crate::drivers::{DriverStatus, VehicleType, path_driver, run_on_driver_city};
 use crate::http::error::{ApiError, Problem, redis_error};
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::search::{Area, KnnTuning, Search};
@@ -28,11 +26,6 @@ use crate::store::{Keys, Store};
 
 /// Composite values are kept in Redis in millionths of a point.
 const MICRO: f64 = 1_000_000.0;
-
-/// KEYS of `set_score.lua` for a driver in `city`.
-pub fn score_script_keys(keys: &Keys, city: &str) -> Vec<String> {
-    vec![state_key(keys, city), scores_key(keys, city)]
-}
 
 /// How a score is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
@@ -99,7 +92,7 @@ async fn write_score(
 ) -> Result<ScoreView, ApiError> {
     let value = value.to_string();
     let (city, reply) =
-        run_on_driver_city(store, &SET_SCORE, score_script_keys, id, &[mode, &value])
+        run_on_driver_city(store, &SET_SCORE, Keys::score_script, id, &[mode, &value])
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("driver {id} does not exist")))?;
     match (
@@ -263,7 +256,7 @@ pub async fn leaderboard(
         return Err(ApiError::Validation(errors));
     }
     let start = (page - 1) * size;
-    let key = scores_key(store.keys(), city.id.as_str());
+    let key = store.keys().scores(city.id.as_str());
     let mut conn = store.conn();
     let (flat, total): (Vec<String>, u64) = redis::pipe()
         .cmd("ZREVRANGE")
@@ -338,7 +331,7 @@ pub async fn rank(
         .ok_or_else(|| ApiError::NotFound(format!("driver {id} does not exist")))?;
     let cmd = evalsha(
         &RANK_AROUND,
-        &[scores_key(store.keys(), &city)],
+        &[store.keys().scores(&city)],
         &[id.to_string(), around.to_string()],
     );
     let mut conn = store.conn();
@@ -572,8 +565,8 @@ pub async fn rank_candidates(
     // 20 members ~3 µs.)
     let keys = store.keys();
     let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let s_key = keys.city(city, &format!("tmp:rank:{suffix}"));
-    let scores = scores_key(keys, city);
+    let s_key = keys.rank_scratch(city, &suffix);
+    let scores = keys.scores(city);
     let ids: Vec<&str> = nearby.iter().map(|d| d.driver_id.as_str()).collect();
     // Values in micro-points: integral doubles are parsed and printed by Redis much faster.
     let distance_part: Vec<(i64, &str)> = nearby

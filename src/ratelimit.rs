@@ -52,7 +52,7 @@ impl Decision {
 
 /// The rate-limit key of `subject` in `class`.
 pub fn key(store: &Store, class: &str, subject: &str) -> String {
-    store.keys().global(&format!("rl:{class}:{subject}"))
+    store.keys().rate_limit(class, subject)
 }
 
 /// Count one request of `subject` in `class` under `policy`.

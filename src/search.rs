@@ -29,9 +29,7 @@ use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::FieldError;
 use crate::domain::GeoPoint;
-use crate::drivers::{
-    DriverStatus, VehicleType, driver_bucket, geo_key, seen_bucket_key, seen_key,
-};
+use crate::drivers::{DriverStatus, VehicleType, driver_bucket};
 use crate::http::error::{ApiError, Problem, redis_error};
 use crate::http::extract::QueryParams;
 use crate::store::Store;
@@ -351,7 +349,7 @@ pub async fn search(
         .statuses
         .iter()
         .map(|&status| SearchSet {
-            key: geo_key(keys, city, status),
+            key: keys.geo(city, status),
             status,
         })
         .collect();
@@ -365,7 +363,7 @@ pub async fn search(
         search.area,
     );
     let k = search.limit;
-    let seen = seen_key(keys, city);
+    let seen = keys.seen_index(city);
     let mut conn = store.conn();
     for _ in 0..40 {
         // One round trip: the clock, every set's nearest members, the buckets with the oldest
@@ -493,7 +491,7 @@ async fn drop_stale(
     let mut pipe = redis::pipe();
     for c in &suspects {
         pipe.cmd("ZSCORE")
-            .arg(seen_bucket_key(keys, city, driver_bucket(&c.driver_id)))
+            .arg(keys.seen_bucket(city, driver_bucket(&c.driver_id)))
             .arg(&c.driver_id);
     }
     let scores: Vec<Option<f64>> = pipe

@@ -24,7 +24,7 @@ use crate::config::Settings;
 use crate::http::error::ApiError;
 use crate::http::extract::BodyLimit;
 use crate::store::local::{LocalRedis, LocalRedisOptions};
-use crate::store::{Keys, Store, Topology};
+use crate::store::{Store, Topology};
 
 /// Register every documented route: health at the root, the API under `/v1`.
 pub fn configure_routes(cfg: &mut ServiceConfig) {
@@ -67,7 +67,7 @@ impl AppContext {
     ///
     /// The topology follows the settings ([`Topology::from_settings`]: `redis_url` is used
     /// only for a standalone Redis). Refuses to start when a script's keys would cross Redis
-    /// Cluster hash slots ([`script_key_sets`]).
+    /// Cluster hash slots ([`Keys::script_key_sets`]).
     pub fn new(settings: Settings, redis_url: &str) -> anyhow::Result<Self> {
         let topology = Topology::from_settings(&settings, redis_url);
         let cities = Arc::new(CityIndex::load(settings.cities_file.as_deref())?);
@@ -79,8 +79,12 @@ impl AppContext {
             Duration::from_millis(settings.redis_timeout_ms),
             pool_size,
         )?;
-        crate::store::check_slots(script_key_sets(store.keys(), &cities))
-            .context("the key layout does not fit Redis Cluster")?;
+        crate::store::check_slots(
+            store
+                .keys()
+                .script_key_sets(cities.all().iter().map(|c| c.id.as_str())),
+        )
+        .context("the key layout does not fit Redis Cluster")?;
         let settings = Arc::new(settings);
         let tuning = Arc::new(crate::search::KnnTuning::new());
         let mut dispatcher = crate::dispatch::Dispatcher::new(
@@ -112,71 +116,6 @@ impl AppContext {
             dispatcher,
         })
     }
-}
-
-/// The KEYS of every multi-key script and transaction, for every city, so that startup can
-/// prove each set lies in one Redis Cluster hash slot (a probe order id stands for any order).
-pub fn script_key_sets(keys: &Keys, cities: &CityIndex) -> Vec<(String, Vec<String>)> {
-    let mut out = Vec::new();
-    for city in cities.all() {
-        let c = city.id.as_str();
-        out.push((
-            format!("set_position/set_status/delete_driver/sweep_stale in {c}"),
-            [
-                crate::drivers::city_script_keys(keys, c),
-                (0..crate::drivers::DRIVER_BUCKETS)
-                    .step_by(4099)
-                    .map(|b| crate::drivers::seen_bucket_key(keys, c, b))
-                    .collect(),
-            ]
-            .concat(),
-        ));
-        out.push((
-            format!("set_score in {c}"),
-            crate::ranking::score_script_keys(keys, c),
-        ));
-        out.push((
-            format!("claim_offer/order_transition in {c}"),
-            crate::dispatch::order_script_keys(keys, c, "probe"),
-        ));
-        out.push((
-            format!("lock_order in {c}"),
-            vec![
-                crate::dispatch::lock_key(keys, c, "probe"),
-                crate::dispatch::fence_key(keys, c),
-                crate::dispatch::order_key(keys, c, "probe"),
-            ],
-        ));
-        out.push((
-            format!("candidate ranking in {c}"),
-            vec![
-                keys.city(c, "tmp:rank:probe"),
-                crate::drivers::scores_key(keys, c),
-            ],
-        ));
-    }
-    out.push((
-        "driver_city_cas (directory buckets)".to_owned(),
-        ["a", "b", "probe", "drv-1"]
-            .iter()
-            .map(|id| crate::drivers::directory_key(keys, id))
-            .collect(),
-    ));
-    out.push((
-        "touch_session".to_owned(),
-        vec![
-            crate::auth::session_key(keys, "probe"),
-            crate::auth::apikeys_index(keys),
-        ],
-    ));
-    out.push((
-        "API key create/revoke (MULTI)".to_owned(),
-        vec![
-            crate::auth::apikey_key(keys, "probe"),
-            crate::auth::apikeys_index(keys),
-        ],
-    ));
-    out
 }
 
 /// The documented routes (path templates and their methods), to tell "no such route" (404)
@@ -562,7 +501,8 @@ mod tests {
     #[test]
     fn every_script_of_every_city_stays_in_one_slot() {
         let cities = CityIndex::load(None).expect("built-in cities");
-        let sets = script_key_sets(&Keys::new("gd"), &cities);
+        let sets = crate::store::Keys::new("gd")
+            .script_key_sets(cities.all().iter().map(|c| c.id.as_str()));
         assert!(sets.len() > 5 * cities.all().len());
         crate::store::check_slots(sets).expect("one slot per script");
     }

@@ -208,10 +208,7 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
                     }
                 };
                 pipe.cmd("ZADD")
-                    .arg(crate::drivers::scores_key(
-                        context.store.keys(),
-                        &state.city,
-                    ))
+                    .arg(context.store.keys().scores(&state.city))
                     .arg("NX")
                     .arg(d.rating)
                     .arg(id.as_str())

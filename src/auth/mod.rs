@@ -40,8 +40,8 @@ pub use routes::{configure, principal};
 use crate::config::Settings;
 use crate::http::error::ApiError;
 use crate::ratelimit::{self, Policy};
+use crate::store::Store;
 use crate::store::scripts::{self as script_run, evalsha};
-use crate::store::{Keys, Store};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -112,25 +112,6 @@ pub fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Hash tag of every auth key: key records, the key index and sessions are written together
-/// (MULTI/EXEC, `touch_session.lua`), so they share one Redis Cluster slot.
-pub const AUTH_TAG: &str = "auth";
-
-/// The stored record of an API key.
-pub fn apikey_key(keys: &Keys, digest: &str) -> String {
-    keys.tagged(AUTH_TAG, &format!("apikey:{digest}"))
-}
-
-/// The index of API keys: key id → metadata JSON.
-pub fn apikeys_index(keys: &Keys) -> String {
-    keys.tagged(AUTH_TAG, "apikeys")
-}
-
-/// The record of a session.
-pub fn session_key(keys: &Keys, digest: &str) -> String {
-    keys.tagged(AUTH_TAG, &format!("session:{digest}"))
-}
-
 /// Metadata of an API key (never the key itself).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"key_id": "key_3f2a9c1d7e5b4a60", "role": "driver", "driver_id": "drv-1", "name": "phone of drv-1", "created_at": "2026-11-24T10:00:00Z"}))]
@@ -185,7 +166,7 @@ pub async fn create_key(
     let _: () = redis::pipe()
         .atomic()
         .cmd("HSET")
-        .arg(apikey_key(keys, &d))
+        .arg(keys.api_key(&d))
         .arg("key_id")
         .arg(&key_id)
         .arg("role")
@@ -194,7 +175,7 @@ pub async fn create_key(
         .arg(driver_id.as_deref().unwrap_or(""))
         .ignore()
         .cmd("HSET")
-        .arg(apikeys_index(keys))
+        .arg(keys.api_key_index())
         .arg(&key_id)
         .arg(serde_json::to_string(&meta).map_err(anyhow::Error::from)?)
         .ignore()
@@ -218,7 +199,7 @@ pub async fn create_key(
 pub async fn list_keys(store: &Store) -> Result<Vec<KeyInfo>, ApiError> {
     let mut conn = store.conn();
     let all: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(apikeys_index(store.keys()))
+        .arg(store.keys().api_key_index())
         .query_async(&mut conn)
         .await
         .map_err(crate::http::error::redis_error("list keys"))?;
@@ -249,7 +230,7 @@ pub async fn revoke_key(store: &Store, cache: &AuthCache, key_id: &str) -> Resul
     let keys = store.keys();
     let mut conn = store.conn();
     let meta: Option<String> = redis::cmd("HGET")
-        .arg(apikeys_index(keys))
+        .arg(keys.api_key_index())
         .arg(key_id)
         .query_async(&mut conn)
         .await
@@ -261,10 +242,10 @@ pub async fn revoke_key(store: &Store, cache: &AuthCache, key_id: &str) -> Resul
     let _: () = redis::pipe()
         .atomic()
         .cmd("DEL")
-        .arg(apikey_key(keys, &meta.digest))
+        .arg(keys.api_key(&meta.digest))
         .ignore()
         .cmd("HDEL")
-        .arg(apikeys_index(keys))
+        .arg(keys.api_key_index())
         .arg(key_id)
         .ignore()
         .query_async(&mut conn)
@@ -374,7 +355,7 @@ pub async fn authenticate(
     if token.starts_with("gds_") {
         let cmd = evalsha(
             &TOUCH_SESSION,
-            &[session_key(keys, &d), apikeys_index(keys)],
+            &[keys.session(&d), keys.api_key_index()],
             &[settings.session_idle_ms],
         );
         let s: Vec<String> = script_run::run(&mut conn, &TOUCH_SESSION, &cmd)
@@ -395,7 +376,7 @@ pub async fn authenticate(
         return Ok(hit);
     }
     let h: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(apikey_key(keys, &d))
+        .arg(keys.api_key(&d))
         .query_async(&mut conn)
         .await
         .map_err(crate::http::error::redis_error("api key"))?;

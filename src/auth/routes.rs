@@ -7,7 +7,6 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{
     Guard, KeyInfo, Principal, Role, create_key, digest, list_keys, new_secret, revoke_key,
-    session_key,
 };
 use crate::domain::DriverId;
 use crate::http::error::{ApiError, Problem, redis_error};
@@ -167,7 +166,7 @@ pub async fn post_session(
     let now = guard.store.redis_now_ms();
     let expires = now + s.session_max_age_ms as i64;
     let mut conn = guard.store.conn();
-    let key = session_key(guard.store.keys(), &digest(&token));
+    let key = guard.store.keys().session(&digest(&token));
     let _: () = redis::pipe()
         .atomic()
         .cmd("HSET")
@@ -219,7 +218,7 @@ pub async fn delete_session(
     };
     let mut conn = guard.store.conn();
     let _: i64 = redis::cmd("DEL")
-        .arg(session_key(guard.store.keys(), &session))
+        .arg(guard.store.keys().session(&session))
         .query_async(&mut conn)
         .await
         .map_err(redis_error("delete session"))?;

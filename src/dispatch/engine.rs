@@ -9,10 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::model::{DispatchResult, Order};
-use super::{
-    directory_key, driver_channel_prefix, excluded_key, fence_key, lock_key, ops_channel,
-    order_key, order_script_keys,
-};
+
 use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::{GeoPoint, OrderId};
@@ -202,8 +199,8 @@ impl Dispatcher {
             self.settings.dispatch_max_attempts.to_string(),
             self.settings.score_per_delivery.to_string(),
             self.settings.events_maxlen.to_string(),
-            ops_channel(keys, city),
-            driver_channel_prefix(keys),
+            keys.ops_channel(city),
+            keys.driver_channel_prefix(),
             String::new(),
         ]
     }
@@ -217,7 +214,7 @@ impl Dispatcher {
         args: Vec<String>,
     ) -> Result<Vec<String>, ApiError> {
         let mut conn = self.store.conn();
-        let keys = order_script_keys(self.store.keys(), city, order);
+        let keys = self.store.keys().order_script(city, order);
         let cmd = evalsha(&ORDER_TRANSITION, &keys, &args);
         scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
             .await
@@ -272,11 +269,11 @@ impl Dispatcher {
         let mut conn = self.store.conn();
         let (_, owner): (i64, String) = redis::pipe()
             .cmd("HSETNX")
-            .arg(directory_key(self.store.keys()))
+            .arg(self.store.keys().order_directory())
             .arg(id.as_str())
             .arg(city)
             .cmd("HGET")
-            .arg(directory_key(self.store.keys()))
+            .arg(self.store.keys().order_directory())
             .arg(id.as_str())
             .query_async(&mut conn)
             .await
@@ -300,7 +297,7 @@ impl Dispatcher {
         Self::decode(&reply)?;
         let fencing = reply.get(3).and_then(|f| f.parse::<u64>().ok());
         Ok(fencing.filter(|_| lock).map(|fencing| Lease {
-            key: lock_key(self.store.keys(), city, id.as_str()),
+            key: self.store.keys().order_lock(city, id.as_str()),
             token,
             fencing,
             ttl: Duration::from_millis(self.settings.lock_ttl_ms),
@@ -356,7 +353,7 @@ impl Dispatcher {
     pub async fn order_city(&self, id: &OrderId) -> Result<String, ApiError> {
         let mut conn = self.store.conn();
         let city: Option<String> = redis::cmd("HGET")
-            .arg(directory_key(self.store.keys()))
+            .arg(self.store.keys().order_directory())
             .arg(id.as_str())
             .query_async(&mut conn)
             .await
@@ -374,7 +371,7 @@ impl Dispatcher {
     pub async fn load_in(&self, city: &str, id: &str) -> Result<Order, ApiError> {
         let mut conn = self.store.conn();
         let h: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(order_key(self.store.keys(), city, id))
+            .arg(self.store.keys().order(city, id))
             .query_async(&mut conn)
             .await
             .map_err(redis_error("load order"))?;
@@ -496,19 +493,19 @@ impl Dispatcher {
         let keys = self.store.keys();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
-        let lock = lock_key(keys, city, order);
-        let okey = order_key(keys, city, order);
+        let lock = keys.order_lock(city, order);
+        let okey = keys.order(city, order);
         let mut pipe = redis::pipe();
         pipe.add_command(evalsha(
             &LOCK_ORDER,
-            &[lock.as_str(), fence_key(keys, city).as_str(), okey.as_str()],
+            &[lock.as_str(), keys.fence(city).as_str(), okey.as_str()],
             &[token.clone(), self.settings.lock_ttl_ms.to_string()],
         ))
         .cmd("HMGET")
         .arg(&okey)
         .arg(&["plat", "plon", "vehicle"])
         .cmd("SMEMBERS")
-        .arg(excluded_key(keys, city, order));
+        .arg(keys.order_excluded(city, order));
         let mut conn = self.store.conn();
         let ((fencing, state), fields, excluded): (
             (u64, String),
@@ -625,8 +622,8 @@ impl Dispatcher {
             self.settings.driver_ttl_ms.to_string(),
             self.settings.offer_ttl_ms.to_string(),
             self.settings.events_maxlen.to_string(),
-            ops_channel(keys, city),
-            driver_channel_prefix(keys),
+            keys.ops_channel(city),
+            keys.driver_channel_prefix(),
             if keep_on_none { "2" } else { "1" }.to_owned(),
             self.settings.ranking_distance_weight.to_string(),
             self.settings.ranking_score_weight.to_string(),
@@ -635,7 +632,7 @@ impl Dispatcher {
             args.push(id.clone());
             args.push(distance.to_string());
         }
-        let cmd = evalsha(&CLAIM_OFFER, &order_script_keys(keys, city, order), &args);
+        let cmd = evalsha(&CLAIM_OFFER, &keys.order_script(city, order), &args);
         let mut conn = self.store.conn();
         let reply: Vec<String> = scripts::run(&mut conn, &CLAIM_OFFER, &cmd)
             .await
@@ -693,7 +690,7 @@ impl Dispatcher {
         let Some(redlock) = &self.redlock else {
             return self.dispatch_in_locked(city, order, count_attempt).await;
         };
-        let key = lock_key(self.store.keys(), city, order);
+        let key = self.store.keys().order_lock(city, order);
         let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
         let outer = match redlock.try_acquire(&key, ttl).await {
             Ok(Some(lease)) => lease,
@@ -829,7 +826,7 @@ impl Dispatcher {
                 args[3] = driver.to_owned();
                 args[4] = fence.to_string();
             }
-            let keys = order_script_keys(self.store.keys(), city, id);
+            let keys = self.store.keys().order_script(city, id);
             pipe.add_command(evalsha(&ORDER_TRANSITION, &keys, &args));
         }
         let mut conn = self.store.conn();

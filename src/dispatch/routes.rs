@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::engine::{DispatchOutcome, Dispatcher, Transition, TransitionError};
-use super::idempotency_key;
 use super::model::{CreateOrder, DispatchResult, Order, TokenBody};
 use crate::domain::FieldError;
 use crate::domain::{DriverId, OrderId};
@@ -90,7 +89,7 @@ pub async fn create_order(
     let store = dispatcher.store().clone();
     let mut conn = store.conn();
     let canonical = serde_json::to_string(&request).map_err(anyhow::Error::from)?;
-    let idem_key = idem.as_deref().map(|k| idempotency_key(store.keys(), k));
+    let idem_key = idem.as_deref().map(|k| store.keys().idempotency(k));
     let mut replay = false;
     if let Some(key) = &idem_key {
         let record = IdempotencyRecord {

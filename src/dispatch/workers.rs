@@ -3,13 +3,14 @@
 //! entries of a crashed worker are taken over with XAUTOCLAIM), and the timer scan that expires
 //! unanswered offers and re-queues orders that wait for a retry.
 
+use crate::store::keys::DISPATCH_GROUP;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::engine::{DispatchOutcome, Dispatcher};
-use super::{GROUP, queue_key, timers_key};
+
 use crate::store::PooledConn;
 
 /// Create the consumer group on every city's dispatch stream (idempotent). Entries appended
@@ -25,8 +26,8 @@ pub async fn ensure_groups(dispatcher: &Dispatcher) -> redis::RedisResult<()> {
 async fn ensure_group(dispatcher: &Dispatcher, city: &str) -> redis::RedisResult<()> {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
-        .arg(queue_key(dispatcher.store().keys(), city))
-        .arg(GROUP)
+        .arg(dispatcher.store().keys().dispatch_queue(city))
+        .arg(DISPATCH_GROUP)
         .arg("0")
         .arg("MKSTREAM")
         .query_async(&mut dispatcher.store().conn())
@@ -68,8 +69,8 @@ async fn handle(dispatcher: &Dispatcher, city: &str, entry: &StreamId) -> bool {
 async fn ack(dispatcher: &Dispatcher, city: &str, id: &str) {
     let mut conn = dispatcher.store().conn();
     let acked: redis::RedisResult<i64> = redis::cmd("XACK")
-        .arg(queue_key(dispatcher.store().keys(), city))
-        .arg(GROUP)
+        .arg(dispatcher.store().keys().dispatch_queue(city))
+        .arg(DISPATCH_GROUP)
         .arg(id)
         .query_async(&mut conn)
         .await;
@@ -87,8 +88,8 @@ async fn reclaim(
     consumer: &str,
 ) -> redis::RedisResult<Vec<StreamId>> {
     let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-        .arg(queue_key(dispatcher.store().keys(), city))
-        .arg(GROUP)
+        .arg(dispatcher.store().keys().dispatch_queue(city))
+        .arg(DISPATCH_GROUP)
         .arg(consumer)
         .arg(dispatcher.settings().queue_claim_idle_ms)
         .arg("0-0")
@@ -106,7 +107,7 @@ async fn reclaim(
 /// One worker of one city's queue: a blocking `XREADGROUP` on that city's stream only (one
 /// stream per read keeps every read in one Cluster slot).
 async fn run_worker(dispatcher: Dispatcher, city: String, consumer: String) {
-    let key = queue_key(dispatcher.store().keys(), &city);
+    let key = dispatcher.store().keys().dispatch_queue(&city);
     let claim_every =
         Duration::from_millis((dispatcher.settings().queue_claim_idle_ms / 2).max(50));
     let mut next_claim = tokio::time::Instant::now();
@@ -131,7 +132,7 @@ async fn run_worker(dispatcher: Dispatcher, city: String, consumer: String) {
             let block = claim_every.min(Duration::from_secs(1));
             let mut cmd = redis::cmd("XREADGROUP");
             cmd.arg("GROUP")
-                .arg(GROUP)
+                .arg(DISPATCH_GROUP)
                 .arg(&consumer)
                 .arg("COUNT")
                 .arg(1)
@@ -187,7 +188,7 @@ async fn run_worker(dispatcher: Dispatcher, city: String, consumer: String) {
     }
 }
 
-/// Start `n` queue workers per city, named `{instance}-w{i}` in each city's group [`GROUP`].
+/// Start `n` queue workers per city, named `{instance}-w{i}` in each city's group [`DISPATCH_GROUP`].
 pub fn spawn_workers(
     dispatcher: Dispatcher,
     instance: &str,
@@ -225,7 +226,7 @@ pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usiz
     let now: (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
     for city in dispatcher.cities().all() {
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(timers_key(dispatcher.store().keys(), city.id.as_str()))
+            .arg(dispatcher.store().keys().timers(city.id.as_str()))
             .arg("-inf")
             .arg(crate::store::scripts::time_ms(now))
             .arg("LIMIT")

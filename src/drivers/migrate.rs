@@ -15,9 +15,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{
-    DriverStatus, VehicleType, directory_key, driver_bucket, seen_bucket_key, seen_key, state_key,
-};
+use super::{DriverStatus, VehicleType, driver_bucket};
 use crate::cities::CityIndex;
 use crate::store::{RedisConn, Store};
 
@@ -106,7 +104,7 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
     for city in cities.all() {
         let c = city.id.as_str();
 
-        let states = state_key(keys, c);
+        let states = keys.driver_states(c);
         let mut scan = Scan::new("HSCAN", &states);
         while let Some(page) = scan.next::<(String, String)>(&mut conn).await? {
             let converted: Vec<(String, String)> = page
@@ -123,7 +121,7 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
             }
         }
 
-        let old_seen = keys.city(c, "seen");
+        let old_seen = keys.legacy_seen(c);
         let mut oldest: HashMap<u16, f64> = HashMap::new();
         let mut scan = Scan::new("ZSCAN", &old_seen);
         while let Some(page) = scan.next::<(String, f64)>(&mut conn).await? {
@@ -131,7 +129,7 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
             for (id, ms) in &page {
                 let bucket = driver_bucket(id);
                 pipe.cmd("ZADD")
-                    .arg(seen_bucket_key(keys, c, bucket))
+                    .arg(keys.seen_bucket(c, bucket))
                     .arg(*ms)
                     .arg(id)
                     .ignore();
@@ -146,7 +144,7 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
         let mut pipe = redis::pipe();
         for (bucket, ms) in oldest {
             pipe.cmd("ZADD")
-                .arg(seen_key(keys, c))
+                .arg(keys.seen_index(c))
                 .arg("LT")
                 .arg(ms)
                 .arg(bucket)
@@ -157,21 +155,21 @@ pub async fn migrate_layout(store: &Store, cities: &CityIndex) -> anyhow::Result
 
         for status in DriverStatus::ALL {
             for vehicle in VehicleType::ALL {
-                let old = keys.city(c, &format!("geo:{}:{}", status.as_str(), vehicle.as_str()));
+                let old = keys.legacy_geo_vehicle(c, status.as_str(), vehicle.as_str());
                 let deleted: u64 = redis::cmd("DEL").arg(&old).query_async(&mut conn).await?;
                 report.per_vehicle_sets_deleted += deleted;
             }
         }
     }
 
-    let old_directory = keys.global("drivers:city");
+    let old_directory = keys.legacy_driver_directory();
     let mut scan = Scan::new("HSCAN", &old_directory);
     while let Some(page) = scan.next::<(String, String)>(&mut conn).await? {
         let mut pipe = redis::pipe();
         for (id, entry) in &page {
             // HSETNX: an entry the current build already wrote in the buckets is newer.
             pipe.cmd("HSETNX")
-                .arg(directory_key(keys, id))
+                .arg(keys.driver_directory(id))
                 .arg(id)
                 .arg(entry)
                 .ignore();

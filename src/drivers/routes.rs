@@ -7,8 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::model::{DriverState, ValidPosition, parse_driver_id};
 use super::{
     BatchRequest, BatchResponse, BatchResult, BatchStatus, LocationUpdate, StatusUpdate,
-    city_script_keys, directory_key, driver_bucket, driver_script_keys, scores_key,
-    seen_bucket_key, state_key,
+    driver_bucket,
 };
 use crate::cities::CityIndex;
 use crate::config::Settings;
@@ -88,11 +87,11 @@ pub fn position_cmd(
     items: &[(&DriverId, &ValidPosition)],
     mode: PositionMode,
 ) -> redis::Cmd {
-    let mut k = city_script_keys(keys, city);
+    let mut k = keys.city_script(city);
     k.extend(
         items
             .iter()
-            .map(|(id, _)| seen_bucket_key(keys, city, driver_bucket(id.as_str()))),
+            .map(|(id, _)| keys.seen_bucket(city, driver_bucket(id.as_str()))),
     );
     let mut args = Vec::with_capacity(2 + 9 * items.len());
     args.push(settings.max_clock_skew_ms.to_string());
@@ -198,7 +197,7 @@ async fn directory_entries(
 ) -> Result<Vec<Option<String>>, ApiError> {
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("HGET").arg(directory_key(keys, id)).arg(*id);
+        pipe.cmd("HGET").arg(keys.driver_directory(id)).arg(*id);
     }
     pipe.query_async(conn)
         .await
@@ -218,7 +217,7 @@ async fn city_cas(
     let args: Vec<&str> = entries.iter().flat_map(|(a, b, c)| [*a, *b, *c]).collect();
     let k: Vec<String> = entries
         .iter()
-        .map(|(id, _, _)| directory_key(keys, id))
+        .map(|(id, _, _)| keys.driver_directory(id))
         .collect();
     let cmd = evalsha(&CITY_CAS, &k, &args);
     let applied: Vec<i64> = scripts::run(conn, &CITY_CAS, &cmd)
@@ -275,7 +274,7 @@ async fn arrive(
     // One arrival per driver at a time (a short lease on a per-driver key, `SET NX PX` with a
     // random token, released by compare-and-delete): two concurrent moves of one driver could
     // otherwise each leave and create and interleave. Positions within a city never take it.
-    let lease_key = keys.global(&format!("drivers:moving:{id}"));
+    let lease_key = keys.driver_move_lease(id);
     let token = uuid::Uuid::new_v4().simple().to_string();
     let deadline = std::time::Instant::now() + MOVE_LEASE;
     loop {
@@ -314,7 +313,7 @@ async fn arrive_leased(
     let mine = entry(city.as_str(), pos.recorded_ms);
     for _ in 0..MOVE_RETRIES {
         let known: Option<String> = redis::cmd("HGET")
-            .arg(directory_key(keys, id.as_str()))
+            .arg(keys.driver_directory(id.as_str()))
             .arg(id.as_str())
             .query_async(conn)
             .await
@@ -380,7 +379,7 @@ async fn arrive_leased(
     ));
     if let Some(score) = &score {
         pipe.cmd("ZADD")
-            .arg(scores_key(keys, city.as_str()))
+            .arg(keys.scores(city.as_str()))
             .arg("NX")
             .arg(score)
             .arg(id.as_str())
@@ -797,7 +796,7 @@ pub async fn load_driver(
     let mut conn = store.conn();
     let (packed, time): (Option<String>, (i64, i64)) = redis::pipe()
         .cmd("HGET")
-        .arg(state_key(store.keys(), &city))
+        .arg(store.keys().driver_states(&city))
         .arg(id.as_str())
         .cmd("TIME")
         .query_async(&mut conn)
@@ -821,7 +820,7 @@ pub async fn load_driver(
 pub async fn load_city(store: &Store, id: &DriverId) -> Result<Option<String>, ApiError> {
     let mut conn = store.conn();
     let city: Option<String> = redis::cmd("HGET")
-        .arg(directory_key(store.keys(), id.as_str()))
+        .arg(store.keys().driver_directory(id.as_str()))
         .arg(id.as_str())
         .query_async(&mut conn)
         .await
@@ -920,7 +919,7 @@ pub async fn put_status(
     let (city, reply) = run_on_driver_city(
         &store,
         &SET_STATUS,
-        city_script_keys,
+        Keys::city_script,
         &id,
         &[body.0.status.as_str()],
     )
@@ -972,7 +971,7 @@ pub async fn delete_driver(
     let (city, reply) = run_on_driver_city(
         &store,
         &DELETE_DRIVER,
-        |k, c| driver_script_keys(k, c, id.as_str()),
+        |k, c| k.driver_script(c, id.as_str()),
         &id,
         &[],
     )

@@ -7,7 +7,6 @@ use crate::store::scripts::SWEEP_STALE;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{city_script_keys, seen_bucket_key, seen_key};
 use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::store::Store;
@@ -28,7 +27,7 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
     let lead = 2 * settings.sweep_interval_ms as i64;
     let due_before = store.redis_now_ms() - settings.driver_ttl_ms as i64 + lead;
     let due: Vec<u16> = redis::cmd("ZRANGE")
-        .arg(seen_key(keys, city))
+        .arg(keys.seen_index(city))
         .arg("-inf")
         .arg(format!("({due_before}"))
         .arg("BYSCORE")
@@ -42,8 +41,8 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
     let mut next = 0;
     while next < due.len() {
         let chunk = &due[next..due.len().min(next + BUCKETS_PER_CALL)];
-        let mut k = city_script_keys(keys, city);
-        k.extend(chunk.iter().map(|&b| seen_bucket_key(keys, city, b)));
+        let mut k = keys.city_script(city);
+        k.extend(chunk.iter().map(|&b| keys.seen_bucket(city, b)));
         let cmd = evalsha(&SWEEP_STALE, &k, &args);
         let (swept, done): (u64, usize) = scripts::run(&mut conn, &SWEEP_STALE, &cmd).await?;
         total += swept;

@@ -16,8 +16,11 @@
 //! reads (streams, pub/sub) and bulk loads, which would stall or hog a shared socket, check a
 //! dedicated connection out of [`Store::pool`].
 
+pub mod keys;
 pub mod local;
 pub mod scripts;
+
+pub use keys::Keys;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -417,43 +420,6 @@ pub fn check_slots(sets: impl IntoIterator<Item = (String, Vec<String>)>) -> any
     Ok(())
 }
 
-/// Builds every Redis key and channel name: `{prefix}:{{city}}:…` for city data (the hash tag
-/// keeps a city's keys in one Cluster slot) and `{prefix}:…` for global data.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: Arc<str>,
-}
-
-impl Keys {
-    /// Keys under `prefix`.
-    pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
-    }
-
-    /// The prefix.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// A key of `city`: `{prefix}:{city}:{suffix}`.
-    pub fn city(&self, city: &str, suffix: &str) -> String {
-        self.tagged(city, suffix)
-    }
-
-    /// A key in the hash slot of `tag`: `{prefix}:{tag}:{suffix}` (keys one script or
-    /// transaction touches together share a tag, as Redis Cluster requires).
-    pub fn tagged(&self, tag: &str, suffix: &str) -> String {
-        format!("{}:{{{tag}}}:{suffix}", self.prefix)
-    }
-
-    /// A global key: `{prefix}:{suffix}`.
-    pub fn global(&self, suffix: &str) -> String {
-        format!("{}:{suffix}", self.prefix)
-    }
-}
-
 fn local_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -817,7 +783,7 @@ mod tests {
         );
         assert_ne!(slot("a{}b"), slot(""));
         let keys = Keys::new("gd");
-        assert_eq!(slot(&keys.city("paris", "seen")), slot("paris"));
+        assert_eq!(slot(&keys.seen_index("paris")), slot("paris"));
     }
 
     #[test]
@@ -826,18 +792,18 @@ mod tests {
         assert!(
             check_slots([(
                 "ok".to_owned(),
-                vec![keys.city("paris", "a"), keys.city("paris", "b")]
+                vec![keys.driver_states("paris"), keys.scores("paris")]
             )])
             .is_ok()
         );
         let err = check_slots([(
             "set_position in paris".to_owned(),
-            vec![keys.city("paris", "seen"), keys.global("drivers")],
+            vec![keys.seen_index("paris"), keys.order_directory()],
         )])
         .unwrap_err()
         .to_string();
         assert!(err.contains("set_position in paris"), "{err}");
-        assert!(err.contains("gd:drivers"), "{err}");
+        assert!(err.contains("gd:orders"), "{err}");
         assert!(err.contains("CROSSSLOT"), "{err}");
     }
 

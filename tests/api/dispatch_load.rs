@@ -30,7 +30,7 @@ fn settings(s: &mut geodispatch::config::Settings) {
 async fn drivers(instances: Arc<Vec<Instance>>, stop: Arc<AtomicBool>) -> usize {
     let first = &instances[0];
     let mut conn = first.redis_conn_pub().await;
-    let key = geodispatch::dispatch::events_key(first.context.store.keys(), "paris");
+    let key = first.context.store.keys().events("paris");
     let mut last = "0".to_owned();
     let mut rng = Rng::new(7);
     let mut answered = 0;
@@ -149,9 +149,7 @@ async fn five_hundred_orders_on_three_instances_keep_every_invariant() {
     loop {
         let mut pipe = redis::pipe();
         for id in &created {
-            pipe.cmd("HGET")
-                .arg(geodispatch::dispatch::order_key(keys, "paris", id))
-                .arg("state");
+            pipe.cmd("HGET").arg(keys.order("paris", id)).arg("state");
         }
         let states: Vec<String> = pipe.query_async(&mut conn).await.unwrap();
         let open = states
@@ -202,11 +200,7 @@ async fn five_hundred_orders_on_three_instances_keep_every_invariant() {
     assert!(answered >= delivered);
     // Nobody is left busy and no assignment is left behind.
     let busy: Vec<String> = redis::cmd("ZRANGE")
-        .arg(geodispatch::drivers::geo_key(
-            keys,
-            "paris",
-            geodispatch::drivers::DriverStatus::Busy,
-        ))
+        .arg(keys.geo("paris", geodispatch::drivers::DriverStatus::Busy))
         .arg(0)
         .arg(-1)
         .query_async(&mut conn)
@@ -214,7 +208,7 @@ async fn five_hundred_orders_on_three_instances_keep_every_invariant() {
         .unwrap();
     assert!(busy.is_empty(), "{busy:?}");
     let assigned: i64 = redis::cmd("HLEN")
-        .arg(geodispatch::dispatch::assignments_key(keys, "paris"))
+        .arg(keys.assignments("paris"))
         .query_async(&mut conn)
         .await
         .unwrap();

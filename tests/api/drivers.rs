@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use geodispatch::domain::DriverStatus;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -493,12 +494,13 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
         "{indexes:?}"
     );
     let mut conn = app.redis_conn().await;
-    let prefix = &app.context.settings.key_prefix;
     let in_paris: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!(
-            "{prefix}:{{paris}}:seen:{}",
-            geodispatch::drivers::driver_bucket("m1")
-        ))
+        .arg(
+            app.context
+                .store
+                .keys()
+                .seen_bucket("paris", geodispatch::drivers::driver_bucket("m1")),
+        )
         .arg("m1")
         .query_async(&mut conn)
         .await
@@ -549,7 +551,7 @@ async fn concurrent_positions_in_two_cities_leave_the_driver_in_exactly_one() {
     let mut held_by = Vec::new();
     for city in ["paris", "berlin"] {
         let held: bool = redis::cmd("HEXISTS")
-            .arg(geodispatch::drivers::state_key(keys, city))
+            .arg(keys.driver_states(city))
             .arg("hop")
             .query_async(&mut conn)
             .await
@@ -560,7 +562,7 @@ async fn concurrent_positions_in_two_cities_leave_the_driver_in_exactly_one() {
     }
     assert_eq!(held_by.len(), 1, "held by {held_by:?}");
     let directory: Option<String> = redis::cmd("HGET")
-        .arg(geodispatch::drivers::directory_key(keys, "hop"))
+        .arg(keys.driver_directory("hop"))
         .arg("hop")
         .query_async(&mut conn)
         .await
@@ -636,9 +638,9 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
     let t = now_ms();
     app.put_location("old", PARIS.0, PARIS.1, t, json!({}))
         .await;
-    let keys = geodispatch::store::Keys::new(&app.context.settings.key_prefix);
+    let keys = app.context.store.keys();
     let oldest: Option<f64> = redis::cmd("ZSCORE")
-        .arg(geodispatch::drivers::seen_key(&keys, "paris"))
+        .arg(keys.seen_index("paris"))
         .arg(geodispatch::drivers::driver_bucket("old"))
         .query_async(&mut app.redis_conn().await)
         .await
@@ -715,9 +717,9 @@ async fn the_liveness_index_bounds_each_buckets_oldest_driver_and_the_sweep_make
         .filter(|id| geodispatch::drivers::driver_bucket(id) == bucket)
         .take(3)
         .collect();
-    let keys = geodispatch::store::Keys::new(&app.context.settings.key_prefix);
-    let index = geodispatch::drivers::seen_key(&keys, "paris");
-    let bucket_key = geodispatch::drivers::seen_bucket_key(&keys, "paris", bucket);
+    let keys = app.context.store.keys();
+    let index = keys.seen_index("paris");
+    let bucket_key = keys.seen_bucket("paris", bucket);
     let mut conn = app.redis_conn().await;
     let mut oldest = async || -> Option<i64> {
         redis::cmd("ZSCORE")
@@ -808,12 +810,12 @@ async fn a_driver_moving_city_keeps_its_vehicle_type_and_offline_status() {
 #[tokio::test]
 async fn migrate_brings_the_old_driver_layout_to_the_current_one() {
     let app = spawn_app().await;
-    let prefix = app.context.settings.key_prefix.clone();
+    let k = app.context.store.keys();
     let t = now_ms();
     let mut conn = app.redis_conn().await;
     let () = redis::pipe()
         .cmd("HSET")
-        .arg(format!("{prefix}:{{paris}}:drivers"))
+        .arg(k.driver_states("paris"))
         .arg("old1")
         .arg(format!(
             "paris|{t}|{}|{}|available|van|5||",
@@ -821,24 +823,24 @@ async fn migrate_brings_the_old_driver_layout_to_the_current_one() {
         ))
         .ignore()
         .cmd("ZADD")
-        .arg(format!("{prefix}:{{paris}}:seen"))
+        .arg(k.legacy_seen("paris"))
         .arg(t)
         .arg("old1")
         .ignore()
         .cmd("GEOADD")
-        .arg(format!("{prefix}:{{paris}}:geo:available"))
+        .arg(k.geo("paris", DriverStatus::Available))
         .arg(PARIS.1)
         .arg(PARIS.0)
         .arg("v:old1")
         .ignore()
         .cmd("GEOADD")
-        .arg(format!("{prefix}:{{paris}}:geo:available:van"))
+        .arg(k.legacy_geo_vehicle("paris", "available", "van"))
         .arg(PARIS.1)
         .arg(PARIS.0)
         .arg("old1")
         .ignore()
         .cmd("HSET")
-        .arg(format!("{prefix}:drivers:city"))
+        .arg(k.legacy_driver_directory())
         .arg("old1")
         .arg(format!("paris|{t}"))
         .ignore()
@@ -859,9 +861,9 @@ async fn migrate_brings_the_old_driver_layout_to_the_current_one() {
     );
     let keys = app.keys().await;
     for old in [
-        format!("{prefix}:{{paris}}:seen"),
-        format!("{prefix}:{{paris}}:geo:available:van"),
-        format!("{prefix}:drivers:city"),
+        k.legacy_seen("paris"),
+        k.legacy_geo_vehicle("paris", "available", "van"),
+        k.legacy_driver_directory(),
     ] {
         assert!(!keys.contains(&old), "{old} is gone: {keys:?}");
     }

@@ -330,7 +330,7 @@ impl Instance {
             .cities
             .all()
             .iter()
-            .map(|c| geodispatch::dispatch::queue_key(self.context.store.keys(), c.id.as_str()))
+            .map(|c| self.context.store.keys().dispatch_queue(c.id.as_str()))
             .collect();
         let mut keys = self.keys().await;
         keys.retain(|k| !queues.contains(k));
@@ -421,9 +421,9 @@ impl Instance {
     /// the vehicle type: `c:drv-1`).
     pub async fn geo_members(&self, city: &str, status: &str, vehicle: &str) -> Vec<String> {
         let mut conn = self.redis_conn().await;
-        let key = format!(
-            "{}:{{{city}}}:geo:{status}",
-            self.context.settings.key_prefix
+        let key = self.context.store.keys().geo(
+            city,
+            geodispatch::domain::DriverStatus::parse(status).expect("a driver status"),
         );
         let tag = geodispatch::drivers::VehicleType::parse(vehicle)
             .expect("a vehicle type")

@@ -14,10 +14,7 @@ use crate::helpers::{PARIS, TestApp, now_ms, spawn_app, spawn_app_with, start_re
 
 fn keys(app: &TestApp, name: &str) -> (String, String) {
     let k = app.context.store.keys();
-    (
-        k.city("paris", &format!("lock:{name}")),
-        k.city("paris", "fence"),
-    )
+    (k.order_lock("paris", name), k.fence("paris"))
 }
 
 async fn holder(app: &TestApp, key: &str) -> Option<String> {
@@ -316,7 +313,7 @@ async fn dispatch_over_the_redlock_backend_offers_once_and_refuses_without_a_quo
         0,
     )
     .unwrap();
-    let lock_key = geodispatch::dispatch::lock_key(app.context.store.keys(), "paris", "rl-2");
+    let lock_key = app.context.store.keys().order_lock("paris", "rl-2");
     let held = other
         .acquire(&lock_key, Duration::from_secs(30))
         .await

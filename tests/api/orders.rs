@@ -426,10 +426,10 @@ async fn a_worker_killed_mid_dispatch_leaves_its_order_to_another_worker() {
         .await
         .unwrap();
     let mut conn = app.redis_conn().await;
-    let queue = geodispatch::dispatch::queue_key(app.context.store.keys(), "paris");
+    let queue = app.context.store.keys().dispatch_queue("paris");
     let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
         .arg("GROUP")
-        .arg(geodispatch::dispatch::GROUP)
+        .arg(geodispatch::store::keys::DISPATCH_GROUP)
         .arg("crashed-worker")
         .arg("COUNT")
         .arg(1)
@@ -451,7 +451,7 @@ async fn a_worker_killed_mid_dispatch_leaves_its_order_to_another_worker() {
     assert!(order["fencing_token"].as_u64().unwrap() > dead.fencing);
     let pending: (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
         .arg(&queue)
-        .arg(geodispatch::dispatch::GROUP)
+        .arg(geodispatch::store::keys::DISPATCH_GROUP)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -792,10 +792,7 @@ async fn events_stream_as_sse_resume_after_last_event_id_and_reach_the_driver_ch
     drivers_at(&app, &["ev"], PARIS).await;
     let client = redis::Client::open(app.redis_url.as_str()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    let channel = format!(
-        "{}ev",
-        geodispatch::dispatch::driver_channel_prefix(app.context.store.keys())
-    );
+    let channel = format!("{}ev", app.context.store.keys().driver_channel_prefix());
     pubsub.subscribe(&channel).await.unwrap();
 
     let o = create(

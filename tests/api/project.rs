@@ -194,3 +194,27 @@ fn compose_profiles_match_the_tested_topologies() {
             .any(|(k, v)| k == "GEODISPATCH_REDIS_CLUSTER_NODES" && !v.is_empty())
     );
 }
+
+/// The key table of docs/ARCHITECTURE.md lists exactly the keys and channels the key schema
+/// builds (rendered with `<placeholders>` by `Keys::templates`).
+#[test]
+fn the_architecture_key_table_matches_the_key_schema() {
+    let doc = read("docs/ARCHITECTURE.md");
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `gd"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|rest| format!("gd{rest}"))
+        .collect();
+    let built: BTreeSet<String> = geodispatch::store::Keys::new("gd")
+        .templates()
+        .into_iter()
+        .map(|(_, template)| template)
+        .collect();
+    let undocumented: Vec<_> = built.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&built).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "keys built but not in docs/ARCHITECTURE.md: {undocumented:?}; documented but not built: {unknown:?}"
+    );
+}

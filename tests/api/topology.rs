@@ -312,10 +312,7 @@ async fn the_api_suite_passes_on_a_sentinel_group() {
     let stored: Option<String> = geodispatch_testkit::topology::query(
         new,
         redis::cmd("HGET")
-            .arg(geodispatch::drivers::state_key(
-                app.context.store.keys(),
-                "paris",
-            ))
+            .arg(app.context.store.keys().driver_states("paris"))
             .arg("p-1"),
     )
     .await
@@ -344,7 +341,7 @@ async fn the_api_suite_passes_on_a_cluster_and_cities_live_on_their_own_slots() 
     // Every key of a city is on the node that owns the city's slot.
     let keys = app.context.store.keys();
     for city in ["paris", "berlin"] {
-        let slot = geodispatch::store::slot(&keys.city(city, "x"));
+        let slot = geodispatch::store::slot(&keys.driver_states(city));
         let (_, port) = cluster.owner_of(slot).await.unwrap();
         let in_slot: Vec<String> = geodispatch_testkit::topology::query(
             port,
@@ -356,9 +353,7 @@ async fn the_api_suite_passes_on_a_cluster_and_cities_live_on_their_own_slots() 
         .await
         .unwrap();
         assert!(
-            in_slot
-                .iter()
-                .any(|k| k == &geodispatch::drivers::state_key(keys, city)),
+            in_slot.iter().any(|k| k == &keys.driver_states(city)),
             "{city}: {in_slot:?}"
         );
         assert!(in_slot.iter().all(|k| k.contains(&format!("{{{city}}}"))));
@@ -366,7 +361,7 @@ async fn the_api_suite_passes_on_a_cluster_and_cities_live_on_their_own_slots() 
 
     // Move Paris' slot to another primary while positions, searches and dispatches run: the
     // client follows ASK/MOVED (and TRYAGAIN for scripts whose keys are split mid-move).
-    let slot = geodispatch::store::slot(&keys.city("paris", "x"));
+    let slot = geodispatch::store::slot(&keys.driver_states("paris"));
     let (_, from) = cluster.owner_of(slot).await.unwrap();
     let to = cluster
         .topology()

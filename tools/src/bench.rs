@@ -316,8 +316,7 @@ pub async fn nearby(opts: NearbyOptions) -> anyhow::Result<Vec<serde_json::Value
         let mut r = bed.redis().await?;
         // Every driver has a score of 3.5–5.0 (a rating), written straight into the city's
         // score set (the API would take one request per driver).
-        let scores =
-            geodispatch::drivers::scores_key(&geodispatch::store::Keys::new("bench"), "paris");
+        let scores = (geodispatch::store::Keys::new("bench")).scores("paris");
         let mut rng = SplitMix64::new(3);
         for chunk in drivers.chunks(10_000) {
             let mut zadd = redis::cmd("ZADD");

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::cities::CityIndex;
-use crate::drivers::{DriverStatus, VehicleType, geo_key};
+use crate::drivers::{DriverStatus, VehicleType};
 use crate::http::error::{ApiError, Problem, redis_error};
 use crate::http::extract::QueryParams;
 use crate::store::Store;
@@ -125,7 +125,7 @@ pub async fn snapshot(
     let mut pipe = redis::pipe();
     for status in DriverStatus::ALL {
         pipe.cmd("GEOSEARCH")
-            .arg(geo_key(store.keys(), city.id.as_str(), status))
+            .arg(store.keys().geo(city.id.as_str(), status))
             .arg("FROMLONLAT")
             .arg(clon)
             .arg(clat)

@@ -1,0 +1,430 @@
+//! The key schema: every Redis key and channel the service uses, each with one builder.
+//!
+//! City data lives under `{prefix}:{<city>}:…`: the braces are a Redis Cluster hash tag, so
+//! every key of one city lies in one hash slot and a script may take several of them. Global
+//! data lives under `{prefix}:…`, and the keys that one script or transaction takes together
+//! share a tag of their own (`{drivers}`, `{auth}`). The prefix (`key_prefix`, `gd` by default)
+//! lets tenants and tests share one Redis.
+//!
+//! The KEYS of each multi-key script are assembled here too ([`Keys::order_script`],
+//! [`Keys::driver_script`], …), and [`Keys::script_key_sets`] lists them for the startup check
+//! that each set lies in one Cluster slot, so the check can never drift from what the scripts
+//! are given. [`Keys::templates`] renders every builder with placeholders, which the
+//! architecture document's key table is checked against.
+
+use std::fmt::Display;
+use std::sync::Arc;
+
+use crate::domain::DriverStatus;
+
+/// Buckets the per-driver liveness index and the driver directory are split into. Sized so
+/// that a city of 1M drivers averages 61 per bucket, well under the 128 entries Redis keeps in
+/// the compact listpack encoding (`zset-max-listpack-entries`, `hash-max-listpack-entries`);
+/// beyond about 1.5M drivers in one city (liveness) or in all (directory) buckets turn into
+/// ordinary sorted sets and hashes: still correct, with the memory of one big key. Changing it
+/// orphans existing buckets, so it is a constant, not a setting.
+pub const DRIVER_BUCKETS: u16 = 16384;
+
+/// The bucket of a driver's liveness and directory entries: CRC16 of its id, modulo
+/// [`DRIVER_BUCKETS`].
+pub fn driver_bucket(id: &str) -> u16 {
+    super::crc16(id.as_bytes()) % DRIVER_BUCKETS
+}
+
+/// Hash tag of the driver directory buckets (one script may take several).
+const DRIVERS_TAG: &str = "drivers";
+/// Hash tag of API keys, their index and sessions (written together in one transaction).
+const AUTH_TAG: &str = "auth";
+
+/// Builds every Redis key and channel name (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn city(&self, city: impl Display, suffix: impl Display) -> String {
+        format!("{}:{{{city}}}:{suffix}", self.prefix)
+    }
+
+    fn tagged(&self, tag: &str, suffix: impl Display) -> String {
+        format!("{}:{{{tag}}}:{suffix}", self.prefix)
+    }
+
+    fn global(&self, suffix: impl Display) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+
+    // ---- drivers ----
+
+    /// Hash `driver_id → recorded_ms|lat|lon|S|V|accuracy|heading|speed`: the state of every
+    /// driver of a city.
+    pub fn driver_states(&self, city: impl Display) -> String {
+        self.city(city, "drivers")
+    }
+
+    /// Hash `driver_id → city|recorded_ms`: the directory bucket holding driver `id`'s entry
+    /// (which city keeps its state).
+    pub fn driver_directory(&self, id: &str) -> String {
+        self.driver_directory_bucket(driver_bucket(id))
+    }
+
+    /// Directory bucket number `bucket` (see [`Keys::driver_directory`]).
+    pub fn driver_directory_bucket(&self, bucket: impl Display) -> String {
+        self.tagged(DRIVERS_TAG, format_args!("city:{bucket}"))
+    }
+
+    /// String with a TTL: the lease of a driver moving from one city to another.
+    pub fn driver_move_lease(&self, id: impl Display) -> String {
+        self.global(format_args!("drivers:moving:{id}"))
+    }
+
+    /// Sorted set `bucket → lower bound of its oldest recorded_ms` (exact after a sweep): which
+    /// liveness buckets of a city may hold stale drivers.
+    pub fn seen_index(&self, city: impl Display) -> String {
+        self.city(city, "seen:oldest")
+    }
+
+    /// Sorted set `driver_id → recorded_ms`: liveness bucket `bucket` of a city.
+    pub fn seen_bucket(&self, city: impl Display, bucket: impl Display) -> String {
+        self.city(city, format_args!("seen:{bucket}"))
+    }
+
+    /// GEO set of a city's drivers with `status`, members tagged with the vehicle type
+    /// (`c:drv-1`).
+    pub fn geo(&self, city: impl Display, status: DriverStatus) -> String {
+        self.geo_named(city, status.as_str())
+    }
+
+    fn geo_named(&self, city: impl Display, status: impl Display) -> String {
+        self.city(city, format_args!("geo:{status}"))
+    }
+
+    /// A city's GEO sets in the order the scripts take them: available, busy, offline.
+    pub fn geo_all(&self, city: &str) -> Vec<String> {
+        DriverStatus::ALL
+            .iter()
+            .map(|&status| self.geo(city, status))
+            .collect()
+    }
+
+    /// Sorted set `driver_id → score`: a city's leaderboard.
+    pub fn scores(&self, city: impl Display) -> String {
+        self.city(city, "scores")
+    }
+
+    /// Sorted set, deleted in the same transaction: scratch space of one candidate ranking.
+    pub fn rank_scratch(&self, city: impl Display, suffix: impl Display) -> String {
+        self.city(city, format_args!("tmp:rank:{suffix}"))
+    }
+
+    // ---- orders and dispatch ----
+
+    /// Hash `order_id → city`: the order directory.
+    pub fn order_directory(&self) -> String {
+        self.global("orders")
+    }
+
+    /// Hash: one order.
+    pub fn order(&self, city: impl Display, order: impl Display) -> String {
+        self.city(city, format_args!("order:{order}"))
+    }
+
+    /// Set: the drivers an order may not be offered to again (they rejected it or let it
+    /// expire).
+    pub fn order_excluded(&self, city: impl Display, order: impl Display) -> String {
+        self.city(city, format_args!("order:{order}:excluded"))
+    }
+
+    /// String with a TTL: an order's dispatch lock (its value is the holder's token).
+    pub fn order_lock(&self, city: impl Display, order: impl Display) -> String {
+        self.city(city, format_args!("lock:order:{order}"))
+    }
+
+    /// Counter: a city's fencing numbers (INCR per lock acquisition).
+    pub fn fence(&self, city: impl Display) -> String {
+        self.city(city, "fence")
+    }
+
+    /// Hash `driver_id → order_id`: a city's active assignments.
+    pub fn assignments(&self, city: impl Display) -> String {
+        self.city(city, "assignments")
+    }
+
+    /// Sorted set `order_id → due ms`: a city's timers (offer expiry, dispatch retry).
+    pub fn timers(&self, city: impl Display) -> String {
+        self.city(city, "timers")
+    }
+
+    /// Stream: a city's dispatch queue, read by the consumer group [`DISPATCH_GROUP`].
+    pub fn dispatch_queue(&self, city: impl Display) -> String {
+        self.city(city, "dispatch")
+    }
+
+    /// Stream: a city's order events.
+    pub fn events(&self, city: impl Display) -> String {
+        self.city(city, "events")
+    }
+
+    /// Pub/Sub channel: every order event of a city, for ops.
+    pub fn ops_channel(&self, city: impl Display) -> String {
+        self.global(format_args!("events:{city}"))
+    }
+
+    /// Pub/Sub channel: the offers of one driver and their fate.
+    pub fn driver_channel(&self, id: impl Display) -> String {
+        format!("{}{id}", self.driver_channel_prefix())
+    }
+
+    /// The prefix of every [`Keys::driver_channel`] (scripts append the driver id).
+    pub fn driver_channel_prefix(&self) -> String {
+        self.global("driver:")
+    }
+
+    /// String with a TTL: the remembered answer of an `Idempotency-Key` of `POST /v1/orders`.
+    pub fn idempotency(&self, key: impl Display) -> String {
+        self.global(format_args!("idem:{key}"))
+    }
+
+    // ---- protection ----
+
+    /// Hash: an API key's record, named after the SHA-256 of the secret.
+    pub fn api_key(&self, digest: impl Display) -> String {
+        self.tagged(AUTH_TAG, format_args!("apikey:{digest}"))
+    }
+
+    /// Hash `key id → metadata JSON`: the index of API keys.
+    pub fn api_key_index(&self) -> String {
+        self.tagged(AUTH_TAG, "apikeys")
+    }
+
+    /// Hash with a TTL: a driver session, named after the SHA-256 of its token.
+    pub fn session(&self, digest: impl Display) -> String {
+        self.tagged(AUTH_TAG, format_args!("session:{digest}"))
+    }
+
+    /// The state of one rate limit (a counter, a log or a bucket, by algorithm) of one subject
+    /// in one route class.
+    pub fn rate_limit(&self, class: impl Display, subject: impl Display) -> String {
+        self.global(format_args!("rl:{class}:{subject}"))
+    }
+
+    // ---- layout 1 (read by `migrate` only) ----
+
+    /// Layout 1: one sorted set of every driver's last-seen time in a city.
+    pub fn legacy_seen(&self, city: impl Display) -> String {
+        self.city(city, "seen")
+    }
+
+    /// Layout 1: one hash `driver_id → city|recorded_ms` for the whole deployment.
+    pub fn legacy_driver_directory(&self) -> String {
+        self.global("drivers:city")
+    }
+
+    /// Layout 1: a GEO set per status and vehicle type.
+    pub fn legacy_geo_vehicle(
+        &self,
+        city: impl Display,
+        status: impl Display,
+        vehicle: impl Display,
+    ) -> String {
+        self.city(city, format_args!("geo:{status}:{vehicle}"))
+    }
+
+    // ---- the KEYS of multi-key scripts ----
+
+    /// KEYS of a script that works on one city's drivers: state hash, liveness bucket index,
+    /// score set, the 3 GEO sets (scripts that write liveness buckets take those after these).
+    pub fn city_script(&self, city: &str) -> Vec<String> {
+        let mut out = Vec::with_capacity(7);
+        out.push(self.driver_states(city));
+        out.push(self.seen_index(city));
+        out.push(self.scores(city));
+        out.extend(self.geo_all(city));
+        out
+    }
+
+    /// KEYS of a script that works on one driver of a city: [`Keys::city_script`], then the
+    /// driver's liveness bucket.
+    pub fn driver_script(&self, city: &str, id: &str) -> Vec<String> {
+        let mut out = self.city_script(city);
+        out.push(self.seen_bucket(city, driver_bucket(id)));
+        out
+    }
+
+    /// KEYS of `set_score.lua`: the city's driver states and score set.
+    pub fn score_script(&self, city: &str) -> Vec<String> {
+        vec![self.driver_states(city), self.scores(city)]
+    }
+
+    /// KEYS of `lock_order.lua`: the order's lock, the city's fence counter, the order.
+    pub fn lock_order_script(&self, city: &str, order: &str) -> Vec<String> {
+        vec![
+            self.order_lock(city, order),
+            self.fence(city),
+            self.order(city, order),
+        ]
+    }
+
+    /// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city` (the driver
+    /// keys are the city's too: a busy driver stays in its order's city).
+    pub fn order_script(&self, city: &str, order: &str) -> Vec<String> {
+        let mut out = Vec::with_capacity(13);
+        out.push(self.order(city, order));
+        out.push(self.driver_states(city));
+        out.push(self.assignments(city));
+        out.push(self.order_excluded(city, order));
+        out.push(self.timers(city));
+        out.push(self.events(city));
+        out.push(self.dispatch_queue(city));
+        out.push(self.order_lock(city, order));
+        out.push(self.scores(city));
+        out.extend(self.geo_all(city));
+        out.push(self.fence(city));
+        out
+    }
+
+    /// KEYS of `touch_session.lua`.
+    pub fn session_script(&self, digest: &str) -> Vec<String> {
+        vec![self.session(digest), self.api_key_index()]
+    }
+
+    /// Every multi-key script's or transaction's KEYS, for every city in `cities`, named, so
+    /// that startup can prove each set lies in one Redis Cluster hash slot (a probe id stands
+    /// for any order, driver or secret).
+    pub fn script_key_sets<'a>(
+        &self,
+        cities: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for c in cities {
+            let mut driver_scripts = self.city_script(c);
+            driver_scripts.extend(
+                (0..DRIVER_BUCKETS)
+                    .step_by(4099)
+                    .map(|b| self.seen_bucket(c, b)),
+            );
+            out.push((
+                format!("set_position/set_status/delete_driver/sweep_stale in {c}"),
+                driver_scripts,
+            ));
+            out.push((format!("set_score in {c}"), self.score_script(c)));
+            out.push((
+                format!("claim_offer/order_transition in {c}"),
+                self.order_script(c, "probe"),
+            ));
+            out.push((
+                format!("lock_order in {c}"),
+                self.lock_order_script(c, "probe"),
+            ));
+            out.push((
+                format!("candidate ranking in {c}"),
+                vec![self.rank_scratch(c, "probe"), self.scores(c)],
+            ));
+        }
+        out.push((
+            "driver_city_cas (directory buckets)".to_owned(),
+            ["a", "b", "probe", "drv-1"]
+                .iter()
+                .map(|id| self.driver_directory(id))
+                .collect(),
+        ));
+        out.push(("touch_session".to_owned(), self.session_script("probe")));
+        out.push((
+            "API key create/revoke (MULTI)".to_owned(),
+            vec![self.api_key("probe"), self.api_key_index()],
+        ));
+        out
+    }
+
+    /// Every key and channel template, as `(builder, template)`, with `<placeholders>` for
+    /// the variable parts (`gd:{<city>}:order:<order>`). Layout 1's keys are marked `legacy_`.
+    pub fn templates(&self) -> Vec<(&'static str, String)> {
+        let (c, o, d) = ("<city>", "<order>", "<driver>");
+        vec![
+            ("driver_states", self.driver_states(c)),
+            ("driver_directory", self.driver_directory_bucket("<bucket>")),
+            ("driver_move_lease", self.driver_move_lease(d)),
+            ("seen_index", self.seen_index(c)),
+            ("seen_bucket", self.seen_bucket(c, "<bucket>")),
+            ("geo", self.geo_named(c, "<status>")),
+            ("scores", self.scores(c)),
+            ("rank_scratch", self.rank_scratch(c, "<uuid>")),
+            ("order_directory", self.order_directory()),
+            ("order", self.order(c, o)),
+            ("order_excluded", self.order_excluded(c, o)),
+            ("order_lock", self.order_lock(c, o)),
+            ("fence", self.fence(c)),
+            ("assignments", self.assignments(c)),
+            ("timers", self.timers(c)),
+            ("dispatch_queue", self.dispatch_queue(c)),
+            ("events", self.events(c)),
+            ("ops_channel", self.ops_channel(c)),
+            ("driver_channel", self.driver_channel(d)),
+            ("idempotency", self.idempotency("<idempotency-key>")),
+            ("api_key", self.api_key("<sha256>")),
+            ("api_key_index", self.api_key_index()),
+            ("session", self.session("<sha256>")),
+            ("rate_limit", self.rate_limit("<class>", "<subject>")),
+            ("legacy_seen", self.legacy_seen(c)),
+            ("legacy_driver_directory", self.legacy_driver_directory()),
+            (
+                "legacy_geo_vehicle",
+                self.legacy_geo_vehicle(c, "<status>", "<vehicle>"),
+            ),
+        ]
+    }
+}
+
+/// The consumer group of the dispatch workers on each city's [`Keys::dispatch_queue`].
+pub const DISPATCH_GROUP: &str = "dispatchers";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn city_keys_carry_the_city_as_hash_tag_and_global_keys_their_own() {
+        let keys = Keys::new("gd");
+        assert_eq!(keys.driver_states("paris"), "gd:{paris}:drivers");
+        assert_eq!(keys.order("paris", "o-1"), "gd:{paris}:order:o-1");
+        assert_eq!(keys.seen_bucket("paris", 7), "gd:{paris}:seen:7");
+        assert_eq!(
+            keys.geo("paris", DriverStatus::Available),
+            "gd:{paris}:geo:available"
+        );
+        assert_eq!(keys.api_key_index(), "gd:{auth}:apikeys");
+        assert_eq!(keys.driver_channel("drv-1"), "gd:driver:drv-1");
+        assert_eq!(
+            keys.driver_directory("drv-1"),
+            format!("gd:{{drivers}}:city:{}", driver_bucket("drv-1"))
+        );
+    }
+
+    #[test]
+    fn every_script_key_set_lies_in_one_cluster_slot() {
+        let keys = Keys::new("gd");
+        super::super::check_slots(keys.script_key_sets(["paris", "berlin"])).unwrap();
+    }
+
+    #[test]
+    fn templates_are_distinct() {
+        let templates = Keys::new("gd").templates();
+        let mut seen = std::collections::HashSet::new();
+        for (name, template) in &templates {
+            assert!(seen.insert(template.clone()), "{name}: {template} twice");
+        }
+    }
+}
