@@ -15,8 +15,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
 use utoipa::OpenApi;
-use utoipa_actix_web::service_config::ServiceConfig;
-use utoipa_actix_web::{AppExt, scope};
+use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::cities::CityIndex;
@@ -25,27 +24,6 @@ use crate::http::error::ApiError;
 use crate::http::extract::BodyLimit;
 use crate::store::local::{LocalRedis, LocalRedisOptions};
 use crate::store::{Store, Topology};
-
-/// Register every documented route: health at the root, the API under `/v1`.
-pub fn configure_routes(cfg: &mut ServiceConfig) {
-    cfg.service(crate::http::health::healthz)
-        .service(crate::http::health::readyz)
-        .service(crate::metrics::metrics)
-        .service(
-            // actix tries routes in this order, each dynamic one with a regex, so the routes
-            // drivers' phones hit most come first (search before drivers: `/drivers/nearby`
-            // must not be taken for `/drivers/{driver_id}`).
-            scope("/v1")
-                .configure(crate::search::configure)
-                .configure(crate::drivers::configure)
-                .configure(crate::ranking::configure)
-                .configure(crate::dispatch::configure)
-                .configure(crate::cities::configure)
-                .configure(crate::events::configure)
-                .configure(crate::auth::configure)
-                .configure(crate::http::map::configure),
-        );
-}
 
 /// Shared state handed to every handler (each part also registered as its own `web::Data`).
 #[derive(Clone)]
@@ -303,7 +281,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
             )
             .into_utoipa_app()
             .openapi(crate::http::openapi::ApiDoc::openapi())
-            .configure(configure_routes)
+            .configure(crate::http::configure_routes)
             .split_for_parts();
         let api = crate::http::openapi::with_protection(api);
         app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))

@@ -166,7 +166,7 @@ pub async fn post_session(
     let now = guard.store.redis_now_ms();
     let expires = now + s.session_max_age_ms as i64;
     let mut conn = guard.store.conn();
-    let key = guard.store.keys().session(&digest(&token));
+    let key = guard.store.keys().session(digest(&token));
     let _: () = redis::pipe()
         .atomic()
         .cmd("HSET")

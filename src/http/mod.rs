@@ -1,6 +1,7 @@
 //! The HTTP layer: problem+json errors ([`error`]), extractors ([`extract`]), the request-id
 //! and access-log middleware ([`telemetry`]), the health probes ([`health`]), the live map
-//! ([`map`]) and the OpenAPI document ([`openapi`]).
+//! ([`map`]) and the OpenAPI document ([`openapi`]); [`configure_routes`] registers every
+//! route of every capability.
 
 pub mod error;
 pub mod extract;
@@ -8,3 +9,27 @@ pub mod health;
 pub mod map;
 pub mod openapi;
 pub mod telemetry;
+
+use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+/// Register every documented route: health at the root, the API under `/v1`.
+pub fn configure_routes(cfg: &mut ServiceConfig) {
+    cfg.service(crate::http::health::healthz)
+        .service(crate::http::health::readyz)
+        .service(crate::metrics::metrics)
+        .service(
+            // actix tries routes in this order, each dynamic one with a regex, so the routes
+            // drivers' phones hit most come first (search before drivers: `/drivers/nearby`
+            // must not be taken for `/drivers/{driver_id}`).
+            scope("/v1")
+                .configure(crate::search::configure)
+                .configure(crate::drivers::configure)
+                .configure(crate::ranking::configure)
+                .configure(crate::dispatch::configure)
+                .configure(crate::cities::configure)
+                .configure(crate::events::configure)
+                .configure(crate::auth::configure)
+                .configure(crate::http::map::configure),
+        );
+}

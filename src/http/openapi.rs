@@ -35,7 +35,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     let (_, api) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
-        .configure(crate::app::configure_routes)
+        .configure(super::configure_routes)
         .split_for_parts();
     with_protection(api)
 }
