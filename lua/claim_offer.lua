@@ -10,7 +10,7 @@
 -- with the fencing number, arms the offer's expiry timer and appends an 'offered' event.
 --
 -- KEYS[1]      order hash
--- KEYS[2]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
+-- KEYS[2]      drivers hash of the city: driver_id -> packed state (see prelude/codes.lua)
 -- KEYS[3]      assignments hash of the city: driver_id -> order_id (active orders)
 -- KEYS[4]      the order's excluded-drivers set
 -- KEYS[5]      timers sorted set of the city: order_id -> due ms (offer expiry, retries)
@@ -35,14 +35,8 @@
 --   {'stale_fence', stored}      a later fencing number already touched the order
 --   {'not_pending', state}       cancelled or already offered meanwhile
 --   {'missing'}                  no such order
-local STATUS = {available = 0, busy = 1, offline = 2}
-local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
--- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
-local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
-local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
-local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, pack_state).
+local now = now_ms()
 local token, fence = ARGV[1], tonumber(ARGV[2])
 
 local function finish(reply)
@@ -94,8 +88,7 @@ for _, cand in ipairs(cands) do
   local id = cand.id
   local s = redis.call('HGET', KEYS[2], id)
   if s then
-    local rec, lat, lon, sc, vc, rest = string.match(s, '^([^|]*)|([^|]*)|([^|]*)|(%a)|(%a)|(.*)$')
-    local status, vehicle = STATUS_OF[sc], VEHICLE_OF[vc]
+    local rec, lat, lon, status, vehicle, rest = unpack_state(s)
     if status == 'available' and now - tonumber(rec) < ttl
       and (want_vehicle == '' or want_vehicle == vehicle)
       and redis.call('SISMEMBER', KEYS[4], id) == 0
@@ -103,7 +96,7 @@ for _, cand in ipairs(cands) do
       -- Move the driver out of the available index (it is indexed: it is fresh).
       redis.call('ZREM', KEYS[10 + STATUS.available], TAG[vehicle] .. id)
       redis.call('GEOADD', KEYS[10 + STATUS.busy], lon, lat, TAG[vehicle] .. id)
-      redis.call('HSET', KEYS[2], id, table.concat({rec, lat, lon, CODE.busy, vc, rest}, '|'))
+      redis.call('HSET', KEYS[2], id, pack_state(rec, lat, lon, 'busy', vehicle, rest))
       redis.call('HSET', KEYS[3], id, order_id)
       local expires = now + tonumber(ARGV[4])
       redis.call('HSET', KEYS[1], 'state', 'offered', 'driver', id, 'fence', fence,

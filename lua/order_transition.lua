@@ -9,7 +9,7 @@
 --   pending --attempt (no driver, attempts exhausted)--> failed
 --
 -- KEYS[1]      order hash
--- KEYS[2]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
+-- KEYS[2]      drivers hash of the city: driver_id -> packed state (see prelude/codes.lua)
 -- KEYS[3]      assignments hash of the order's city: driver_id -> order_id
 -- KEYS[4]      the order's excluded-drivers set
 -- KEYS[5]      timers sorted set of the order's city: order_id -> due ms
@@ -44,14 +44,8 @@
 --   {'expired', expires_ms}       accept: the offer has expired
 --   {'not_due'}                   timer: nothing is due for this order
 --   {'lock_lost'}                 attempt: the caller no longer holds the order's lock
-local STATUS = {available = 0, busy = 1, offline = 2}
-local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
--- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
-local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
-local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
-local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, pack_state).
+local now = now_ms()
 local op, order_id, city = ARGV[1], ARGV[2], ARGV[3]
 local retry_ms, maxlen = tonumber(ARGV[7]), ARGV[10]
 
@@ -161,14 +155,13 @@ if frees then
 end
 
 if frees and ds and redis.call('HGET', KEYS[3], driver) == order_id then
-  local rec, lat, lon, sc, vc, rest = string.match(ds, '^([^|]*)|([^|]*)|([^|]*)|(%a)|(%a)|(.*)$')
-  local status, vehicle = STATUS_OF[sc], VEHICLE_OF[vc]
+  local rec, lat, lon, status, vehicle, rest = unpack_state(ds)
   if status == 'busy' then
     -- Re-index only a driver that is still indexed (the sweeper drops stale ones).
     if redis.call('ZREM', KEYS[10 + STATUS.busy], TAG[vehicle] .. driver) == 1 then
       redis.call('GEOADD', KEYS[10 + STATUS.available], lon, lat, TAG[vehicle] .. driver)
     end
-    redis.call('HSET', KEYS[2], driver, table.concat({rec, lat, lon, CODE.available, vc, rest}, '|'))
+    redis.call('HSET', KEYS[2], driver, pack_state(rec, lat, lon, 'available', vehicle, rest))
   end
 end
 if frees then

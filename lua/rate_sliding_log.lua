@@ -5,8 +5,8 @@
 -- KEYS[1] the subject's log (sorted set: member = request id, score = time in ms)
 -- ARGV[1] limit   ARGV[2] window in ms   ARGV[3] a unique id for this request
 -- Returns {allowed (1|0), remaining, ms until the oldest logged request leaves the window}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Prelude: clock (now_ms).
+local now = now_ms()
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])

@@ -5,8 +5,8 @@
 -- KEYS[1] the subject's bucket (hash: tokens, ms = time of the last refill)
 -- ARGV[1] burst (capacity)   ARGV[2] refill rate, tokens per second
 -- Returns {allowed (1|0), whole tokens left, ms until the next token, ms until the bucket is full}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Prelude: clock (now_ms).
+local now = now_ms()
 local burst, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
 local tokens, last = tonumber(b[1]), tonumber(b[2])

@@ -6,10 +6,8 @@
 -- it up in the driver -> city directory); a driver leaving for another city is removed from
 -- this city with mode 'leave', then created there by a second call.
 --
--- KEYS[1]     drivers hash of the city: driver_id -> packed state
---             "recorded_ms|lat|lon|S|V|accuracy_m|heading_deg|speed_mps", S the status (a
---             available, b busy, o offline), V the vehicle (b bike, s scooter, c car, v van);
---             the city is the hash's. Short, so that the entry fits a small allocation.
+-- KEYS[1]     drivers hash of the city: driver_id -> packed state (see prelude/codes.lua;
+--             the city is the hash's). Short, so that the entry fits a small allocation.
 -- KEYS[2]     liveness bucket index of the city: bucket -> a lower bound of the recorded_ms of
 --             its oldest driver (exact after a sweep of the bucket)
 -- KEYS[3]     driver score sorted set of the city (leaderboard)
@@ -42,15 +40,9 @@
 -- written with one command per key (one HMGET first, then at most one ZREM and one GEOADD per
 -- GEO set, one HSET, and per liveness bucket one ZADD): per position that is a few member
 -- updates, not five commands.
-local STATUS = {available = 0, busy = 1, offline = 2}
-local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
--- Packed state codes (see KEYS[1] above): status a|b|o, vehicle b|s|c|v.
-local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
-local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
-local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, pack_state), buckets
+-- (bucket_name, refresh_bucket).
+local now = now_ms()
 local skew, mode = tonumber(ARGV[1]), ARGV[2]
 
 local ids = {}
@@ -74,8 +66,8 @@ local function decide(i, a)
   if c == nil then
     local prev = stored[i]
     if prev then
-      local pr, ps, pv = string.match(prev, '^([^|]*)|[^|]*|[^|]*|(%a)|(%a)|')
-      c = {status = STATUS_OF[ps], vehicle = VEHICLE_OF[pv], recorded = tonumber(pr), rs = pr, state = prev}
+      local pr, _, _, ps, pv = unpack_state(prev)
+      c = {status = ps, vehicle = pv, recorded = tonumber(pr), rs = pr, state = prev}
     else
       c = false
     end
@@ -113,7 +105,7 @@ local function decide(i, a)
     vehicle = ARGV[a + 5]
   end
   local lon, lat = ARGV[a + 1], ARGV[a + 2]
-  local state = table.concat({ARGV[a + 3], lat, lon, CODE[status], CODE[vehicle], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]}, '|')
+  local state = pack_state(ARGV[a + 3], lat, lon, status, vehicle, ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
   cur[id] = {status = status, vehicle = vehicle, recorded = recorded, rs = ARGV[a + 3], state = state, lat = lat, lon = lon}
   return 'ok', state, now
 end
@@ -187,7 +179,6 @@ end
 -- bucket's oldest time: ZADD LT. A bucket a driver left (rare) gets its exact time again.
 local born = {}
 for _, k in ipairs(buckets) do
-  local name = string.match(k, ':([^:]*)$')
   local a = bucket_adds[k]
   if a and redis.call('ZADD', k, unpack(a)) > 0 then
     local low = tonumber(a[1])
@@ -195,16 +186,11 @@ for _, k in ipairs(buckets) do
       low = math.min(low, tonumber(a[j]))
     end
     born[#born + 1] = low
-    born[#born + 1] = name
+    born[#born + 1] = bucket_name(k)
   end
   if bucket_rems[k] then
     redis.call('ZREM', k, unpack(bucket_rems[k]))
-    local oldest = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
-    if oldest[2] then
-      redis.call('ZADD', KEYS[2], oldest[2], name)
-    else
-      redis.call('ZREM', KEYS[2], name)
-    end
+    refresh_bucket(KEYS[2], k)
   end
 end
 if #born > 0 then

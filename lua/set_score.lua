@@ -1,7 +1,7 @@
 -- set_score.lua: set, raise (ZADD GT) or increment (ZINCRBY) a driver's score in the score
 -- sorted set of the city the driver is in.
 --
--- KEYS[1] drivers hash of the city: driver_id -> packed state (see set_position.lua)
+-- KEYS[1] drivers hash of the city: driver_id -> packed state (see prelude/codes.lua)
 -- KEYS[2] driver score sorted set of the city the caller believes the driver is in
 -- ARGV[1] driver_id   ARGV[2] that city   ARGV[3] 'set' | 'gt' | 'incr'   ARGV[4] the number
 -- Returns {'ok', score, changed ('1'|'0')} | {'missing'} (nothing written: the driver has no state

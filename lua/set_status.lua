@@ -2,7 +2,7 @@
 -- Moves the driver between the GEO sets of its city (only while it is indexed, i.e. fresh) and
 -- updates its stored state. 'busy' is set and cleared by dispatch only.
 --
--- KEYS[1]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
+-- KEYS[1]      drivers hash of the city: driver_id -> packed state (see prelude/codes.lua)
 -- KEYS[2]      last-seen sorted set of the driver's city
 -- KEYS[3]      driver score sorted set of that city
 -- KEYS[4..6]   GEO sets of that city, one per status (available, busy, offline); members are
@@ -12,22 +12,14 @@
 --   {'ok', packed_state, now_ms}
 --   {'missing'}                  no such driver
 --   {'busy', packed_state}       nothing written: the driver holds an order
-local STATUS = {available = 0, busy = 1, offline = 2}
-local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
--- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
-local CODE = {available = 'a', busy = 'b', offline = 'o', bike = 'b', scooter = 's', car = 'c', van = 'v'}
-local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
-local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, pack_state).
+local now = now_ms()
 local id, new_status = ARGV[1], ARGV[3]
 local state = redis.call('HGET', KEYS[1], id)
 if not state then
   return {'missing'}
 end
-local recorded, lat, lon, sc, vc, rest = string.match(state, '^([^|]*)|([^|]*)|([^|]*)|(%a)|(%a)|(.*)$')
-local status, vehicle = STATUS_OF[sc], VEHICLE_OF[vc]
+local recorded, lat, lon, status, vehicle, rest = unpack_state(state)
 if status == 'busy' then
   return {'busy', state}
 end
@@ -36,7 +28,7 @@ if status ~= new_status then
   if redis.call('ZREM', KEYS[4 + STATUS[status]], TAG[vehicle] .. id) == 1 then
     redis.call('GEOADD', KEYS[4 + STATUS[new_status]], lon, lat, TAG[vehicle] .. id)
   end
-  state = table.concat({recorded, lat, lon, CODE[new_status], vc, rest}, '|')
+  state = pack_state(recorded, lat, lon, new_status, vehicle, rest)
   redis.call('HSET', KEYS[1], id, state)
 end
 return {'ok', state, now}

@@ -6,7 +6,7 @@
 -- here from Redis' clock, so a bucket passed needlessly is only re-read. Swept drivers' state
 -- stays readable (GET shows it as not fresh); the next position re-indexes them.
 --
--- KEYS[1]      drivers hash of the city: driver_id -> packed state (see set_position.lua)
+-- KEYS[1]      drivers hash of the city: driver_id -> packed state (see prelude/codes.lua)
 -- KEYS[2]      liveness bucket index of the city: bucket -> lower bound of its oldest time
 -- KEYS[3]      driver score sorted set of the city
 -- KEYS[4..6]   GEO sets of the city, one per status (available, busy, offline); members are
@@ -15,13 +15,9 @@
 -- ARGV[1] driver TTL, ms   ARGV[2] most drivers to drop in this call
 -- Returns {drivers dropped, buckets done}: the buckets done are the first ones passed; the
 -- rest (the driver limit was reached) are for another call.
-local STATUS = {available = 0, busy = 1, offline = 2}
-local TAG = {bike = 'b:', scooter = 's:', car = 'c:', van = 'v:'}
--- Packed state codes (see set_position.lua): status a|b|o, vehicle b|s|c|v.
-local STATUS_OF = {a = 'available', b = 'busy', o = 'offline'}
-local VEHICLE_OF = {b = 'bike', s = 'scooter', c = 'car', v = 'van'}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, all_tags), buckets
+-- (refresh_bucket).
+local now = now_ms()
 local cutoff = now - tonumber(ARGV[1])
 local left = tonumber(ARGV[2])
 local swept, done = 0, 0
@@ -35,14 +31,13 @@ for k = 7, #KEYS do
     local state = redis.call('HGET', KEYS[1], id)
     local status, vehicle
     if state then
-      local sc, vc = string.match(state, '^[^|]*|[^|]*|[^|]*|(%a)|(%a)|')
-      status, vehicle = STATUS_OF[sc], VEHICLE_OF[vc]
+      status, vehicle = select(4, unpack_state(state))
     end
-    if status and STATUS[status] and TAG[vehicle] then
+    if status and vehicle then
       redis.call('ZREM', KEYS[4 + STATUS[status]], TAG[vehicle] .. id)
     else
       for s = 4, 6 do
-        redis.call('ZREM', KEYS[s], 'b:' .. id, 's:' .. id, 'c:' .. id, 'v:' .. id)
+        redis.call('ZREM', KEYS[s], all_tags(id))
       end
     end
   end
@@ -54,13 +49,7 @@ for k = 7, #KEYS do
   if not finished then
     break
   end
-  local oldest = redis.call('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
-  local bucket = string.match(KEYS[k], ':([^:]*)$')
-  if oldest[2] then
-    redis.call('ZADD', KEYS[2], oldest[2], bucket)
-  else
-    redis.call('ZREM', KEYS[2], bucket)
-  end
+  refresh_bucket(KEYS[2], KEYS[k])
   done = done + 1
   if left <= 0 then
     break

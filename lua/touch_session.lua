@@ -7,12 +7,12 @@
 -- KEYS[2] the API key index hash: key_id -> key metadata (a revoked key is absent)
 -- ARGV[1] idle timeout in ms
 -- Returns {key_id, role, driver, expires} or {} when the session is unknown, expired or revoked.
+-- Prelude: clock (now_ms).
 local s = redis.call('HMGET', KEYS[1], 'key_id', 'role', 'driver', 'expires')
 if not s[1] then
   return {}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if now >= tonumber(s[4]) or redis.call('HEXISTS', KEYS[2], s[1]) == 0 then
   redis.call('DEL', KEYS[1])
   return {}
