@@ -251,7 +251,7 @@ mod tests {
     async fn every_joined_script_compiles_in_redis() {
         let dir = std::env::temp_dir().join(format!("gd-scripts-{}", uuid::Uuid::new_v4()));
         let mut server =
-            crate::redis_local::LocalRedis::start(crate::redis_local::LocalRedisOptions {
+            crate::store::local::LocalRedis::start(crate::store::local::LocalRedisOptions {
                 data_dir: dir,
                 appendonly: false,
                 extra_args: Vec::new(),
