@@ -31,8 +31,8 @@ enum Command {
     /// Print the OpenAPI document as JSON.
     Openapi,
     /// Bring the Redis data to the current key layout (from layout 1: one big last-seen set and
-    /// directory hash, city-prefixed packed states), then print what changed as JSON. Stop
-    /// every service instance first; running it again is harmless.
+    /// directory hash, city-prefixed packed states), then print the layouts and what changed
+    /// as JSON. Stop every service instance first; running it again is harmless.
     Migrate {
         /// TOML settings file (overridden by GEODISPATCH_* variables).
         #[arg(long)]

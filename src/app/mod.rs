@@ -303,14 +303,52 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
 /// The `migrate` command: bring driver keys of an earlier build to the current layout
 /// ([`crate::drivers::migrate_layout`]) in the Redis the settings name (or the local one), and
 /// print what changed. Stop every service instance first.
-pub async fn migrate(settings: Settings) -> anyhow::Result<crate::drivers::MigrateReport> {
+pub async fn migrate(settings: Settings) -> anyhow::Result<Migration> {
     let (redis_url, local) = redis_for(&settings).await?;
     let context = AppContext::new(settings, &redis_url)?;
-    let report = crate::drivers::migrate_layout(&context.store, &context.cities).await?;
+    let store = &context.store;
+    let to_layout = crate::store::keys::LAYOUT_VERSION;
+    // A Redis without a version was written by a layout-1 build (or is new: then the steps
+    // find nothing to change).
+    let from_layout = store
+        .layout()
+        .await
+        .context("reading the layout version")?
+        .unwrap_or(1);
+    anyhow::ensure!(
+        from_layout <= to_layout,
+        "the data is in layout {from_layout}, newer than this build's layout {to_layout}"
+    );
+    let changes = if from_layout < to_layout {
+        let changes = crate::drivers::migrate_layout(store, &context.cities).await?;
+        store
+            .set_layout()
+            .await
+            .context("writing the layout version")?;
+        changes
+    } else {
+        crate::drivers::MigrateReport::default()
+    };
+    tracing::info!("layout {from_layout} -> {to_layout}");
     if let Some(mut redis) = local {
         redis.stop().await?;
     }
-    Ok(report)
+    Ok(Migration {
+        from_layout,
+        to_layout,
+        changes,
+    })
+}
+
+/// What `geodispatch migrate` did.
+#[derive(Debug, serde::Serialize)]
+pub struct Migration {
+    /// The layout the data was in (1 when Redis held no version).
+    pub from_layout: u32,
+    /// The layout it is in now (this build's).
+    pub to_layout: u32,
+    /// What the steps from `from_layout` changed (all zero when it was already current).
+    pub changes: crate::drivers::MigrateReport,
 }
 
 /// The Redis the settings name, or, when they name none, a local `redis-server` started (AOF

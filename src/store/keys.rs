@@ -31,6 +31,12 @@ pub fn driver_bucket(id: &str) -> u16 {
     super::crc16(id.as_bytes()) % DRIVER_BUCKETS
 }
 
+/// The layout of the data this build reads and writes, stored at [`Keys::layout`]. Layout 1
+/// kept one big last-seen sorted set per city, one directory hash for the deployment and
+/// city-prefixed packed states; layout 2 splits the first two into buckets and drops the city
+/// from the packed state. `geodispatch migrate` brings layout 1 to 2.
+pub const LAYOUT_VERSION: u32 = 2;
+
 /// Hash tag of the driver directory buckets (one script may take several).
 const DRIVERS_TAG: &str = "drivers";
 /// Hash tag of API keys, their index and sessions (written together in one transaction).
@@ -65,6 +71,14 @@ impl Keys {
 
     fn global(&self, suffix: impl Display) -> String {
         format!("{}:{suffix}", self.prefix)
+    }
+
+    // ---- layout ----
+
+    /// String: the layout version of the data ([`LAYOUT_VERSION`]), written by the first
+    /// instance that finds a Redis without one (and no layout-1 data) and by `migrate`.
+    pub fn layout(&self) -> String {
+        self.global("layout")
     }
 
     // ---- drivers ----
@@ -354,6 +368,7 @@ impl Keys {
     pub fn templates(&self) -> Vec<(&'static str, String)> {
         let (c, o, d) = ("<city>", "<order>", "<driver>");
         vec![
+            ("layout", self.layout()),
             ("driver_states", self.driver_states(c)),
             ("driver_directory", self.driver_directory_bucket("<bucket>")),
             ("driver_move_lease", self.driver_move_lease(d)),

@@ -456,6 +456,8 @@ thread_local! {
 pub struct Store {
     /// Redis' clock minus ours, in ms (`i64::MIN` until first observed).
     clock_offset_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// Whether the data's layout was found to be this build's ([`Store::check_layout`]).
+    layout_checked: Arc<std::sync::atomic::AtomicBool>,
     conn: RedisConn,
     /// Standalone only: how a thread opens its own connection ([`Store::conn`]).
     per_thread: Option<Arc<PerThread>>,
@@ -591,6 +593,7 @@ impl Store {
         };
         Ok(Self {
             clock_offset_ms: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+            layout_checked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             conn,
             per_thread,
             pool,
@@ -727,8 +730,68 @@ impl Store {
         &self.keys
     }
 
-    /// Readiness: Redis answers `PING` and every script of [`scripts::all`] is loaded
-    /// (loading the missing ones, e.g. after a Redis restart).
+    /// The layout version stored in Redis (`None` when no build has written one yet).
+    pub async fn layout(&self) -> redis::RedisResult<Option<u32>> {
+        redis::cmd("GET")
+            .arg(self.keys.layout())
+            .query_async(&mut self.conn())
+            .await
+    }
+
+    /// Record that the data is in this build's layout ([`keys::LAYOUT_VERSION`]).
+    pub async fn set_layout(&self) -> redis::RedisResult<()> {
+        redis::cmd("SET")
+            .arg(self.keys.layout())
+            .arg(keys::LAYOUT_VERSION)
+            .query_async(&mut self.conn())
+            .await
+    }
+
+    /// Check, once per process, that the data is in this build's layout. A Redis without a
+    /// layout version and without layout-1 data (a new deployment) is stamped with this
+    /// build's; one holding layout-1 data, or another version, is refused with what to do,
+    /// so a new build never reads data it does not understand.
+    async fn check_layout(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.layout_checked.load(Relaxed) {
+            return Ok(());
+        }
+        match self.layout().await.context("GET layout")? {
+            Some(keys::LAYOUT_VERSION) => {}
+            Some(v) if v > keys::LAYOUT_VERSION => anyhow::bail!(
+                "the data in Redis is in layout {v}, newer than this build's layout {}: run a newer build",
+                keys::LAYOUT_VERSION
+            ),
+            Some(v) => anyhow::bail!(
+                "the data in Redis is in layout {v}: stop every instance and run `geodispatch migrate` (layout {v} -> {})",
+                keys::LAYOUT_VERSION
+            ),
+            None => {
+                let legacy: bool = redis::cmd("EXISTS")
+                    .arg(self.keys.legacy_driver_directory())
+                    .query_async(&mut self.conn())
+                    .await
+                    .context("EXISTS")?;
+                anyhow::ensure!(
+                    !legacy,
+                    "the data in Redis is in layout 1: stop every instance and run `geodispatch migrate` (layout 1 -> {})",
+                    keys::LAYOUT_VERSION
+                );
+                let _: bool = redis::cmd("SET")
+                    .arg(self.keys.layout())
+                    .arg(keys::LAYOUT_VERSION)
+                    .arg("NX")
+                    .query_async(&mut self.conn())
+                    .await
+                    .context("SET layout")?;
+            }
+        }
+        self.layout_checked.store(true, Relaxed);
+        Ok(())
+    }
+
+    /// Readiness: Redis answers `PING`, the data is in this build's layout, and every script of
+    /// [`scripts::all`] is loaded (loading the missing ones, e.g. after a Redis restart).
     pub async fn check_ready(&self) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let check = async {
@@ -736,6 +799,7 @@ impl Store {
                 .query_async(&mut conn)
                 .await
                 .context("PING")?;
+            self.check_layout().await?;
             let scripts = scripts::all();
             if scripts.is_empty() {
                 return Ok(());

@@ -10,6 +10,7 @@ mod faults;
 mod health_and_docs;
 #[allow(dead_code)] // helpers are shared by test modules; not every one uses every helper
 mod helpers;
+mod layout;
 mod lock;
 mod observability;
 mod orders;
