@@ -101,7 +101,7 @@ for _, cand in ipairs(cands) do
       local expires = now + tonumber(ARGV[4])
       redis.call('HSET', KEYS[1], 'state', 'offered', 'driver', id, 'fence', fence,
         'expires', expires, 'dist', cand.dist, 'dscore', cand.score, 'comp', cand.micro / 1000000,
-        'updated', now)
+        'updated', now, 'answered_by', '')
       redis.call('ZADD', KEYS[5], expires, order_id)
       local ev = {'type', 'offered', 'order', order_id, 'driver', id, 'state', 'offered',
         'fence', tostring(fence), 'at', tostring(now)}

@@ -39,6 +39,9 @@
 --                                 the order changed; then its hash fields, so the caller needs
 --                                 no read-back (timer: only {'ok', state, now_ms}, also when it
 --                                 re-queued a pending order or dropped a stale timer)
+--   {'same', state, now_ms, field, value, ...}
+--                                 a driver's answer sent again (see below): nothing written;
+--                                 the order's hash fields as they are
 --   {'missing'}                   no such order (create: never)
 --   {'exists'}                    create: the order id is taken; nothing written
 --   {'state', current_state}      the transition is not allowed from the current state
@@ -46,10 +49,18 @@
 --   {'expired', expires_ms}       accept: the offer has expired
 --   {'not_due'}                   timer: nothing is due for this order
 --   {'lock_lost'}                 attempt: the caller no longer holds the order's lock
+--
+-- Repeated answers. The order's field 'answered_by' names the driver whose answer (accept,
+-- reject, pickup or deliver) produced the order's current state, '' when anything else did:
+-- every write of 'state' writes it (claim_offer.lua's too). An answer whose target state is the
+-- order's state, from that driver, with the order's fencing number, is the answer that
+-- produced it sent again (its reply was lost): it is answered 'same' and writes nothing.
 -- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, pack_state).
 local now = now_ms()
 local op, order_id, city = ARGV[1], ARGV[2], ARGV[3]
 local retry_ms, maxlen = tonumber(ARGV[6]), ARGV[9]
+-- The state each driver's answer leads to.
+local ANSWERED = {accept = 'accepted', reject = 'pending', pickup = 'picked_up', deliver = 'delivered'}
 
 local function emit(kind, state, driver, fence)
   local sid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, '*', 'type', kind,
@@ -83,7 +94,7 @@ if op == 'create' then
   redis.call('HSET', KEYS[1], 'id', order_id, 'city', city, 'state', 'pending',
     'plat', ARGV[14], 'plon', ARGV[15], 'dlat', ARGV[16], 'dlon', ARGV[17], 'vehicle', ARGV[18],
     'mode', ARGV[19], 'created', now, 'updated', now, 'driver', '', 'fence', 0, 'expires', 0,
-    'attempts', 0)
+    'attempts', 0, 'answered_by', '')
   if ARGV[19] == 'queued' then
     requeue()
   else
@@ -99,14 +110,17 @@ if op == 'create' then
   return {'created', tostring(now)}
 end
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'driver', 'fence', 'expires')
-local state, driver, fence, expires = o[1], o[2], o[3], o[4]
+local o = redis.call('HMGET', KEYS[1], 'state', 'driver', 'fence', 'expires', 'answered_by')
+local state, driver, fence, expires, answered_by = o[1], o[2], o[3], o[4], o[5]
 if not state then
   return {'missing'}
 end
 
--- A driver's answer must carry the current offer's driver and fencing number.
-if op == 'accept' or op == 'reject' or op == 'pickup' or op == 'deliver' then
+if ANSWERED[op] then
+  if state == ANSWERED[op] and answered_by == ARGV[4] and fence == ARGV[5] then
+    return with_order('same', state)
+  end
+  -- A driver's answer must carry the current offer's driver and fencing number.
   if driver ~= ARGV[4] or fence ~= ARGV[5] then
     return {'fence', driver, fence}
   end
@@ -187,14 +201,18 @@ local ev_kinds = {accept = 'accepted', reject = 'rejected', pickup = 'picked_up'
   deliver = 'delivered', cancel = 'cancelled'}
 kind = ev_kinds[kind] or kind
 
+-- Who produced the new state: the answering driver, or nobody (cancel, expiry, failure).
+local answerer = ''
+if ANSWERED[op] then answerer = driver end
 if next_state == 'pending' then
   -- Rejected or expired: never offer this order to that driver again; dispatch it again now.
   redis.call('SADD', KEYS[4], driver)
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'driver', '', 'expires', 0, 'updated', now)
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'driver', '', 'expires', 0, 'updated', now,
+    'answered_by', answerer)
   requeue()
 else
   -- Accepted and later orders wait on the driver, finished ones on nothing: no timer.
-  redis.call('HSET', KEYS[1], 'state', next_state, 'updated', now)
+  redis.call('HSET', KEYS[1], 'state', next_state, 'updated', now, 'answered_by', answerer)
   redis.call('ZREM', KEYS[5], order_id)
 end
 if next_state == 'delivered' and ds then

@@ -370,7 +370,9 @@ impl Dispatcher {
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable order {id}: {h:?}")))
     }
 
-    /// Apply a driver's answer or a cancellation; returns the order afterwards.
+    /// Apply a driver's answer or a cancellation; returns the order afterwards. A driver's
+    /// answer repeated (the same driver, fencing number and step as the answer that produced
+    /// the order's state, e.g. a retry after a lost reply) returns the order and writes nothing.
     pub async fn transition(
         &self,
         id: &OrderId,
@@ -414,6 +416,12 @@ impl Dispatcher {
         let op = transition.op().as_str();
         let decoded = match self.run_transition(&args).await? {
             TransitionReply::Changed { order, .. } => Ok(order),
+            TransitionReply::Repeated { order, .. } => {
+                // The answer that produced the order's state, sent again (its reply was lost):
+                // answered with the order as it is; nothing was written.
+                tracing::info!(order = id, city, op, "repeated answer: nothing written");
+                return Ok(order);
+            }
             other => Err(refusal(other)),
         };
         match &decoded {
@@ -768,7 +776,8 @@ impl Dispatcher {
 
     /// Apply several transitions of one order in order, in one round trip (each is still its
     /// own script call that checks the state left by the previous one). Used by drivers that
-    /// report several steps at once, e.g. a phone that was offline.
+    /// report several steps at once, e.g. a phone that was offline. A step repeating the answer
+    /// that produced the order's state is `Ok` and writes nothing.
     pub async fn transitions_in(
         &self,
         city: &str,
@@ -790,7 +799,7 @@ impl Dispatcher {
         Ok(replies
             .iter()
             .map(|reply| match TransitionReply::decode(reply) {
-                Ok(TransitionReply::Changed { .. }) => Ok(()),
+                Ok(TransitionReply::Changed { .. } | TransitionReply::Repeated { .. }) => Ok(()),
                 Ok(other) => Err(refusal(other)),
                 Err(e) => Err(TransitionError::Api(e.into())),
             })

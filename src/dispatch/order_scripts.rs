@@ -126,6 +126,12 @@ pub(super) enum TransitionReply {
         state: String,
         order: HashMap<String, String>,
     },
+    /// `same`: a driver's answer sent again (the same driver, fencing number and step as the
+    /// answer that produced the order's state): nothing written; the order's hash fields.
+    Repeated {
+        state: String,
+        order: HashMap<String, String>,
+    },
     /// `missing`: no such order.
     Missing,
     /// `exists`: create found the id taken.
@@ -152,6 +158,10 @@ impl TransitionReply {
                 fencing: reply.get(2).map(|f| f.parse()).transpose()?,
             },
             "ok" => TransitionReply::Changed {
+                state: at(1)?.clone(),
+                order: fields(&reply[3.min(reply.len())..]),
+            },
+            "same" => TransitionReply::Repeated {
                 state: at(1)?.clone(),
                 order: fields(&reply[3.min(reply.len())..]),
             },
@@ -334,6 +344,13 @@ mod tests {
         assert_eq!(
             TransitionReply::decode(&strings(&["created", "17"])).unwrap(),
             TransitionReply::Created { fencing: None }
+        );
+        assert_eq!(
+            TransitionReply::decode(&strings(&["same", "delivered", "17", "id", "o-1"])).unwrap(),
+            TransitionReply::Repeated {
+                state: "delivered".to_owned(),
+                order: HashMap::from([("id".to_owned(), "o-1".to_owned())]),
+            }
         );
         assert_eq!(
             TransitionReply::decode(&strings(&["state", "delivered"])).unwrap(),
