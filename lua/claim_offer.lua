@@ -24,8 +24,8 @@
 -- ARGV[1] lock token   ARGV[2] fencing number of this lease   ARGV[3] driver TTL ms
 -- ARGV[4] offer TTL ms   ARGV[5] events stream MAXLEN (approximate)   ARGV[6] city ops channel
 -- ARGV[7] per-driver channel prefix (channel = prefix .. driver_id)
--- ARGV[8] '1': release the lock before returning; '2': release it unless no driver was found
---         (the caller then records the attempt under the lock); '0': keep it
+-- ARGV[8] '1': keep the lock when no driver was found (the caller then records the attempt
+--         under it); '0': release it. Any other outcome releases it.
 -- ARGV[9] distance weight (points per km)   ARGV[10] score weight (points per score point)
 -- then 2 ARGV per candidate (the nearest available drivers, any order): driver_id, distance_m
 -- Returns one of:
@@ -40,7 +40,7 @@ local now = now_ms()
 local token, fence = ARGV[1], tonumber(ARGV[2])
 
 local function finish(reply)
-  local release = ARGV[8] == '1' or (ARGV[8] == '2' and reply[1] ~= 'none')
+  local release = ARGV[8] ~= '1' or reply[1] ~= 'none'
   if release and redis.call('GET', KEYS[8]) == token then
     redis.call('DEL', KEYS[8])
   end
@@ -101,7 +101,7 @@ for _, cand in ipairs(cands) do
       local expires = now + tonumber(ARGV[4])
       redis.call('HSET', KEYS[1], 'state', 'offered', 'driver', id, 'fence', fence,
         'expires', expires, 'dist', cand.dist, 'dscore', cand.score, 'comp', cand.micro / 1000000,
-        'updated', now)
+        'updated', now, 'answered_by', '')
       redis.call('ZADD', KEYS[5], expires, order_id)
       local ev = {'type', 'offered', 'order', order_id, 'driver', id, 'state', 'offered',
         'fence', tostring(fence), 'at', tostring(now)}

@@ -8,7 +8,7 @@
 -- KEYS[4..6]   GEO sets of that city, one per status (available, busy, offline); members are
 --              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
 -- KEYS[7]      the driver's liveness bucket in that city (driver_id -> recorded_ms)
--- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in
+-- ARGV[1] driver_id
 -- Returns {'ok'} | {'missing'} | {'busy'} (nothing written: the driver
 -- holds an order; it is freed by the order's end or cancellation)
 -- Prelude: codes (unpack_state, all_tags), buckets (refresh_bucket).

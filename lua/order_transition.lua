@@ -24,19 +24,24 @@
 -- ARGV[2] order_id   ARGV[3] the order's city
 -- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
 --         deliver; '' otherwise)
--- ARGV[6] the order's city again (not read; kept so that the later ARGV keep their places)
--- ARGV[7] delay in ms before a pending order is dispatched again (retry timer)
--- ARGV[8] dispatch attempts before a pending order fails   ARGV[9] score added per delivery
--- ARGV[10] events stream MAXLEN (approximate)   ARGV[11] city ops channel
--- ARGV[12] per-driver channel prefix   ARGV[13] lock token (attempt; '' otherwise)
+-- ARGV[6] delay in ms before a pending order is dispatched again (retry timer)
+-- ARGV[7] dispatch attempts before a pending order fails   ARGV[8] score added per delivery
+-- ARGV[9] events stream MAXLEN (approximate)   ARGV[10] city ops channel
+-- ARGV[11] per-driver channel prefix
+-- ARGV[12] the caller's lock token: attempt, the token that must hold the order's lock;
+--          create, take the new order's lock with it (the caller dispatches at once); '' for
+--          neither   ARGV[13] (create with a lock token) the lock's time to live in ms
 -- ARGV[14..19] (create) pickup lat, pickup lon, dropoff lat, dropoff lon ('' when none),
 --              vehicle type ('' for any), dispatch mode ('now' | 'queued')
--- ARGV[20] (create) a lock token: also take the new order's dispatch lock with it, and
---          ARGV[21] its time to live in ms ('' for neither); the caller dispatches at once
 -- Returns one of:
---   {'ok', new_state, now_ms}       (create with a lock token: {'ok', 'pending', now_ms, fencing};
---                                    a transition that changed the order appends its hash
---                                    fields: field, value, ...)
+--   {'created', now_ms[, fencing]}  create; with a lock token, the lock's fencing number
+--   {'ok', new_state, now_ms, field, value, ...}
+--                                 the order changed; then its hash fields, so the caller needs
+--                                 no read-back (timer: only {'ok', state, now_ms}, also when it
+--                                 re-queued a pending order or dropped a stale timer)
+--   {'same', state, now_ms, field, value, ...}
+--                                 a driver's answer sent again (see below): nothing written;
+--                                 the order's hash fields as they are
 --   {'missing'}                   no such order (create: never)
 --   {'exists'}                    create: the order id is taken; nothing written
 --   {'state', current_state}      the transition is not allowed from the current state
@@ -44,25 +49,42 @@
 --   {'expired', expires_ms}       accept: the offer has expired
 --   {'not_due'}                   timer: nothing is due for this order
 --   {'lock_lost'}                 attempt: the caller no longer holds the order's lock
+--
+-- Repeated answers. The order's field 'answered_by' names the driver whose answer (accept,
+-- reject, pickup or deliver) produced the order's current state, '' when anything else did:
+-- every write of 'state' writes it (claim_offer.lua's too). An answer whose target state is the
+-- order's state, from that driver, with the order's fencing number, is the answer that
+-- produced it sent again (its reply was lost): it is answered 'same' and writes nothing.
 -- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, pack_state).
 local now = now_ms()
 local op, order_id, city = ARGV[1], ARGV[2], ARGV[3]
-local retry_ms, maxlen = tonumber(ARGV[7]), ARGV[10]
+local retry_ms, maxlen = tonumber(ARGV[6]), ARGV[9]
+-- The state each driver's answer leads to.
+local ANSWERED = {accept = 'accepted', reject = 'pending', pickup = 'picked_up', deliver = 'delivered'}
 
 local function emit(kind, state, driver, fence)
   local sid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, '*', 'type', kind,
     'order', order_id, 'driver', driver, 'state', state, 'fence', tostring(fence), 'at', tostring(now))
   local msg = cjson.encode({id = sid, type = kind, order_id = order_id, driver_id = driver,
     state = state, fencing_token = tonumber(fence), at_ms = now, city = city})
-  redis.call('PUBLISH', ARGV[11], msg)
+  redis.call('PUBLISH', ARGV[10], msg)
   if driver ~= '' then
-    redis.call('PUBLISH', ARGV[12] .. driver, msg)
+    redis.call('PUBLISH', ARGV[11] .. driver, msg)
   end
 end
 
 local function requeue()
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', maxlen, '*', 'order', order_id)
   redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
+end
+
+-- The reply `tag, state, now_ms` followed by the order's hash fields.
+local function with_order(tag, state)
+  local out = {tag, state, tostring(now)}
+  for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do
+    out[#out + 1] = v
+  end
+  return out
 end
 
 if op == 'create' then
@@ -72,7 +94,7 @@ if op == 'create' then
   redis.call('HSET', KEYS[1], 'id', order_id, 'city', city, 'state', 'pending',
     'plat', ARGV[14], 'plon', ARGV[15], 'dlat', ARGV[16], 'dlon', ARGV[17], 'vehicle', ARGV[18],
     'mode', ARGV[19], 'created', now, 'updated', now, 'driver', '', 'fence', 0, 'expires', 0,
-    'attempts', 0)
+    'attempts', 0, 'answered_by', '')
   if ARGV[19] == 'queued' then
     requeue()
   else
@@ -80,22 +102,25 @@ if op == 'create' then
     redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
   end
   emit('created', 'pending', '', 0)
-  if ARGV[20] and ARGV[20] ~= '' then
+  if ARGV[12] ~= '' then
     -- The order is new, so its lock is free: SET NX PX cannot fail here.
-    redis.call('SET', KEYS[8], ARGV[20], 'NX', 'PX', ARGV[21])
-    return {'ok', 'pending', tostring(now), tostring(redis.call('INCR', KEYS[13]))}
+    redis.call('SET', KEYS[8], ARGV[12], 'NX', 'PX', ARGV[13])
+    return {'created', tostring(now), tostring(redis.call('INCR', KEYS[13]))}
   end
-  return {'ok', 'pending', tostring(now)}
+  return {'created', tostring(now)}
 end
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'driver', 'fence', 'expires')
-local state, driver, fence, expires = o[1], o[2], o[3], o[4]
+local o = redis.call('HMGET', KEYS[1], 'state', 'driver', 'fence', 'expires', 'answered_by')
+local state, driver, fence, expires, answered_by = o[1], o[2], o[3], o[4], o[5]
 if not state then
   return {'missing'}
 end
 
--- A driver's answer must carry the current offer's driver and fencing number.
-if op == 'accept' or op == 'reject' or op == 'pickup' or op == 'deliver' then
+if ANSWERED[op] then
+  if state == ANSWERED[op] and answered_by == ARGV[4] and fence == ARGV[5] then
+    return with_order('same', state)
+  end
+  -- A driver's answer must carry the current offer's driver and fencing number.
   if driver ~= ARGV[4] or fence ~= ARGV[5] then
     return {'fence', driver, fence}
   end
@@ -133,11 +158,11 @@ elseif op == 'timer' then
     return {'ok', state, tostring(now)}
   end
 elseif op == 'attempt' then
-  if redis.call('GET', KEYS[8]) ~= ARGV[13] then return {'lock_lost'} end
+  if redis.call('GET', KEYS[8]) ~= ARGV[12] then return {'lock_lost'} end
   redis.call('DEL', KEYS[8])
   if state ~= 'pending' then return {'state', state} end
   local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  if attempts < tonumber(ARGV[8]) then
+  if attempts < tonumber(ARGV[7]) then
     redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
     return {'ok', 'pending', tostring(now)}
   end
@@ -176,23 +201,22 @@ local ev_kinds = {accept = 'accepted', reject = 'rejected', pickup = 'picked_up'
   deliver = 'delivered', cancel = 'cancelled'}
 kind = ev_kinds[kind] or kind
 
+-- Who produced the new state: the answering driver, or nobody (cancel, expiry, failure).
+local answerer = ''
+if ANSWERED[op] then answerer = driver end
 if next_state == 'pending' then
   -- Rejected or expired: never offer this order to that driver again; dispatch it again now.
   redis.call('SADD', KEYS[4], driver)
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'driver', '', 'expires', 0, 'updated', now)
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'driver', '', 'expires', 0, 'updated', now,
+    'answered_by', answerer)
   requeue()
 else
   -- Accepted and later orders wait on the driver, finished ones on nothing: no timer.
-  redis.call('HSET', KEYS[1], 'state', next_state, 'updated', now)
+  redis.call('HSET', KEYS[1], 'state', next_state, 'updated', now, 'answered_by', answerer)
   redis.call('ZREM', KEYS[5], order_id)
 end
 if next_state == 'delivered' and ds then
-  redis.call('ZINCRBY', KEYS[9], ARGV[9], driver)
+  redis.call('ZINCRBY', KEYS[9], ARGV[8], driver)
 end
 emit(kind, next_state, driver, fence)
--- The order as it is now, so the caller needs no read-back.
-local out = {'ok', next_state, tostring(now)}
-for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do
-  out[#out + 1] = v
-end
-return out
+return with_order('ok', next_state)

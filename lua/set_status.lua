@@ -7,14 +7,14 @@
 -- KEYS[3]      driver score sorted set of that city
 -- KEYS[4..6]   GEO sets of that city, one per status (available, busy, offline); members are
 --              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
--- ARGV[1] driver_id   ARGV[2] city the caller believes the driver is in   ARGV[3] 'available' | 'offline'
+-- ARGV[1] driver_id   ARGV[2] 'available' | 'offline'
 -- Returns one of:
 --   {'ok', packed_state, now_ms}
 --   {'missing'}                  no such driver
 --   {'busy', packed_state}       nothing written: the driver holds an order
 -- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, pack_state).
 local now = now_ms()
-local id, new_status = ARGV[1], ARGV[3]
+local id, new_status = ARGV[1], ARGV[2]
 local state = redis.call('HGET', KEYS[1], id)
 if not state then
   return {'missing'}

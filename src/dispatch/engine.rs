@@ -9,11 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::model::{DispatchResult, Order};
-
+use super::order_scripts::{
+    ClaimArgs, NewOrder, Op, TransitionArgs, TransitionReply, decode_claim,
+};
 use crate::cities::CityIndex;
 use crate::config::Settings;
+use crate::domain::{DriverStatus, VehicleType};
 use crate::domain::{GeoPoint, OrderId};
-use crate::drivers::{DriverStatus, VehicleType, rfc3339_ms};
 use crate::http::error::{ApiError, redis_error};
 use crate::lock::{Lease, Locks};
 use crate::metrics;
@@ -38,13 +40,13 @@ pub enum Transition {
 }
 
 impl Transition {
-    fn op(self) -> &'static str {
+    fn op(self) -> Op {
         match self {
-            Transition::Accept => "accept",
-            Transition::Reject => "reject",
-            Transition::Pickup => "pickup",
-            Transition::Deliver => "deliver",
-            Transition::Cancel => "cancel",
+            Transition::Accept => Op::Accept,
+            Transition::Reject => Op::Reject,
+            Transition::Pickup => Op::Pickup,
+            Transition::Deliver => Op::Deliver,
+            Transition::Cancel => Op::Cancel,
         }
     }
 
@@ -186,56 +188,37 @@ impl Dispatcher {
         &self.cities
     }
 
-    fn common_args(&self, op: &str, order: &str, city: &str) -> Vec<String> {
+    /// The ARGV of `order_transition.lua` for `op` on `order` of `city`, with the settings'
+    /// slots filled and the op-specific ones empty.
+    fn transition_args<'a>(&self, op: Op, order: &'a str, city: &'a str) -> TransitionArgs<'a> {
         let keys = self.store.keys();
-        vec![
-            op.to_owned(),
-            order.to_owned(),
-            city.to_owned(),
-            String::new(),
-            String::new(),
-            city.to_owned(),
-            self.settings.dispatch_retry_ms.to_string(),
-            self.settings.dispatch_max_attempts.to_string(),
-            self.settings.score_per_delivery.to_string(),
-            self.settings.events_maxlen.to_string(),
-            keys.ops_channel(city),
-            keys.driver_channel_prefix(),
-            String::new(),
-        ]
+        TransitionArgs {
+            op,
+            order_id: order,
+            city,
+            answer: None,
+            retry_ms: self.settings.dispatch_retry_ms,
+            max_attempts: self.settings.dispatch_max_attempts,
+            score_per_delivery: self.settings.score_per_delivery,
+            events_maxlen: self.settings.events_maxlen,
+            ops_channel: keys.ops_channel(city),
+            driver_channel_prefix: keys.driver_channel_prefix(),
+            lock_token: None,
+            lock_ttl_ms: None,
+            new_order: None,
+        }
     }
 
     /// Run `order_transition.lua`. The order's driver is in the order's city: a busy driver
     /// stays in its order's city until the order lets go of it (`lua/set_position.lua`).
-    async fn run_transition(
-        &self,
-        city: &str,
-        order: &str,
-        args: Vec<String>,
-    ) -> Result<Vec<String>, ApiError> {
+    async fn run_transition(&self, args: &TransitionArgs<'_>) -> Result<TransitionReply, ApiError> {
         let mut conn = self.store.conn();
-        let keys = self.store.keys().order_script(city, order);
-        let cmd = evalsha(&ORDER_TRANSITION, &keys, &args);
-        scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
+        let keys = self.store.keys().order_script(args.city, args.order_id);
+        let cmd = evalsha(&ORDER_TRANSITION, &keys, &args.argv());
+        let reply: Vec<String> = scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
             .await
-            .map_err(redis_error("order transition"))
-    }
-
-    fn decode(reply: &[String]) -> Result<(), TransitionError> {
-        match reply.first().map(String::as_str) {
-            Some("ok") => Ok(()),
-            Some("missing") => Err(TransitionError::Missing),
-            Some("exists") => Err(TransitionError::Exists),
-            Some("state") => Err(TransitionError::State(
-                reply.get(1).cloned().unwrap_or_default(),
-            )),
-            Some("fence") => Err(TransitionError::Fence),
-            Some("expired") => Err(TransitionError::Expired),
-            Some("lock_lost") => Err(TransitionError::LockLost),
-            _ => Err(TransitionError::Api(ApiError::Internal(anyhow::anyhow!(
-                "unexpected order_transition reply {reply:?}"
-            )))),
-        }
+            .map_err(redis_error("order transition"))?;
+        Ok(TransitionReply::decode(&reply)?)
     }
 
     /// Create an order (state `pending`) in `city`; `queued` orders are appended to the city's
@@ -281,21 +264,22 @@ impl Dispatcher {
         if owner != city {
             return Err(TransitionError::Exists);
         }
-        let mut args = self.common_args("create", id.as_str(), city);
-        args.push(pickup.lat.to_string());
-        args.push(pickup.lon.to_string());
-        args.push(dropoff.map(|d| d.lat.to_string()).unwrap_or_default());
-        args.push(dropoff.map(|d| d.lon.to_string()).unwrap_or_default());
-        args.push(vehicle.map(|v| v.as_str().to_owned()).unwrap_or_default());
-        args.push(mode.as_str().to_owned());
         let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut args = self.transition_args(Op::Create, id.as_str(), city);
+        args.new_order = Some(NewOrder {
+            pickup,
+            dropoff,
+            vehicle,
+            mode,
+        });
         if lock {
-            args.push(token.clone());
-            args.push(self.settings.lock_ttl_ms.to_string());
+            args.lock_token = Some(&token);
+            args.lock_ttl_ms = Some(self.settings.lock_ttl_ms);
         }
-        let reply = self.run_transition(city, id.as_str(), args).await?;
-        Self::decode(&reply)?;
-        let fencing = reply.get(3).and_then(|f| f.parse::<u64>().ok());
+        let fencing = match self.run_transition(&args).await? {
+            TransitionReply::Created { fencing } => fencing,
+            other => return Err(refusal(other)),
+        };
         Ok(fencing.filter(|_| lock).map(|fencing| Lease {
             key: self.store.keys().order_lock(city, id.as_str()),
             token,
@@ -382,7 +366,9 @@ impl Dispatcher {
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable order {id}: {h:?}")))
     }
 
-    /// Apply a driver's answer or a cancellation; returns the order afterwards.
+    /// Apply a driver's answer or a cancellation; returns the order afterwards. A driver's
+    /// answer repeated (the same driver, fencing number and step as the answer that produced
+    /// the order's state, e.g. a retry after a lost reply) returns the order and writes nothing.
     pub async fn transition(
         &self,
         id: &OrderId,
@@ -390,14 +376,10 @@ impl Dispatcher {
         driver: Option<(&str, u64)>,
     ) -> Result<Order, ApiError> {
         let city = self.order_city(id).await?;
-        let reply = self
+        // The script answers with the order's fields: no read-back needed.
+        let fields = self
             .transition_reply(&city, id.as_str(), transition, driver)
             .await?;
-        // The script appends the order's fields after `ok, state, now`: no read-back needed.
-        let fields: HashMap<String, String> = reply[3.min(reply.len())..]
-            .chunks_exact(2)
-            .map(|kv| (kv[0].clone(), kv[1].clone()))
-            .collect();
         match Order::from_hash(&fields) {
             Some(order) => Ok(order),
             None => self.load_in(&city, id.as_str()).await,
@@ -417,49 +399,49 @@ impl Dispatcher {
             .map(|_| ())
     }
 
-    /// [`Self::transition_in`], returning the script's reply (with the order's fields).
+    /// [`Self::transition_in`], returning the order's fields after the transition.
     async fn transition_reply(
         &self,
         city: &str,
         id: &str,
         transition: Transition,
         driver: Option<(&str, u64)>,
-    ) -> Result<Vec<String>, ApiError> {
-        let mut args = self.common_args(transition.op(), id, city);
-        if let Some((driver, fence)) = driver {
-            args[3] = driver.to_owned();
-            args[4] = fence.to_string();
-        }
-        let reply = self.run_transition(city, id, args).await?;
-        let decoded = Self::decode(&reply);
+    ) -> Result<HashMap<String, String>, ApiError> {
+        let mut args = self.transition_args(transition.op(), id, city);
+        args.answer = driver;
+        let op = transition.op().as_str();
+        let decoded = match self.run_transition(&args).await? {
+            TransitionReply::Changed { order, .. } => Ok(order),
+            TransitionReply::Repeated { order, .. } => {
+                // The answer that produced the order's state, sent again (its reply was lost):
+                // answered with the order as it is; nothing was written.
+                tracing::info!(order = id, city, op, "repeated answer: nothing written");
+                return Ok(order);
+            }
+            other => Err(refusal(other)),
+        };
         match &decoded {
-            Ok(()) => tracing::info!(
-                order = id,
-                city,
-                op = transition.op(),
-                "transition (event appended)"
-            ),
+            Ok(_) => tracing::info!(order = id, city, op, "transition (event appended)"),
             Err(TransitionError::Fence) => {
                 metrics::inc("geodispatch_fence_rejections_total", &[("stage", "answer")]);
                 tracing::info!(
                     order = id,
                     city,
-                    op = transition.op(),
+                    op,
                     "transition refused: stale or foreign fencing token"
                 );
             }
             Err(_) => {}
         }
         match decoded {
-            Ok(()) => Ok(reply),
+            Ok(order) => Ok(order),
             Err(TransitionError::Missing) => {
                 Err(ApiError::NotFound(format!("order {id} does not exist")))
             }
             Err(TransitionError::State(state)) => Err(ApiError::Conflict {
                 code: "invalid-transition",
                 detail: format!(
-                    "order {id} is {state}; {} needs it {}; nothing was changed",
-                    transition.op(),
+                    "order {id} is {state}; {op} needs it {}; nothing was changed",
                     transition.needs()
                 ),
             }),
@@ -482,9 +464,11 @@ impl Dispatcher {
 
     /// Expire a due offer or re-queue a waiting order (timer scan); `true` when something was due.
     pub async fn fire_timer(&self, city: &str, order: &str) -> Result<bool, ApiError> {
-        let args = self.common_args("timer", order, city);
-        let reply = self.run_transition(city, order, args).await?;
-        Ok(reply.first().map(String::as_str) == Some("ok"))
+        let args = self.transition_args(Op::Timer, order, city);
+        Ok(matches!(
+            self.run_transition(&args).await?,
+            TransitionReply::Changed { .. }
+        ))
     }
 
     /// Try to take an order's lock (never waits; only while the order is pending), reading
@@ -616,54 +600,25 @@ impl Dispatcher {
         keep_on_none: bool,
     ) -> Result<Claim, ApiError> {
         let keys = self.store.keys();
-        let mut args = vec![
-            lease.token.clone(),
-            lease.fencing.to_string(),
-            self.settings.driver_ttl_ms.to_string(),
-            self.settings.offer_ttl_ms.to_string(),
-            self.settings.events_maxlen.to_string(),
-            keys.ops_channel(city),
-            keys.driver_channel_prefix(),
-            if keep_on_none { "2" } else { "1" }.to_owned(),
-            self.settings.ranking_distance_weight.to_string(),
-            self.settings.ranking_score_weight.to_string(),
-        ];
-        for (id, distance) in candidates {
-            args.push(id.clone());
-            args.push(distance.to_string());
-        }
-        let cmd = evalsha(&CLAIM_OFFER, &keys.order_script(city, order), &args);
+        let args = ClaimArgs {
+            token: &lease.token,
+            fencing: lease.fencing,
+            driver_ttl_ms: self.settings.driver_ttl_ms,
+            offer_ttl_ms: self.settings.offer_ttl_ms,
+            events_maxlen: self.settings.events_maxlen,
+            ops_channel: keys.ops_channel(city),
+            driver_channel_prefix: keys.driver_channel_prefix(),
+            keep_lock_on_none: keep_on_none,
+            distance_weight: self.settings.ranking_distance_weight,
+            score_weight: self.settings.ranking_score_weight,
+            candidates,
+        };
+        let cmd = evalsha(&CLAIM_OFFER, &keys.order_script(city, order), &args.argv());
         let mut conn = self.store.conn();
         let reply: Vec<String> = scripts::run(&mut conn, &CLAIM_OFFER, &cmd)
             .await
             .map_err(redis_error("claim offer"))?;
-        let num = |i: usize| -> Result<f64, ApiError> {
-            reply
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("bad claim reply {reply:?}")))
-        };
-        Ok(match reply.first().map(String::as_str) {
-            Some("offered") => Claim::Offered(DispatchResult {
-                order_id: order.to_owned(),
-                driver_id: reply[1].clone(),
-                fencing_token: lease.fencing,
-                distance_m: num(2)?,
-                driver_score: num(3)?,
-                composite: num(4)?,
-                offer_expires_at: rfc3339_ms(num(5)? as i64),
-            }),
-            Some("none") => Claim::NoDriver,
-            Some("lock_lost") => Claim::LockLost,
-            Some("stale_fence") => Claim::StaleFence,
-            Some("not_pending") => Claim::NotPending(reply.get(1).cloned().unwrap_or_default()),
-            Some("missing") => Claim::Missing,
-            _ => {
-                return Err(ApiError::Internal(anyhow::anyhow!(
-                    "unexpected claim reply {reply:?}"
-                )));
-            }
-        })
+        Ok(decode_claim(&reply, order, lease.fencing)?)
     }
 
     /// Dispatch one order of `city`: lock it (or answer `Locked` at once), rank candidates
@@ -794,11 +749,13 @@ impl Dispatcher {
         match claim {
             Claim::Offered(result) => Ok(DispatchOutcome::Offered(result)),
             Claim::NoDriver if count_attempt => {
-                let mut args = self.common_args("attempt", order, city);
-                args[12] = lease.token.clone();
-                let reply = self.run_transition(city, order, args).await?;
-                if let Err(e) = Self::decode(&reply) {
-                    tracing::info!(order, city, outcome = ?e, "no-driver attempt not counted");
+                let mut args = self.transition_args(Op::Attempt, order, city);
+                args.lock_token = Some(&lease.token);
+                match self.run_transition(&args).await? {
+                    TransitionReply::Changed { .. } => {}
+                    other => {
+                        tracing::info!(order, city, outcome = ?other, "no-driver attempt not counted")
+                    }
                 }
                 Ok(DispatchOutcome::NoDriver)
             }
@@ -811,7 +768,8 @@ impl Dispatcher {
 
     /// Apply several transitions of one order in order, in one round trip (each is still its
     /// own script call that checks the state left by the previous one). Used by drivers that
-    /// report several steps at once, e.g. a phone that was offline.
+    /// report several steps at once, e.g. a phone that was offline. A step repeating the answer
+    /// that produced the order's state is `Ok` and writes nothing.
     pub async fn transitions_in(
         &self,
         city: &str,
@@ -820,20 +778,24 @@ impl Dispatcher {
         driver: Option<(&str, u64)>,
     ) -> Result<Vec<Result<(), TransitionError>>, ApiError> {
         let mut pipe = redis::pipe();
+        let keys = self.store.keys().order_script(city, id);
         for step in steps {
-            let mut args = self.common_args(step.op(), id, city);
-            if let Some((driver, fence)) = driver {
-                args[3] = driver.to_owned();
-                args[4] = fence.to_string();
-            }
-            let keys = self.store.keys().order_script(city, id);
-            pipe.add_command(evalsha(&ORDER_TRANSITION, &keys, &args));
+            let mut args = self.transition_args(step.op(), id, city);
+            args.answer = driver;
+            pipe.add_command(evalsha(&ORDER_TRANSITION, &keys, &args.argv()));
         }
         let mut conn = self.store.conn();
         let replies: Vec<Vec<String>> = scripts::run_pipeline(&mut conn, &ORDER_TRANSITION, &pipe)
             .await
             .map_err(redis_error("order transitions"))?;
-        Ok(replies.iter().map(|reply| Self::decode(reply)).collect())
+        Ok(replies
+            .iter()
+            .map(|reply| match TransitionReply::decode(reply) {
+                Ok(TransitionReply::Changed { .. } | TransitionReply::Repeated { .. }) => Ok(()),
+                Ok(other) => Err(refusal(other)),
+                Err(e) => Err(TransitionError::Api(e.into())),
+            })
+            .collect())
     }
 
     /// Dispatch an order by id (looks its city up first).
@@ -858,6 +820,21 @@ fn record_outcome(result: &Result<DispatchOutcome, ApiError>, worker: bool) {
         "geodispatch_dispatch_outcomes_total",
         &[("outcome", outcome), ("source", source)],
     );
+}
+
+/// Why `order_transition.lua` did not apply a change (a reply other than the one expected).
+fn refusal(reply: TransitionReply) -> TransitionError {
+    match reply {
+        TransitionReply::Missing => TransitionError::Missing,
+        TransitionReply::Exists => TransitionError::Exists,
+        TransitionReply::State(state) => TransitionError::State(state),
+        TransitionReply::Fence => TransitionError::Fence,
+        TransitionReply::Expired => TransitionError::Expired,
+        TransitionReply::LockLost => TransitionError::LockLost,
+        other => TransitionError::Api(ApiError::Internal(anyhow::anyhow!(
+            "unexpected order_transition reply {other:?}"
+        ))),
+    }
 }
 
 fn not_found(id: &OrderId) -> ApiError {

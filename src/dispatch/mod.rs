@@ -24,6 +24,7 @@
 
 pub mod engine;
 mod model;
+mod order_scripts;
 mod routes;
 pub mod workers;
 

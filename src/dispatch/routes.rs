@@ -333,14 +333,18 @@ async fn answer(
 }
 
 /// The offered driver accepts the order.
+///
+/// Idempotent: repeating the answer that produced the order's current state (the same driver,
+/// fencing token and step, e.g. a retry after a lost reply) is answered 200 with the order as
+/// it is and writes nothing (no event, no score or timer change).
 #[utoipa::path(
     tag = "orders",
     params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
     request_body = TokenBody,
     responses(
-        (status = 200, description = "Accepted", body = Order),
+        (status = 200, description = "Accepted, or this driver's accept with this token repeated (answered without effect)", body = Order),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`stale-fencing-token` (not this driver's current offer), `offer-expired`, or `invalid-transition` (e.g. accepted twice); nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stale-fencing-token` (not this driver's current offer), `offer-expired`, or `invalid-transition` (the order is not offered, e.g. it was picked up since); nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -356,12 +360,16 @@ pub async fn accept(
 
 /// The offered driver declines: it is freed and never offered this order again; the order is
 /// dispatched again at once.
+///
+/// Idempotent: repeating the answer that produced the order's current state (the same driver,
+/// fencing token and step, e.g. a retry after a lost reply) is answered 200 with the order as
+/// it is and writes nothing (no event, no score or timer change).
 #[utoipa::path(
     tag = "orders",
     params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
     request_body = TokenBody,
     responses(
-        (status = 200, description = "Rejected; the order is pending again", body = Order),
+        (status = 200, description = "Rejected; the order is pending again. Also a repeat of this rejection while the order is still pending after it (answered without effect)", body = Order),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`stale-fencing-token` or `invalid-transition`; nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
@@ -378,12 +386,16 @@ pub async fn reject(
 }
 
 /// The driver picked the order up.
+///
+/// Idempotent: repeating the answer that produced the order's current state (the same driver,
+/// fencing token and step, e.g. a retry after a lost reply) is answered 200 with the order as
+/// it is and writes nothing (no event, no score or timer change).
 #[utoipa::path(
     tag = "orders",
     params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
     request_body = TokenBody,
     responses(
-        (status = 200, description = "Picked up", body = Order),
+        (status = 200, description = "Picked up, or this driver's pickup with this token repeated (answered without effect)", body = Order),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`stale-fencing-token` or `invalid-transition`; nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
@@ -401,12 +413,16 @@ pub async fn pickup_order(
 
 /// The driver delivered the order: the driver is available again and its score rises by
 /// `score_per_delivery`.
+///
+/// Idempotent: repeating the answer that produced the order's current state (the same driver,
+/// fencing token and step, e.g. a retry after a lost reply) is answered 200 with the order as
+/// it is and writes nothing (no event, no score or timer change).
 #[utoipa::path(
     tag = "orders",
     params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
     request_body = TokenBody,
     responses(
-        (status = 200, description = "Delivered", body = Order),
+        (status = 200, description = "Delivered, or this driver's delivery with this token repeated (answered without effect)", body = Order),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`stale-fencing-token` or `invalid-transition`; nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),

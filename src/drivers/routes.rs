@@ -856,7 +856,7 @@ pub async fn get_driver(
 }
 
 /// Run a one-city script on a driver, following it if it moves city meanwhile: the script gets
-/// `keys_for(city)` as KEYS and `driver_id, city, extra_args…` as ARGV, and answers
+/// `keys_for(city)` as KEYS and `driver_id, extra_args…` as ARGV, and answers
 /// `{'missing'}` (no state in that city: the directory is read again) or anything else.
 /// Returns the city and that reply, or `None` when the driver does not exist.
 pub async fn run_on_driver_city(
@@ -874,7 +874,7 @@ pub async fn run_on_driver_city(
             return Ok(None);
         };
         let c = valid_city(&c)?;
-        let mut args = vec![id.as_str(), c.as_str()];
+        let mut args = vec![id.as_str()];
         args.extend_from_slice(extra_args);
         let cmd = evalsha(script, &keys_for(keys, &c), &args);
         let reply: Vec<String> = scripts::run(&mut conn, script, &cmd)

@@ -302,6 +302,9 @@ struct Loop {
     conn: Option<Conn>,
     start: Instant,
     shared: Arc<Mutex<Shared>>,
+    /// Whether the last [`Loop::step`] sent an attempt that got no answer (or a 5xx) before
+    /// its final answer.
+    step_retried: bool,
 }
 
 impl Loop {
@@ -319,6 +322,7 @@ impl Loop {
         deadline: Instant,
     ) -> Option<(u16, Value)> {
         let body = body.map(|b| serde_json::to_vec(b).expect("json"));
+        self.step_retried = false;
         while Instant::now() < deadline {
             if self.conn.is_none() {
                 match Conn::open(&self.addrs[self.at]).await {
@@ -354,6 +358,7 @@ impl Loop {
                         }
                     }
                     if status >= 500 {
+                        self.step_retried = true;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
@@ -361,6 +366,7 @@ impl Loop {
                 }
                 _ => {
                     self.shared.lock().expect("lock").errors.push(self.ms());
+                    self.step_retried = true;
                     self.conn = None;
                     self.at = (self.at + 1) % self.addrs.len();
                 }
@@ -465,6 +471,12 @@ impl Loop {
             {
                 Some((200, o)) => {
                     rec.acked = rec.acked.max(2 + i as u8);
+                    // A driver's repeated answer is answered 200 without effect: after an
+                    // attempt that got no answer, this 200 may confirm a step applied then, at
+                    // a time the client does not know.
+                    if self.step_retried {
+                        rec.unacknowledged_step = true;
+                    }
                     if op == "accept" {
                         rec.accepted_ms = Some(self.ms());
                     }
@@ -629,6 +641,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             conn: None,
             start,
             shared: shared.clone(),
+            step_retried: false,
         };
         let duration = opts.duration;
         let now = opts.dispatch_now;
@@ -779,6 +792,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
         conn: None,
         start,
         shared: Arc::new(Mutex::new(Shared::default())),
+        step_retried: false,
     };
     let mut lost = Vec::new();
     let mut delivered = 0;

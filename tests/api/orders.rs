@@ -580,7 +580,7 @@ async fn races_and_wrong_answers_get_precise_problems_and_change_nothing() {
         "no refused request changed anything"
     );
 
-    // Accepting twice: the second is refused and changes nothing.
+    // Accepting twice: the second is a repeat, answered 200, and changes nothing.
     assert_eq!(
         answer_offer(&app, "r1", "accept", &driver, fence)
             .await
@@ -588,9 +588,8 @@ async fn races_and_wrong_answers_get_precise_problems_and_change_nothing() {
         200
     );
     let before = app.snapshot().await;
-    answer_offer(&app, "r1", "accept", &driver, fence)
-        .await
-        .assert_problem(409, "invalid-transition");
+    let again = answer_offer(&app, "r1", "accept", &driver, fence).await;
+    assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(app.snapshot().await, before);
     // Delivered orders cannot be dispatched or cancelled.
     assert_eq!(
@@ -922,4 +921,253 @@ async fn a_busy_driver_cannot_be_deleted_and_a_picked_up_order_can_still_be_canc
     assert_eq!(c.json["state"], "cancelled");
     assert_eq!(driver_status(&app, "held").await, "available");
     assert_eq!(app.delete("/v1/drivers/held").await.status, 204);
+}
+
+/// An order `id` offered to the nearest of `drivers` (placed east of Paris' centre); returns
+/// the driver and the fencing token.
+async fn offered(app: &Instance, id: &str, drivers: &[&str]) -> (String, u64) {
+    drivers_at(app, drivers, PARIS).await;
+    let o = create(
+        app,
+        json!({"order_id": id, "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    assert_eq!(o.status, 201, "{}", o.text);
+    assert_eq!(o.json["state"], "offered", "{}", o.text);
+    (
+        o.json["driver_id"].as_str().unwrap().to_owned(),
+        o.json["fencing_token"].as_u64().unwrap(),
+    )
+}
+
+/// How many events of `kind` the city's event stream holds for order `id`.
+async fn events_of(app: &Instance, id: &str, kind: &str) -> usize {
+    read_history(&app.context.store, "paris")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.order_id == id && e.kind == kind)
+        .count()
+}
+
+/// `app` seen through a new driver key bound to `driver`.
+async fn as_driver(app: &Instance, driver: &str) -> Instance {
+    let a = app
+        .post_json(
+            "/v1/admin/keys",
+            &json!({"role": "driver", "name": "phone", "driver_id": driver}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let mut phone = app.clone_instance();
+    phone.client = crate::helpers::client_with(a.json["key"].as_str());
+    phone
+}
+
+#[tokio::test]
+async fn an_accept_sent_twice_with_the_same_token_is_answered_200_twice_and_applied_once() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_retry_ms = 60_000;
+    })
+    .await;
+    let (driver, fence) = offered(&app, "acc2", &["d1", "d2"]).await;
+
+    let first = answer_offer(&app, "acc2", "accept", &driver, fence).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.json["state"], "accepted");
+    let before = app.snapshot().await;
+    // The phone never saw the first answer and sends the same one again.
+    let again = answer_offer(&app, "acc2", "accept", &driver, fence).await;
+
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json, first.json, "the order as it is, unchanged");
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "a repeated answer writes nothing: no event, no timer, no driver change"
+    );
+    assert_eq!(events_of(&app, "acc2", "accepted").await, 1);
+    assert_eq!(driver_status(&app, &driver).await, "busy");
+}
+
+#[tokio::test]
+async fn a_delivery_sent_twice_is_answered_200_twice_and_scores_the_driver_once() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_retry_ms = 60_000;
+    })
+    .await;
+    let (driver, fence) = offered(&app, "dlv2", &["d1"]).await;
+    for op in ["accept", "pickup"] {
+        let a = answer_offer(&app, "dlv2", op, &driver, fence).await;
+        assert_eq!(a.status, 200, "{op}: {}", a.text);
+    }
+
+    let first = answer_offer(&app, "dlv2", "deliver", &driver, fence).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.json["state"], "delivered");
+    let before = app.snapshot().await;
+    let again = answer_offer(&app, "dlv2", "deliver", &driver, fence).await;
+
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json, first.json);
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "a repeated delivery writes nothing"
+    );
+    assert_eq!(events_of(&app, "dlv2", "delivered").await, 1);
+    let rank = app.get(&format!("/v1/drivers/{driver}/rank")).await;
+    assert_eq!(rank.status, 200, "{}", rank.text);
+    let score = rank.json["score"].as_f64().unwrap();
+    assert!(
+        (score - app.context.settings.score_per_delivery).abs() < 1e-9,
+        "scored once: {score}"
+    );
+    assert_eq!(driver_status(&app, &driver).await, "available");
+    let history = read_history(&app.context.store, "paris").await.unwrap();
+    assert!(check_invariants(&history).ok());
+}
+
+#[tokio::test]
+async fn a_repeat_by_another_driver_with_another_token_or_of_another_step_is_still_refused() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_retry_ms = 60_000;
+    })
+    .await;
+    let (driver, fence) = offered(&app, "rep", &["x", "y"]).await;
+    let other = if driver == "x" { "y" } else { "x" };
+    let other_phone = as_driver(&app, other).await;
+    let accepted = answer_offer(&app, "rep", "accept", &driver, fence).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text);
+
+    let admin: &Instance = &app;
+    let before = app.snapshot().await;
+    let cases: Vec<(&Instance, &str, &str, u64, u16, &str, &str)> = vec![
+        (
+            &other_phone,
+            "accept",
+            driver.as_str(),
+            fence,
+            403,
+            "forbidden",
+            "another driver's key answering for the driver",
+        ),
+        (
+            &other_phone,
+            "accept",
+            other,
+            fence,
+            409,
+            "stale-fencing-token",
+            "another driver with the driver's token",
+        ),
+        (
+            admin,
+            "accept",
+            driver.as_str(),
+            fence + 1,
+            409,
+            "stale-fencing-token",
+            "the driver with another token",
+        ),
+        (
+            admin,
+            "reject",
+            driver.as_str(),
+            fence,
+            409,
+            "invalid-transition",
+            "another step than the one that produced the state",
+        ),
+        (
+            admin,
+            "deliver",
+            driver.as_str(),
+            fence,
+            409,
+            "invalid-transition",
+            "a step not taken yet",
+        ),
+    ];
+    for (client, op, who, token, status, code, why) in cases {
+        let a = answer_offer(client, "rep", op, who, token).await;
+        assert_eq!(a.status, status, "{why}: {}", a.text);
+        a.assert_problem(status, code);
+    }
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "no refused answer wrote anything"
+    );
+
+    // Once the order has moved on, the earlier answer is no longer a repeat.
+    let picked = answer_offer(&app, "rep", "pickup", &driver, fence).await;
+    assert_eq!(picked.status, 200, "{}", picked.text);
+    answer_offer(&app, "rep", "accept", &driver, fence)
+        .await
+        .assert_problem(409, "invalid-transition");
+    assert_eq!(events_of(&app, "rep", "accepted").await, 1);
+}
+
+#[tokio::test]
+async fn a_rejection_sent_twice_is_answered_200_twice_and_excludes_the_driver_once() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_workers = 0;
+        s.dispatch_retry_ms = 60_000;
+    })
+    .await;
+    let (driver, fence) = offered(&app, "rej2", &["first", "second"]).await;
+
+    let first = answer_offer(&app, "rej2", "reject", &driver, fence).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.json["state"], "pending");
+    let before = app.snapshot().await;
+    let again = answer_offer(&app, "rej2", "reject", &driver, fence).await;
+
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json, first.json);
+    assert_eq!(
+        app.snapshot().await,
+        before,
+        "no second event, exclusion or re-queue"
+    );
+    assert_eq!(events_of(&app, "rej2", "rejected").await, 1);
+
+    // Offered to the other driver, the order has moved on: the old rejection is stale.
+    let offer = app.post_json("/v1/orders/rej2/dispatch", &json!({})).await;
+    assert_eq!(offer.status, 200, "{}", offer.text);
+    assert_ne!(offer.json["driver_id"], driver.as_str());
+    answer_offer(&app, "rej2", "reject", &driver, fence)
+        .await
+        .assert_problem(409, "stale-fencing-token");
+}
+
+#[tokio::test]
+async fn a_rejection_after_the_offer_expired_is_not_taken_for_a_repeat() {
+    let app = spawn_app_with(|s| {
+        fast(s);
+        s.dispatch_workers = 0;
+        s.dispatch_retry_ms = 60_000;
+        s.offer_ttl_ms = 300;
+    })
+    .await;
+    let (driver, fence) = offered(&app, "late", &["slow"]).await;
+    // The expiry, not a rejection, leaves the order pending with the same token.
+    let order = wait_order(&app, "late", Duration::from_secs(5), |o| {
+        o["state"] == "pending"
+    })
+    .await;
+    assert_eq!(order["attempts"], 0);
+    assert_eq!(events_of(&app, "late", "expired").await, 1);
+
+    let before = app.snapshot().await;
+    answer_offer(&app, "late", "reject", &driver, fence)
+        .await
+        .assert_problem(409, "stale-fencing-token");
+    assert_eq!(app.snapshot().await, before);
+    assert_eq!(events_of(&app, "late", "rejected").await, 0);
 }
