@@ -212,10 +212,26 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
-        let message = err.into_inner().to_string();
+        let message = plain_words(err.into_inner().to_string());
         let field = field_of(&path, &message);
         ApiError::Validation(vec![FieldError::new(field, message)])
     })
+}
+
+/// A query parameter's parse error in the client's words: the standard library's number
+/// parsers say "invalid digit found in string", which names neither the parameter's type nor
+/// what to send.
+fn plain_words(message: String) -> String {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("invalid digit") || lower.contains("cannot parse integer") {
+        "must be a whole number (digits only)".to_owned()
+    } else if lower.contains("too large to fit") || lower.contains("too small to fit") {
+        "is out of range".to_owned()
+    } else if lower.contains("invalid float literal") {
+        "must be a number".to_owned()
+    } else {
+        message
+    }
 }
 
 /// Deserialize one already-parsed JSON value (a batch item), naming the field on failure.

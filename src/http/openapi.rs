@@ -40,9 +40,56 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     with_protection(api)
 }
 
-/// Add what the protection middleware ([`crate::auth::middleware`]) does to every `/v1`
-/// route: the bearer security scheme, and the 401, 403 and 429 answers (with the rate-limit
-/// headers), so that no route can forget to document them.
+/// The error answers every route shares, declared once as `components/responses` and
+/// referenced by each operation that can give them: what the protection middleware answers on
+/// every `/v1` route (401, 403, 429), what the JSON body extractor answers on every route with
+/// a JSON body (400, 413, 415), and what any `/v1` route, all of which use Redis, may answer
+/// (500, 503).
+const SHARED: &[(&str, &str, &str)] = &[
+    (
+        "400",
+        "MalformedJson",
+        "The body is not well-formed JSON (`malformed-json`); nothing was written",
+    ),
+    (
+        "401",
+        "Unauthorized",
+        "No credentials, or unknown, revoked or expired ones (`unauthorized`)",
+    ),
+    (
+        "403",
+        "Forbidden",
+        "The key's role may not call this route, or a driver key acts for another driver (`forbidden`); nothing was written",
+    ),
+    (
+        "413",
+        "PayloadTooLarge",
+        "The body exceeds `body_limit_bytes` (`payload-too-large`); nothing was written",
+    ),
+    (
+        "415",
+        "UnsupportedMediaType",
+        "The body is not sent as `Content-Type: application/json` (`unsupported-media-type`); nothing was written",
+    ),
+    (
+        "429",
+        "RateLimited",
+        "Rate limit exceeded (`rate-limited`); see `Retry-After`",
+    ),
+    (
+        "500",
+        "InternalError",
+        "An unexpected error (`internal-error`); it is logged with the request id, and the answer tells nothing more",
+    ),
+    (
+        "503",
+        "Unavailable",
+        "Redis is unreachable or fails over, or a write could not be confirmed on a replica (`unavailable`); retry after `Retry-After` seconds",
+    ),
+];
+
+/// Add the bearer security scheme and the shared error answers ([`SHARED`]) to the operations
+/// that can give them, so that no route can forget to document them.
 pub fn with_protection(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::content::ContentBuilder;
     use utoipa::openapi::header::HeaderBuilder;
@@ -62,24 +109,26 @@ pub fn with_protection(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
                 .build(),
         ),
     );
-    let problem = |description: &str, rate_headers: bool| {
-        let mut r = ResponseBuilder::new().description(description).content(
+    let text = |d: &str| {
+        HeaderBuilder::new()
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new().schema_type(Type::String),
+            ))
+            .description(Some(d))
+            .build()
+    };
+    for (status, name, description) in SHARED {
+        let mut r = ResponseBuilder::new().description(*description).content(
             crate::http::error::PROBLEM_JSON,
             ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build(),
         );
-        if rate_headers {
-            let text = |d: &str| {
-                HeaderBuilder::new()
-                    .schema(Some(
-                        utoipa::openapi::ObjectBuilder::new().schema_type(Type::String),
-                    ))
-                    .description(Some(d))
-                    .build()
-            };
+        if matches!(*status, "429" | "503") {
+            r = r.header("Retry-After", text("Seconds to wait before retrying"));
+        }
+        if *status == "429" {
             r = r
-                .header("Retry-After", text("Seconds to wait before retrying"))
                 .header(
                     "RateLimit-Policy",
                     text("IETF draft: `\"class\";q=quota;w=window seconds`"),
@@ -89,12 +138,19 @@ pub fn with_protection(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
                     text("IETF draft: `\"class\";r=remaining;t=seconds to reset`"),
                 );
         }
-        RefOr::T(r.build())
+        components
+            .responses
+            .insert((*name).to_owned(), RefOr::T(r.build()));
+    }
+    let shared = |code: &str| {
+        let (_, name, _) = SHARED
+            .iter()
+            .find(|(status, _, _)| *status == code)
+            .expect("a shared response");
+        RefOr::Ref(Ref::new(format!("#/components/responses/{name}")))
     };
     for (path, item) in api.paths.paths.iter_mut() {
-        if !path.starts_with("/v1/") {
-            continue;
-        }
+        let protected = path.starts_with("/v1/");
         for op in [
             &mut item.get,
             &mut item.put,
@@ -105,29 +161,33 @@ pub fn with_protection(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::Op
         .into_iter()
         .flatten()
         {
-            op.security = Some(vec![SecurityRequirement::new(
-                "bearer",
-                Vec::<String>::new(),
-            )]);
-            let r = &mut op.responses.responses;
-            r.entry("401".to_owned()).or_insert_with(|| {
-                problem(
-                    "No credentials, or unknown, revoked or expired ones (`unauthorized`)",
-                    false,
-                )
+            let json_body = op.request_body.as_ref().is_some_and(|b| match b {
+                RefOr::T(body) => body.content.contains_key("application/json"),
+                RefOr::Ref(_) => false,
             });
-            r.entry("403".to_owned()).or_insert_with(|| {
-                problem(
-                    "The key's role may not call this route, or a driver key acts for another driver (`forbidden`); nothing was written",
-                    false,
-                )
-            });
-            r.entry("429".to_owned()).or_insert_with(|| {
-                problem(
-                    "Rate limit exceeded (`rate-limited`); see `Retry-After`",
-                    true,
-                )
-            });
+            let mut codes = Vec::new();
+            if protected {
+                op.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                codes.extend(["401", "403", "429"]);
+            }
+            if json_body {
+                codes.extend(["400", "413", "415"]);
+            }
+            for code in codes {
+                op.responses.responses.insert(code.to_owned(), shared(code));
+            }
+            // A route may say more about its own 503 (event streams do).
+            if protected {
+                for code in ["500", "503"] {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| shared(code));
+                }
+            }
         }
     }
     api

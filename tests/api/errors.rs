@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn malformed_json_is_a_400_problem() {
@@ -110,4 +110,71 @@ async fn a_wrong_method_on_a_route_is_a_405_problem_listing_the_allowed_ones() {
         .await;
     driver.assert_problem(405, "method-not-allowed");
     assert_eq!(driver.headers["allow"], "DELETE, GET");
+}
+
+/// Every operation the published spec gives a JSON body answers a non-JSON body with a
+/// documented 415, and a body over the limit with a documented 413; nothing is written.
+#[tokio::test]
+async fn every_json_body_operation_documents_and_answers_415_and_413() {
+    let app = spawn_app_with(|s| s.body_limit_bytes = 1024).await;
+    let before = app.snapshot().await;
+    let spec: serde_json::Value =
+        serde_json::from_str(&geodispatch::http::openapi::spec_json()).unwrap();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op["requestBody"]["content"]["application/json"].is_null() {
+                continue;
+            }
+            let url = path
+                .replace("{driver_id}", "drv-1")
+                .replace("{order_id}", "o-1")
+                .replace("{city}", "paris");
+            let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            for (code, problem, content_type, body) in [
+                (
+                    "415",
+                    "unsupported-media-type",
+                    "text/plain",
+                    b"{}".to_vec(),
+                ),
+                (
+                    "413",
+                    "payload-too-large",
+                    "application/json",
+                    vec![b' '; 2048],
+                ),
+            ] {
+                assert!(
+                    op["responses"][code].is_object(),
+                    "{method} {path} does not document {code}"
+                );
+                let answer = app.send_raw(method.clone(), &url, content_type, body).await;
+                answer.assert_problem(code.parse().unwrap(), problem);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} operations with a JSON body");
+    assert_eq!(app.snapshot().await, before, "nothing was written");
+}
+
+/// A query parameter that does not parse is named with what to send, never with the number
+/// parser's own words.
+#[tokio::test]
+async fn a_query_number_that_does_not_parse_is_named_in_plain_words() {
+    let app = spawn_app().await;
+    for query in ["limit=-1", "limit=ten", "limit=1.5"] {
+        let answer = app
+            .get(&format!("/v1/drivers/nearby?lat=48.85&lon=2.35&{query}"))
+            .await;
+        answer.assert_problem(422, "validation-error");
+        assert_eq!(answer.problem_fields(), ["limit"], "{}", answer.text);
+        assert!(
+            answer.text.contains("must be a whole number"),
+            "{query}: {}",
+            answer.text
+        );
+        assert!(!answer.text.contains("invalid digit"), "{}", answer.text);
+    }
 }
