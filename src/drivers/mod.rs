@@ -28,7 +28,8 @@
 //! at once, so a stale or concurrent update can never leave the indexes half-moved.
 //!
 //! Files: `service.rs` and `batch.rs` hold the operations the HTTP layer and other
-//! capabilities call (one position, a batch, reads, shift status, deletion); `ingest.rs` stores positions, `moves.rs` brings a driver into a city that does not
+//! capabilities call (one position, a batch, reads, shift status, deletion, a city's indexed
+//! drivers); `ingest.rs` stores positions, `moves.rs` brings a driver into a city that does not
 //! hold it yet, `directory.rs` reads and compare-and-sets the directory; `model.rs` holds the
 //! request and response types and their validation, `error.rs` what can go wrong;
 //! `sweeper.rs` and `migrate.rs` are the liveness sweeper and the layout migration.
@@ -55,7 +56,8 @@ pub use model::{
     VehicleType, rfc3339_ms,
 };
 pub(crate) use service::{
-    delete_driver, load_driver, run_on_driver_city, set_status, store_positions, update_position,
+    delete_driver, indexed_drivers, load_driver, run_on_driver_city, set_status, store_positions,
+    update_position,
 };
 pub use sweeper::{spawn_sweeper, sweep_city};
 

@@ -1,10 +1,10 @@
 //! The operations other layers call: store a position, read a driver, change its shift status,
-//! delete it, run another capability's one-city script on it. Each takes the shared
-//! [`Store`] and answers in [`DriverError`].
+//! delete it, run another capability's one-city script on it, and list a city's indexed
+//! drivers. Each takes the shared [`Store`] and answers in [`DriverError`].
 
-use crate::cities::CityIndex;
+use crate::cities::{City, CityIndex};
 use crate::config::Settings;
-use crate::domain::{CityId, DriverId, ShiftStatus};
+use crate::domain::{CityId, DriverId, DriverStatus, ShiftStatus, VehicleType};
 use crate::store::scripts::{self, DELETE_DRIVER, SET_STATUS, evalsha, time_ms};
 use crate::store::{Keys, Store};
 
@@ -197,4 +197,80 @@ pub(crate) async fn delete_driver(store: &Store, id: &DriverId) -> Result<(), Dr
     )
     .await?;
     Ok(())
+}
+
+/// A driver as its city's GEO indexes hold it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct IndexedDriver {
+    /// Driver id.
+    pub driver_id: String,
+    /// Latitude (as the GEO index stores it).
+    pub lat: f64,
+    /// Longitude (as the GEO index stores it).
+    pub lon: f64,
+    /// The status whose index holds it.
+    pub status: DriverStatus,
+    /// Vehicle type, from its member tag.
+    pub vehicle_type: VehicleType,
+}
+
+/// Every indexed driver of a city, up to a limit per status.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct IndexedDrivers {
+    /// The drivers, status by status.
+    pub drivers: Vec<IndexedDriver>,
+    /// Whether a status held more drivers than the limit.
+    pub truncated: bool,
+}
+
+/// The drivers of `city`'s GEO indexes, at most `limit` per status (whichever `limit` Redis
+/// finds first: one `GEOSEARCH … ANY` per status over the city's bounding box). Stale drivers
+/// show until the sweeper removes them.
+pub(crate) async fn indexed_drivers(
+    store: &Store,
+    city: &City,
+    limit: usize,
+) -> Result<IndexedDrivers, DriverError> {
+    let b = city.bbox;
+    let (clat, clon) = ((b.min_lat + b.max_lat) / 2.0, (b.min_lon + b.max_lon) / 2.0);
+    let height_m = (b.max_lat - b.min_lat) * 111_320.0 * 1.05;
+    let width_m = (b.max_lon - b.min_lon) * 111_320.0 * clat.to_radians().cos().max(0.01) * 1.05;
+    let mut pipe = redis::pipe();
+    for status in DriverStatus::ALL {
+        pipe.cmd("GEOSEARCH")
+            .arg(store.keys().geo(city.id.as_str(), status))
+            .arg("FROMLONLAT")
+            .arg(clon)
+            .arg(clat)
+            .arg("BYBOX")
+            .arg(width_m)
+            .arg(height_m)
+            .arg("m")
+            .arg("COUNT")
+            .arg(limit + 1)
+            .arg("ANY")
+            .arg("WITHCOORD");
+    }
+    let mut conn = store.conn();
+    let replies: Vec<Vec<(String, (f64, f64))>> = pipe
+        .query_async(&mut conn)
+        .await
+        .map_err(DriverError::redis("map snapshot"))?;
+    let mut truncated = false;
+    let mut drivers = Vec::new();
+    for (status, members) in DriverStatus::ALL.into_iter().zip(replies) {
+        truncated |= members.len() > limit;
+        for (member, (lon, lat)) in members.into_iter().take(limit) {
+            if let Some((vehicle_type, id)) = VehicleType::untag(&member) {
+                drivers.push(IndexedDriver {
+                    driver_id: id.to_owned(),
+                    lat,
+                    lon,
+                    status,
+                    vehicle_type,
+                });
+            }
+        }
+    }
+    Ok(IndexedDrivers { drivers, truncated })
 }
