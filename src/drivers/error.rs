@@ -3,11 +3,11 @@
 
 use crate::domain::{DriverId, FieldError, rfc3339_ms};
 
-/// Every failure of a drivers operation. Nothing was written unless the variant says so.
+/// Every failure of a drivers operation.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DriverError {
     /// One or more input fields are invalid.
-    #[error("{}", summarize(.0))]
+    #[error("invalid input: {0:?}")]
     Validation(Vec<FieldError>),
     /// A batch holds more positions than `batch_max_positions`; none of them was written.
     #[error("{count} positions exceed the limit of {max} per batch; nothing was written")]
@@ -90,12 +90,4 @@ pub(crate) fn ahead_of_clock(sent_ms: i64, now_ms: i64, max_skew_ms: u64) -> Str
         "is {} ms ahead of the server clock; at most {max_skew_ms} ms is allowed",
         sent_ms - now_ms
     )
-}
-
-fn summarize(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
