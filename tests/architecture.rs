@@ -45,7 +45,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("auth", "http"),
     ("cities", "http"),
     ("dispatch", "http"),
-    ("drivers", "http"),
     ("events", "http"),
     ("ranking", "http"),
     ("search", "http"),

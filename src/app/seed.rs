@@ -187,14 +187,9 @@ pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyho
                 .ok_or_else(|| anyhow::anyhow!("{}: outside every city", d.driver_id))?;
             items.push((id, city, pos));
         }
-        let outcomes = crate::drivers::store_positions(
-            &mut conn,
-            context.store.keys(),
-            &context.settings,
-            &items,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("storing seed positions: {e}"))?;
+        let outcomes = crate::drivers::store_positions(&context.store, &context.settings, &items)
+            .await
+            .context("storing seed positions")?;
         // Ratings become initial leaderboard scores; NX keeps scores earned since.
         // One pipeline per city: a pipeline must stay in one Cluster slot.
         let mut pipes: Vec<(String, redis::Pipeline)> = Vec::new();

@@ -26,21 +26,38 @@
 //! Every change goes through one Lua script (`lua/set_position.lua`, `set_status.lua`,
 //! `delete_driver.lua`, `sweep_stale.lua`) that checks the stored state and writes all indexes
 //! at once, so a stale or concurrent update can never leave the indexes half-moved.
+//!
+//! Files: `service.rs` and `batch.rs` hold the operations the HTTP layer and other
+//! capabilities call (one position, a batch, reads, shift status, deletion, a city's indexed
+//! drivers); `ingest.rs` stores positions, `moves.rs` brings a driver into a city that does not
+//! hold it yet, `directory.rs` reads and compare-and-sets the directory; `model.rs` holds the
+//! request and response types and their validation, `error.rs` what can go wrong;
+//! `sweeper.rs` and `migrate.rs` are the liveness sweeper and the layout migration.
 
+mod batch;
+mod directory;
+mod error;
+mod ingest;
 mod migrate;
 mod model;
-mod routes;
+mod moves;
+mod service;
 mod sweeper;
 
+pub(crate) use batch::{BatchItem, store_batch};
+pub(crate) use directory::load_city;
+pub(crate) use error::{DriverError, ahead_of_clock};
+pub(crate) use ingest::PositionOutcome;
 pub use migrate::{MigrateReport, migrate_layout};
+pub(crate) use model::parse_driver_id;
 pub use model::{
     BatchPosition, BatchRequest, BatchResponse, BatchResult, BatchStatus, DriverState,
     DriverStatus, LocationUpdate, RecordedAt, ShiftStatus, StatusUpdate, ValidPosition,
     VehicleType, rfc3339_ms,
 };
-pub use routes::{
-    PositionMode, PositionOutcome, configure, decode_positions, load_city, load_driver,
-    path_driver, position_cmd, run_on_driver_city, set_position, store_positions,
+pub(crate) use service::{
+    delete_driver, indexed_drivers, load_driver, run_on_driver_city, set_status, store_positions,
+    update_position,
 };
 pub use sweeper::{spawn_sweeper, sweep_city};
 

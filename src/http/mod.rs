@@ -3,6 +3,7 @@
 //! ([`map`]) and the OpenAPI document ([`openapi`]); [`configure_routes`] registers every
 //! route of every capability.
 
+pub mod drivers;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -24,7 +25,7 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
             // must not be taken for `/drivers/{driver_id}`).
             scope("/v1")
                 .configure(crate::search::configure)
-                .configure(crate::drivers::configure)
+                .configure(crate::http::drivers::configure)
                 .configure(crate::ranking::configure)
                 .configure(crate::dispatch::configure)
                 .configure(crate::cities::configure)

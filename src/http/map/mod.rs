@@ -13,7 +13,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::cities::CityIndex;
 use crate::drivers::{DriverStatus, VehicleType};
-use crate::http::error::{ApiError, Problem, redis_error};
+use crate::http::error::{ApiError, Problem};
 use crate::http::extract::QueryParams;
 use crate::store::Store;
 
@@ -90,6 +90,7 @@ pub struct Snapshot {
     pub truncated: bool,
 }
 
+/// Default and largest `limit` of a snapshot.
 const MAX_SNAPSHOT: usize = 5_000;
 
 /// Every indexed driver of a city with its position and status (for the map).
@@ -118,51 +119,22 @@ pub async fn snapshot(
             format!("must be between 1 and {MAX_SNAPSHOT}"),
         ));
     }
-    let b = city.bbox;
-    let (clat, clon) = ((b.min_lat + b.max_lat) / 2.0, (b.min_lon + b.max_lon) / 2.0);
-    let height_m = (b.max_lat - b.min_lat) * 111_320.0 * 1.05;
-    let width_m = (b.max_lon - b.min_lon) * 111_320.0 * clat.to_radians().cos().max(0.01) * 1.05;
-    let mut pipe = redis::pipe();
-    for status in DriverStatus::ALL {
-        pipe.cmd("GEOSEARCH")
-            .arg(store.keys().geo(city.id.as_str(), status))
-            .arg("FROMLONLAT")
-            .arg(clon)
-            .arg(clat)
-            .arg("BYBOX")
-            .arg(width_m)
-            .arg(height_m)
-            .arg("m")
-            .arg("COUNT")
-            .arg(limit + 1)
-            .arg("ANY")
-            .arg("WITHCOORD");
-    }
-    let mut conn = store.conn();
-    let replies: Vec<Vec<(String, (f64, f64))>> = pipe
-        .query_async(&mut conn)
-        .await
-        .map_err(redis_error("map snapshot"))?;
-    let mut truncated = false;
-    let mut drivers = Vec::new();
-    for (status, members) in DriverStatus::ALL.into_iter().zip(replies) {
-        truncated |= members.len() > limit;
-        for (member, (lon, lat)) in members.into_iter().take(limit) {
-            if let Some((vehicle_type, id)) = VehicleType::untag(&member) {
-                drivers.push(MapDriver {
-                    driver_id: id.to_owned(),
-                    lat,
-                    lon,
-                    status,
-                    vehicle_type,
-                });
-            }
-        }
-    }
+    let indexed = crate::drivers::indexed_drivers(&store, city, limit).await?;
+    let drivers = indexed
+        .drivers
+        .into_iter()
+        .map(|d| MapDriver {
+            driver_id: d.driver_id,
+            lat: d.lat,
+            lon: d.lon,
+            status: d.status,
+            vehicle_type: d.vehicle_type,
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(Snapshot {
         city: city.id.to_string(),
         drivers,
-        truncated,
+        truncated: indexed.truncated,
     }))
 }
 
