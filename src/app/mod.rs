@@ -253,7 +253,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let settings_data = web::Data::from(settings.clone());
     let tuning = web::Data::from(context.tuning.clone());
     let dispatcher = web::Data::new(context.dispatcher.clone());
-    let guard = web::Data::new(crate::auth::Guard::new(
+    let guard = web::Data::new(crate::http::auth::Guard::new(
         context.store.clone(),
         context.settings.clone(),
     ));
@@ -261,7 +261,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let body_limit = settings.body_limit_bytes;
     let mut server = HttpServer::new(move || {
         let (app, api) = App::new()
-            .wrap(from_fn(crate::auth::middleware))
+            .wrap(from_fn(crate::http::auth::middleware))
             .wrap(from_fn(crate::http::telemetry::request_id_middleware))
             .app_data(guard.clone())
             .app_data(store.clone())
