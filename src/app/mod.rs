@@ -366,7 +366,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut settings = settings;
     let dev_keys = settings.auth_enabled && settings.admin_key.is_none();
     if dev_keys {
-        settings.admin_key = Some(crate::auth::new_secret("gdk_"));
+        settings.admin_key = Some(crate::auth::new_secret("gdk_").into());
     }
     let app = Application::build(settings, &redis_url, true)?;
     tracing::info!(
@@ -407,7 +407,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// key (development convenience when no `GEODISPATCH_ADMIN_KEY` is configured).
 async fn print_dev_keys(context: &AppContext) -> anyhow::Result<()> {
     use crate::auth::{Role, create_key};
-    let admin = context.settings.admin_key.clone().unwrap_or_default();
+    use secrecy::ExposeSecret;
+    let admin = context
+        .settings
+        .admin_key
+        .as_ref()
+        .map_or("", ExposeSecret::expose_secret);
     let driver_id = "paris-d00001".to_owned();
     let (dispatcher, _) = create_key(
         &context.store,

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -202,7 +203,7 @@ pub(crate) async fn authenticate(
 ) -> Result<Option<Principal>, AuthError> {
     // Compared as digests, so that how long the comparison takes says nothing about the key.
     if let Some(admin) = &settings.admin_key
-        && digest(admin) == digest(token)
+        && digest(admin.expose_secret()) == digest(token)
     {
         return Ok(Some(Principal {
             key_id: "bootstrap".to_owned(),
