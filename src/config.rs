@@ -8,10 +8,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Environment variable prefix of every setting.
 pub const ENV_PREFIX: &str = "GEODISPATCH_";
+
+/// Settings that are never serialized, so that no dump of the settings shows a secret. They
+/// are settings all the same: read from the file and the environment, and listed in
+/// [`Settings::names`]. Each defaults to unset.
+const SECRET_SETTINGS: [&str; 1] = ["admin_key"];
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -132,7 +138,8 @@ pub struct Settings {
     pub auth_enabled: bool,
     /// The bootstrap admin key (`GEODISPATCH_ADMIN_KEY`; at least 16 characters). Unset: `serve`
     /// generates one for the run, creates development keys and prints them.
-    pub admin_key: Option<String>,
+    #[serde(skip_serializing)]
+    pub admin_key: Option<SecretString>,
     /// How long (ms) an instance trusts an API key it looked up; a key revoked on another
     /// instance keeps working there at most this long.
     pub auth_cache_ms: u64,
@@ -219,7 +226,8 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let mut merged = serde_json::to_value(Settings::default())?;
+        let defaults = serde_json::Value::Object(Self::defaults()?);
+        let mut merged = defaults.clone();
         let serde_json::Value::Object(map) = &mut merged else {
             unreachable!("settings serialize to an object")
         };
@@ -239,7 +247,6 @@ impl Settings {
                 map.insert(k, v);
             }
         }
-        let defaults = serde_json::to_value(Settings::default())?;
         for (name, raw) in env {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -263,6 +270,17 @@ impl Settings {
             .context("invalid settings (after merging file and environment)")?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Every setting's default as JSON, secrets included (as unset).
+    fn defaults() -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        let serde_json::Value::Object(mut map) = serde_json::to_value(Settings::default())? else {
+            unreachable!("settings serialize to an object")
+        };
+        for name in SECRET_SETTINGS {
+            map.insert(name.to_owned(), serde_json::Value::Null);
+        }
+        Ok(map)
     }
 
     /// Load from the process environment.
@@ -329,7 +347,7 @@ impl Settings {
         ] {
             crate::domain::Policy::parse(spec).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         }
-        if let Some(key) = &self.admin_key
+        if let Some(key) = self.admin_key.as_ref().map(ExposeSecret::expose_secret)
             && (key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()))
         {
             bail!("admin_key must be at least 16 visible ASCII characters");
@@ -391,11 +409,11 @@ impl Settings {
 
     /// Names of every setting, in declaration order (for the README table check).
     pub fn names() -> Vec<String> {
-        let value = serde_json::to_value(Settings::default()).expect("serializable");
-        value
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+        Self::defaults()
+            .expect("serializable")
+            .keys()
+            .cloned()
+            .collect()
     }
 }
 
@@ -453,6 +471,78 @@ mod tests {
         let err = Settings::load(Some(&file), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("lisen"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_admin_key_is_read_from_the_file_and_the_environment_and_checked() {
+        let from_env = Settings::load(
+            None,
+            env(&[("GEODISPATCH_ADMIN_KEY", "env-admin-key-0123456789")]),
+        )
+        .unwrap();
+        assert_eq!(
+            from_env.admin_key.as_ref().map(ExposeSecret::expose_secret),
+            Some("env-admin-key-0123456789")
+        );
+        let dir = std::env::temp_dir().join(format!("gd-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gd.toml");
+        std::fs::write(&file, "admin_key = \"file-admin-key-0123456789\"\n").unwrap();
+        let from_file = Settings::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(
+            from_file
+                .admin_key
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+            Some("file-admin-key-0123456789")
+        );
+        let overridden = Settings::load(
+            Some(&file),
+            env(&[("GEODISPATCH_ADMIN_KEY", "env-admin-key-0123456789")]),
+        )
+        .unwrap();
+        assert_eq!(
+            overridden
+                .admin_key
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+            Some("env-admin-key-0123456789")
+        );
+        let unset = Settings::load(Some(&file), env(&[("GEODISPATCH_ADMIN_KEY", "")])).unwrap();
+        assert!(
+            unset.admin_key.is_none(),
+            "an empty variable unsets the key"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+        for (bad, why) in [
+            ("short-key", "fewer than 16 characters"),
+            ("admin key with spaces 0123", "a space is not visible ASCII"),
+            ("admin-key-0123456789-é", "not ASCII"),
+        ] {
+            let err = Settings::load(None, env(&[("GEODISPATCH_ADMIN_KEY", bad)])).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("admin_key must be at least 16 visible ASCII"),
+                "{bad:?} must be refused: {why}"
+            );
+        }
+        assert!(Settings::names().contains(&"admin_key".to_owned()));
+    }
+
+    #[test]
+    fn the_admin_key_never_shows_in_debug_output_or_serialized_settings() {
+        let key = "never-printed-admin-key-0123456789";
+        let settings = Settings {
+            admin_key: Some(key.into()),
+            ..Settings::default()
+        };
+        let debug = format!("{settings:?}");
+        let json = serde_json::to_string(&settings).unwrap();
+        assert!(!debug.contains(key), "{debug}");
+        assert!(!json.contains(key), "{json}");
+        assert!(
+            !json.contains("admin_key"),
+            "the field is not serialized at all"
+        );
     }
 
     #[test]

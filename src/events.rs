@@ -270,10 +270,10 @@ pub async fn stream_events(
     };
     // Bounded per key (in this instance); the slot is freed when the stream is dropped.
     let slot = match (
-        crate::auth::principal(&req)
+        crate::http::auth::principal(&req)
             .map(|p| p.key_id)
             .unwrap_or_else(|| "anonymous".to_owned()),
-        req.app_data::<web::Data<crate::auth::Guard>>(),
+        req.app_data::<web::Data<crate::http::auth::Guard>>(),
     ) {
         (key_id, Some(guard)) => Some(
             guard

@@ -8,11 +8,22 @@
 //! bucket allows a burst and then a steady rate, which suits phones that report in bursts
 //! after a tunnel. Keys: `{prefix}:rl:{class}:{subject}` (one key per script call, so each
 //! script stays in one Cluster slot).
+//!
+//! The HTTP layer decides which class and subject a request counts against and turns a
+//! [`Decision`] into its headers; nothing here knows about HTTP.
 
 pub use crate::domain::Policy;
 use crate::store::Store;
 use crate::store::scripts::{self, evalsha};
 use crate::store::scripts::{RATE_FIXED_WINDOW, RATE_SLIDING_LOG, RATE_TOKEN_BUCKET};
+
+/// Why a rate limit could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    /// The limit's script failed in Redis.
+    #[error("rate limit: {0}")]
+    Redis(#[source] redis::RedisError),
+}
 
 /// The answer of one check.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +39,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// `RateLimit-Policy` and `RateLimit` header values for `class` under `policy`.
+    /// `RateLimit-Policy` and `RateLimit` header names (lower case) and values for `class`
+    /// under `policy`.
     pub fn headers(&self, class: &str, policy: &Policy) -> [(&'static str, String); 2] {
         let (q, w) = policy.quota_and_window();
         [
@@ -61,14 +73,16 @@ pub async fn check(
     class: &str,
     policy: &Policy,
     subject: &str,
-) -> redis::RedisResult<Decision> {
+) -> Result<Decision, RateLimitError> {
     let key = key(store, class, subject);
     let mut conn = store.conn();
     match *policy {
         Policy::Fixed { limit, window_ms } => {
             let cmd = evalsha(&RATE_FIXED_WINDOW, &[&key], &[limit, window_ms]);
             let (allowed, remaining, reset): (u8, u64, u64) =
-                scripts::run(&mut conn, &RATE_FIXED_WINDOW, &cmd).await?;
+                scripts::run(&mut conn, &RATE_FIXED_WINDOW, &cmd)
+                    .await
+                    .map_err(RateLimitError::Redis)?;
             Ok(Decision {
                 allowed: allowed == 1,
                 remaining,
@@ -84,7 +98,9 @@ pub async fn check(
                 &[limit.to_string(), window_ms.to_string(), id],
             );
             let (allowed, remaining, reset): (u8, u64, u64) =
-                scripts::run(&mut conn, &RATE_SLIDING_LOG, &cmd).await?;
+                scripts::run(&mut conn, &RATE_SLIDING_LOG, &cmd)
+                    .await
+                    .map_err(RateLimitError::Redis)?;
             Ok(Decision {
                 allowed: allowed == 1,
                 remaining,
@@ -99,7 +115,9 @@ pub async fn check(
                 &[burst.to_string(), per_second.to_string()],
             );
             let (allowed, tokens, next, full): (u8, u64, u64, u64) =
-                scripts::run(&mut conn, &RATE_TOKEN_BUCKET, &cmd).await?;
+                scripts::run(&mut conn, &RATE_TOKEN_BUCKET, &cmd)
+                    .await
+                    .map_err(RateLimitError::Redis)?;
             Ok(Decision {
                 allowed: allowed == 1,
                 remaining: tokens,

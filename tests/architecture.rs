@@ -42,7 +42,6 @@ fn module_of_file(root: &Path, file: &Path) -> String {
 /// Upward imports not yet removed: (importing module, imported module). Capability modules
 /// still hold their own HTTP handlers and answer with the HTTP error type.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("auth", "http"),
     ("cities", "http"),
     ("dispatch", "http"),
     ("events", "http"),

@@ -253,7 +253,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let settings_data = web::Data::from(settings.clone());
     let tuning = web::Data::from(context.tuning.clone());
     let dispatcher = web::Data::new(context.dispatcher.clone());
-    let guard = web::Data::new(crate::auth::Guard::new(
+    let guard = web::Data::new(crate::http::auth::Guard::new(
         context.store.clone(),
         context.settings.clone(),
     ));
@@ -261,7 +261,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let body_limit = settings.body_limit_bytes;
     let mut server = HttpServer::new(move || {
         let (app, api) = App::new()
-            .wrap(from_fn(crate::auth::middleware))
+            .wrap(from_fn(crate::http::auth::middleware))
             .wrap(from_fn(crate::http::telemetry::request_id_middleware))
             .app_data(guard.clone())
             .app_data(store.clone())
@@ -404,7 +404,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut settings = settings;
     let dev_keys = settings.auth_enabled && settings.admin_key.is_none();
     if dev_keys {
-        settings.admin_key = Some(crate::auth::new_secret("gdk_"));
+        settings.admin_key = Some(crate::auth::new_secret("gdk_").into());
     }
     let app = Application::build(settings, &redis_url, true)?;
     tracing::info!(
@@ -445,7 +445,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// key (development convenience when no `GEODISPATCH_ADMIN_KEY` is configured).
 async fn print_dev_keys(context: &AppContext) -> anyhow::Result<()> {
     use crate::auth::{Role, create_key};
-    let admin = context.settings.admin_key.clone().unwrap_or_default();
+    use secrecy::ExposeSecret;
+    let admin = context
+        .settings
+        .admin_key
+        .as_ref()
+        .map_or("", ExposeSecret::expose_secret);
     let driver_id = "paris-d00001".to_owned();
     let (dispatcher, _) = create_key(
         &context.store,

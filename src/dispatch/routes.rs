@@ -317,7 +317,7 @@ async fn answer(
     let id = path_order(&path)?;
     let driver = DriverId::parse(&body.0.driver_id).map_err(|e| ApiError::field("driver_id", e))?;
     // A driver key answers only its own offers (403 before anything is read or written).
-    if let Some(p) = crate::auth::principal(&req) {
+    if let Some(p) = crate::http::auth::principal(&req) {
         p.check_driver(driver.as_str())?;
     }
     let gen0 = generation(&dispatcher);

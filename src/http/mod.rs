@@ -3,12 +3,15 @@
 //! ([`map`]) and the OpenAPI document ([`openapi`]); [`configure_routes`] registers every
 //! route of every capability.
 
+pub(crate) mod admin;
+pub(crate) mod auth;
 pub mod drivers;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod map;
 pub mod openapi;
+pub(crate) mod sessions;
 pub mod telemetry;
 
 use utoipa_actix_web::scope;
@@ -30,7 +33,8 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::dispatch::configure)
                 .configure(crate::cities::configure)
                 .configure(crate::events::configure)
-                .configure(crate::auth::configure)
+                .configure(crate::http::admin::configure)
+                .configure(crate::http::sessions::configure)
                 .configure(crate::http::map::configure),
         );
 }

@@ -136,7 +136,7 @@ pub fn test_settings() -> Settings {
         listen: "127.0.0.1:0".to_owned(),
         key_prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         http_workers: 1,
-        admin_key: Some(TEST_ADMIN_KEY.to_owned()),
+        admin_key: Some(TEST_ADMIN_KEY.into()),
         // Rate limits are tested on their own (tests/api/protection.rs); elsewhere they would
         // only make load tests depend on timing.
         rate_limits_enabled: false,
@@ -146,7 +146,10 @@ pub fn test_settings() -> Settings {
 
 /// Start one service instance with `settings` on the Redis at `url`.
 pub fn start_instance(settings: Settings, url: &str) -> Instance {
-    let app_admin_key = settings.admin_key.clone();
+    let app_admin_key = settings
+        .admin_key
+        .as_ref()
+        .map(|k| secrecy::ExposeSecret::expose_secret(k).to_owned());
     let app = Application::build(settings, url, false).expect("building the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let context = app.context().clone();

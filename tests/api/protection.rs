@@ -548,7 +548,7 @@ fn app_on(prefix: &str, url: &str) -> Instance {
         listen: "127.0.0.1:0".to_owned(),
         key_prefix: prefix.to_owned(),
         http_workers: 1,
-        admin_key: Some(crate::helpers::TEST_ADMIN_KEY.to_owned()),
+        admin_key: Some(crate::helpers::TEST_ADMIN_KEY.into()),
         rate_limits_enabled: true,
         timer_interval_ms: 20,
         redis_url: Some(url.to_owned()),

@@ -232,7 +232,7 @@ async fn start_local(opts: &SimOptions) -> anyhow::Result<(Local, String)> {
     let settings = Settings {
         listen: "127.0.0.1:0".into(),
         key_prefix: "sim".into(),
-        admin_key: Some(LOCAL_KEY.to_owned()),
+        admin_key: Some(LOCAL_KEY.into()),
         rate_limits_enabled: false,
         offer_ttl_ms: opts.offer_ttl_ms,
         dispatch_retry_ms: 1_000,
