@@ -43,7 +43,6 @@ fn module_of_file(root: &Path, file: &Path) -> String {
 /// still hold their own HTTP handlers and answer with the HTTP error type.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("auth", "http"),
-    ("cities", "http"),
     ("dispatch", "http"),
     ("drivers", "http"),
     ("events", "http"),

@@ -3,6 +3,7 @@
 //! ([`map`]) and the OpenAPI document ([`openapi`]); [`configure_routes`] registers every
 //! route of every capability.
 
+mod cities;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -27,7 +28,7 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::drivers::configure)
                 .configure(crate::ranking::configure)
                 .configure(crate::dispatch::configure)
-                .configure(crate::cities::configure)
+                .configure(crate::http::cities::configure)
                 .configure(crate::events::configure)
                 .configure(crate::auth::configure)
                 .configure(crate::http::map::configure),
