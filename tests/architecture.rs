@@ -47,7 +47,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("drivers", "http"),
     ("events", "http"),
     ("ranking", "http"),
-    ("search", "http"),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod map;
 pub mod openapi;
+mod search;
 pub mod telemetry;
 
 use utoipa_actix_web::scope;
@@ -24,7 +25,7 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
             // drivers' phones hit most come first (search before drivers: `/drivers/nearby`
             // must not be taken for `/drivers/{driver_id}`).
             scope("/v1")
-                .configure(crate::search::configure)
+                .configure(crate::http::search::configure)
                 .configure(crate::drivers::configure)
                 .configure(crate::ranking::configure)
                 .configure(crate::dispatch::configure)
