@@ -46,7 +46,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("dispatch", "http"),
     ("drivers", "http"),
     ("events", "http"),
-    ("ranking", "http"),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

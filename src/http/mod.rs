@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod map;
 pub mod openapi;
+mod ranking;
 mod search;
 pub mod telemetry;
 
@@ -27,7 +28,7 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
             scope("/v1")
                 .configure(crate::http::search::configure)
                 .configure(crate::drivers::configure)
-                .configure(crate::ranking::configure)
+                .configure(crate::http::ranking::configure)
                 .configure(crate::dispatch::configure)
                 .configure(crate::http::cities::configure)
                 .configure(crate::events::configure)
