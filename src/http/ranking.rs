@@ -133,7 +133,8 @@ pub async fn rank(
 /// then Redis computes `score_weight × score − distance_weight × km` with sorted sets
 /// (ZADD, ZINTERSTORE with WEIGHTS against the score set, ZADD NX for drivers without a
 /// score, into a temporary set deleted in the same MULTI/EXEC) and reads it back best first.
-/// Ties: the driver id that sorts last ranks first.
+/// A driver without a score counts `ranking_unscored_score` (default 4.25), shown as its
+/// `driver_score`. Ties: the driver id that sorts last ranks first.
 #[utoipa::path(
     tag = "ranking",
     params(CandidatesQuery),

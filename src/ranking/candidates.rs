@@ -52,7 +52,8 @@ pub struct Candidate {
     pub vehicle_type: VehicleType,
     /// Distance from the pickup in metres.
     pub distance_m: f64,
-    /// The driver's score (0 when it has none).
+    /// The driver's score, or `ranking_unscored_score` when it has none: the score the
+    /// composite was computed with.
     pub driver_score: f64,
     /// `score_weight × driver_score − distance_weight × distance_km`; higher ranks first.
     pub composite: f64,
@@ -166,7 +167,8 @@ pub struct RankRequest<'a> {
 }
 
 /// Rank the nearest available drivers by `score_weight × score − distance_weight × km`, best
-/// first (used by `GET /v1/candidates` and by dispatch).
+/// first, a driver without a score counting `ranking_unscored_score` (used by
+/// `GET /v1/candidates`; dispatch ranks with the same composite in `lua/claim_offer.lua`).
 pub async fn rank_candidates(
     store: &Store,
     settings: &Settings,
@@ -201,7 +203,8 @@ pub async fn rank_candidates(
     //   s = {driver: -distance_weight × km}                    (ZADD)
     //   s = s ∩ scores, WEIGHTS 1 score_weight                 (ZINTERSTORE: the composite of
     //                                                            every driver with a score)
-    //   s += {driver: -distance_weight × km} for the others    (ZADD NX: no score counts 0)
+    //   s += {driver: -distance_weight × km                    (ZADD NX: every other driver
+    //         + score_weight × ranking_unscored_score}          counts the unscored score)
     // (The ZUNIONSTORE this replaced took ~15 µs per call in a redis-benchmark here, a ZADD of
     // 20 members ~3 µs.)
     let keys = store.keys();
@@ -218,6 +221,13 @@ pub async fn rank_candidates(
                 d.driver_id.as_str(),
             )
         })
+        .collect();
+    // Summed as ZINTERSTORE sums (the distance part, then score × weight), so that an unscored
+    // driver's composite is exactly that of a driver whose score is the unscored one.
+    let unscored_part = settings.ranking_unscored_score * (weights.score_weight * MICRO);
+    let unscored_composite: Vec<(f64, &str)> = distance_part
+        .iter()
+        .map(|&(distance, id)| (distance as f64 + unscored_part, id))
         .collect();
     let mut pipe = redis::pipe();
     pipe.atomic()
@@ -237,7 +247,7 @@ pub async fn rank_candidates(
         .cmd("ZADD")
         .arg(&s_key)
         .arg("NX")
-        .arg(&distance_part)
+        .arg(&unscored_composite)
         .ignore()
         .cmd("ZREVRANGE")
         .arg(&s_key)
@@ -268,7 +278,11 @@ pub async fn rank_candidates(
             lon: d.lon,
             vehicle_type: d.vehicle_type,
             distance_m: d.distance_m,
-            driver_score: driver_scores.get(pos).copied().flatten().unwrap_or(0.0),
+            driver_score: driver_scores
+                .get(pos)
+                .copied()
+                .flatten()
+                .unwrap_or(settings.ranking_unscored_score),
             composite: composite / MICRO,
         });
     }
