@@ -58,3 +58,36 @@ pub async fn nearby(
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(nearby);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::FieldError;
+
+    #[test]
+    fn search_errors_are_answered_as_validation_or_a_generic_internal_error() {
+        let invalid = ApiError::from(SearchError::Validation(vec![FieldError::new(
+            "limit",
+            "must be between 1 and 100",
+        )]))
+        .problem();
+        assert_eq!(
+            (
+                invalid.status,
+                invalid.type_.as_str(),
+                invalid.detail.as_str()
+            ),
+            (
+                422,
+                "/problems/validation-error",
+                "limit: must be between 1 and 100"
+            )
+        );
+        let stuck = ApiError::from(SearchError::NotConverged).problem();
+        assert_eq!(
+            (stuck.status, stuck.type_.as_str()),
+            (500, "/problems/internal-error")
+        );
+        assert!(!stuck.detail.contains("converge"), "{}", stuck.detail);
+    }
+}
