@@ -1,4 +1,5 @@
-//! Service areas: city polygons loaded from GeoJSON, point → city resolution, `GET /v1/cities`.
+//! Service areas: city polygons loaded from GeoJSON and point → city resolution (served by
+//! `GET /v1/cities` and `POST /v1/cities/resolve`).
 //!
 //! Resolution first filters by bounding box, then asks a prepared monotone subdivision of the
 //! polygon (`geo::MonotonicPolygons`, O(log n) per query in the number of vertices), so the cost
@@ -6,7 +7,6 @@
 
 use std::path::Path;
 
-use actix_web::{HttpResponse, get, post, web};
 use anyhow::{Context, bail};
 use geo::{
     BoundingRect, ChamberlainDuquetteArea, Coord, Intersects, LineString, MonotonicPolygons,
@@ -14,11 +14,8 @@ use geo::{
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::domain::{CityId, GeoPoint};
-use crate::http::error::{ApiError, Problem};
-use crate::http::extract::JsonBody;
 
 /// The built-in service areas (`seed-data/cities.geojson`), used when no file is configured.
 pub const BUILTIN_CITIES: &str = include_str!("../seed-data/cities.geojson");
@@ -66,6 +63,20 @@ impl City {
     pub fn contains(&self, p: GeoPoint) -> bool {
         self.bbox.contains(p) && self.prepared.intersects(&Coord { x: p.lon, y: p.lat })
     }
+}
+
+/// Why a point or a city name could not be resolved to a service area.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CityError {
+    /// The point lies in no configured service area: nothing can be searched or dispatched
+    /// there.
+    #[error("the point ({lat}, {lon}) lies outside every service area")]
+    OutsideServiceArea {
+        /// Latitude of the rejected point.
+        lat: f64,
+        /// Longitude of the rejected point.
+        lon: f64,
+    },
 }
 
 /// All service areas, for point → city resolution.
@@ -152,9 +163,9 @@ impl CityIndex {
         self.cities.iter().find(|c| c.contains(p))
     }
 
-    /// The city containing `p`, or the `outside-service-area` error.
-    pub fn resolve_or_reject(&self, p: GeoPoint) -> Result<&City, ApiError> {
-        self.resolve(p).ok_or(ApiError::OutsideServiceArea {
+    /// The city containing `p`, or [`CityError::OutsideServiceArea`].
+    pub fn resolve_or_reject(&self, p: GeoPoint) -> Result<&City, CityError> {
+        self.resolve(p).ok_or(CityError::OutsideServiceArea {
             lat: p.lat,
             lon: p.lon,
         })
@@ -226,6 +237,16 @@ pub struct CityView {
     pub bbox: BoundingBox,
 }
 
+impl From<&City> for CityView {
+    fn from(city: &City) -> Self {
+        CityView {
+            id: city.id.to_string(),
+            name: city.name.clone(),
+            bbox: city.bbox,
+        }
+    }
+}
+
 /// `GET /v1/cities` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CityList {
@@ -233,24 +254,12 @@ pub struct CityList {
     pub cities: Vec<CityView>,
 }
 
-/// List the service areas with their bounding boxes.
-#[utoipa::path(
-    tag = "cities",
-    responses((status = 200, description = "Every service area", body = CityList)),
-)]
-#[get("/cities")]
-pub async fn list_cities(cities: web::Data<CityIndex>) -> HttpResponse {
-    HttpResponse::Ok().json(CityList {
-        cities: cities
-            .all()
-            .iter()
-            .map(|c| CityView {
-                id: c.id.to_string(),
-                name: c.name.clone(),
-                bbox: c.bbox,
-            })
-            .collect(),
-    })
+impl From<&CityIndex> for CityList {
+    fn from(index: &CityIndex) -> Self {
+        CityList {
+            cities: index.all().iter().map(CityView::from).collect(),
+        }
+    }
 }
 
 /// `POST /v1/cities/resolve` body.
@@ -270,34 +279,6 @@ pub struct ResolveRequest {
 pub struct ResolveResponse {
     /// Id of the service area containing the point.
     pub city: String,
-}
-
-/// Resolve a point to the service area that contains it.
-#[utoipa::path(
-    tag = "cities",
-    request_body = ResolveRequest,
-    responses(
-        (status = 200, description = "The city containing the point", body = ResolveResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid coordinates, unknown field, or a point outside every service area (`outside-service-area`)", body = Problem, content_type = "application/problem+json"),
-    ),
-)]
-#[post("/cities/resolve")]
-pub async fn resolve_city(
-    cities: web::Data<CityIndex>,
-    body: JsonBody<ResolveRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let point = GeoPoint::parse(body.0.lat, body.0.lon, "").map_err(ApiError::Validation)?;
-    let city = cities.resolve_or_reject(point)?;
-    Ok(HttpResponse::Ok().json(ResolveResponse {
-        city: city.id.to_string(),
-    }))
-}
-
-/// Register this module's routes under `/v1`.
-pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(list_cities).service(resolve_city);
 }
 
 #[cfg(test)]
@@ -352,6 +333,14 @@ mod tests {
         ] {
             assert!(index.resolve(p).is_none(), "{p:?}");
         }
+    }
+
+    #[test]
+    fn resolve_or_reject_names_the_point_outside_every_city() {
+        let err = builtin()
+            .resolve_or_reject(GeoPoint { lat: 0.0, lon: 0.0 })
+            .unwrap_err();
+        assert_eq!(err, CityError::OutsideServiceArea { lat: 0.0, lon: 0.0 });
     }
 
     #[test]

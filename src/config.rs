@@ -96,6 +96,13 @@ pub struct Settings {
     pub ranking_distance_weight: f64,
     /// Candidate ranking: composite points per point of driver score.
     pub ranking_score_weight: f64,
+    /// Candidate ranking: the score a driver without one counts with. 4.25, the middle of the
+    /// seed ratings' range 3.5–5.0 (and their median), ranks a new driver like a typical rated
+    /// one, so that distance decides between them (0 would make a new driver at the pickup lose to a 5.0
+    /// driver up to 5 km away with the default weights). A constant rather than the fleet's
+    /// median, so that a ranking is predictable, reproducible and costs no extra read; set it on
+    /// the scale of your scores.
+    pub ranking_unscored_score: f64,
     /// Candidate ranking ranks the `limit × factor` nearest available drivers (1: re-rank the
     /// nearest `limit`; larger widens the choice at the cost of a wider search).
     pub ranking_pool_factor: usize,
@@ -191,6 +198,7 @@ impl Default for Settings {
             page_max_size: 100,
             ranking_distance_weight: 1.0,
             ranking_score_weight: 1.0,
+            ranking_unscored_score: 4.25,
             ranking_pool_factor: 1,
             lock_ttl_ms: 5_000,
             offer_ttl_ms: 20_000,
@@ -339,6 +347,10 @@ impl Settings {
         }
         if !self.score_per_delivery.is_finite() {
             bail!("score_per_delivery must be a finite number");
+        }
+        // The bound of a written score, so that a composite stays an exact double.
+        if !(self.ranking_unscored_score.is_finite() && self.ranking_unscored_score.abs() < 1e15) {
+            bail!("ranking_unscored_score must be a finite number below 1e15 in magnitude");
         }
         for (name, spec) in [
             ("rate_limit_location", &self.rate_limit_location),
@@ -551,5 +563,22 @@ mod tests {
         assert!(format!("{err:#}").contains("GEODISPATCH_HTTP_WORKERS"));
         let err = Settings::load(None, env(&[("GEODISPATCH_REDIS_URL", "http://x")])).unwrap_err();
         assert!(format!("{err:#}").contains("redis_url"));
+    }
+
+    #[test]
+    fn the_unscored_score_must_be_a_finite_score() {
+        let ok = Settings::load(None, env(&[("GEODISPATCH_RANKING_UNSCORED_SCORE", "-2.5")]));
+        assert_eq!(ok.unwrap().ranking_unscored_score, -2.5);
+        for bad in [f64::NAN, f64::INFINITY, -1e300] {
+            let settings = Settings {
+                ranking_unscored_score: bad,
+                ..Settings::default()
+            };
+            let err = settings.validate().unwrap_err();
+            assert!(
+                format!("{err:#}").contains("ranking_unscored_score"),
+                "{bad}: {err:#}"
+            );
+        }
     }
 }

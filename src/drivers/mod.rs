@@ -46,7 +46,8 @@ mod sweeper;
 
 pub(crate) use batch::{BatchItem, store_batch};
 pub(crate) use directory::load_city;
-pub(crate) use error::{DriverError, ahead_of_clock};
+pub use error::DriverError;
+pub(crate) use error::ahead_of_clock;
 pub(crate) use ingest::PositionOutcome;
 pub use migrate::{MigrateReport, migrate_layout};
 pub(crate) use model::parse_driver_id;

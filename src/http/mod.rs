@@ -5,12 +5,15 @@
 
 pub(crate) mod admin;
 pub(crate) mod auth;
+mod cities;
 pub mod drivers;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod map;
 pub mod openapi;
+mod ranking;
+mod search;
 pub(crate) mod sessions;
 pub mod telemetry;
 
@@ -27,11 +30,11 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
             // drivers' phones hit most come first (search before drivers: `/drivers/nearby`
             // must not be taken for `/drivers/{driver_id}`).
             scope("/v1")
-                .configure(crate::search::configure)
+                .configure(crate::http::search::configure)
                 .configure(crate::http::drivers::configure)
-                .configure(crate::ranking::configure)
+                .configure(crate::http::ranking::configure)
                 .configure(crate::dispatch::configure)
-                .configure(crate::cities::configure)
+                .configure(crate::http::cities::configure)
                 .configure(crate::events::configure)
                 .configure(crate::http::admin::configure)
                 .configure(crate::http::sessions::configure)

@@ -249,6 +249,94 @@ async fn candidate_ranking_explains_itself_and_changes_with_the_weights() {
 }
 
 #[tokio::test]
+async fn an_unscored_driver_at_the_pickup_outranks_a_rated_driver_km_away() {
+    let app = spawn_app().await;
+    let unscored = geodispatch::config::Settings::default().ranking_unscored_score;
+    let t = now_ms();
+    // new: at the pickup, no score; twin: at the pickup, scored exactly the unscored score;
+    // rated: 3 km away, score 5.
+    for id in ["new", "twin"] {
+        app.put_location(id, PARIS.0, PARIS.1, t, json!({})).await;
+    }
+    app.put_location(
+        "rated",
+        PARIS.0 + 3_000.0 / 111_200.0,
+        PARIS.1,
+        t,
+        json!({}),
+    )
+    .await;
+    for (id, score) in [("twin", unscored), ("rated", 5.0)] {
+        let answer = app
+            .put_json(&format!("/v1/drivers/{id}/score"), &json!({"score": score}))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+
+    let answer = app
+        .get(&format!(
+            "/v1/candidates?lat={}&lon={}&limit=5",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    // An unscored driver counts exactly as one scored the unscored score: new and twin tie,
+    // and the tie goes to the driver id that sorts last.
+    assert_eq!(
+        ids(&answer.json["candidates"]),
+        ["twin", "new", "rated"],
+        "{}",
+        answer.text
+    );
+    let [twin, new, rated] = [0, 1, 2].map(|i| &answer.json["candidates"][i]);
+    assert_eq!(
+        new["driver_score"].as_f64(),
+        Some(unscored),
+        "the score used"
+    );
+    assert_eq!(new["composite"], twin["composite"], "{}", answer.text);
+    let km = new["distance_m"].as_f64().unwrap() / 1000.0;
+    assert!(
+        (new["composite"].as_f64().unwrap() - (unscored - km)).abs() < 1e-6,
+        "composite = unscored score - km: {new}"
+    );
+    assert_eq!(rated["driver_score"].as_f64(), Some(5.0));
+}
+
+#[tokio::test]
+async fn the_unscored_score_is_a_setting_and_zero_lets_a_rated_driver_km_away_win() {
+    let app = crate::helpers::spawn_app_with(|s| s.ranking_unscored_score = 0.0).await;
+    let t = now_ms();
+    app.put_location("new", PARIS.0, PARIS.1, t, json!({}))
+        .await;
+    app.put_location(
+        "rated",
+        PARIS.0 + 3_000.0 / 111_200.0,
+        PARIS.1,
+        t,
+        json!({}),
+    )
+    .await;
+    app.put_json("/v1/drivers/rated/score", &json!({"score": 5.0}))
+        .await;
+
+    let answer = app
+        .get(&format!(
+            "/v1/candidates?lat={}&lon={}&limit=5",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(ids(&answer.json["candidates"]), ["rated", "new"]);
+    assert_eq!(
+        answer.json["candidates"][1]["driver_score"].as_f64(),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
 async fn candidates_match_a_brute_force_ranking_of_the_nearest_fresh_drivers() {
     use crate::helpers::Rng;
     use geodispatch::domain::{GeoPoint, haversine_m};
@@ -262,7 +350,8 @@ async fn candidates_match_a_brute_force_ranking_of_the_nearest_fresh_drivers() {
     let mut rng = Rng::new(7);
     let vehicles = ["bike", "scooter", "car", "van"];
     // 160 fresh drivers within 3 km of central Paris, with scores 0–5 (every tenth has none:
-    // it counts 0).
+    // it counts `ranking_unscored_score`).
+    let unscored = app.context.settings.ranking_unscored_score;
     let mut fleet = Vec::new();
     let positions: Vec<Value> = (0..160)
         .map(|i| {
@@ -275,9 +364,9 @@ async fn candidates_match_a_brute_force_ranking_of_the_nearest_fresh_drivers() {
     app.post_json("/v1/locations/batch", &json!({"positions": positions}))
         .await;
     for driver in fleet.iter_mut().step_by(10) {
-        driver.4 = 0.0;
+        driver.4 = unscored;
     }
-    for (id, .., score) in fleet.iter().filter(|f| f.4 != 0.0) {
+    for (_, (id, .., score)) in fleet.iter().enumerate().filter(|(i, _)| i % 10 != 0) {
         app.put_json(&format!("/v1/drivers/{id}/score"), &json!({"score": score}))
             .await;
     }

@@ -1,0 +1,127 @@
+//! Writing a driver's score: set, raise only (ZADD GT) or increment, in the sorted set of the
+//! city the driver is in (`lua/set_score.lua`, run in the driver's city and following it if it
+//! moves meanwhile).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::RankingError;
+use crate::domain::{DriverId, FieldError};
+use crate::store::scripts::SET_SCORE;
+use crate::store::{Keys, Store};
+
+/// How a score is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreMode {
+    /// Replace the score.
+    #[default]
+    Set,
+    /// Only raise it (ZADD GT): a lower score is ignored.
+    Gt,
+}
+
+/// `PUT /v1/drivers/{driver_id}/score` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"score": 4.8, "mode": "gt"}))]
+pub struct ScoreUpdate {
+    /// The score (finite).
+    pub score: f64,
+    /// `set` (default) or `gt` (only raise).
+    #[serde(default)]
+    pub mode: ScoreMode,
+}
+
+/// `POST /v1/drivers/{driver_id}/score/increment` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"by": 0.1}))]
+pub struct ScoreIncrement {
+    /// Amount to add (negative subtracts).
+    pub by: f64,
+}
+
+/// A driver's score after a change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"driver_id": "drv-1", "city": "paris", "score": 4.8, "changed": true}))]
+pub struct ScoreView {
+    /// Driver id.
+    pub driver_id: String,
+    /// City whose leaderboard holds the score.
+    pub city: String,
+    /// The score now.
+    pub score: f64,
+    /// Whether this call changed it (false when `gt` met a higher score).
+    pub changed: bool,
+}
+
+/// Scores are kept finite and below 1e15 so that a composite of them (in micro-points) stays an
+/// exact double.
+fn finite(field: &str, v: f64) -> Result<f64, RankingError> {
+    if v.is_finite() && v.abs() < 1e15 {
+        Ok(v)
+    } else {
+        Err(RankingError::Validation(vec![FieldError::new(
+            field,
+            "must be a finite number below 1e15 in magnitude",
+        )]))
+    }
+}
+
+/// Set a driver's score, or only raise it (`mode: gt`).
+pub async fn set_score(
+    store: &Store,
+    id: &DriverId,
+    update: &ScoreUpdate,
+) -> Result<ScoreView, RankingError> {
+    let score = finite("score", update.score)?;
+    let mode = match update.mode {
+        ScoreMode::Set => "set",
+        ScoreMode::Gt => "gt",
+    };
+    write_score(store, id, mode, score).await
+}
+
+/// Add to a driver's score (ZINCRBY; a negative amount subtracts).
+pub async fn increment_score(
+    store: &Store,
+    id: &DriverId,
+    increment: &ScoreIncrement,
+) -> Result<ScoreView, RankingError> {
+    let by = finite("by", increment.by)?;
+    write_score(store, id, "incr", by).await
+}
+
+async fn write_score(
+    store: &Store,
+    id: &DriverId,
+    mode: &str,
+    value: f64,
+) -> Result<ScoreView, RankingError> {
+    let value = value.to_string();
+    let (city, reply) = crate::drivers::run_on_driver_city(
+        store,
+        &SET_SCORE,
+        Keys::score_script,
+        id,
+        &[mode, &value],
+    )
+    .await?
+    .ok_or_else(|| RankingError::DriverNotFound(id.clone()))?;
+    match (
+        reply.first().map(String::as_str),
+        reply.get(1),
+        reply.get(2),
+    ) {
+        (Some("ok"), Some(score), Some(changed)) => Ok(ScoreView {
+            driver_id: id.to_string(),
+            city,
+            score: score
+                .parse()
+                .map_err(|_| anyhow::anyhow!("bad score {score:?}"))?,
+            changed: changed == "1",
+        }),
+        _ => Err(anyhow::anyhow!("unexpected set_score reply {reply:?}").into()),
+    }
+}

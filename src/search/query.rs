@@ -1,0 +1,162 @@
+//! What a nearby search asks for: the query of `GET /v1/drivers/nearby`, its validation against
+//! the configured bounds, and the drivers it answers.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::SearchError;
+use crate::config::Settings;
+use crate::domain::{DriverStatus, FieldError, GeoPoint, VehicleType};
+
+/// Query of `GET /v1/drivers/nearby`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NearbyQuery {
+    /// Latitude of the centre.
+    #[param(example = 48.8566)]
+    pub lat: f64,
+    /// Longitude of the centre.
+    #[param(example = 2.3522)]
+    pub lon: f64,
+    /// Maximum distance searched, in metres (default 5000, at most 50000). Not with a box.
+    pub radius_m: Option<f64>,
+    /// Box width in metres (with `height_m`, instead of `radius_m`).
+    pub width_m: Option<f64>,
+    /// Box height in metres (with `width_m`).
+    pub height_m: Option<f64>,
+    /// How many drivers at most (default 20, at most 100).
+    pub limit: Option<usize>,
+    /// Only drivers with this status (default: every driver that is not offline).
+    pub status: Option<DriverStatus>,
+    /// Only drivers with this vehicle type (default: all).
+    pub vehicle_type: Option<VehicleType>,
+}
+
+/// One driver found.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NearbyDriver {
+    /// Driver id.
+    pub driver_id: String,
+    /// Latitude of the last reported position.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Distance from the centre in metres (Redis' haversine, earth radius 6372797.560856 m).
+    pub distance_m: f64,
+    /// Status.
+    pub status: DriverStatus,
+    /// Vehicle type.
+    pub vehicle_type: VehicleType,
+}
+
+/// `GET /v1/drivers/nearby` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"city": "paris", "drivers": [
+    {"driver_id": "drv-1", "lat": 48.8570, "lon": 2.3530, "distance_m": 72.4, "status": "available", "vehicle_type": "scooter"}
+]}))]
+pub struct NearbyResponse {
+    /// City searched (the one containing the centre).
+    pub city: String,
+    /// Nearest first.
+    pub drivers: Vec<NearbyDriver>,
+}
+
+/// Search area.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Area {
+    /// Within this many metres.
+    Radius(f64),
+    /// Within a box of this width and height (metres) centred on the point.
+    Box(f64, f64),
+}
+
+/// A validated search.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// Centre.
+    pub center: GeoPoint,
+    /// Area.
+    pub area: Area,
+    /// k.
+    pub limit: usize,
+    /// Statuses to include.
+    pub statuses: Vec<DriverStatus>,
+    /// Vehicle types to include.
+    pub vehicles: Vec<VehicleType>,
+}
+
+impl NearbyQuery {
+    /// Validate against the configured bounds.
+    pub fn validate(&self, settings: &Settings) -> Result<Search, SearchError> {
+        let mut errors: Vec<FieldError> = GeoPoint::parse(self.lat, self.lon, "")
+            .err()
+            .unwrap_or_default();
+        let limit = self.limit.unwrap_or(settings.search_default_limit);
+        if limit == 0 || limit > settings.search_max_limit {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be between 1 and {}", settings.search_max_limit),
+            ));
+        }
+        let max = settings.search_max_radius_m;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let area = match (self.radius_m, self.width_m, self.height_m) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                errors.push(FieldError::new(
+                    "radius_m",
+                    "give either radius_m or width_m and height_m, not both",
+                ));
+                None
+            }
+            (r, None, None) => {
+                let r = r.unwrap_or(settings.search_default_radius_m);
+                if !positive(r) || r > max {
+                    errors.push(FieldError::new(
+                        "radius_m",
+                        format!("must be > 0 and at most {max} m"),
+                    ));
+                }
+                Some(Area::Radius(r))
+            }
+            (None, Some(w), Some(h)) => {
+                for (name, v) in [("width_m", w), ("height_m", h)] {
+                    if !positive(v) || v > 2.0 * max {
+                        errors.push(FieldError::new(
+                            name,
+                            format!("must be > 0 and at most {} m", 2.0 * max),
+                        ));
+                    }
+                }
+                Some(Area::Box(w, h))
+            }
+            (None, w, _) => {
+                let missing = if w.is_some() { "height_m" } else { "width_m" };
+                errors.push(FieldError::new(
+                    missing,
+                    "a box needs both width_m and height_m",
+                ));
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(SearchError::Validation(errors));
+        }
+        Ok(Search {
+            center: GeoPoint {
+                lat: self.lat,
+                lon: self.lon,
+            },
+            area: area.expect("validated"),
+            limit,
+            statuses: match self.status {
+                Some(s) => vec![s],
+                None => vec![DriverStatus::Available, DriverStatus::Busy],
+            },
+            vehicles: match self.vehicle_type {
+                Some(v) => vec![v],
+                None => VehicleType::ALL.to_vec(),
+            },
+        })
+    }
+}
