@@ -62,8 +62,10 @@ impl Longitude {
 #[schema(example = json!({"lat": 48.8566, "lon": 2.3522}))]
 pub struct GeoPoint {
     /// Latitude in degrees, within ±85.05112878 (Redis GEO limit).
+    #[schema(minimum = -85.05112878, maximum = 85.05112878)]
     pub lat: f64,
     /// Longitude in degrees, within ±180.
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
 }
 

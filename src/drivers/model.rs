@@ -13,20 +13,25 @@ pub use crate::domain::{DriverStatus, RecordedAt, ShiftStatus, VehicleType, rfc3
 pub struct LocationUpdate {
     /// Latitude in degrees, within ±85.05112878 (Redis GEO limit); stored rounded to 7 decimal
     /// places (about 1 cm).
+    #[schema(minimum = -85.05112878, maximum = 85.05112878)]
     pub lat: f64,
     /// Longitude in degrees, within ±180; stored rounded to 7 decimal places.
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
     /// When the phone recorded the position: RFC 3339 or epoch milliseconds. Older than the
     /// stored position: 409 `stale-position`; more than the allowed skew in the future: 422.
     pub recorded_at: RecordedAt,
     /// Horizontal accuracy in metres (0–10000).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 10000.0)]
     pub accuracy_m: Option<f64>,
     /// Heading in degrees clockwise from north (0 ≤ h < 360).
     #[serde(default)]
+    #[schema(minimum = 0.0, exclusive_maximum = 360.0)]
     pub heading_deg: Option<f64>,
     /// Speed in metres per second (0–150).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 150.0)]
     pub speed_mps: Option<f64>,
     /// Vehicle type; kept when absent (a new driver defaults to `car`).
     #[serde(default)]
@@ -42,21 +47,28 @@ pub struct LocationUpdate {
 #[serde(deny_unknown_fields)]
 pub struct BatchPosition {
     /// Driver id: 1–64 characters of `[A-Za-z0-9_-]`.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub driver_id: String,
-    /// Latitude in degrees (stored rounded to 7 decimal places, about 1 cm).
+    /// Latitude in degrees, within ±85.05112878 (stored rounded to 7 decimal places, about
+    /// 1 cm).
+    #[schema(minimum = -85.05112878, maximum = 85.05112878)]
     pub lat: f64,
-    /// Longitude in degrees (stored rounded to 7 decimal places).
+    /// Longitude in degrees, within ±180 (stored rounded to 7 decimal places).
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
     /// RFC 3339 or epoch milliseconds.
     pub recorded_at: RecordedAt,
-    /// Horizontal accuracy in metres.
+    /// Horizontal accuracy in metres (0–10000).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 10000.0)]
     pub accuracy_m: Option<f64>,
-    /// Heading in degrees.
+    /// Heading in degrees clockwise from north (0 ≤ h < 360).
     #[serde(default)]
+    #[schema(minimum = 0.0, exclusive_maximum = 360.0)]
     pub heading_deg: Option<f64>,
-    /// Speed in metres per second.
+    /// Speed in metres per second (0–150).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 150.0)]
     pub speed_mps: Option<f64>,
     /// Vehicle type.
     #[serde(default)]

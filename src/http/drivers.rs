@@ -59,7 +59,7 @@ pub(crate) fn path_driver(raw: &str) -> Result<DriverId, ApiError> {
 /// status, the driver's state and the last-seen index together.
 #[utoipa::path(
     tag = "drivers",
-    params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", example = "drv-1")),
+    params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "drv-1")),
     request_body = LocationUpdate,
     responses(
         (status = 200, description = "Stored; the driver's new state", body = DriverState),
@@ -123,7 +123,7 @@ pub(crate) async fn post_batch(
 /// A driver's state: city, status, last position, when it was recorded and its age.
 #[utoipa::path(
     tag = "drivers",
-    params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", example = "drv-1")),
+    params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "drv-1")),
     responses(
         (status = 200, description = "The driver's state", body = DriverState),
         (status = 404, description = "No such driver", body = Problem, content_type = "application/problem+json"),
@@ -149,7 +149,7 @@ pub(crate) async fn get_driver(
 /// frees it. A driver that stopped reporting is not re-indexed until its next position.
 #[utoipa::path(
     tag = "drivers",
-    params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", example = "drv-1")),
+    params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "drv-1")),
     request_body = StatusUpdate,
     responses(
         (status = 200, description = "The driver's new state", body = DriverState),
@@ -173,7 +173,7 @@ pub(crate) async fn put_status(
 /// Remove a driver from every index and forget its state (not while it holds an order).
 #[utoipa::path(
     tag = "drivers",
-    params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", example = "drv-1")),
+    params(("driver_id" = String, Path, description = "1–64 characters of [A-Za-z0-9_-]", pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "drv-1")),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such driver", body = Problem, content_type = "application/problem+json"),

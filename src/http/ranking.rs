@@ -40,7 +40,7 @@ const DRIVER_PARAM: &str = "1–64 characters of [A-Za-z0-9_-]";
 /// input of candidate ranking.
 #[utoipa::path(
     tag = "ranking",
-    params(("driver_id" = String, Path, description = DRIVER_PARAM, example = "drv-1")),
+    params(("driver_id" = String, Path, description = DRIVER_PARAM, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "drv-1")),
     request_body = ScoreUpdate,
     responses(
         (status = 200, description = "The score now", body = ScoreView),
@@ -61,7 +61,7 @@ pub async fn put_score(
 /// Add to a driver's score (ZINCRBY); answers the new score.
 #[utoipa::path(
     tag = "ranking",
-    params(("driver_id" = String, Path, description = DRIVER_PARAM, example = "drv-1")),
+    params(("driver_id" = String, Path, description = DRIVER_PARAM, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "drv-1")),
     request_body = ScoreIncrement,
     responses(
         (status = 200, description = "The new score", body = ScoreView),
@@ -83,7 +83,7 @@ pub async fn increment_score(
 /// that sorts last (byte order) ranks first, as Redis orders them.
 #[utoipa::path(
     tag = "ranking",
-    params(("city" = String, Path, description = "City id", example = "paris"), PageQuery),
+    params(("city" = String, Path, description = "City id: 1–32 characters of [a-z0-9_-]", pattern = r"^[a-z0-9_-]{1,32}$", min_length = 1, max_length = 32, example = "paris"), PageQuery),
     responses(
         (status = 200, description = "One page of the leaderboard (empty past the end)", body = Leaderboard),
         (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
@@ -106,7 +106,7 @@ pub async fn leaderboard(
 /// ZREVRANGE, read atomically by one script).
 #[utoipa::path(
     tag = "ranking",
-    params(("driver_id" = String, Path, description = DRIVER_PARAM, example = "drv-1"), AroundQuery),
+    params(("driver_id" = String, Path, description = DRIVER_PARAM, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "drv-1"), AroundQuery),
     responses(
         (status = 200, description = "Rank, score and neighbours", body = RankView),
         (status = 404, description = "No such driver, or the driver has no score", body = Problem, content_type = "application/problem+json"),

@@ -20,20 +20,25 @@ const MICRO: f64 = 1_000_000.0;
 #[into_params(parameter_in = Query)]
 pub struct CandidatesQuery {
     /// Latitude of the pickup.
-    #[param(example = 48.8566)]
+    #[param(example = 48.8566, minimum = -85.05112878, maximum = 85.05112878)]
     pub lat: f64,
     /// Longitude of the pickup.
-    #[param(example = 2.3522)]
+    #[param(example = 2.3522, minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
-    /// How many ranked candidates (default 10, at most `search_max_limit`).
+    /// How many ranked candidates (default 10, at most `search_max_limit`, 100 by default).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// Only this vehicle type.
     pub vehicle_type: Option<VehicleType>,
-    /// Maximum distance in metres (default `search_default_radius_m`).
+    /// Maximum distance in metres (default `search_default_radius_m`; more than 0 and at most
+    /// `search_max_radius_m`, 50000 by default).
+    #[param(exclusive_minimum = 0.0, maximum = 50000.0)]
     pub radius_m: Option<f64>,
     /// Override of `ranking_distance_weight` (composite points lost per km).
+    #[param(minimum = 0.0, maximum = 1000000.0)]
     pub distance_weight: Option<f64>,
     /// Override of `ranking_score_weight` (composite points per score point).
+    #[param(minimum = 0.0, maximum = 1000000.0)]
     pub score_weight: Option<f64>,
 }
 

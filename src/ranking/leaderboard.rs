@@ -29,8 +29,10 @@ pub struct RankedDriver {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based page (default 1).
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u64>,
-    /// Entries per page (default 10, at most 100).
+    /// Entries per page (default 10, at most `page_max_size`, 100 by default).
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<u64>,
 }
 
@@ -119,6 +121,7 @@ pub async fn leaderboard(
 #[into_params(parameter_in = Query)]
 pub struct AroundQuery {
     /// Neighbours to show above and below (default 5, at most 50).
+    #[param(minimum = 0, maximum = 50)]
     pub around: Option<u64>,
 }
 

@@ -26,7 +26,8 @@ pub enum ScoreMode {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"score": 4.8, "mode": "gt"}))]
 pub struct ScoreUpdate {
-    /// The score (finite).
+    /// The score: a finite number below 1e15 in magnitude.
+    #[schema(exclusive_minimum = -1e15, exclusive_maximum = 1e15)]
     pub score: f64,
     /// `set` (default) or `gt` (only raise).
     #[serde(default)]
@@ -38,7 +39,8 @@ pub struct ScoreUpdate {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"by": 0.1}))]
 pub struct ScoreIncrement {
-    /// Amount to add (negative subtracts).
+    /// Amount to add (negative subtracts): a finite number below 1e15 in magnitude.
+    #[schema(exclusive_minimum = -1e15, exclusive_maximum = 1e15)]
     pub by: f64,
 }
 

@@ -14,18 +14,25 @@ use crate::domain::{DriverStatus, FieldError, GeoPoint, VehicleType};
 #[into_params(parameter_in = Query)]
 pub struct NearbyQuery {
     /// Latitude of the centre.
-    #[param(example = 48.8566)]
+    #[param(example = 48.8566, minimum = -85.05112878, maximum = 85.05112878)]
     pub lat: f64,
     /// Longitude of the centre.
-    #[param(example = 2.3522)]
+    #[param(example = 2.3522, minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
-    /// Maximum distance searched, in metres (default 5000, at most 50000). Not with a box.
+    /// Maximum distance searched, in metres (default `search_default_radius_m`, 5000; more
+    /// than 0 and at most `search_max_radius_m`, 50000 by default). Not with a box.
+    #[param(exclusive_minimum = 0.0, maximum = 50000.0)]
     pub radius_m: Option<f64>,
-    /// Box width in metres (with `height_m`, instead of `radius_m`).
+    /// Box width in metres (with `height_m`, instead of `radius_m`; more than 0 and at most
+    /// twice `search_max_radius_m`).
+    #[param(exclusive_minimum = 0.0, maximum = 100000.0)]
     pub width_m: Option<f64>,
-    /// Box height in metres (with `width_m`).
+    /// Box height in metres (with `width_m`; same bounds).
+    #[param(exclusive_minimum = 0.0, maximum = 100000.0)]
     pub height_m: Option<f64>,
-    /// How many drivers at most (default 20, at most 100).
+    /// How many drivers at most (default `search_default_limit`, 20; at most
+    /// `search_max_limit`, 100 by default).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// Only drivers with this status (default: every driver that is not offline).
     pub status: Option<DriverStatus>,

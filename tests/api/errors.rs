@@ -178,3 +178,81 @@ async fn a_query_number_that_does_not_parse_is_named_in_plain_words() {
         assert!(!answer.text.contains("invalid digit"), "{}", answer.text);
     }
 }
+
+/// The bounds the published spec declares on query parameters are the ones the service
+/// enforces: just outside a bound is a 422 naming the parameter, on the bound is accepted.
+#[tokio::test]
+async fn query_bounds_in_the_spec_are_the_enforced_ones() {
+    let app = spawn_app().await;
+    app.put_location(
+        "drv-1",
+        48.8566,
+        2.3522,
+        crate::helpers::now_ms(),
+        json!({}),
+    )
+    .await;
+    let spec: serde_json::Value =
+        serde_json::from_str(&geodispatch::http::openapi::spec_json()).unwrap();
+    let mut checked = 0;
+    for path in ["/v1/drivers/nearby", "/v1/candidates"] {
+        for param in spec["paths"][path]["get"]["parameters"].as_array().unwrap() {
+            let name = param["name"].as_str().unwrap();
+            let schema = &param["schema"];
+            let integer = schema["type"] == "integer";
+            let mut cases = Vec::new();
+            if let Some(max) = schema["maximum"].as_f64() {
+                cases.push((max, true));
+                cases.push((
+                    if integer {
+                        max + 1.0
+                    } else {
+                        max * 1.01 + 0.01
+                    },
+                    false,
+                ));
+            }
+            if let Some(min) = schema["minimum"].as_f64() {
+                cases.push((min, true));
+                cases.push((if integer { min - 1.0 } else { min - 0.01 }, false));
+            }
+            if let Some(min) = schema["exclusiveMinimum"].as_f64() {
+                cases.push((min, false));
+            }
+            for (value, ok) in cases {
+                let mut query = vec![("lat", "48.8566".to_owned()), ("lon", "2.3522".to_owned())];
+                query.retain(|(k, _)| *k != name);
+                query.push((name, value.to_string()));
+                if name == "width_m" || name == "height_m" {
+                    let other = if name == "width_m" {
+                        "height_m"
+                    } else {
+                        "width_m"
+                    };
+                    query.push((other, "1000".to_owned()));
+                }
+                let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let answer = app.get(&format!("{path}?{}", qs.join("&"))).await;
+                if ok {
+                    // On the bound the parameter is valid (a point there may still lie outside
+                    // every service area, which is another check).
+                    assert!(
+                        answer.status == 200
+                            || answer.json["type"] == "/problems/outside-service-area",
+                        "{path} {name}={value}: {}",
+                        answer.text
+                    );
+                } else {
+                    answer.assert_problem(422, "validation-error");
+                    assert!(
+                        answer.problem_fields().iter().any(|f| f == name),
+                        "{path} {name}={value}: {}",
+                        answer.text
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} bounds checked");
+}

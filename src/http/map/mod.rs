@@ -60,6 +60,7 @@ pub async fn cities_geojson(cities: web::Data<CityIndex>) -> HttpResponse {
 #[into_params(parameter_in = Query)]
 pub struct SnapshotQuery {
     /// At most this many drivers per status (default and maximum 5000).
+    #[param(minimum = 1, maximum = 5000)]
     pub limit: Option<usize>,
 }
 
@@ -96,7 +97,7 @@ const MAX_SNAPSHOT: usize = 5_000;
 /// Every indexed driver of a city with its position and status (for the map).
 #[utoipa::path(
     tag = "cities",
-    params(("city" = String, Path, example = "paris"), SnapshotQuery),
+    params(("city" = String, Path, description = "City id: 1–32 characters of [a-z0-9_-]", pattern = r"^[a-z0-9_-]{1,32}$", min_length = 1, max_length = 32, example = "paris"), SnapshotQuery),
     responses(
         (status = 200, description = "The city's drivers", body = Snapshot),
         (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
