@@ -29,7 +29,7 @@ mod routes;
 pub mod workers;
 
 pub use engine::{Claim, Dispatcher, Transition, TransitionError};
-pub use model::{
-    CreateOrder, DispatchMode, DispatchResult, Order, OrderState, PickupPoint, TokenBody,
-};
+pub use model::{CreateOrder, DispatchMode, DispatchResult, Order, PickupPoint, TokenBody};
 pub use routes::configure;
+
+pub use crate::domain::OrderState;
