@@ -44,9 +44,8 @@ fn module_of_file(root: &Path, file: &Path) -> String {
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("auth", "http"),
     ("cities", "http"),
-    ("dispatch", "http"),
+    ("dispatch", "http"), // DispatchError::Search carries the error search::search returns
     ("drivers", "http"),
-    ("events", "http"),
     ("ranking", "http"),
     ("search", "http"),
 ];

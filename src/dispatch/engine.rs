@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::error::DispatchError;
 use super::model::{DispatchResult, Order};
 use super::order_scripts::{
     ClaimArgs, NewOrder, Op, TransitionArgs, TransitionReply, decode_claim,
@@ -16,7 +17,6 @@ use crate::cities::CityIndex;
 use crate::config::Settings;
 use crate::domain::{DriverStatus, VehicleType};
 use crate::domain::{GeoPoint, OrderId};
-use crate::http::error::{ApiError, redis_error};
 use crate::lock::{Lease, Locks};
 use crate::metrics;
 use crate::search::{Area, KnnTuning, Search};
@@ -40,7 +40,7 @@ pub enum Transition {
 }
 
 impl Transition {
-    fn op(self) -> Op {
+    pub(super) fn op(self) -> Op {
         match self {
             Transition::Accept => Op::Accept,
             Transition::Reject => Op::Reject,
@@ -50,7 +50,13 @@ impl Transition {
         }
     }
 
-    fn needs(self) -> &'static str {
+    /// The step's name (`accept`, `reject`, `pickup`, `deliver`, `cancel`).
+    pub(crate) fn name(self) -> &'static str {
+        self.op().as_str()
+    }
+
+    /// The states the transition leaves from, as a phrase.
+    pub(crate) fn needs(self) -> &'static str {
         match self {
             Transition::Accept | Transition::Reject => "offered",
             Transition::Pickup => "accepted",
@@ -60,29 +66,32 @@ impl Transition {
     }
 }
 
-/// Why a transition was refused (nothing was written).
-#[derive(Debug)]
+/// Why `lua/order_transition.lua` refused a change (nothing was written), or why it could not
+/// be run. Callers that apply several steps, or create orders in bulk, look at the refusal
+/// itself; the order operations turn it into a [`DispatchError`] that names the order.
+#[derive(Debug, thiserror::Error)]
 pub enum TransitionError {
     /// No such order.
+    #[error("no such order")]
     Missing,
     /// The order is in a state this transition does not leave from.
+    #[error("not allowed from state {0}")]
     State(String),
     /// The driver or fencing number is not the current offer's.
+    #[error("not the current offer's driver and fencing number")]
     Fence,
     /// The offer expired before it was accepted.
+    #[error("the offer expired")]
     Expired,
     /// The order id is taken (create).
+    #[error("the order id is taken")]
     Exists,
     /// The dispatch lock was lost (attempt).
+    #[error("the dispatch lock was lost")]
     LockLost,
     /// Redis or decoding failed.
-    Api(ApiError),
-}
-
-impl From<ApiError> for TransitionError {
-    fn from(e: ApiError) -> Self {
-        TransitionError::Api(e)
-    }
+    #[error(transparent)]
+    Failed(#[from] DispatchError),
 }
 
 /// What one claim call did (see `lua/claim_offer.lua`).
@@ -211,13 +220,16 @@ impl Dispatcher {
 
     /// Run `order_transition.lua`. The order's driver is in the order's city: a busy driver
     /// stays in its order's city until the order lets go of it (`lua/set_position.lua`).
-    async fn run_transition(&self, args: &TransitionArgs<'_>) -> Result<TransitionReply, ApiError> {
+    async fn run_transition(
+        &self,
+        args: &TransitionArgs<'_>,
+    ) -> Result<TransitionReply, DispatchError> {
         let mut conn = self.store.conn();
         let keys = self.store.keys().order_script(args.city, args.order_id);
         let cmd = evalsha(&ORDER_TRANSITION, &keys, &args.argv());
         let reply: Vec<String> = scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
             .await
-            .map_err(redis_error("order transition"))?;
+            .map_err(DispatchError::redis("order transition"))?;
         Ok(TransitionReply::decode(&reply)?)
     }
 
@@ -260,7 +272,7 @@ impl Dispatcher {
             .arg(id.as_str())
             .query_async(&mut conn)
             .await
-            .map_err(redis_error("order directory"))?;
+            .map_err(DispatchError::redis("order directory"))?;
         if owner != city {
             return Err(TransitionError::Exists);
         }
@@ -299,7 +311,7 @@ impl Dispatcher {
         dropoff: Option<GeoPoint>,
         vehicle: Option<VehicleType>,
         count_attempt: bool,
-    ) -> Result<Result<DispatchOutcome, ApiError>, TransitionError> {
+    ) -> Result<Result<DispatchOutcome, DispatchError>, TransitionError> {
         let lease = self
             .create_inner(
                 id,
@@ -312,9 +324,9 @@ impl Dispatcher {
             )
             .await?
             .ok_or_else(|| {
-                TransitionError::Api(ApiError::Internal(anyhow::anyhow!(
+                DispatchError::Internal(anyhow::anyhow!(
                     "create with a lock returned no fencing number"
-                )))
+                ))
             })?;
         let target = Target {
             center: pickup,
@@ -333,37 +345,38 @@ impl Dispatcher {
         Ok(result)
     }
 
-    /// The city of an order (from the directory), or 404.
-    pub async fn order_city(&self, id: &OrderId) -> Result<String, ApiError> {
+    /// The city of an order (from the directory).
+    pub async fn order_city(&self, id: &OrderId) -> Result<String, DispatchError> {
         let mut conn = self.store.conn();
         let city: Option<String> = redis::cmd("HGET")
             .arg(self.store.keys().order_directory())
             .arg(id.as_str())
             .query_async(&mut conn)
             .await
-            .map_err(redis_error("order directory"))?;
-        city.ok_or_else(|| not_found(id))
+            .map_err(DispatchError::redis("order directory"))?;
+        city.ok_or_else(|| DispatchError::OrderNotFound(id.to_string()))
     }
 
     /// Read an order.
-    pub async fn load(&self, id: &OrderId) -> Result<Order, ApiError> {
+    pub async fn load(&self, id: &OrderId) -> Result<Order, DispatchError> {
         let city = self.order_city(id).await?;
         self.load_in(&city, id.as_str()).await
     }
 
     /// Read an order of a known city.
-    pub async fn load_in(&self, city: &str, id: &str) -> Result<Order, ApiError> {
+    pub async fn load_in(&self, city: &str, id: &str) -> Result<Order, DispatchError> {
         let mut conn = self.store.conn();
         let h: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.store.keys().order(city, id))
             .query_async(&mut conn)
             .await
-            .map_err(redis_error("load order"))?;
+            .map_err(DispatchError::redis("load order"))?;
         if h.is_empty() {
-            return Err(ApiError::NotFound(format!("order {id} does not exist")));
+            return Err(DispatchError::OrderNotFound(id.to_owned()));
         }
-        Order::from_hash(&h)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable order {id}: {h:?}")))
+        Order::from_hash(&h).ok_or_else(|| {
+            DispatchError::Internal(anyhow::anyhow!("undecodable order {id}: {h:?}"))
+        })
     }
 
     /// Apply a driver's answer or a cancellation; returns the order afterwards. A driver's
@@ -374,7 +387,7 @@ impl Dispatcher {
         id: &OrderId,
         transition: Transition,
         driver: Option<(&str, u64)>,
-    ) -> Result<Order, ApiError> {
+    ) -> Result<Order, DispatchError> {
         let city = self.order_city(id).await?;
         // The script answers with the order's fields: no read-back needed.
         let fields = self
@@ -393,7 +406,7 @@ impl Dispatcher {
         id: &str,
         transition: Transition,
         driver: Option<(&str, u64)>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), DispatchError> {
         self.transition_reply(city, id, transition, driver)
             .await
             .map(|_| ())
@@ -406,7 +419,7 @@ impl Dispatcher {
         id: &str,
         transition: Transition,
         driver: Option<(&str, u64)>,
-    ) -> Result<HashMap<String, String>, ApiError> {
+    ) -> Result<HashMap<String, String>, DispatchError> {
         let mut args = self.transition_args(transition.op(), id, city);
         args.answer = driver;
         let op = transition.op().as_str();
@@ -433,37 +446,26 @@ impl Dispatcher {
             }
             Err(_) => {}
         }
+        let order = id.to_owned();
         match decoded {
-            Ok(order) => Ok(order),
-            Err(TransitionError::Missing) => {
-                Err(ApiError::NotFound(format!("order {id} does not exist")))
-            }
-            Err(TransitionError::State(state)) => Err(ApiError::Conflict {
-                code: "invalid-transition",
-                detail: format!(
-                    "order {id} is {state}; {op} needs it {}; nothing was changed",
-                    transition.needs()
-                ),
+            Ok(fields) => Ok(fields),
+            Err(TransitionError::Missing) => Err(DispatchError::OrderNotFound(order)),
+            Err(TransitionError::State(state)) => Err(DispatchError::InvalidTransition {
+                order,
+                state,
+                transition,
             }),
-            Err(TransitionError::Fence) => Err(ApiError::Conflict {
-                code: "stale-fencing-token",
-                detail: format!(
-                    "order {id} is not currently offered to this driver with this fencing token (a stale, foreign or superseded offer); nothing was changed"
-                ),
-            }),
-            Err(TransitionError::Expired) => Err(ApiError::Conflict {
-                code: "offer-expired",
-                detail: format!("the offer of order {id} expired; nothing was changed"),
-            }),
-            Err(TransitionError::Api(e)) => Err(e),
-            Err(other) => Err(ApiError::Internal(anyhow::anyhow!(
+            Err(TransitionError::Fence) => Err(DispatchError::StaleFencingToken(order)),
+            Err(TransitionError::Expired) => Err(DispatchError::OfferExpired(order)),
+            Err(TransitionError::Failed(e)) => Err(e),
+            Err(other) => Err(DispatchError::Internal(anyhow::anyhow!(
                 "unexpected transition outcome {other:?}"
             ))),
         }
     }
 
     /// Expire a due offer or re-queue a waiting order (timer scan); `true` when something was due.
-    pub async fn fire_timer(&self, city: &str, order: &str) -> Result<bool, ApiError> {
+    pub async fn fire_timer(&self, city: &str, order: &str) -> Result<bool, DispatchError> {
         let args = self.transition_args(Op::Timer, order, city);
         Ok(matches!(
             self.run_transition(&args).await?,
@@ -473,7 +475,7 @@ impl Dispatcher {
 
     /// Try to take an order's lock (never waits; only while the order is pending), reading
     /// what the dispatch needs of the order in the same round trip.
-    async fn lock_and_read(&self, city: &str, order: &str) -> Result<Locked, ApiError> {
+    async fn lock_and_read(&self, city: &str, order: &str) -> Result<Locked, DispatchError> {
         let keys = self.store.keys();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
@@ -497,7 +499,7 @@ impl Dispatcher {
             Vec<String>,
         ) = scripts::run_pipeline(&mut conn, &LOCK_ORDER, &pipe)
             .await
-            .map_err(redis_error("lock order"))?;
+            .map_err(DispatchError::redis("lock order"))?;
         if state.is_empty() {
             return Ok(Locked::Missing);
         }
@@ -533,7 +535,7 @@ impl Dispatcher {
             },
             _ => {
                 self.release(&lease).await;
-                return Err(ApiError::Internal(anyhow::anyhow!(
+                return Err(DispatchError::Internal(anyhow::anyhow!(
                     "order {order} has no pickup: {fields:?}"
                 )));
             }
@@ -543,7 +545,11 @@ impl Dispatcher {
 
     /// Take an order's lock (never waits): the first step of a dispatch, public so that tests
     /// can play a worker that stalls between its steps.
-    pub async fn lock_order(&self, city: &str, order: &str) -> Result<Option<Lease>, ApiError> {
+    pub async fn lock_order(
+        &self,
+        city: &str,
+        order: &str,
+    ) -> Result<Option<Lease>, DispatchError> {
         Ok(match self.lock_and_read(city, order).await? {
             Locked::Taken(lease, _) => Some(lease),
             _ => None,
@@ -565,7 +571,7 @@ impl Dispatcher {
         center: GeoPoint,
         vehicle: Option<VehicleType>,
         excluded: &[String],
-    ) -> Result<Vec<(String, f64)>, ApiError> {
+    ) -> Result<Vec<(String, f64)>, DispatchError> {
         let want = self.settings.dispatch_candidates;
         let pool = (want + excluded.len()).clamp(1, self.settings.search_max_limit.max(want));
         let search = Search {
@@ -577,8 +583,9 @@ impl Dispatcher {
                 .map(|v| vec![v])
                 .unwrap_or_else(|| VehicleType::ALL.to_vec()),
         };
-        let found =
-            crate::search::search(&self.store, &self.settings, &self.tuning, city, &search).await?;
+        let found = crate::search::search(&self.store, &self.settings, &self.tuning, city, &search)
+            .await
+            .map_err(DispatchError::Search)?;
         Ok(found
             .into_iter()
             .filter(|d| !excluded.contains(&d.driver_id))
@@ -598,7 +605,7 @@ impl Dispatcher {
         lease: &Lease,
         candidates: &[(String, f64)],
         keep_on_none: bool,
-    ) -> Result<Claim, ApiError> {
+    ) -> Result<Claim, DispatchError> {
         let keys = self.store.keys();
         let args = ClaimArgs {
             token: &lease.token,
@@ -617,7 +624,7 @@ impl Dispatcher {
         let mut conn = self.store.conn();
         let reply: Vec<String> = scripts::run(&mut conn, &CLAIM_OFFER, &cmd)
             .await
-            .map_err(redis_error("claim offer"))?;
+            .map_err(DispatchError::redis("claim offer"))?;
         Ok(decode_claim(&reply, order, lease.fencing)?)
     }
 
@@ -630,7 +637,7 @@ impl Dispatcher {
         city: &str,
         order: &str,
         count_attempt: bool,
-    ) -> Result<DispatchOutcome, ApiError> {
+    ) -> Result<DispatchOutcome, DispatchError> {
         let result = self.dispatch_in_inner(city, order, count_attempt).await;
         record_outcome(&result, count_attempt);
         result
@@ -641,7 +648,7 @@ impl Dispatcher {
         city: &str,
         order: &str,
         count_attempt: bool,
-    ) -> Result<DispatchOutcome, ApiError> {
+    ) -> Result<DispatchOutcome, DispatchError> {
         let Some(redlock) = &self.redlock else {
             return self.dispatch_in_locked(city, order, count_attempt).await;
         };
@@ -658,9 +665,7 @@ impl Dispatcher {
                     quorum = redlock.quorum(),
                     "Redlock has no quorum"
                 );
-                return Err(ApiError::Unavailable(
-                    "the dispatch lock service has too few nodes; retry shortly".to_owned(),
-                ));
+                return Err(DispatchError::LockQuorumLost);
             }
         };
         let result = self.dispatch_in_locked(city, order, count_attempt).await;
@@ -673,14 +678,12 @@ impl Dispatcher {
         city: &str,
         order: &str,
         count_attempt: bool,
-    ) -> Result<DispatchOutcome, ApiError> {
+    ) -> Result<DispatchOutcome, DispatchError> {
         let (lease, target) = match self.lock_and_read(city, order).await? {
             Locked::Taken(lease, target) => (lease, target),
             Locked::Held => return Ok(DispatchOutcome::Locked),
             Locked::NotPending(state) => return Ok(DispatchOutcome::NotPending(state)),
-            Locked::Missing => {
-                return Err(ApiError::NotFound(format!("order {order} does not exist")));
-            }
+            Locked::Missing => return Err(DispatchError::OrderNotFound(order.to_owned())),
         };
         self.dispatch_locked(city, order, lease, target, count_attempt)
             .await
@@ -694,7 +697,7 @@ impl Dispatcher {
         lease: Lease,
         target: Target,
         count_attempt: bool,
-    ) -> Result<DispatchOutcome, ApiError> {
+    ) -> Result<DispatchOutcome, DispatchError> {
         let renewal = self.locks.keep_alive(lease.clone());
         let ranked = self
             .candidates(city, target.center, target.vehicle, &target.excluded)
@@ -762,7 +765,7 @@ impl Dispatcher {
             Claim::NoDriver => Ok(DispatchOutcome::NoDriver),
             Claim::LockLost | Claim::StaleFence => Ok(DispatchOutcome::LockLost),
             Claim::NotPending(state) => Ok(DispatchOutcome::NotPending(state)),
-            Claim::Missing => Err(ApiError::NotFound(format!("order {order} does not exist"))),
+            Claim::Missing => Err(DispatchError::OrderNotFound(order.to_owned())),
         }
     }
 
@@ -776,7 +779,7 @@ impl Dispatcher {
         id: &str,
         steps: &[Transition],
         driver: Option<(&str, u64)>,
-    ) -> Result<Vec<Result<(), TransitionError>>, ApiError> {
+    ) -> Result<Vec<Result<(), TransitionError>>, DispatchError> {
         let mut pipe = redis::pipe();
         let keys = self.store.keys().order_script(city, id);
         for step in steps {
@@ -787,26 +790,26 @@ impl Dispatcher {
         let mut conn = self.store.conn();
         let replies: Vec<Vec<String>> = scripts::run_pipeline(&mut conn, &ORDER_TRANSITION, &pipe)
             .await
-            .map_err(redis_error("order transitions"))?;
+            .map_err(DispatchError::redis("order transitions"))?;
         Ok(replies
             .iter()
             .map(|reply| match TransitionReply::decode(reply) {
                 Ok(TransitionReply::Changed { .. } | TransitionReply::Repeated { .. }) => Ok(()),
                 Ok(other) => Err(refusal(other)),
-                Err(e) => Err(TransitionError::Api(e.into())),
+                Err(e) => Err(TransitionError::Failed(e.into())),
             })
             .collect())
     }
 
     /// Dispatch an order by id (looks its city up first).
-    pub async fn dispatch(&self, id: &OrderId) -> Result<DispatchOutcome, ApiError> {
+    pub async fn dispatch(&self, id: &OrderId) -> Result<DispatchOutcome, DispatchError> {
         let city = self.order_city(id).await?;
         self.dispatch_in(&city, id.as_str(), false).await
     }
 }
 
 /// Count a dispatch's outcome.
-fn record_outcome(result: &Result<DispatchOutcome, ApiError>, worker: bool) {
+fn record_outcome(result: &Result<DispatchOutcome, DispatchError>, worker: bool) {
     let outcome = match result {
         Ok(DispatchOutcome::Offered(_)) => "offered",
         Ok(DispatchOutcome::NoDriver) => "no_driver",
@@ -831,12 +834,8 @@ fn refusal(reply: TransitionReply) -> TransitionError {
         TransitionReply::Fence => TransitionError::Fence,
         TransitionReply::Expired => TransitionError::Expired,
         TransitionReply::LockLost => TransitionError::LockLost,
-        other => TransitionError::Api(ApiError::Internal(anyhow::anyhow!(
+        other => TransitionError::Failed(DispatchError::Internal(anyhow::anyhow!(
             "unexpected order_transition reply {other:?}"
         ))),
     }
-}
-
-fn not_found(id: &OrderId) -> ApiError {
-    ApiError::NotFound(format!("order {id} does not exist"))
 }

@@ -4,10 +4,12 @@
 //! route of every capability.
 
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod map;
 pub mod openapi;
+pub mod orders;
 pub mod telemetry;
 
 use utoipa_actix_web::scope;
@@ -26,9 +28,9 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::search::configure)
                 .configure(crate::drivers::configure)
                 .configure(crate::ranking::configure)
-                .configure(crate::dispatch::configure)
+                .configure(crate::http::orders::configure)
                 .configure(crate::cities::configure)
-                .configure(crate::events::configure)
+                .configure(crate::http::events::configure)
                 .configure(crate::auth::configure)
                 .configure(crate::http::map::configure),
         );
