@@ -715,11 +715,13 @@ impl Dispatcher {
             .await;
         drop(renewal);
         let claim = claim?;
+        // Offers and empty claims are every dispatch's routine outcomes (hundreds a second under
+        // load, or right after a seed): debug, so that info stays readable.
         match &claim {
             Claim::Offered(r) => {
-                tracing::info!(order, city, driver = %r.driver_id, fencing = lease.fencing, distance_m = r.distance_m, "claim: offered (event appended)")
+                tracing::debug!(order, city, driver = %r.driver_id, fencing = lease.fencing, distance_m = r.distance_m, "claim: offered (event appended)")
             }
-            Claim::NoDriver => tracing::info!(
+            Claim::NoDriver => tracing::debug!(
                 order,
                 city,
                 fencing = lease.fencing,
@@ -745,7 +747,7 @@ impl Dispatcher {
                 );
             }
             Claim::NotPending(state) => {
-                tracing::info!(order, city, state = %state, "claim: order no longer pending")
+                tracing::debug!(order, city, state = %state, "claim: order no longer pending")
             }
             Claim::Missing => {}
         }
@@ -755,9 +757,18 @@ impl Dispatcher {
                 let mut args = self.transition_args(Op::Attempt, order, city);
                 args.lock_token = Some(&lease.token);
                 match self.run_transition(&args).await? {
-                    TransitionReply::Changed { .. } => {}
+                    TransitionReply::Changed { state, .. } if state == "failed" => {
+                        tracing::info!(
+                            order,
+                            city,
+                            "no driver after the last attempt: order failed"
+                        )
+                    }
+                    TransitionReply::Changed { .. } => {
+                        tracing::debug!(order, city, "no driver yet: retry scheduled")
+                    }
                     other => {
-                        tracing::info!(order, city, outcome = ?other, "no-driver attempt not counted")
+                        tracing::debug!(order, city, outcome = ?other, "no-driver attempt not counted")
                     }
                 }
                 Ok(DispatchOutcome::NoDriver)
