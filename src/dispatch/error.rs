@@ -4,7 +4,7 @@
 use crate::domain::FieldError;
 use crate::store::ReplicationError;
 
-use super::engine::Transition;
+use super::transitions::Transition;
 
 /// The error of every dispatch operation: creating, reading, dispatching and answering orders.
 #[derive(Debug, thiserror::Error)]

@@ -32,11 +32,13 @@ mod idempotency;
 mod model;
 mod operations;
 mod order_scripts;
+mod transitions;
 pub mod workers;
 
-pub use engine::{Claim, Dispatcher, Transition, TransitionError};
+pub use engine::{Claim, Dispatcher};
 pub use error::DispatchError;
 pub use model::{CreateOrder, DispatchMode, DispatchResult, Order, PickupPoint, TokenBody};
 pub(crate) use operations::CreatedOrder;
+pub use transitions::{Transition, TransitionError};
 
 pub use crate::domain::OrderState;

@@ -3,10 +3,11 @@
 //! and succeeds only once `redis_wait_replicas` replicas confirmed the write, so an
 //! acknowledged change survives a failover.
 
-use super::engine::{DispatchOutcome, Dispatcher, Transition, TransitionError};
+use super::engine::{DispatchOutcome, Dispatcher};
 use super::error::DispatchError;
 use super::idempotency::{Idempotency, Reservation};
 use super::model::{CreateOrder, DispatchMode, DispatchResult, Order};
+use super::transitions::{Transition, TransitionError};
 use crate::domain::{DriverId, FieldError, OrderId};
 
 /// What creating an order answers.
