@@ -1,22 +1,19 @@
 //! Order events: every transition script appends one entry to its city's stream
 //! (`{prefix}:{city}:events`, trimmed with `MAXLEN ~ events_maxlen`) and publishes it on
 //! Pub/Sub (`{prefix}:events:<city>` for ops, `{prefix}:driver:<id>` for a driver's offers) in
-//! the same atomic step. `GET /v1/events?city=` serves the stream as Server-Sent Events,
-//! resumable with `Last-Event-ID`. Because the stream is written inside the scripts, it is the
-//! exact order of the transitions, and [`check_invariants`] can replay it to prove that no
-//! order went to two drivers and no driver held two orders.
+//! the same atomic step. `follow` reads a city's stream as it grows, resumable from any
+//! retained id (`GET /v1/events?city=` serves it as Server-Sent Events). Because the stream is
+//! written inside the scripts, it is the exact order of the transitions, and
+//! [`check_invariants`] can replay it to prove that no order went to two drivers and no driver
+//! held two orders.
 
 use std::collections::{HashMap, HashSet};
 
-use actix_web::{HttpRequest, HttpResponse, get, web};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa::ToSchema;
 
 use crate::cities::CityIndex;
-use crate::http::error::{ApiError, Problem};
-use crate::http::extract::QueryParams;
 use crate::store::Store;
 
 /// One order event, as stored in the stream and sent over SSE and Pub/Sub.
@@ -188,17 +185,55 @@ pub fn check_invariants(events: &[OrderEvent]) -> InvariantReport {
     report
 }
 
-/// Query of `GET /v1/events`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct EventsQuery {
-    /// City whose events to follow.
-    #[param(example = "paris")]
-    pub city: String,
-    /// Resume after this event id (same as the `Last-Event-ID` header, which wins); `0` replays
-    /// every retained event. Without either, only new events are sent.
-    pub last_event_id: Option<String>,
+/// Why following a city's events could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EventsError {
+    /// No city has this id.
+    #[error("city {0} does not exist")]
+    CityNotFound(String),
+    /// The position to resume from is not a stream id.
+    #[error("not a stream id: {0:?}")]
+    InvalidEventId(String),
+    /// No dedicated Redis connection could be checked out of the pool.
+    #[error("no Redis connection for an event stream")]
+    NoConnection(#[source] anyhow::Error),
+    /// A Redis command failed; `context` names the step.
+    #[error("Redis failed: {context}")]
+    Redis {
+        /// The step that failed.
+        context: &'static str,
+        /// Redis' error.
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// The id of the city named `name`.
+pub(crate) fn city_id(cities: &CityIndex, name: &str) -> Result<String, EventsError> {
+    cities
+        .get(name)
+        .map(|city| city.id.to_string())
+        .ok_or_else(|| EventsError::CityNotFound(name.to_owned()))
+}
+
+/// Where a follower starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// With the events appended from now on.
+    New,
+    /// Right after this stream id (`0` replays every retained event).
+    After(String),
+}
+
+impl Resume {
+    /// Resume after `last_event_id` when given (it must be a stream id), else from now on.
+    pub(crate) fn parse(last_event_id: Option<String>) -> Result<Self, EventsError> {
+        match last_event_id {
+            Some(id) if valid_stream_id(&id) => Ok(Resume::After(id)),
+            Some(id) => Err(EventsError::InvalidEventId(id)),
+            None => Ok(Resume::New),
+        }
+    }
 }
 
 fn valid_stream_id(id: &str) -> bool {
@@ -211,112 +246,57 @@ fn valid_stream_id(id: &str) -> bool {
         && id.len() <= 41
 }
 
-/// Silence after which a comment line is sent; a client that left is noticed at the latest
-/// then, and its stream slot freed.
-const KEEP_ALIVE_MS: u64 = 5_000;
+/// Silence after which a follower is told that nothing happened; a client that left is
+/// noticed at the latest then, and its stream slot freed.
+pub(crate) const KEEP_ALIVE_MS: u64 = 5_000;
 
-fn sse_frame(event: &OrderEvent) -> String {
-    format!(
-        "id: {}\nevent: {}\ndata: {}\n\n",
-        event.id,
-        event.kind,
-        serde_json::to_string(event).unwrap_or_default()
-    )
+/// What following a city's events yields, read after read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Feed {
+    /// The events appended since the previous item, oldest first.
+    Events(Vec<OrderEvent>),
+    /// Nothing was appended for [`KEEP_ALIVE_MS`].
+    Idle,
 }
 
-/// Follow a city's order events as Server-Sent Events.
-///
-/// Each event carries `id` (the stream id), `event` (its type) and `data` (an
-/// [`OrderEvent`] as JSON). Reconnecting with `Last-Event-ID` resumes right after that event,
-/// as long as the stream still retains it (`events_maxlen`). A comment line is sent every 5 s
-/// of silence to keep proxies from closing the connection.
-#[utoipa::path(
-    tag = "events",
-    params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
-    responses(
-        (status = 200, description = "An endless `text/event-stream` of order events", content_type = "text/event-stream", body = OrderEvent),
-        (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query or event id", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unavailable", body = Problem, content_type = "application/problem+json"),
-    ),
-)]
-#[get("/events")]
-pub async fn stream_events(
-    req: HttpRequest,
-    query: QueryParams<EventsQuery>,
-    store: web::Data<Store>,
-    cities: web::Data<CityIndex>,
-) -> Result<HttpResponse, ApiError> {
-    let q = query.0;
-    let city = cities
-        .get(&q.city)
-        .ok_or_else(|| ApiError::NotFound(format!("city {} does not exist", q.city)))?
-        .id
-        .to_string();
-    let header_id = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let start = match header_id.or(q.last_event_id) {
-        Some(id) if valid_stream_id(&id) => id,
-        Some(_) => {
-            return Err(ApiError::field(
-                "Last-Event-ID",
-                "must be a stream id like 1795458600310-0",
-            ));
-        }
-        None => "$".to_owned(),
-    };
-    // Bounded per key (in this instance); the slot is freed when the stream is dropped.
-    let slot = match (
-        crate::http::auth::principal(&req)
-            .map(|p| p.key_id)
-            .unwrap_or_else(|| "anonymous".to_owned()),
-        req.app_data::<web::Data<crate::http::auth::Guard>>(),
-    ) {
-        (key_id, Some(guard)) => Some(
-            guard
-                .streams
-                .acquire(&key_id, guard.settings.sse_max_per_key)
-                .ok_or_else(|| ApiError::TooManyRequests {
-                    detail: format!(
-                        "at most {} open event streams per key and {} per instance",
-                        guard.settings.sse_max_per_key,
-                        crate::auth::MAX_STREAMS
-                    ),
-                    retry_after: 5,
-                })?,
-        ),
-        _ => None,
-    };
+/// Follow `city`'s events from `from`, on a dedicated connection (each read blocks). The
+/// stream ends when a read fails (logged); the client reconnects with the last id it saw.
+pub(crate) async fn follow(
+    store: &Store,
+    city: String,
+    from: Resume,
+) -> Result<impl futures_util::Stream<Item = Feed> + use<>, EventsError> {
     let mut conn = store.pool().get().await.map_err(|e| {
         tracing::warn!(error = %e, "no Redis connection for an event stream");
-        ApiError::Unavailable("the data store is unavailable; retry shortly".to_owned())
+        EventsError::NoConnection(e)
     })?;
     let key = store.keys().events(&city);
-    // "New events only" means after the last one now: resolve `$` once, or every blocking
-    // read after a keep-alive would skip what was appended between two reads.
-    let start = if start == "$" {
-        let last: StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(&key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await
-            .map_err(crate::http::error::redis_error("event stream"))?;
-        last.ids
-            .first()
-            .map(|e| e.id.clone())
-            .unwrap_or_else(|| "0-0".to_owned())
-    } else {
-        start
+    // "New events only" means after the last one now: resolve it once, or every blocking read
+    // after a keep-alive would skip what was appended between two reads.
+    let start = match from {
+        Resume::After(id) => id,
+        Resume::New => {
+            let last: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(&key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await
+                .map_err(|source| EventsError::Redis {
+                    context: "event stream",
+                    source,
+                })?;
+            last.ids
+                .first()
+                .map(|e| e.id.clone())
+                .unwrap_or_else(|| "0-0".to_owned())
+        }
     };
-    let stream = futures_util::stream::unfold(
-        (conn, start, key, city, slot),
-        |(mut conn, mut last, key, city, slot)| async move {
+    Ok(futures_util::stream::unfold(
+        (conn, start, key, city),
+        |(mut conn, mut last, key, city)| async move {
             let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(100)
@@ -327,38 +307,28 @@ pub async fn stream_events(
                 .arg(&last)
                 .query_async(&mut conn)
                 .await;
-            let chunk = match read {
+            let item = match read {
                 Ok(Some(reply)) => {
-                    let mut out = String::new();
-                    for entry in reply.keys.iter().flat_map(|k| k.ids.iter()) {
-                        let event = OrderEvent::from_entry(&city, entry);
-                        out.push_str(&sse_frame(&event));
-                        last = entry.id.clone();
+                    let events: Vec<OrderEvent> = reply
+                        .keys
+                        .iter()
+                        .flat_map(|k| k.ids.iter())
+                        .map(|entry| OrderEvent::from_entry(&city, entry))
+                        .collect();
+                    if let Some(newest) = events.last() {
+                        last = newest.id.clone();
                     }
-                    out
+                    Feed::Events(events)
                 }
-                Ok(None) => ": keep-alive\n\n".to_owned(),
+                Ok(None) => Feed::Idle,
                 Err(err) => {
                     tracing::warn!(error = %err, "event stream read failed; closing the SSE stream");
                     return None;
                 }
             };
-            Some((
-                Ok::<_, actix_web::Error>(web::Bytes::from(chunk)),
-                (conn, last, key, city, slot),
-            ))
+            Some((item, (conn, last, key, city)))
         },
-    );
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(stream))
-}
-
-/// Register this module's routes under `/v1`.
-pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(stream_events);
+    ))
 }
 
 #[cfg(test)]
@@ -421,5 +391,18 @@ mod tests {
         for bad in ["", "-", "abc", "1-", "1-2-3", "$", ">"] {
             assert!(!valid_stream_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_follower_resumes_after_a_valid_id_or_from_now_on() {
+        assert_eq!(Resume::parse(None).unwrap(), Resume::New);
+        assert_eq!(
+            Resume::parse(Some("0".to_owned())).unwrap(),
+            Resume::After("0".to_owned())
+        );
+        assert!(matches!(
+            Resume::parse(Some("$".to_owned())),
+            Err(EventsError::InvalidEventId(id)) if id == "$"
+        ));
     }
 }

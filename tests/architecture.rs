@@ -41,7 +41,7 @@ fn module_of_file(root: &Path, file: &Path) -> String {
 
 /// Upward imports not yet removed: (importing module, imported module). Capability modules
 /// still hold their own HTTP handlers and answer with the HTTP error type.
-const KNOWN_UPWARD: &[(&str, &str)] = &[("dispatch", "http"), ("events", "http")];
+const KNOWN_UPWARD: &[(&str, &str)] = &[];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("readable source dir") {

@@ -1,89 +1,24 @@
-//! The dispatch engine: lock an order, rank candidates, claim one with the fencing check, and
-//! run the order's other transitions. The HTTP handlers and the queue workers both use it.
+//! The dispatch engine: lock an order, rank candidates, claim one with the fencing check. The
+//! order's other transitions are in `transitions.rs`; the order operations, the HTTP handlers
+//! and the queue workers all run on the [`Dispatcher`].
 
-use crate::store::scripts::{CLAIM_OFFER, LOCK_ORDER, ORDER_TRANSITION};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::model::{DispatchResult, Order};
-use super::order_scripts::{
-    ClaimArgs, NewOrder, Op, TransitionArgs, TransitionReply, decode_claim,
-};
+use super::error::DispatchError;
+use super::model::DispatchResult;
+use super::order_scripts::{ClaimArgs, Op, TransitionReply, decode_claim};
+use super::transitions::TransitionError;
 use crate::cities::CityIndex;
 use crate::config::Settings;
-use crate::domain::{DriverStatus, VehicleType};
-use crate::domain::{GeoPoint, OrderId};
-use crate::http::error::{ApiError, redis_error};
+use crate::domain::{DriverStatus, GeoPoint, OrderId, VehicleType};
 use crate::lock::{Lease, Locks};
 use crate::metrics;
 use crate::search::{Area, KnnTuning, Search};
 use crate::store::Store;
-use crate::store::scripts::{self, evalsha};
-
-/// A transition of an order after its offer (see `lua/order_transition.lua`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    /// The offered driver accepts (offered → accepted).
-    Accept,
-    /// The offered driver declines (offered → pending; the driver is excluded).
-    Reject,
-    /// The driver picked the order up (accepted → picked_up).
-    Pickup,
-    /// The driver delivered it (picked_up → delivered; the driver is free and scores).
-    Deliver,
-    /// The client or ops cancel (pending, offered, accepted or picked_up → cancelled; the
-    /// driver is freed).
-    Cancel,
-}
-
-impl Transition {
-    fn op(self) -> Op {
-        match self {
-            Transition::Accept => Op::Accept,
-            Transition::Reject => Op::Reject,
-            Transition::Pickup => Op::Pickup,
-            Transition::Deliver => Op::Deliver,
-            Transition::Cancel => Op::Cancel,
-        }
-    }
-
-    fn needs(self) -> &'static str {
-        match self {
-            Transition::Accept | Transition::Reject => "offered",
-            Transition::Pickup => "accepted",
-            Transition::Deliver => "picked_up",
-            Transition::Cancel => "pending, offered, accepted or picked_up",
-        }
-    }
-}
-
-/// Why a transition was refused (nothing was written).
-#[derive(Debug)]
-pub enum TransitionError {
-    /// No such order.
-    Missing,
-    /// The order is in a state this transition does not leave from.
-    State(String),
-    /// The driver or fencing number is not the current offer's.
-    Fence,
-    /// The offer expired before it was accepted.
-    Expired,
-    /// The order id is taken (create).
-    Exists,
-    /// The dispatch lock was lost (attempt).
-    LockLost,
-    /// Redis or decoding failed.
-    Api(ApiError),
-}
-
-impl From<ApiError> for TransitionError {
-    fn from(e: ApiError) -> Self {
-        TransitionError::Api(e)
-    }
-}
+use crate::store::scripts::{self, CLAIM_OFFER, LOCK_ORDER, evalsha};
 
 /// What one claim call did (see `lua/claim_offer.lua`).
 #[derive(Debug, Clone, PartialEq)]
@@ -188,106 +123,6 @@ impl Dispatcher {
         &self.cities
     }
 
-    /// The ARGV of `order_transition.lua` for `op` on `order` of `city`, with the settings'
-    /// slots filled and the op-specific ones empty.
-    fn transition_args<'a>(&self, op: Op, order: &'a str, city: &'a str) -> TransitionArgs<'a> {
-        let keys = self.store.keys();
-        TransitionArgs {
-            op,
-            order_id: order,
-            city,
-            answer: None,
-            retry_ms: self.settings.dispatch_retry_ms,
-            max_attempts: self.settings.dispatch_max_attempts,
-            score_per_delivery: self.settings.score_per_delivery,
-            events_maxlen: self.settings.events_maxlen,
-            ops_channel: keys.ops_channel(city),
-            driver_channel_prefix: keys.driver_channel_prefix(),
-            lock_token: None,
-            lock_ttl_ms: None,
-            new_order: None,
-        }
-    }
-
-    /// Run `order_transition.lua`. The order's driver is in the order's city: a busy driver
-    /// stays in its order's city until the order lets go of it (`lua/set_position.lua`).
-    async fn run_transition(&self, args: &TransitionArgs<'_>) -> Result<TransitionReply, ApiError> {
-        let mut conn = self.store.conn();
-        let keys = self.store.keys().order_script(args.city, args.order_id);
-        let cmd = evalsha(&ORDER_TRANSITION, &keys, &args.argv());
-        let reply: Vec<String> = scripts::run(&mut conn, &ORDER_TRANSITION, &cmd)
-            .await
-            .map_err(redis_error("order transition"))?;
-        Ok(TransitionReply::decode(&reply)?)
-    }
-
-    /// Create an order (state `pending`) in `city`; `queued` orders are appended to the city's
-    /// dispatch stream in the same script. The directory entry is written first (HSETNX), so
-    /// an id is never reused across cities.
-    pub async fn create(
-        &self,
-        id: &OrderId,
-        city: &str,
-        pickup: GeoPoint,
-        dropoff: Option<GeoPoint>,
-        vehicle: Option<VehicleType>,
-        mode: super::DispatchMode,
-    ) -> Result<(), TransitionError> {
-        self.create_inner(id, city, pickup, dropoff, vehicle, mode, false)
-            .await
-            .map(|_| ())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn create_inner(
-        &self,
-        id: &OrderId,
-        city: &str,
-        pickup: GeoPoint,
-        dropoff: Option<GeoPoint>,
-        vehicle: Option<VehicleType>,
-        mode: super::DispatchMode,
-        lock: bool,
-    ) -> Result<Option<Lease>, TransitionError> {
-        let mut conn = self.store.conn();
-        let (_, owner): (i64, String) = redis::pipe()
-            .cmd("HSETNX")
-            .arg(self.store.keys().order_directory())
-            .arg(id.as_str())
-            .arg(city)
-            .cmd("HGET")
-            .arg(self.store.keys().order_directory())
-            .arg(id.as_str())
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error("order directory"))?;
-        if owner != city {
-            return Err(TransitionError::Exists);
-        }
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut args = self.transition_args(Op::Create, id.as_str(), city);
-        args.new_order = Some(NewOrder {
-            pickup,
-            dropoff,
-            vehicle,
-            mode,
-        });
-        if lock {
-            args.lock_token = Some(&token);
-            args.lock_ttl_ms = Some(self.settings.lock_ttl_ms);
-        }
-        let fencing = match self.run_transition(&args).await? {
-            TransitionReply::Created { fencing } => fencing,
-            other => return Err(refusal(other)),
-        };
-        Ok(fencing.filter(|_| lock).map(|fencing| Lease {
-            key: self.store.keys().order_lock(city, id.as_str()),
-            token,
-            fencing,
-            ttl: Duration::from_millis(self.settings.lock_ttl_ms),
-        }))
-    }
-
     /// Create an order and dispatch it at once: the creating script also takes the new order's
     /// lock (one round trip fewer than create, then dispatch).
     #[allow(clippy::too_many_arguments)]
@@ -299,7 +134,7 @@ impl Dispatcher {
         dropoff: Option<GeoPoint>,
         vehicle: Option<VehicleType>,
         count_attempt: bool,
-    ) -> Result<Result<DispatchOutcome, ApiError>, TransitionError> {
+    ) -> Result<Result<DispatchOutcome, DispatchError>, TransitionError> {
         let lease = self
             .create_inner(
                 id,
@@ -312,9 +147,9 @@ impl Dispatcher {
             )
             .await?
             .ok_or_else(|| {
-                TransitionError::Api(ApiError::Internal(anyhow::anyhow!(
+                DispatchError::Internal(anyhow::anyhow!(
                     "create with a lock returned no fencing number"
-                )))
+                ))
             })?;
         let target = Target {
             center: pickup,
@@ -333,147 +168,9 @@ impl Dispatcher {
         Ok(result)
     }
 
-    /// The city of an order (from the directory), or 404.
-    pub async fn order_city(&self, id: &OrderId) -> Result<String, ApiError> {
-        let mut conn = self.store.conn();
-        let city: Option<String> = redis::cmd("HGET")
-            .arg(self.store.keys().order_directory())
-            .arg(id.as_str())
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error("order directory"))?;
-        city.ok_or_else(|| not_found(id))
-    }
-
-    /// Read an order.
-    pub async fn load(&self, id: &OrderId) -> Result<Order, ApiError> {
-        let city = self.order_city(id).await?;
-        self.load_in(&city, id.as_str()).await
-    }
-
-    /// Read an order of a known city.
-    pub async fn load_in(&self, city: &str, id: &str) -> Result<Order, ApiError> {
-        let mut conn = self.store.conn();
-        let h: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.store.keys().order(city, id))
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error("load order"))?;
-        if h.is_empty() {
-            return Err(ApiError::NotFound(format!("order {id} does not exist")));
-        }
-        Order::from_hash(&h)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable order {id}: {h:?}")))
-    }
-
-    /// Apply a driver's answer or a cancellation; returns the order afterwards. A driver's
-    /// answer repeated (the same driver, fencing number and step as the answer that produced
-    /// the order's state, e.g. a retry after a lost reply) returns the order and writes nothing.
-    pub async fn transition(
-        &self,
-        id: &OrderId,
-        transition: Transition,
-        driver: Option<(&str, u64)>,
-    ) -> Result<Order, ApiError> {
-        let city = self.order_city(id).await?;
-        // The script answers with the order's fields: no read-back needed.
-        let fields = self
-            .transition_reply(&city, id.as_str(), transition, driver)
-            .await?;
-        match Order::from_hash(&fields) {
-            Some(order) => Ok(order),
-            None => self.load_in(&city, id.as_str()).await,
-        }
-    }
-
-    /// Apply a transition to an order of a known city (no directory lookup, no read-back).
-    pub async fn transition_in(
-        &self,
-        city: &str,
-        id: &str,
-        transition: Transition,
-        driver: Option<(&str, u64)>,
-    ) -> Result<(), ApiError> {
-        self.transition_reply(city, id, transition, driver)
-            .await
-            .map(|_| ())
-    }
-
-    /// [`Self::transition_in`], returning the order's fields after the transition.
-    async fn transition_reply(
-        &self,
-        city: &str,
-        id: &str,
-        transition: Transition,
-        driver: Option<(&str, u64)>,
-    ) -> Result<HashMap<String, String>, ApiError> {
-        let mut args = self.transition_args(transition.op(), id, city);
-        args.answer = driver;
-        let op = transition.op().as_str();
-        let decoded = match self.run_transition(&args).await? {
-            TransitionReply::Changed { order, .. } => Ok(order),
-            TransitionReply::Repeated { order, .. } => {
-                // The answer that produced the order's state, sent again (its reply was lost):
-                // answered with the order as it is; nothing was written.
-                tracing::info!(order = id, city, op, "repeated answer: nothing written");
-                return Ok(order);
-            }
-            other => Err(refusal(other)),
-        };
-        match &decoded {
-            Ok(_) => tracing::info!(order = id, city, op, "transition (event appended)"),
-            Err(TransitionError::Fence) => {
-                metrics::inc("geodispatch_fence_rejections_total", &[("stage", "answer")]);
-                tracing::info!(
-                    order = id,
-                    city,
-                    op,
-                    "transition refused: stale or foreign fencing token"
-                );
-            }
-            Err(_) => {}
-        }
-        match decoded {
-            Ok(order) => Ok(order),
-            Err(TransitionError::Missing) => {
-                Err(ApiError::NotFound(format!("order {id} does not exist")))
-            }
-            Err(TransitionError::State(state)) => Err(ApiError::Conflict {
-                code: "invalid-transition",
-                detail: format!(
-                    "order {id} is {state}; {op} needs it {}; nothing was changed",
-                    transition.needs()
-                ),
-            }),
-            Err(TransitionError::Fence) => Err(ApiError::Conflict {
-                code: "stale-fencing-token",
-                detail: format!(
-                    "order {id} is not currently offered to this driver with this fencing token (a stale, foreign or superseded offer); nothing was changed"
-                ),
-            }),
-            Err(TransitionError::Expired) => Err(ApiError::Conflict {
-                code: "offer-expired",
-                detail: format!("the offer of order {id} expired; nothing was changed"),
-            }),
-            Err(TransitionError::Api(e)) => Err(e),
-            Err(other) => Err(ApiError::Internal(anyhow::anyhow!(
-                "unexpected transition outcome {other:?}"
-            ))),
-        }
-    }
-
-    /// Expire a due offer or re-queue a waiting order (timer scan); `true` when something was due.
-    pub async fn fire_timer(&self, city: &str, order: &str) -> Result<bool, ApiError> {
-        let args = self.transition_args(Op::Timer, order, city);
-        Ok(matches!(
-            self.run_transition(&args).await?,
-            TransitionReply::Changed { .. }
-        ))
-    }
-
     /// Try to take an order's lock (never waits; only while the order is pending), reading
     /// what the dispatch needs of the order in the same round trip.
-    async fn lock_and_read(&self, city: &str, order: &str) -> Result<Locked, ApiError> {
+    async fn lock_and_read(&self, city: &str, order: &str) -> Result<Locked, DispatchError> {
         let keys = self.store.keys();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
@@ -497,7 +194,7 @@ impl Dispatcher {
             Vec<String>,
         ) = scripts::run_pipeline(&mut conn, &LOCK_ORDER, &pipe)
             .await
-            .map_err(redis_error("lock order"))?;
+            .map_err(DispatchError::redis("lock order"))?;
         if state.is_empty() {
             return Ok(Locked::Missing);
         }
@@ -533,7 +230,7 @@ impl Dispatcher {
             },
             _ => {
                 self.release(&lease).await;
-                return Err(ApiError::Internal(anyhow::anyhow!(
+                return Err(DispatchError::Internal(anyhow::anyhow!(
                     "order {order} has no pickup: {fields:?}"
                 )));
             }
@@ -543,7 +240,11 @@ impl Dispatcher {
 
     /// Take an order's lock (never waits): the first step of a dispatch, public so that tests
     /// can play a worker that stalls between its steps.
-    pub async fn lock_order(&self, city: &str, order: &str) -> Result<Option<Lease>, ApiError> {
+    pub async fn lock_order(
+        &self,
+        city: &str,
+        order: &str,
+    ) -> Result<Option<Lease>, DispatchError> {
         Ok(match self.lock_and_read(city, order).await? {
             Locked::Taken(lease, _) => Some(lease),
             _ => None,
@@ -565,7 +266,7 @@ impl Dispatcher {
         center: GeoPoint,
         vehicle: Option<VehicleType>,
         excluded: &[String],
-    ) -> Result<Vec<(String, f64)>, ApiError> {
+    ) -> Result<Vec<(String, f64)>, DispatchError> {
         let want = self.settings.dispatch_candidates;
         let pool = (want + excluded.len()).clamp(1, self.settings.search_max_limit.max(want));
         let search = Search {
@@ -577,8 +278,9 @@ impl Dispatcher {
                 .map(|v| vec![v])
                 .unwrap_or_else(|| VehicleType::ALL.to_vec()),
         };
-        let found =
-            crate::search::search(&self.store, &self.settings, &self.tuning, city, &search).await?;
+        let found = crate::search::search(&self.store, &self.settings, &self.tuning, city, &search)
+            .await
+            .map_err(DispatchError::Search)?;
         Ok(found
             .into_iter()
             .filter(|d| !excluded.contains(&d.driver_id))
@@ -598,7 +300,7 @@ impl Dispatcher {
         lease: &Lease,
         candidates: &[(String, f64)],
         keep_on_none: bool,
-    ) -> Result<Claim, ApiError> {
+    ) -> Result<Claim, DispatchError> {
         let keys = self.store.keys();
         let args = ClaimArgs {
             token: &lease.token,
@@ -617,7 +319,7 @@ impl Dispatcher {
         let mut conn = self.store.conn();
         let reply: Vec<String> = scripts::run(&mut conn, &CLAIM_OFFER, &cmd)
             .await
-            .map_err(redis_error("claim offer"))?;
+            .map_err(DispatchError::redis("claim offer"))?;
         Ok(decode_claim(&reply, order, lease.fencing)?)
     }
 
@@ -630,7 +332,7 @@ impl Dispatcher {
         city: &str,
         order: &str,
         count_attempt: bool,
-    ) -> Result<DispatchOutcome, ApiError> {
+    ) -> Result<DispatchOutcome, DispatchError> {
         let result = self.dispatch_in_inner(city, order, count_attempt).await;
         record_outcome(&result, count_attempt);
         result
@@ -641,7 +343,7 @@ impl Dispatcher {
         city: &str,
         order: &str,
         count_attempt: bool,
-    ) -> Result<DispatchOutcome, ApiError> {
+    ) -> Result<DispatchOutcome, DispatchError> {
         let Some(redlock) = &self.redlock else {
             return self.dispatch_in_locked(city, order, count_attempt).await;
         };
@@ -658,9 +360,7 @@ impl Dispatcher {
                     quorum = redlock.quorum(),
                     "Redlock has no quorum"
                 );
-                return Err(ApiError::Unavailable(
-                    "the dispatch lock service has too few nodes; retry shortly".to_owned(),
-                ));
+                return Err(DispatchError::LockQuorumLost);
             }
         };
         let result = self.dispatch_in_locked(city, order, count_attempt).await;
@@ -673,14 +373,12 @@ impl Dispatcher {
         city: &str,
         order: &str,
         count_attempt: bool,
-    ) -> Result<DispatchOutcome, ApiError> {
+    ) -> Result<DispatchOutcome, DispatchError> {
         let (lease, target) = match self.lock_and_read(city, order).await? {
             Locked::Taken(lease, target) => (lease, target),
             Locked::Held => return Ok(DispatchOutcome::Locked),
             Locked::NotPending(state) => return Ok(DispatchOutcome::NotPending(state)),
-            Locked::Missing => {
-                return Err(ApiError::NotFound(format!("order {order} does not exist")));
-            }
+            Locked::Missing => return Err(DispatchError::OrderNotFound(order.to_owned())),
         };
         self.dispatch_locked(city, order, lease, target, count_attempt)
             .await
@@ -694,7 +392,7 @@ impl Dispatcher {
         lease: Lease,
         target: Target,
         count_attempt: bool,
-    ) -> Result<DispatchOutcome, ApiError> {
+    ) -> Result<DispatchOutcome, DispatchError> {
         let renewal = self.locks.keep_alive(lease.clone());
         let ranked = self
             .candidates(city, target.center, target.vehicle, &target.excluded)
@@ -712,11 +410,13 @@ impl Dispatcher {
             .await;
         drop(renewal);
         let claim = claim?;
+        // Offers and empty claims are every dispatch's routine outcomes (hundreds a second under
+        // load, or right after a seed): debug, so that info stays readable.
         match &claim {
             Claim::Offered(r) => {
-                tracing::info!(order, city, driver = %r.driver_id, fencing = lease.fencing, distance_m = r.distance_m, "claim: offered (event appended)")
+                tracing::debug!(order, city, driver = %r.driver_id, fencing = lease.fencing, distance_m = r.distance_m, "claim: offered (event appended)")
             }
-            Claim::NoDriver => tracing::info!(
+            Claim::NoDriver => tracing::debug!(
                 order,
                 city,
                 fencing = lease.fencing,
@@ -742,7 +442,7 @@ impl Dispatcher {
                 );
             }
             Claim::NotPending(state) => {
-                tracing::info!(order, city, state = %state, "claim: order no longer pending")
+                tracing::debug!(order, city, state = %state, "claim: order no longer pending")
             }
             Claim::Missing => {}
         }
@@ -752,9 +452,18 @@ impl Dispatcher {
                 let mut args = self.transition_args(Op::Attempt, order, city);
                 args.lock_token = Some(&lease.token);
                 match self.run_transition(&args).await? {
-                    TransitionReply::Changed { .. } => {}
+                    TransitionReply::Changed { state, .. } if state == "failed" => {
+                        tracing::info!(
+                            order,
+                            city,
+                            "no driver after the last attempt: order failed"
+                        )
+                    }
+                    TransitionReply::Changed { .. } => {
+                        tracing::debug!(order, city, "no driver yet: retry scheduled")
+                    }
                     other => {
-                        tracing::info!(order, city, outcome = ?other, "no-driver attempt not counted")
+                        tracing::debug!(order, city, outcome = ?other, "no-driver attempt not counted")
                     }
                 }
                 Ok(DispatchOutcome::NoDriver)
@@ -762,51 +471,19 @@ impl Dispatcher {
             Claim::NoDriver => Ok(DispatchOutcome::NoDriver),
             Claim::LockLost | Claim::StaleFence => Ok(DispatchOutcome::LockLost),
             Claim::NotPending(state) => Ok(DispatchOutcome::NotPending(state)),
-            Claim::Missing => Err(ApiError::NotFound(format!("order {order} does not exist"))),
+            Claim::Missing => Err(DispatchError::OrderNotFound(order.to_owned())),
         }
-    }
-
-    /// Apply several transitions of one order in order, in one round trip (each is still its
-    /// own script call that checks the state left by the previous one). Used by drivers that
-    /// report several steps at once, e.g. a phone that was offline. A step repeating the answer
-    /// that produced the order's state is `Ok` and writes nothing.
-    pub async fn transitions_in(
-        &self,
-        city: &str,
-        id: &str,
-        steps: &[Transition],
-        driver: Option<(&str, u64)>,
-    ) -> Result<Vec<Result<(), TransitionError>>, ApiError> {
-        let mut pipe = redis::pipe();
-        let keys = self.store.keys().order_script(city, id);
-        for step in steps {
-            let mut args = self.transition_args(step.op(), id, city);
-            args.answer = driver;
-            pipe.add_command(evalsha(&ORDER_TRANSITION, &keys, &args.argv()));
-        }
-        let mut conn = self.store.conn();
-        let replies: Vec<Vec<String>> = scripts::run_pipeline(&mut conn, &ORDER_TRANSITION, &pipe)
-            .await
-            .map_err(redis_error("order transitions"))?;
-        Ok(replies
-            .iter()
-            .map(|reply| match TransitionReply::decode(reply) {
-                Ok(TransitionReply::Changed { .. } | TransitionReply::Repeated { .. }) => Ok(()),
-                Ok(other) => Err(refusal(other)),
-                Err(e) => Err(TransitionError::Api(e.into())),
-            })
-            .collect())
     }
 
     /// Dispatch an order by id (looks its city up first).
-    pub async fn dispatch(&self, id: &OrderId) -> Result<DispatchOutcome, ApiError> {
+    pub async fn dispatch(&self, id: &OrderId) -> Result<DispatchOutcome, DispatchError> {
         let city = self.order_city(id).await?;
         self.dispatch_in(&city, id.as_str(), false).await
     }
 }
 
 /// Count a dispatch's outcome.
-fn record_outcome(result: &Result<DispatchOutcome, ApiError>, worker: bool) {
+fn record_outcome(result: &Result<DispatchOutcome, DispatchError>, worker: bool) {
     let outcome = match result {
         Ok(DispatchOutcome::Offered(_)) => "offered",
         Ok(DispatchOutcome::NoDriver) => "no_driver",
@@ -820,23 +497,4 @@ fn record_outcome(result: &Result<DispatchOutcome, ApiError>, worker: bool) {
         "geodispatch_dispatch_outcomes_total",
         &[("outcome", outcome), ("source", source)],
     );
-}
-
-/// Why `order_transition.lua` did not apply a change (a reply other than the one expected).
-fn refusal(reply: TransitionReply) -> TransitionError {
-    match reply {
-        TransitionReply::Missing => TransitionError::Missing,
-        TransitionReply::Exists => TransitionError::Exists,
-        TransitionReply::State(state) => TransitionError::State(state),
-        TransitionReply::Fence => TransitionError::Fence,
-        TransitionReply::Expired => TransitionError::Expired,
-        TransitionReply::LockLost => TransitionError::LockLost,
-        other => TransitionError::Api(ApiError::Internal(anyhow::anyhow!(
-            "unexpected order_transition reply {other:?}"
-        ))),
-    }
-}
-
-fn not_found(id: &OrderId) -> ApiError {
-    ApiError::NotFound(format!("order {id} does not exist"))
 }

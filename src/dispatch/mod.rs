@@ -19,17 +19,26 @@
 //!    nothing. An unanswered offer expires (timer scan in [`workers`]), the driver is freed and
 //!    excluded, and the order is queued again.
 //! 4. Every transition appends to the city's event stream and publishes on Pub/Sub in the same
-//!    script ([`crate::events`] serves them as SSE), so the stream is an exact history that the
+//!    script (`GET /v1/events` serves them as SSE), so the stream is an exact history that the
 //!    invariant checker ([`crate::events::check_invariants`]) can replay.
+//!
+//! The operations clients ask for (`operations.rs`: create, with idempotency keys in
+//! `idempotency.rs`; cancel; dispatch now; a driver's answer) fail with a [`DispatchError`]
+//! that names what went wrong; the HTTP layer decides how each is answered.
 
 pub mod engine;
+mod error;
+mod idempotency;
 mod model;
+mod operations;
 mod order_scripts;
-mod routes;
+mod transitions;
 pub mod workers;
 
-pub use engine::{Claim, Dispatcher, Transition, TransitionError};
-pub use model::{
-    CreateOrder, DispatchMode, DispatchResult, Order, OrderState, PickupPoint, TokenBody,
-};
-pub use routes::configure;
+pub use engine::{Claim, Dispatcher};
+pub use error::DispatchError;
+pub use model::{CreateOrder, DispatchMode, DispatchResult, Order, PickupPoint, TokenBody};
+pub(crate) use operations::CreatedOrder;
+pub use transitions::{Transition, TransitionError};
+
+pub use crate::domain::OrderState;

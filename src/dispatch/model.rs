@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::FieldError;
-use crate::domain::GeoPoint;
-use crate::drivers::VehicleType;
-use crate::drivers::rfc3339_ms;
+use crate::domain::{FieldError, GeoPoint, OrderState, VehicleType, rfc3339_ms};
 
 /// A point given as latitude and longitude.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -80,50 +77,6 @@ impl CreateOrder {
             Some(p) if errors.is_empty() => Ok((p, dropoff)),
             _ => Err(errors),
         }
-    }
-}
-
-/// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderState {
-    /// Waiting for a driver.
-    Pending,
-    /// Offered to one driver, who has `offer_ttl_ms` to answer.
-    Offered,
-    /// The driver accepted.
-    Accepted,
-    /// The driver picked it up.
-    PickedUp,
-    /// Delivered (terminal).
-    Delivered,
-    /// Cancelled (terminal).
-    Cancelled,
-    /// No driver found after the configured attempts (terminal).
-    Failed,
-}
-
-impl OrderState {
-    /// Parse the stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => OrderState::Pending,
-            "offered" => OrderState::Offered,
-            "accepted" => OrderState::Accepted,
-            "picked_up" => OrderState::PickedUp,
-            "delivered" => OrderState::Delivered,
-            "cancelled" => OrderState::Cancelled,
-            "failed" => OrderState::Failed,
-            _ => return None,
-        })
-    }
-
-    /// Whether no transition leaves this state.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            OrderState::Delivered | OrderState::Cancelled | OrderState::Failed
-        )
     }
 }
 

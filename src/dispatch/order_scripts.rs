@@ -6,8 +6,7 @@ use std::collections::HashMap;
 
 use super::engine::Claim;
 use super::model::{DispatchMode, DispatchResult};
-use crate::domain::GeoPoint;
-use crate::drivers::{VehicleType, rfc3339_ms};
+use crate::domain::{GeoPoint, VehicleType, rfc3339_ms};
 
 /// `ARGV[1]` of `order_transition.lua`: which change of the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::engine::{DispatchOutcome, Dispatcher};
+use super::error::DispatchError;
 
 use crate::store::PooledConn;
 
@@ -57,10 +58,15 @@ async fn handle(dispatcher: &Dispatcher, city: &str, entry: &StreamId) -> bool {
         // Another dispatch owns it now; if that one dies, the order's timer re-queues it.
         Ok(DispatchOutcome::Locked | DispatchOutcome::LockLost) => true,
         Ok(DispatchOutcome::NotPending(_)) => true,
-        Err(crate::http::error::ApiError::NotFound(_)) => true,
+        Err(DispatchError::OrderNotFound(_)) => true,
         Err(err) => {
             // Left unacknowledged: this or another worker takes it over after the claim idle time.
-            tracing::warn!(city, order, error = %err, "dispatch failed; the entry stays pending");
+            tracing::warn!(
+                city,
+                order,
+                error = &err as &dyn std::error::Error,
+                "dispatch failed; the entry stays pending"
+            );
             false
         }
     }
@@ -241,7 +247,9 @@ pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usiz
                     crate::metrics::inc("geodispatch_timers_fired_total", &[]);
                 }
                 Ok(false) => {}
-                Err(err) => tracing::warn!(city = %city.id, order, error = %err, "timer failed"),
+                Err(err) => {
+                    tracing::warn!(city = %city.id, order, error = &err as &dyn std::error::Error, "timer failed")
+                }
             }
         }
     }

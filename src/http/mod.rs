@@ -8,10 +8,12 @@ pub(crate) mod auth;
 mod cities;
 pub mod drivers;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod map;
 pub mod openapi;
+pub mod orders;
 mod ranking;
 mod search;
 pub(crate) mod sessions;
@@ -33,9 +35,9 @@ pub fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::http::search::configure)
                 .configure(crate::http::drivers::configure)
                 .configure(crate::http::ranking::configure)
-                .configure(crate::dispatch::configure)
+                .configure(crate::http::orders::configure)
                 .configure(crate::http::cities::configure)
-                .configure(crate::events::configure)
+                .configure(crate::http::events::configure)
                 .configure(crate::http::admin::configure)
                 .configure(crate::http::sessions::configure)
                 .configure(crate::http::map::configure),
