@@ -15,7 +15,6 @@
 use std::hash::{Hash, Hasher};
 use std::sync::LazyLock;
 
-use actix_web::{HttpResponse, get, web};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder, MetricEncoder,
@@ -53,6 +52,9 @@ struct Def {
     labels: &'static [&'static str],
     help: &'static str,
 }
+
+/// The Content-Type of [`render`]'s text (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Every metric, in the order `/metrics` shows them (gauges last, as they are measured at
 /// scrape time).
@@ -331,36 +333,6 @@ pub fn render(gauges: &[Gauge<'_>]) -> String {
     prometheus_text::encode(&mut out, &METRICS.registry).expect("a String takes any write");
     prometheus_text::encode(&mut out, &scrape).expect("a String takes any write");
     out
-}
-
-/// Prometheus metrics of this instance.
-#[utoipa::path(
-    tag = "health",
-    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String)),
-)]
-#[get("/metrics")]
-pub async fn metrics(store: web::Data<crate::store::Store>) -> HttpResponse {
-    let status = store.pool().status();
-    let gauges = vec![
-        (
-            "geodispatch_redis_pool_connections",
-            vec![("state", "open".to_owned())],
-            status.size as f64,
-        ),
-        (
-            "geodispatch_redis_pool_connections",
-            vec![("state", "idle".to_owned())],
-            status.available as f64,
-        ),
-        (
-            "geodispatch_redis_pool_connections",
-            vec![("state", "max".to_owned())],
-            status.max_size as f64,
-        ),
-    ];
-    HttpResponse::Ok()
-        .content_type(prometheus_text::CONTENT_TYPE)
-        .body(render(&gauges))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod map;
+pub(crate) mod metrics;
 pub mod openapi;
 pub mod orders;
 mod ranking;
@@ -26,7 +27,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 pub fn configure_routes(cfg: &mut ServiceConfig) {
     cfg.service(crate::http::health::healthz)
         .service(crate::http::health::readyz)
-        .service(crate::metrics::metrics)
+        .service(crate::http::metrics::metrics)
         .service(
             // actix tries routes in this order, each dynamic one with a regex, so the routes
             // drivers' phones hit most come first (search before drivers: `/drivers/nearby`
