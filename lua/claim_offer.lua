@@ -27,6 +27,7 @@
 -- ARGV[8] '1': keep the lock when no driver was found (the caller then records the attempt
 --         under it); '0': release it. Any other outcome releases it.
 -- ARGV[9] distance weight (points per km)   ARGV[10] score weight (points per score point)
+-- ARGV[11] score of a driver without one (ranking_unscored_score)
 -- then 2 ARGV per candidate (the nearest available drivers, any order): driver_id, distance_m
 -- Returns one of:
 --   {'offered', driver_id, distance_m, driver_score, composite, offer_expires_ms, now_ms}
@@ -64,9 +65,9 @@ local city, want_vehicle, order_id = o[3], o[4], o[5]
 local ttl = tonumber(ARGV[3])
 
 -- Rank: composites in micro-points, as the sorted-set ranking computes them.
-local dw, sw = tonumber(ARGV[9]), tonumber(ARGV[10])
+local dw, sw, unscored = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local cands, ids = {}, {}
-for a = 11, #ARGV, 2 do
+for a = 12, #ARGV, 2 do
   ids[#ids + 1] = ARGV[a]
 end
 if #ids == 0 then
@@ -74,10 +75,10 @@ if #ids == 0 then
 end
 local scores = redis.call('ZMSCORE', KEYS[9], unpack(ids))
 for i, id in ipairs(ids) do
-  local dist = tonumber(ARGV[10 + 2 * i])
-  local score = tonumber(scores[i]) or 0
+  local dist = tonumber(ARGV[11 + 2 * i])
+  local score = tonumber(scores[i]) or unscored
   local micro = math.floor(-dw * dist * 1000 + 0.5) + score * sw * 1000000
-  cands[i] = {id = id, dist = ARGV[10 + 2 * i], score = score, micro = micro}
+  cands[i] = {id = id, dist = ARGV[11 + 2 * i], score = score, micro = micro}
 end
 table.sort(cands, function(x, y)
   if x.micro ~= y.micro then return x.micro > y.micro end

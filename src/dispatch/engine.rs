@@ -313,6 +313,7 @@ impl Dispatcher {
             keep_lock_on_none: keep_on_none,
             distance_weight: self.settings.ranking_distance_weight,
             score_weight: self.settings.ranking_score_weight,
+            unscored_score: self.settings.ranking_unscored_score,
             candidates,
         };
         let cmd = evalsha(&CLAIM_OFFER, &keys.order_script(city, order), &args.argv());

@@ -206,14 +206,16 @@ pub(super) struct ClaimArgs<'a> {
     pub distance_weight: f64,
     /// `ARGV[10]`: ranking points per score point.
     pub score_weight: f64,
-    /// `ARGV[11..]`: the candidates, `(driver_id, distance_m)`.
+    /// `ARGV[11]`: the score of a driver without one (`ranking_unscored_score`).
+    pub unscored_score: f64,
+    /// `ARGV[12..]`: the candidates, `(driver_id, distance_m)`.
     pub candidates: &'a [(String, f64)],
 }
 
 impl ClaimArgs<'_> {
     /// The slots in the script's order.
     pub(super) fn argv(&self) -> Vec<String> {
-        let mut argv = Vec::with_capacity(10 + 2 * self.candidates.len());
+        let mut argv = Vec::with_capacity(11 + 2 * self.candidates.len());
         argv.push(self.token.to_owned());
         argv.push(self.fencing.to_string());
         argv.push(self.driver_ttl_ms.to_string());
@@ -224,6 +226,7 @@ impl ClaimArgs<'_> {
         argv.push(if self.keep_lock_on_none { "1" } else { "0" }.to_owned());
         argv.push(self.distance_weight.to_string());
         argv.push(self.score_weight.to_string());
+        argv.push(self.unscored_score.to_string());
         for (id, distance) in self.candidates {
             argv.push(id.clone());
             argv.push(distance.to_string());
@@ -379,14 +382,15 @@ mod tests {
             keep_lock_on_none: true,
             distance_weight: 1.0,
             score_weight: 2.5,
+            unscored_score: 4.25,
             candidates: &candidates,
         }
         .argv();
         assert_eq!(
             argv,
             strings(&[
-                "tok", "7", "60000", "20000", "1000", "ops", "drv:", "1", "1", "2.5", "a", "12.5",
-                "b", "80"
+                "tok", "7", "60000", "20000", "1000", "ops", "drv:", "1", "1", "2.5", "4.25", "a",
+                "12.5", "b", "80"
             ])
         );
         let offered = decode_claim(

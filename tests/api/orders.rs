@@ -896,6 +896,44 @@ async fn dispatch_ranks_like_the_candidates_endpoint_and_a_better_score_beats_a_
 }
 
 #[tokio::test]
+async fn dispatch_counts_an_unscored_driver_like_the_candidates_endpoint() {
+    let app = spawn_app_with(fast).await;
+    drivers_at(&app, &["new"], PARIS).await;
+    drivers_at(&app, &["rated"], (PARIS.0 + 3_000.0 / 111_200.0, PARIS.1)).await;
+    let a = app
+        .put_json("/v1/drivers/rated/score", &json!({"score": 5.0}))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let ranked = app
+        .get(&format!(
+            "/v1/candidates?lat={}&lon={}&limit=2",
+            PARIS.0, PARIS.1
+        ))
+        .await;
+    assert_eq!(
+        ranked.json["candidates"][0]["driver_id"], "new",
+        "{}",
+        ranked.text
+    );
+    let o = create(
+        &app,
+        json!({"order_id": "fresh", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
+    )
+    .await;
+    assert_eq!(o.json["driver_id"], "new", "{}", o.text);
+    let top = &ranked.json["candidates"][0];
+    for field in ["distance_m", "driver_score", "composite"] {
+        let (a, b) = (
+            o.json[field].as_f64().unwrap(),
+            top[field].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-6,
+            "{field}: dispatch {a} vs candidates {b}"
+        );
+    }
+}
+#[tokio::test]
 async fn a_busy_driver_cannot_be_deleted_and_a_picked_up_order_can_still_be_cancelled() {
     let app = spawn_app_with(fast).await;
     drivers_at(&app, &["held"], PARIS).await;
