@@ -12,8 +12,10 @@ use crate::domain::{FieldError, GeoPoint, OrderState, VehicleType, rfc3339_ms};
 #[serde(deny_unknown_fields)]
 pub struct PickupPoint {
     /// Latitude in degrees, within ±85.05112878.
+    #[schema(minimum = -85.05112878, maximum = 85.05112878)]
     pub lat: f64,
     /// Longitude in degrees, within ±180.
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
 }
 
@@ -46,6 +48,7 @@ impl DispatchMode {
 pub struct CreateOrder {
     /// Order id (1–64 characters of `[A-Za-z0-9_-]`); generated when absent.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
     pub order_id: Option<String>,
     /// Where the driver picks the order up; decides the city.
     pub pickup: PickupPoint,

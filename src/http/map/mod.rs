@@ -101,6 +101,7 @@ const MAX_SNAPSHOT: usize = 5_000;
     responses(
         (status = 200, description = "The city's drivers", body = Snapshot),
         (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` is not a whole number between 1 and 5000", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 #[get("/cities/{city}/drivers")]

@@ -36,7 +36,7 @@ async fn answer(
 /// it is and writes nothing (no event, no score or timer change).
 #[utoipa::path(
     tag = "orders",
-    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    params(("order_id" = String, Path, description = ID_DOC, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "ord-1001")),
     request_body = TokenBody,
     responses(
         (status = 200, description = "Accepted, or this driver's accept with this token repeated (answered without effect)", body = Order),
@@ -63,7 +63,7 @@ pub(crate) async fn accept(
 /// it is and writes nothing (no event, no score or timer change).
 #[utoipa::path(
     tag = "orders",
-    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    params(("order_id" = String, Path, description = ID_DOC, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "ord-1001")),
     request_body = TokenBody,
     responses(
         (status = 200, description = "Rejected; the order is pending again. Also a repeat of this rejection while the order is still pending after it (answered without effect)", body = Order),
@@ -89,7 +89,7 @@ pub(crate) async fn reject(
 /// it is and writes nothing (no event, no score or timer change).
 #[utoipa::path(
     tag = "orders",
-    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    params(("order_id" = String, Path, description = ID_DOC, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "ord-1001")),
     request_body = TokenBody,
     responses(
         (status = 200, description = "Picked up, or this driver's pickup with this token repeated (answered without effect)", body = Order),
@@ -116,7 +116,7 @@ pub(crate) async fn pickup_order(
 /// it is and writes nothing (no event, no score or timer change).
 #[utoipa::path(
     tag = "orders",
-    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    params(("order_id" = String, Path, description = ID_DOC, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "ord-1001")),
     request_body = TokenBody,
     responses(
         (status = 200, description = "Delivered, or this driver's delivery with this token repeated (answered without effect)", body = Order),

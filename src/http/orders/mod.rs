@@ -76,7 +76,7 @@ pub(crate) async fn create_order(
 /// Read an order.
 #[utoipa::path(
     tag = "orders",
-    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    params(("order_id" = String, Path, description = ID_DOC, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "ord-1001")),
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
@@ -95,7 +95,7 @@ pub(crate) async fn get_order(
 /// Cancel an order (pending, offered, accepted or picked up); its driver, if any, is freed.
 #[utoipa::path(
     tag = "orders",
-    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    params(("order_id" = String, Path, description = ID_DOC, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "ord-1001")),
     responses(
         (status = 200, description = "Cancelled", body = Order),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
@@ -119,7 +119,7 @@ pub(crate) async fn cancel_order(
 /// written in one script together with the lock token and the fencing number.
 #[utoipa::path(
     tag = "orders",
-    params(("order_id" = String, Path, description = ID_DOC, example = "ord-1001")),
+    params(("order_id" = String, Path, description = ID_DOC, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "ord-1001")),
     responses(
         (status = 200, description = "Offered to a driver", body = DispatchResult),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
