@@ -378,7 +378,7 @@ fn main() -> anyhow::Result<()> {
                 let json = serde_json::to_string_pretty(&points)?;
                 std::fs::write(a.sweep_out.join("sweep.json"), &json)?;
                 let title = format!(
-                    "geodispatch sim: {} drivers, create-and-dispatch latency vs offered load",
+                    "geodispatch-tools sim: {} drivers, create-and-dispatch latency vs offered load",
                     opts.drivers
                 );
                 std::fs::write(
