@@ -76,54 +76,192 @@ pub async fn check(
 ) -> Result<Decision, RateLimitError> {
     let key = key(store, class, subject);
     let mut conn = store.conn();
-    match *policy {
+    let reply = match *policy {
         Policy::Fixed { limit, window_ms } => {
-            let cmd = evalsha(&RATE_FIXED_WINDOW, &[&key], &[limit, window_ms]);
-            let (allowed, remaining, reset): (u8, u64, u64) =
-                scripts::run(&mut conn, &RATE_FIXED_WINDOW, &cmd)
-                    .await
-                    .map_err(RateLimitError::Redis)?;
-            Ok(Decision {
-                allowed: allowed == 1,
-                remaining,
-                reset_ms: reset,
-                retry_after_ms: reset,
-            })
+            let args = FixedWindowArgs { limit, window_ms };
+            let cmd = evalsha(&RATE_FIXED_WINDOW, &[&key], &args.argv());
+            let reply: Vec<i64> = scripts::run(&mut conn, &RATE_FIXED_WINDOW, &cmd)
+                .await
+                .map_err(RateLimitError::Redis)?;
+            RateReply::decode_window("rate_fixed_window", &reply)
         }
         Policy::Sliding { limit, window_ms } => {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let cmd = evalsha(
-                &RATE_SLIDING_LOG,
-                &[&key],
-                &[limit.to_string(), window_ms.to_string(), id],
-            );
-            let (allowed, remaining, reset): (u8, u64, u64) =
-                scripts::run(&mut conn, &RATE_SLIDING_LOG, &cmd)
-                    .await
-                    .map_err(RateLimitError::Redis)?;
-            Ok(Decision {
-                allowed: allowed == 1,
-                remaining,
-                reset_ms: reset,
-                retry_after_ms: reset,
-            })
+            let args = SlidingLogArgs {
+                limit,
+                window_ms,
+                request_id: uuid::Uuid::new_v4().simple().to_string(),
+            };
+            let cmd = evalsha(&RATE_SLIDING_LOG, &[&key], &args.argv());
+            let reply: Vec<i64> = scripts::run(&mut conn, &RATE_SLIDING_LOG, &cmd)
+                .await
+                .map_err(RateLimitError::Redis)?;
+            RateReply::decode_window("rate_sliding_log", &reply)
         }
         Policy::TokenBucket { burst, per_second } => {
-            let cmd = evalsha(
-                &RATE_TOKEN_BUCKET,
-                &[&key],
-                &[burst.to_string(), per_second.to_string()],
-            );
-            let (allowed, tokens, next, full): (u8, u64, u64, u64) =
-                scripts::run(&mut conn, &RATE_TOKEN_BUCKET, &cmd)
-                    .await
-                    .map_err(RateLimitError::Redis)?;
-            Ok(Decision {
-                allowed: allowed == 1,
+            let args = TokenBucketArgs { burst, per_second };
+            let cmd = evalsha(&RATE_TOKEN_BUCKET, &[&key], &args.argv());
+            let reply: Vec<i64> = scripts::run(&mut conn, &RATE_TOKEN_BUCKET, &cmd)
+                .await
+                .map_err(RateLimitError::Redis)?;
+            RateReply::decode_bucket(&reply)
+        }
+    };
+    Ok(reply.map_err(RateLimitError::Redis)?.into())
+}
+
+/// The ARGV of one `rate_fixed_window.lua` call.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FixedWindowArgs {
+    /// `ARGV[1]`: requests per window.
+    pub limit: u64,
+    /// `ARGV[2]`: the window in ms.
+    pub window_ms: u64,
+}
+
+impl FixedWindowArgs {
+    /// The slots in the script's order.
+    pub(crate) fn argv(&self) -> Vec<String> {
+        vec![self.limit.to_string(), self.window_ms.to_string()]
+    }
+}
+
+/// The ARGV of one `rate_sliding_log.lua` call.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SlidingLogArgs {
+    /// `ARGV[1]`: requests per window.
+    pub limit: u64,
+    /// `ARGV[2]`: the window in ms.
+    pub window_ms: u64,
+    /// `ARGV[3]`: a unique id for this request (its member in the log).
+    pub request_id: String,
+}
+
+impl SlidingLogArgs {
+    /// The slots in the script's order.
+    pub(crate) fn argv(&self) -> Vec<String> {
+        vec![
+            self.limit.to_string(),
+            self.window_ms.to_string(),
+            self.request_id.clone(),
+        ]
+    }
+}
+
+/// The ARGV of one `rate_token_bucket.lua` call.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TokenBucketArgs {
+    /// `ARGV[1]`: the bucket's capacity.
+    pub burst: u64,
+    /// `ARGV[2]`: refill rate, tokens per second.
+    pub per_second: f64,
+}
+
+impl TokenBucketArgs {
+    /// The slots in the script's order.
+    pub(crate) fn argv(&self) -> Vec<String> {
+        vec![self.burst.to_string(), self.per_second.to_string()]
+    }
+}
+
+/// The reply of one rate-limit script, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RateReply {
+    /// `rate_fixed_window.lua` and `rate_sliding_log.lua`:
+    /// `{allowed (1|0), remaining, ms until the window resets}`.
+    Window {
+        allowed: bool,
+        remaining: u64,
+        reset_ms: u64,
+    },
+    /// `rate_token_bucket.lua`: `{allowed (1|0), whole tokens left, ms until the next token,
+    /// ms until the bucket is full}`.
+    Bucket {
+        allowed: bool,
+        tokens: u64,
+        next_token_ms: u64,
+        full_ms: u64,
+    },
+}
+
+/// An error for an unexpected reply of `script`.
+fn bad_reply(script: &'static str, reply: &[i64]) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected script reply",
+        format!("{script} replied {reply:?}"),
+    ))
+}
+
+/// `reply` as `N` flag-and-counts: the first 0 or 1, the rest not negative.
+fn flag_and_counts<const N: usize>(
+    script: &'static str,
+    reply: &[i64],
+) -> redis::RedisResult<(bool, [u64; N])> {
+    let bad = || bad_reply(script, reply);
+    let (flag, rest) = reply.split_first().ok_or_else(bad)?;
+    if rest.len() != N {
+        return Err(bad());
+    }
+    let allowed = match flag {
+        1 => true,
+        0 => false,
+        _ => return Err(bad()),
+    };
+    let mut counts = [0u64; N];
+    for (count, value) in counts.iter_mut().zip(rest) {
+        *count = u64::try_from(*value).map_err(|_| bad())?;
+    }
+    Ok((allowed, counts))
+}
+
+impl RateReply {
+    /// Decode the reply of a window script (`script` names it in the error).
+    pub(crate) fn decode_window(script: &'static str, reply: &[i64]) -> redis::RedisResult<Self> {
+        let (allowed, [remaining, reset_ms]) = flag_and_counts(script, reply)?;
+        Ok(RateReply::Window {
+            allowed,
+            remaining,
+            reset_ms,
+        })
+    }
+
+    /// Decode the reply of `rate_token_bucket.lua`.
+    pub(crate) fn decode_bucket(reply: &[i64]) -> redis::RedisResult<Self> {
+        let (allowed, [tokens, next_token_ms, full_ms]) =
+            flag_and_counts("rate_token_bucket", reply)?;
+        Ok(RateReply::Bucket {
+            allowed,
+            tokens,
+            next_token_ms,
+            full_ms,
+        })
+    }
+}
+
+impl From<RateReply> for Decision {
+    fn from(reply: RateReply) -> Self {
+        match reply {
+            RateReply::Window {
+                allowed,
+                remaining,
+                reset_ms,
+            } => Decision {
+                allowed,
+                remaining,
+                reset_ms,
+                retry_after_ms: reset_ms,
+            },
+            RateReply::Bucket {
+                allowed,
+                tokens,
+                next_token_ms,
+                full_ms,
+            } => Decision {
+                allowed,
                 remaining: tokens,
-                reset_ms: full,
-                retry_after_ms: next,
-            })
+                reset_ms: full_ms,
+                retry_after_ms: next_token_ms,
+            },
         }
     }
 }
@@ -185,5 +323,117 @@ mod tests {
                 ("ratelimit", "\"default\";r=7;t=2".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn rate_script_args_fill_their_slots_in_order() {
+        assert_eq!(
+            FixedWindowArgs {
+                limit: 10,
+                window_ms: 60_000
+            }
+            .argv(),
+            ["10", "60000"]
+        );
+        assert_eq!(
+            SlidingLogArgs {
+                limit: 5,
+                window_ms: 1_000,
+                request_id: "abc".into()
+            }
+            .argv(),
+            ["5", "1000", "abc"]
+        );
+        assert_eq!(
+            TokenBucketArgs {
+                burst: 10,
+                per_second: 2.5
+            }
+            .argv(),
+            ["10", "2.5"]
+        );
+        assert_eq!(
+            TokenBucketArgs {
+                burst: 10,
+                per_second: 2.0
+            }
+            .argv(),
+            ["10", "2"]
+        );
+    }
+
+    #[test]
+    fn window_replies_decode_into_decisions() {
+        let allowed = RateReply::decode_window("rate_fixed_window", &[1, 9, 500]).unwrap();
+        assert_eq!(
+            allowed,
+            RateReply::Window {
+                allowed: true,
+                remaining: 9,
+                reset_ms: 500
+            }
+        );
+        assert_eq!(
+            Decision::from(allowed),
+            Decision {
+                allowed: true,
+                remaining: 9,
+                reset_ms: 500,
+                retry_after_ms: 500
+            }
+        );
+        let rejected = RateReply::decode_window("rate_sliding_log", &[0, 0, 1_200]).unwrap();
+        assert_eq!(
+            Decision::from(rejected),
+            Decision {
+                allowed: false,
+                remaining: 0,
+                reset_ms: 1_200,
+                retry_after_ms: 1_200
+            }
+        );
+    }
+
+    #[test]
+    fn bucket_replies_decode_into_decisions() {
+        let reply = RateReply::decode_bucket(&[0, 0, 400, 4_000]).unwrap();
+        assert_eq!(
+            Decision::from(reply),
+            Decision {
+                allowed: false,
+                remaining: 0,
+                reset_ms: 4_000,
+                retry_after_ms: 400
+            }
+        );
+        let reply = RateReply::decode_bucket(&[1, 3, 0, 1_000]).unwrap();
+        assert_eq!(
+            reply,
+            RateReply::Bucket {
+                allowed: true,
+                tokens: 3,
+                next_token_ms: 0,
+                full_ms: 1_000
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_rate_replies_are_errors_naming_the_script() {
+        for (reply, why) in [
+            (&[][..], "empty"),
+            (&[1, 2][..], "too short"),
+            (&[1, 2, 3, 4][..], "too long for a window"),
+            (&[2, 0, 0][..], "allowed is neither 0 nor 1"),
+            (&[1, -1, 0][..], "negative remaining"),
+        ] {
+            let err = RateReply::decode_window("rate_fixed_window", reply).unwrap_err();
+            assert!(
+                err.to_string().contains("rate_fixed_window"),
+                "{why}: {err}"
+            );
+        }
+        let err = RateReply::decode_bucket(&[1, 2, 3]).unwrap_err();
+        assert!(err.to_string().contains("rate_token_bucket"), "{err}");
     }
 }

@@ -15,6 +15,7 @@
 //!   `session_max_age_ms` after creation (`lua/touch_session.lua`). See `sessions.rs`.
 
 mod keys;
+mod scripts;
 mod sessions;
 mod streams;
 
@@ -37,6 +38,7 @@ use crate::config::Settings;
 use crate::domain::FieldError;
 use crate::store::Store;
 use crate::store::scripts::{self as script_run, TOUCH_SESSION, evalsha};
+use scripts::{TouchReply, TouchSessionArgs};
 
 /// What went wrong in authentication, key administration or sessions, in the words of the
 /// capability; the HTTP layer turns each into its answer.
@@ -219,19 +221,28 @@ pub(crate) async fn authenticate(
         let cmd = evalsha(
             &TOUCH_SESSION,
             &[keys.session(&d), keys.api_key_index()],
-            &[settings.session_idle_ms],
+            &TouchSessionArgs {
+                idle_ms: settings.session_idle_ms,
+            }
+            .argv(),
         );
-        let s: Vec<String> = script_run::run(&mut conn, &TOUCH_SESSION, &cmd)
+        let reply = script_run::run(&mut conn, &TOUCH_SESSION, &cmd)
             .await
+            .and_then(TouchReply::decode)
             .map_err(redis_failed("session"))?;
-        return Ok(match s.as_slice() {
-            [key_id, role, driver, _] => Role::parse(role).map(|role| Principal {
-                key_id: key_id.clone(),
+        return Ok(match reply {
+            TouchReply::Live {
+                key_id,
                 role,
-                driver_id: (!driver.is_empty()).then(|| driver.clone()),
+                driver,
+                expires_ms: _,
+            } => Role::parse(&role).map(|role| Principal {
+                key_id,
+                role,
+                driver_id: (!driver.is_empty()).then_some(driver),
                 session: Some(d),
             }),
-            _ => None,
+            TouchReply::Gone => None,
         });
     }
     let ttl = Duration::from_millis(settings.auth_cache_ms);

@@ -171,6 +171,7 @@ impl Dispatcher {
     /// Try to take an order's lock (never waits; only while the order is pending), reading
     /// what the dispatch needs of the order in the same round trip.
     async fn lock_and_read(&self, city: &str, order: &str) -> Result<Locked, DispatchError> {
+        use crate::lock::scripts::{self as lock_scripts, LockOrderReply};
         let keys = self.store.keys();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ttl = Duration::from_millis(self.settings.lock_ttl_ms);
@@ -180,7 +181,11 @@ impl Dispatcher {
         pipe.add_command(evalsha(
             &LOCK_ORDER,
             &[lock.as_str(), keys.fence(city).as_str(), okey.as_str()],
-            &[token.clone(), self.settings.lock_ttl_ms.to_string()],
+            &lock_scripts::LockOrderArgs {
+                token: &token,
+                ttl_ms: self.settings.lock_ttl_ms,
+            }
+            .argv(),
         ))
         .cmd("HMGET")
         .arg(&okey)
@@ -188,26 +193,23 @@ impl Dispatcher {
         .cmd("SMEMBERS")
         .arg(keys.order_excluded(city, order));
         let mut conn = self.store.conn();
-        let ((fencing, state), fields, excluded): (
-            (u64, String),
-            Vec<Option<String>>,
-            Vec<String>,
-        ) = scripts::run_pipeline(&mut conn, &LOCK_ORDER, &pipe)
-            .await
-            .map_err(DispatchError::redis("lock order"))?;
-        if state.is_empty() {
-            return Ok(Locked::Missing);
-        }
-        if state != "pending" {
-            return Ok(Locked::NotPending(state));
-        }
-        if fencing == 0 {
-            metrics::inc(
-                "geodispatch_lock_acquisitions_total",
-                &[("result", "contended")],
-            );
-            return Ok(Locked::Held);
-        }
+        let (reply, fields, excluded): ((i64, String), Vec<Option<String>>, Vec<String>) =
+            scripts::run_pipeline(&mut conn, &LOCK_ORDER, &pipe)
+                .await
+                .map_err(DispatchError::redis("lock order"))?;
+        let fencing =
+            match LockOrderReply::decode(reply).map_err(DispatchError::redis("lock order"))? {
+                LockOrderReply::Locked(fencing) => fencing,
+                LockOrderReply::Missing => return Ok(Locked::Missing),
+                LockOrderReply::NotPending(state) => return Ok(Locked::NotPending(state)),
+                LockOrderReply::Contended => {
+                    metrics::inc(
+                        "geodispatch_lock_acquisitions_total",
+                        &[("result", "contended")],
+                    );
+                    return Ok(Locked::Held);
+                }
+            };
         metrics::inc(
             "geodispatch_lock_acquisitions_total",
             &[("result", "acquired")],

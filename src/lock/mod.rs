@@ -9,14 +9,17 @@
 //! share a hash tag (e.g. the city) so both scripts stay in one Cluster slot.
 
 pub mod redlock;
+pub(crate) mod scripts;
 
 use crate::store::scripts::{ACQUIRE_LOCK, EXTEND_LOCK, RELEASE_LOCK};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use self::scripts::{AcquireLockArgs, AcquireReply, ExtendLockArgs, ExtendReply};
+use self::scripts::{ReleaseLockArgs, ReleaseReply};
 use crate::store::Store;
-use crate::store::scripts::{self, evalsha};
+use crate::store::scripts::{self as store_scripts, evalsha};
 
 /// `SET key token NX PX ttl`: take `key` for `ttl` unless someone holds it; `true` when taken.
 /// (The single-node dispatch lock draws a fencing number in the same step, `acquire_lock.lua`;
@@ -44,9 +47,10 @@ pub async fn release_token(
     key: &str,
     token: &str,
 ) -> redis::RedisResult<bool> {
-    let cmd = evalsha(&RELEASE_LOCK, &[key], &[token]);
-    let released: i64 = scripts::run(conn, &RELEASE_LOCK, &cmd).await?;
-    Ok(released == 1)
+    let args = ReleaseLockArgs { token };
+    let cmd = evalsha(&RELEASE_LOCK, &[key], &args.argv());
+    let reply = ReleaseReply::decode(store_scripts::run(conn, &RELEASE_LOCK, &cmd).await?)?;
+    Ok(reply == ReleaseReply::Released)
 }
 
 /// A held lock.
@@ -84,18 +88,21 @@ impl Locks {
     ) -> redis::RedisResult<Option<Lease>> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        let cmd = evalsha(
-            &ACQUIRE_LOCK,
-            &[key, fence_key],
-            &[token.clone(), ttl_ms.to_string()],
-        );
-        let fencing: u64 = scripts::run(&mut self.store.conn(), &ACQUIRE_LOCK, &cmd).await?;
-        Ok((fencing > 0).then(|| Lease {
-            key: key.to_owned(),
-            token,
-            fencing,
-            ttl,
-        }))
+        let args = AcquireLockArgs {
+            token: &token,
+            ttl_ms,
+        };
+        let cmd = evalsha(&ACQUIRE_LOCK, &[key, fence_key], &args.argv());
+        let reply = store_scripts::run(&mut self.store.conn(), &ACQUIRE_LOCK, &cmd).await?;
+        Ok(match AcquireReply::decode(reply)? {
+            AcquireReply::Acquired(fencing) => Some(Lease {
+                key: key.to_owned(),
+                token,
+                fencing,
+                ttl,
+            }),
+            AcquireReply::Held => None,
+        })
     }
 
     /// Release `lease` if it is still held by it; `false` when it had expired (and perhaps been
@@ -106,16 +113,13 @@ impl Locks {
 
     /// Extend `lease` to `ttl` from now if it is still held by it; `false` when it is lost.
     pub async fn extend(&self, lease: &Lease, ttl: Duration) -> redis::RedisResult<bool> {
-        let cmd = evalsha(
-            &EXTEND_LOCK,
-            &[&lease.key],
-            &[
-                lease.token.clone(),
-                (ttl.as_millis().max(1) as u64).to_string(),
-            ],
-        );
-        let extended: i64 = scripts::run(&mut self.store.conn(), &EXTEND_LOCK, &cmd).await?;
-        Ok(extended == 1)
+        let args = ExtendLockArgs {
+            token: &lease.token,
+            ttl_ms: ttl.as_millis().max(1) as u64,
+        };
+        let cmd = evalsha(&EXTEND_LOCK, &[&lease.key], &args.argv());
+        let reply = store_scripts::run(&mut self.store.conn(), &EXTEND_LOCK, &cmd).await?;
+        Ok(ExtendReply::decode(reply)? == ExtendReply::Extended)
     }
 
     /// Keep `lease` alive while work runs: extends it every `ttl / 3`. The returned guard stops

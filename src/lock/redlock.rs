@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::scripts::{ExtendLockArgs, ExtendReply};
 use crate::store::scripts::{self, evalsha};
 
 /// A lock held on a majority of the nodes.
@@ -179,22 +180,22 @@ impl Redlock {
     /// `Some(new lease)` when a majority extended it with validity left.
     pub async fn extend(&self, lease: &RedlockLease, ttl: Duration) -> Option<RedlockLease> {
         let start = Instant::now();
-        let cmd = evalsha(
-            &EXTEND_LOCK,
-            &[&lease.key],
-            &[
-                lease.token.clone(),
-                (ttl.as_millis().max(1) as u64).to_string(),
-            ],
-        );
+        let args = ExtendLockArgs {
+            token: &lease.token,
+            ttl_ms: ttl.as_millis().max(1) as u64,
+        };
+        let cmd = evalsha(&EXTEND_LOCK, &[&lease.key], &args.argv());
         let extended = self
             .on_every_node(|mut conn| {
                 let cmd = cmd.clone();
-                async move { scripts::run::<i64>(&mut conn, &EXTEND_LOCK, &cmd).await }
+                async move {
+                    let reply = scripts::run(&mut conn, &EXTEND_LOCK, &cmd).await?;
+                    ExtendReply::decode(reply)
+                }
             })
             .await
             .iter()
-            .filter(|a| **a == Some(1))
+            .filter(|a| **a == Some(ExtendReply::Extended))
             .count();
         let drift = ttl / 100 + Duration::from_millis(2);
         let validity = ttl.saturating_sub(start.elapsed() + drift);

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::scripts::{RankAroundArgs, RankAroundReply};
 use super::{RankingError, redis_error};
 use crate::cities::CityIndex;
 use crate::config::Settings;
@@ -160,29 +161,39 @@ pub async fn rank(
     let city = crate::drivers::load_city(store, id)
         .await?
         .ok_or_else(|| RankingError::DriverNotFound(id.clone()))?;
-    let cmd = evalsha(
-        &RANK_AROUND,
-        &[store.keys().scores(&city)],
-        &[id.to_string(), around.to_string()],
-    );
+    let args = RankAroundArgs {
+        driver_id: id.as_str(),
+        around,
+    };
+    let cmd = evalsha(&RANK_AROUND, &[store.keys().scores(&city)], &args.argv());
     let mut conn = store.conn();
     let reply: Vec<String> = scripts::run(&mut conn, &RANK_AROUND, &cmd)
         .await
         .map_err(redis_error("rank"))?;
-    if reply.len() < 3 {
-        return Err(RankingError::NoScore {
+    match RankAroundReply::decode(&reply)? {
+        RankAroundReply::Ranked {
+            rank0,
+            score,
+            first_rank0,
+            neighbours,
+        } => Ok(RankView {
+            driver_id: id.to_string(),
+            city,
+            rank: rank0 + 1,
+            score,
+            neighbors: neighbours
+                .into_iter()
+                .zip(first_rank0 + 1..)
+                .map(|((driver_id, score), rank)| RankedDriver {
+                    rank,
+                    driver_id,
+                    score,
+                })
+                .collect(),
+        }),
+        RankAroundReply::NoScore => Err(RankingError::NoScore {
             driver: id.clone(),
             city,
-        });
+        }),
     }
-    let bad = |s: &str| RankingError::from(anyhow::anyhow!("bad rank reply value {s:?}"));
-    let rank0: u64 = reply[0].parse().map_err(|_| bad(&reply[0]))?;
-    let first0: u64 = reply[2].parse().map_err(|_| bad(&reply[2]))?;
-    Ok(RankView {
-        driver_id: id.to_string(),
-        city,
-        rank: rank0 + 1,
-        score: reply[1].parse().map_err(|_| bad(&reply[1]))?,
-        neighbors: pairs(&reply[3..], first0)?,
-    })
 }

@@ -10,6 +10,7 @@
 mod candidates;
 mod leaderboard;
 mod scores;
+mod scripts;
 
 pub use candidates::{
     Candidate, Candidates, CandidatesQuery, RankRequest, Weights, candidates, rank_candidates,

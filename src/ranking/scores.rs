@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::RankingError;
+use super::scripts::{ScoreOp, SetScoreArgs, SetScoreReply};
 use crate::domain::{DriverId, FieldError};
 use crate::store::scripts::SET_SCORE;
 use crate::store::{Keys, Store};
@@ -78,11 +79,11 @@ pub async fn set_score(
     update: &ScoreUpdate,
 ) -> Result<ScoreView, RankingError> {
     let score = finite("score", update.score)?;
-    let mode = match update.mode {
-        ScoreMode::Set => "set",
-        ScoreMode::Gt => "gt",
+    let op = match update.mode {
+        ScoreMode::Set => ScoreOp::Set,
+        ScoreMode::Gt => ScoreOp::Gt,
     };
-    write_score(store, id, mode, score).await
+    write_score(store, id, SetScoreArgs { op, value: score }).await
 }
 
 /// Add to a driver's score (ZINCRBY; a negative amount subtracts).
@@ -92,38 +93,33 @@ pub async fn increment_score(
     increment: &ScoreIncrement,
 ) -> Result<ScoreView, RankingError> {
     let by = finite("by", increment.by)?;
-    write_score(store, id, "incr", by).await
+    let args = SetScoreArgs {
+        op: ScoreOp::Incr,
+        value: by,
+    };
+    write_score(store, id, args).await
 }
 
 async fn write_score(
     store: &Store,
     id: &DriverId,
-    mode: &str,
-    value: f64,
+    args: SetScoreArgs,
 ) -> Result<ScoreView, RankingError> {
-    let value = value.to_string();
-    let (city, reply) = crate::drivers::run_on_driver_city(
-        store,
-        &SET_SCORE,
-        Keys::score_script,
-        id,
-        &[mode, &value],
-    )
-    .await?
-    .ok_or_else(|| RankingError::DriverNotFound(id.clone()))?;
-    match (
-        reply.first().map(String::as_str),
-        reply.get(1),
-        reply.get(2),
-    ) {
-        (Some("ok"), Some(score), Some(changed)) => Ok(ScoreView {
+    let argv = args.argv();
+    let extra_args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let (city, reply) =
+        crate::drivers::run_on_driver_city(store, &SET_SCORE, Keys::score_script, id, &extra_args)
+            .await?
+            .ok_or_else(|| RankingError::DriverNotFound(id.clone()))?;
+    match SetScoreReply::decode(&reply)? {
+        SetScoreReply::Ok { score, changed } => Ok(ScoreView {
             driver_id: id.to_string(),
             city,
-            score: score
-                .parse()
-                .map_err(|_| anyhow::anyhow!("bad score {score:?}"))?,
-            changed: changed == "1",
+            score,
+            changed,
         }),
-        _ => Err(anyhow::anyhow!("unexpected set_score reply {reply:?}").into()),
+        // run_on_driver_city follows a driver that moved and answers `None` when it has no
+        // city any more, so this only comes back if the driver vanished mid-call.
+        SetScoreReply::Missing => Err(RankingError::DriverNotFound(id.clone())),
     }
 }
