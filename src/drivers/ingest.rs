@@ -10,6 +10,7 @@ use crate::store::{Keys, RedisConn};
 use super::directory::{city_cas, directory_entries, entry, parse_entry};
 use super::model::{DriverState, ValidPosition};
 use super::moves::{arrive, confirm_created};
+use super::scripts::CasEntry;
 use super::{DriverError, driver_bucket};
 
 /// Result of storing one position.
@@ -284,10 +285,14 @@ pub(super) async fn set_positions(
             .iter()
             .map(|&i| entry(items[i].1.as_str(), items[i].2.recorded_ms))
             .collect();
-        let entries: Vec<(&str, &str, &str)> = claims
+        let entries: Vec<CasEntry> = claims
             .iter()
             .zip(&values)
-            .map(|(&i, v)| (items[i].0.as_str(), "", v.as_str()))
+            .map(|(&i, v)| CasEntry {
+                driver_id: items[i].0.as_str(),
+                expected: "",
+                new: v.as_str(),
+            })
             .collect();
         for (&i, won) in claims.iter().zip(city_cas(conn, keys, &entries).await?) {
             if won {

@@ -41,6 +41,7 @@ mod ingest;
 mod migrate;
 mod model;
 mod moves;
+mod scripts;
 mod service;
 mod sweeper;
 
