@@ -14,9 +14,9 @@ use super::DriverError;
 use super::directory::{
     city_cas, directory_entries, directory_entry, entry, parse_entry, valid_city,
 };
-use super::ingest::{PositionMode, PositionOutcome, decode_positions, position_cmd, run_one};
+use super::ingest::{PositionOutcome, decode_positions, position_cmd, run_one};
 use super::model::ValidPosition;
-use super::scripts::CasEntry;
+use super::scripts::{CasEntry, PositionMode};
 
 /// How often a step is retried after the directory changed under it (the driver moved city
 /// meanwhile).

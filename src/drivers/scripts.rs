@@ -1,9 +1,129 @@
-//! What the driver scripts take and answer: `lua/sweep_stale.lua`, `driver_city_cas.lua`,
-//! `set_status.lua` and `delete_driver.lua`. One typed field per ARGV slot, pushed in the
+//! What the driver scripts take and answer: `lua/set_position.lua`, `sweep_stale.lua`,
+//! `driver_city_cas.lua`, `set_status.lua` and `delete_driver.lua`. One typed field per ARGV slot, pushed in the
 //! script's order by `argv`, and each reply decoded into a type that rejects a shape the
 //! script's header does not list (the slots and replies are documented in each header).
 
-use crate::domain::ShiftStatus;
+use crate::domain::{DriverId, ShiftStatus};
+
+use super::model::ValidPosition;
+
+/// `ARGV[2]` of `set_position.lua`: how it treats a driver (see the script's header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PositionMode {
+    /// `''`: update a driver the city knows; answer `unknown` otherwise.
+    Known,
+    /// `create`: create the driver in the city when it is not there.
+    Create,
+    /// `leave`: the position lies in another city: remove the driver from this one (unless
+    /// busy).
+    Leave,
+}
+
+impl PositionMode {
+    /// The name the script reads.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            PositionMode::Known => "",
+            PositionMode::Create => "create",
+            PositionMode::Leave => "leave",
+        }
+    }
+}
+
+/// The ARGV of one `set_position.lua` call, one field per slot.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SetPositionArgs<'a> {
+    /// `ARGV[1]`: allowed clock skew into the future, ms.
+    pub max_clock_skew_ms: u64,
+    /// `ARGV[2]`.
+    pub mode: PositionMode,
+    /// `ARGV[3..]`, 9 slots per position: driver_id, lon, lat, recorded_ms, requested status
+    /// (`''` keeps it), vehicle type (`''` keeps it), accuracy_m, heading_deg, speed_mps
+    /// (`''` when absent).
+    pub positions: &'a [(&'a DriverId, &'a ValidPosition)],
+}
+
+impl SetPositionArgs<'_> {
+    /// The slots in the script's order. On the ingest hot path: one allocation for the vector
+    /// and one per slot, as the script needs them as strings anyway.
+    pub(super) fn argv(&self) -> Vec<String> {
+        let mut args = Vec::with_capacity(2 + 9 * self.positions.len());
+        args.push(self.max_clock_skew_ms.to_string());
+        args.push(self.mode.as_str().to_owned());
+        for (id, pos) in self.positions {
+            args.push(id.to_string());
+            args.push(pos.point.lon.to_string());
+            args.push(pos.point.lat.to_string());
+            args.push(pos.recorded_ms.to_string());
+            args.push(pos.status.map(|s| s.as_str()).unwrap_or("").to_owned());
+            args.push(
+                pos.vehicle_type
+                    .map(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+            args.push(fmt_opt(pos.accuracy_m));
+            args.push(fmt_opt(pos.heading_deg));
+            args.push(fmt_opt(pos.speed_mps));
+        }
+        args
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// The reply of `set_position.lua` for one position (3 entries of the reply), borrowing the
+/// reply so that decoding allocates nothing per position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PositionReply<'r> {
+    /// `'ok', packed_state, now_ms`: stored.
+    Ok { state: &'r str, now_ms: i64 },
+    /// `'stale', stored_recorded_ms, now_ms`: nothing written.
+    Stale { stored_ms: i64, now_ms: i64 },
+    /// `'future', now_ms, ''`: nothing written.
+    Future { now_ms: i64 },
+    /// `'unknown', '', ''`: nothing written, the driver has no state in this city.
+    Unknown,
+    /// `'left', packed_state, score` (mode `leave`): removed from this city; the previous
+    /// state and score (none when `''`) to carry over.
+    Left {
+        packed: &'r str,
+        score: Option<&'r str>,
+    },
+}
+
+impl<'r> PositionReply<'r> {
+    /// Decode the 3 reply entries of one position.
+    pub(super) fn decode(entry: &'r [String]) -> anyhow::Result<Self> {
+        let bad = || anyhow::anyhow!("unexpected set_position reply {entry:?}");
+        // Redis' clock and stored times come back as Lua numbers turned to text.
+        let num = |s: &str| -> anyhow::Result<i64> {
+            s.parse::<f64>().map(|f| f as i64).map_err(|_| bad())
+        };
+        let [code, x, y] = entry else {
+            return Err(bad());
+        };
+        Ok(match code.as_str() {
+            "ok" => PositionReply::Ok {
+                state: x,
+                now_ms: num(y)?,
+            },
+            "stale" => PositionReply::Stale {
+                stored_ms: num(x)?,
+                now_ms: num(y)?,
+            },
+            "future" => PositionReply::Future { now_ms: num(x)? },
+            "unknown" => PositionReply::Unknown,
+            "left" => PositionReply::Left {
+                packed: x,
+                score: Some(y.as_str()).filter(|s| !s.is_empty()),
+            },
+            _ => return Err(bad()),
+        })
+    }
+}
 
 /// The ARGV of one `sweep_stale.lua` call, one field per slot.
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +308,120 @@ mod tests {
 
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn position(recorded_ms: i64) -> ValidPosition {
+        ValidPosition {
+            point: crate::domain::GeoPoint {
+                lat: 48.85,
+                lon: 2.35,
+            },
+            recorded_ms,
+            accuracy_m: None,
+            heading_deg: None,
+            speed_mps: None,
+            vehicle_type: None,
+            status: None,
+        }
+    }
+
+    #[test]
+    fn set_position_args_are_skew_mode_then_nine_slots_per_position() {
+        let (d1, d2) = (
+            DriverId::parse("d-1").unwrap(),
+            DriverId::parse("d-2").unwrap(),
+        );
+        let full = ValidPosition {
+            accuracy_m: Some(5.5),
+            heading_deg: Some(90.0),
+            speed_mps: Some(3.25),
+            vehicle_type: Some(crate::domain::VehicleType::Bike),
+            status: Some(ShiftStatus::Offline),
+            ..position(1_700)
+        };
+        let bare = position(1_800);
+        let args = SetPositionArgs {
+            max_clock_skew_ms: 30_000,
+            mode: PositionMode::Create,
+            positions: &[(&d1, &full), (&d2, &bare)],
+        };
+        assert_eq!(
+            args.argv(),
+            [
+                "30000", "create", //
+                "d-1", "2.35", "48.85", "1700", "offline", "bike", "5.5", "90", "3.25", //
+                "d-2", "2.35", "48.85", "1800", "", "", "", "", "",
+            ]
+        );
+        for (mode, slot) in [
+            (PositionMode::Known, ""),
+            (PositionMode::Create, "create"),
+            (PositionMode::Leave, "leave"),
+        ] {
+            let args = SetPositionArgs {
+                max_clock_skew_ms: 0,
+                mode,
+                positions: &[],
+            };
+            assert_eq!(args.argv()[1], slot);
+        }
+    }
+
+    #[test]
+    fn each_set_position_reply_shape_decodes() {
+        let cases = [
+            (
+                strings(&["ok", "17|1|2|A|c", "1700"]),
+                PositionReply::Ok {
+                    state: "17|1|2|A|c",
+                    now_ms: 1_700,
+                },
+            ),
+            (
+                strings(&["stale", "1600", "1700"]),
+                PositionReply::Stale {
+                    stored_ms: 1_600,
+                    now_ms: 1_700,
+                },
+            ),
+            (
+                strings(&["future", "1700", ""]),
+                PositionReply::Future { now_ms: 1_700 },
+            ),
+            (strings(&["unknown", "", ""]), PositionReply::Unknown),
+            (
+                strings(&["left", "17|1|2|A|c", "4.5"]),
+                PositionReply::Left {
+                    packed: "17|1|2|A|c",
+                    score: Some("4.5"),
+                },
+            ),
+            (
+                strings(&["left", "17|1|2|A|c", ""]),
+                PositionReply::Left {
+                    packed: "17|1|2|A|c",
+                    score: None,
+                },
+            ),
+        ];
+        for (reply, want) in &cases {
+            assert_eq!(PositionReply::decode(reply).unwrap(), *want);
+        }
+        for (bad, why) in [
+            (strings(&["ok", "17|1|2|A|c"]), "two entries, not three"),
+            (
+                strings(&["ok", "17|1|2|A|c", "soon"]),
+                "a clock that is no number",
+            ),
+            (
+                strings(&["stale", "", "1700"]),
+                "a stale reply without the stored time",
+            ),
+            (strings(&["moved", "", ""]), "an unknown code"),
+        ] {
+            let err = PositionReply::decode(&bad).expect_err(why).to_string();
+            assert!(err.contains("set_position"), "{why}: {err}");
+        }
     }
 
     #[test]
