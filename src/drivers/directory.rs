@@ -8,6 +8,7 @@ use crate::store::scripts::{self, CITY_CAS, evalsha};
 use crate::store::{Keys, RedisConn, Store};
 
 use super::DriverError;
+use super::scripts::{CasEntry, CityCasArgs, CityCasReply};
 
 /// A directory entry for a driver in `city` since the position recorded at `ms`.
 pub(super) fn entry(city: &str, ms: i64) -> String {
@@ -52,27 +53,27 @@ pub(super) async fn directory_entries(
         .map_err(DriverError::redis("driver directory"))
 }
 
-/// Compare-and-set directory entries: `(driver, expected, new)` as `lua/driver_city_cas.lua`
-/// takes them (`expected` empty: no entry; a bare city: any entry naming it; `new` empty:
-/// remove the entry); one `true` per entry that was as expected and was set.
+/// Compare-and-set directory entries as `lua/driver_city_cas.lua` takes them (see
+/// [`CasEntry`]); one `true` per entry that was as expected and was set.
 pub(super) async fn city_cas(
     conn: &mut RedisConn,
     keys: &Keys,
-    entries: &[(&str, &str, &str)],
+    entries: &[CasEntry<'_>],
 ) -> Result<Vec<bool>, DriverError> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let args: Vec<&str> = entries.iter().flat_map(|(a, b, c)| [*a, *b, *c]).collect();
     let k: Vec<String> = entries
         .iter()
-        .map(|(id, _, _)| keys.driver_directory(id))
+        .map(|e| keys.driver_directory(e.driver_id))
         .collect();
-    let cmd = evalsha(&CITY_CAS, &k, &args);
-    let applied: Vec<i64> = scripts::run(conn, &CITY_CAS, &cmd)
+    let cmd = evalsha(&CITY_CAS, &k, &CityCasArgs { entries }.argv());
+    let reply: Vec<i64> = scripts::run(conn, &CITY_CAS, &cmd)
         .await
         .map_err(DriverError::redis("driver directory"))?;
-    Ok(applied.into_iter().map(|a| a == 1).collect())
+    let CityCasReply(applied) =
+        CityCasReply::decode(&reply, entries.len()).map_err(DriverError::Internal)?;
+    Ok(applied)
 }
 
 /// The city a driver is in (from the directory), or `None` for an unknown driver.

@@ -10,6 +10,8 @@ use crate::store::{Keys, RedisConn};
 use super::directory::{city_cas, directory_entries, entry, parse_entry};
 use super::model::{DriverState, ValidPosition};
 use super::moves::{arrive, confirm_created};
+pub(super) use super::scripts::PositionMode;
+use super::scripts::{CasEntry, PositionReply, SetPositionArgs};
 use super::{DriverError, driver_bucket};
 
 /// Result of storing one position.
@@ -41,31 +43,6 @@ pub(crate) enum PositionOutcome {
     },
 }
 
-/// How `set_position.lua` treats a driver (see the script's header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PositionMode {
-    /// Update a driver the city knows; answer `Unknown` otherwise.
-    Known,
-    /// Create the driver in the city when it is not there.
-    Create,
-    /// The position lies in another city: remove the driver from this one (unless busy).
-    Leave,
-}
-
-impl PositionMode {
-    fn as_str(self) -> &'static str {
-        match self {
-            PositionMode::Known => "",
-            PositionMode::Create => "create",
-            PositionMode::Leave => "leave",
-        }
-    }
-}
-
-fn fmt_opt(v: Option<f64>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_default()
-}
-
 /// Positions stored per `set_position` call in a batch: large enough to amortise the script
 /// call, small enough that one call blocks Redis for well under a millisecond.
 const POSITIONS_PER_CALL: usize = 20;
@@ -84,25 +61,12 @@ pub(super) fn position_cmd(
             .iter()
             .map(|(id, _)| keys.seen_bucket(city, driver_bucket(id.as_str()))),
     );
-    let mut args = Vec::with_capacity(2 + 9 * items.len());
-    args.push(settings.max_clock_skew_ms.to_string());
-    args.push(mode.as_str().to_owned());
-    for (id, pos) in items {
-        args.push(id.to_string());
-        args.push(pos.point.lon.to_string());
-        args.push(pos.point.lat.to_string());
-        args.push(pos.recorded_ms.to_string());
-        args.push(pos.status.map(|s| s.as_str()).unwrap_or("").to_owned());
-        args.push(
-            pos.vehicle_type
-                .map(|v| v.as_str())
-                .unwrap_or("")
-                .to_owned(),
-        );
-        args.push(fmt_opt(pos.accuracy_m));
-        args.push(fmt_opt(pos.heading_deg));
-        args.push(fmt_opt(pos.speed_mps));
+    let args = SetPositionArgs {
+        max_clock_skew_ms: settings.max_clock_skew_ms,
+        mode,
+        positions: items,
     }
+    .argv();
     evalsha(&SET_POSITION, &k, &args)
 }
 
@@ -121,28 +85,20 @@ pub(super) fn decode_positions(
     ids.iter()
         .zip(reply.chunks_exact(3))
         .map(|(id, r)| {
-            let num = |s: &str| -> anyhow::Result<i64> {
-                s.parse::<f64>()
-                    .map(|f| f as i64)
-                    .map_err(|_| anyhow::anyhow!("set_position reply {r:?}: {s:?} is not a number"))
-            };
-            match r[0].as_str() {
-                "ok" => DriverState::from_packed(id.as_str(), city, &r[1], num(&r[2])?, ttl_ms)
-                    .map(PositionOutcome::Accepted)
-                    .ok_or_else(|| anyhow::anyhow!("undecodable state {:?}", r[1])),
-                "stale" => Ok(PositionOutcome::Stale {
-                    stored_ms: num(&r[1])?,
-                }),
-                "future" => Ok(PositionOutcome::Future {
-                    now_ms: num(&r[1])?,
-                }),
-                "unknown" => Ok(PositionOutcome::Unknown),
-                "left" => Ok(PositionOutcome::Left {
-                    packed: r[1].clone(),
-                    score: Some(r[2].clone()).filter(|s| !s.is_empty()),
-                }),
-                other => anyhow::bail!("unexpected set_position outcome {other:?}"),
-            }
+            Ok(match PositionReply::decode(r)? {
+                PositionReply::Ok { state, now_ms } => {
+                    DriverState::from_packed(id.as_str(), city, state, now_ms, ttl_ms)
+                        .map(PositionOutcome::Accepted)
+                        .ok_or_else(|| anyhow::anyhow!("undecodable state {state:?}"))?
+                }
+                PositionReply::Stale { stored_ms, .. } => PositionOutcome::Stale { stored_ms },
+                PositionReply::Future { now_ms } => PositionOutcome::Future { now_ms },
+                PositionReply::Unknown => PositionOutcome::Unknown,
+                PositionReply::Left { packed, score } => PositionOutcome::Left {
+                    packed: packed.to_owned(),
+                    score: score.map(str::to_owned),
+                },
+            })
         })
         .collect()
 }
@@ -284,10 +240,14 @@ pub(super) async fn set_positions(
             .iter()
             .map(|&i| entry(items[i].1.as_str(), items[i].2.recorded_ms))
             .collect();
-        let entries: Vec<(&str, &str, &str)> = claims
+        let entries: Vec<CasEntry> = claims
             .iter()
             .zip(&values)
-            .map(|(&i, v)| (items[i].0.as_str(), "", v.as_str()))
+            .map(|(&i, v)| CasEntry {
+                driver_id: items[i].0.as_str(),
+                expected: "",
+                new: v.as_str(),
+            })
             .collect();
         for (&i, won) in claims.iter().zip(city_cas(conn, keys, &entries).await?) {
             if won {

@@ -30,7 +30,8 @@
 //! Files: `service.rs` and `batch.rs` hold the operations the HTTP layer and other
 //! capabilities call (one position, a batch, reads, shift status, deletion, a city's indexed
 //! drivers); `ingest.rs` stores positions, `moves.rs` brings a driver into a city that does not
-//! hold it yet, `directory.rs` reads and compare-and-sets the directory; `model.rs` holds the
+//! hold it yet, `directory.rs` reads and compare-and-sets the directory; `scripts.rs` holds the
+//! typed arguments and replies of the driver scripts; `model.rs` holds the
 //! request and response types and their validation, `error.rs` what can go wrong;
 //! `sweeper.rs` and `migrate.rs` are the liveness sweeper and the layout migration.
 
@@ -41,6 +42,7 @@ mod ingest;
 mod migrate;
 mod model;
 mod moves;
+mod scripts;
 mod service;
 mod sweeper;
 

@@ -14,8 +14,9 @@ use super::DriverError;
 use super::directory::{
     city_cas, directory_entries, directory_entry, entry, parse_entry, valid_city,
 };
-use super::ingest::{PositionMode, PositionOutcome, decode_positions, position_cmd, run_one};
+use super::ingest::{PositionOutcome, decode_positions, position_cmd, run_one};
 use super::model::ValidPosition;
+use super::scripts::{CasEntry, PositionMode};
 
 /// How often a step is retried after the directory changed under it (the driver moved city
 /// meanwhile).
@@ -81,7 +82,17 @@ async fn arrive_leased(
     let mine = entry(city.as_str(), pos.recorded_ms);
     for _ in 0..MOVE_RETRIES {
         let Some(known) = directory_entry(conn, keys, id.as_str()).await? else {
-            if city_cas(conn, keys, &[(id.as_str(), "", &mine)]).await?[0] {
+            if city_cas(
+                conn,
+                keys,
+                &[CasEntry {
+                    driver_id: id.as_str(),
+                    expected: "",
+                    new: &mine,
+                }],
+            )
+            .await?[0]
+            {
                 claimed = true;
                 break;
             }
@@ -100,7 +111,17 @@ async fn arrive_leased(
             break;
         }
         let prev = valid_city(known_city)?;
-        if !city_cas(conn, keys, &[(id.as_str(), &known, &mine)]).await?[0] {
+        if !city_cas(
+            conn,
+            keys,
+            &[CasEntry {
+                driver_id: id.as_str(),
+                expected: &known,
+                new: &mine,
+            }],
+        )
+        .await?[0]
+        {
             continue;
         }
         claimed = true;
@@ -121,7 +142,16 @@ async fn arrive_leased(
             }
             // Stale, too far ahead, or busy (kept in its order's city): it stays there.
             other => {
-                city_cas(conn, keys, &[(id.as_str(), &mine, &known)]).await?;
+                city_cas(
+                    conn,
+                    keys,
+                    &[CasEntry {
+                        driver_id: id.as_str(),
+                        expected: &mine,
+                        new: &known,
+                    }],
+                )
+                .await?;
                 return Ok(other);
             }
         }

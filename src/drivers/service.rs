@@ -13,6 +13,7 @@ use super::directory::{city_cas, load_city, valid_city};
 use super::ingest::{self, PositionOutcome};
 use super::model::{DriverState, LocationUpdate, ValidPosition};
 use super::moves::MOVE_RETRIES;
+use super::scripts::{CasEntry, DeleteArgs, DeleteReply, SetStatusArgs, SetStatusReply};
 
 /// Validate and store one driver's position in the city it lies in, following the driver if
 /// it comes from another city. Returns the driver's new state.
@@ -108,6 +109,20 @@ pub(crate) async fn run_on_driver_city(
     id: &DriverId,
     extra_args: &[&str],
 ) -> Result<Option<(String, Vec<String>)>, DriverError> {
+    let mut argv = vec![id.as_str()];
+    argv.extend_from_slice(extra_args);
+    run_in_driver_city(store, script, keys_for, id, &argv).await
+}
+
+/// [`run_on_driver_city`] with the script's whole ARGV given (`argv`, built by the script's
+/// typed arguments).
+async fn run_in_driver_city(
+    store: &Store,
+    script: &'static redis::Script,
+    keys_for: impl Fn(&Keys, &str) -> Vec<String>,
+    id: &DriverId,
+    argv: &[&str],
+) -> Result<Option<(String, Vec<String>)>, DriverError> {
     let mut conn = store.conn();
     let keys = store.keys();
     let mut city = load_city(store, id).await?;
@@ -116,9 +131,7 @@ pub(crate) async fn run_on_driver_city(
             return Ok(None);
         };
         let c = valid_city(&c)?;
-        let mut args = vec![id.as_str()];
-        args.extend_from_slice(extra_args);
-        let cmd = evalsha(script, &keys_for(keys, &c), &args);
+        let cmd = evalsha(script, &keys_for(keys, &c), argv);
         let reply: Vec<String> = scripts::run(&mut conn, script, &cmd)
             .await
             .map_err(DriverError::redis("driver script"))?;
@@ -143,59 +156,53 @@ pub(crate) async fn set_status(
     id: &DriverId,
     status: ShiftStatus,
 ) -> Result<DriverState, DriverError> {
-    let (city, reply) = run_on_driver_city(
-        store,
-        &SET_STATUS,
-        Keys::city_script,
-        id,
-        &[status.as_str()],
-    )
-    .await?
-    .ok_or_else(|| DriverError::DriverNotFound(id.clone()))?;
-    match reply.first().map(String::as_str) {
-        Some("ok") => {
-            let now = reply
-                .get(2)
-                .and_then(|s| s.parse::<f64>().ok())
-                .unwrap_or(0.0) as i64;
-            reply
-                .get(1)
-                .and_then(|p| {
-                    DriverState::from_packed(id.as_str(), &city, p, now, settings.driver_ttl_ms)
-                })
+    let args = SetStatusArgs {
+        driver_id: id.as_str(),
+        status,
+    };
+    let (city, reply) = run_in_driver_city(store, &SET_STATUS, Keys::city_script, id, &args.argv())
+        .await?
+        .ok_or_else(|| DriverError::DriverNotFound(id.clone()))?;
+    match SetStatusReply::decode(&reply)? {
+        SetStatusReply::Ok { state, now_ms } => {
+            DriverState::from_packed(id.as_str(), &city, &state, now_ms, settings.driver_ttl_ms)
                 .ok_or_else(|| {
                     DriverError::Internal(anyhow::anyhow!("bad set_status reply {reply:?}"))
                 })
         }
-        Some("busy") => Err(DriverError::StatusOwnedByDispatch(id.clone())),
-        _ => Err(DriverError::Internal(anyhow::anyhow!(
-            "unexpected set_status reply {reply:?}"
-        ))),
+        SetStatusReply::Busy { .. } => Err(DriverError::StatusOwnedByDispatch(id.clone())),
+        // Only after the driver kept leaving the cities the directory named.
+        SetStatusReply::Missing => Err(DriverError::DriverNotFound(id.clone())),
     }
 }
 
 /// Remove a driver from every index of its city and from the directory (not while it holds
 /// an order).
 pub(crate) async fn delete_driver(store: &Store, id: &DriverId) -> Result<(), DriverError> {
-    let (city, reply) = run_on_driver_city(
+    let args = DeleteArgs {
+        driver_id: id.as_str(),
+    };
+    let (city, reply) = run_in_driver_city(
         store,
         &DELETE_DRIVER,
         |k, c| k.driver_script(c, id.as_str()),
         id,
-        &[],
+        &args.argv(),
     )
     .await?
     .ok_or_else(|| DriverError::DriverNotFound(id.clone()))?;
-    if reply.first().map(String::as_str) == Some("busy") {
-        return Err(DriverError::HoldsOrder(id.clone()));
+    match DeleteReply::decode(&reply)? {
+        DeleteReply::Deleted => {}
+        DeleteReply::Busy => return Err(DriverError::HoldsOrder(id.clone())),
+        DeleteReply::Missing => return Err(DriverError::DriverNotFound(id.clone())),
     }
     // Only an entry still naming this city goes: a concurrent move may own it by now.
-    city_cas(
-        &mut store.conn(),
-        store.keys(),
-        &[(id.as_str(), city.as_str(), "")],
-    )
-    .await?;
+    let entry = CasEntry {
+        driver_id: id.as_str(),
+        expected: city.as_str(),
+        new: "",
+    };
+    city_cas(&mut store.conn(), store.keys(), &[entry]).await?;
     Ok(())
 }
 

@@ -12,6 +12,8 @@ use crate::config::Settings;
 use crate::store::Store;
 use crate::store::scripts::{self, evalsha};
 
+use super::scripts::{SweepArgs, SweepReply};
+
 /// Liveness buckets per `sweep_stale` call: at a few microseconds each, one call stays well
 /// under a millisecond of Redis time.
 const BUCKETS_PER_CALL: usize = 128;
@@ -33,10 +35,11 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
         .arg("BYSCORE")
         .query_async(&mut conn)
         .await?;
-    let args = [
-        settings.driver_ttl_ms.to_string(),
-        settings.sweep_batch.to_string(),
-    ];
+    let args = SweepArgs {
+        driver_ttl_ms: settings.driver_ttl_ms,
+        max_drivers: settings.sweep_batch,
+    }
+    .argv();
     let mut total = 0;
     let mut next = 0;
     while next < due.len() {
@@ -44,10 +47,17 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
         let mut k = keys.city_script(city);
         k.extend(chunk.iter().map(|&b| keys.seen_bucket(city, b)));
         let cmd = evalsha(&SWEEP_STALE, &k, &args);
-        let (swept, done): (u64, usize) = scripts::run(&mut conn, &SWEEP_STALE, &cmd).await?;
-        total += swept;
+        let reply: Vec<i64> = scripts::run(&mut conn, &SWEEP_STALE, &cmd).await?;
+        let reply = SweepReply::decode(&reply).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "sweep_stale",
+                e.to_string(),
+            ))
+        })?;
+        total += reply.dropped;
         // A call always makes progress: it finishes a bucket or drops `sweep_batch` drivers.
-        next += done;
+        next += reply.buckets_done;
     }
     Ok(total)
 }
