@@ -485,3 +485,100 @@ impl Instance {
         out
     }
 }
+
+/// Domain verbs: how the tests arrange and act, written once.
+impl Instance {
+    /// Report a batch of fresh positions (`(driver, lat, lon)`, all available, recorded now);
+    /// every one must be accepted.
+    pub async fn put_fleet(&self, fleet: &[(&str, f64, f64)]) {
+        let positions: Vec<Value> = fleet
+            .iter()
+            .map(|(id, lat, lon)| {
+                serde_json::json!({"driver_id": id, "lat": lat, "lon": lon,
+                                   "recorded_at": now_ms(), "status": "available"})
+            })
+            .collect();
+        let a = self
+            .post_json(
+                "/v1/locations/batch",
+                &serde_json::json!({"positions": positions}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert!(
+            a.json["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "accepted"),
+            "{}",
+            a.text
+        );
+    }
+
+    /// Put drivers `ids` about 100 m × (index + 1) east of `at`, fresh and available.
+    pub async fn put_drivers_east_of(&self, ids: &[&str], at: (f64, f64)) {
+        let fleet: Vec<(&str, f64, f64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, at.0, at.1 + 0.0014 * (i as f64 + 1.0)))
+            .collect();
+        self.put_fleet(&fleet).await;
+    }
+
+    /// POST an order.
+    pub async fn create_order(&self, body: Value) -> Answer {
+        self.post_json("/v1/orders", &body).await
+    }
+
+    /// Create order `id` picked up at `at`, dispatched now.
+    pub async fn create_order_at(&self, id: &str, at: (f64, f64)) -> Answer {
+        self.create_order(serde_json::json!({"order_id": id, "pickup": {"lat": at.0, "lon": at.1}}))
+            .await
+    }
+
+    /// Answer an offer as `driver` with its fencing token: `step` is accept, reject, pickup or
+    /// deliver.
+    pub async fn answer_offer(&self, order: &str, driver: &str, fence: u64, step: &str) -> Answer {
+        self.post_json(
+            &format!("/v1/orders/{order}/{step}"),
+            &serde_json::json!({"driver_id": driver, "fencing_token": fence}),
+        )
+        .await
+    }
+
+    /// Set a driver's score; it must be taken.
+    pub async fn set_score(&self, driver: &str, score: f64) {
+        let a = self
+            .put_json(
+                &format!("/v1/drivers/{driver}/score"),
+                &serde_json::json!({"score": score}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+
+    /// The driver's status as the API reads it (empty when it has none).
+    pub async fn driver_status(&self, id: &str) -> String {
+        let a = self.get(&format!("/v1/drivers/{id}")).await;
+        a.json["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// GET the ranked candidates for a pickup at `at`.
+    pub async fn candidates(&self, at: (f64, f64), limit: usize) -> Answer {
+        self.get(&format!(
+            "/v1/candidates?lat={}&lon={}&limit={limit}",
+            at.0, at.1
+        ))
+        .await
+    }
+
+    /// GET the drivers nearest `at` (`query` is appended as is, e.g. `&limit=5`).
+    pub async fn nearby(&self, at: (f64, f64), query: &str) -> Answer {
+        self.get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}{query}",
+            at.0, at.1
+        ))
+        .await
+    }
+}
