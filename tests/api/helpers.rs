@@ -516,6 +516,12 @@ impl Instance {
         );
     }
 
+    /// Report one fresh position of `id` at `at` (recorded now, nothing else set).
+    pub async fn put_driver_at(&self, id: &str, at: (f64, f64)) -> Answer {
+        self.put_location(id, at.0, at.1, now_ms(), Value::Null)
+            .await
+    }
+
     /// Put drivers `ids` about 100 m × (index + 1) east of `at`, fresh and available.
     pub async fn put_drivers_east_of(&self, ids: &[&str], at: (f64, f64)) {
         let fleet: Vec<(&str, f64, f64)> = ids
