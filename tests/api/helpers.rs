@@ -498,6 +498,24 @@ impl Instance {
                                    "recorded_at": now_ms(), "status": "available"})
             })
             .collect();
+        self.put_positions(&positions).await;
+    }
+
+    /// Report a batch of fresh positions of drivers with a vehicle type
+    /// (`(driver, lat, lon, vehicle)`, recorded now); every one must be accepted.
+    pub async fn put_vehicles(&self, fleet: &[(&str, f64, f64, &str)]) {
+        let t = now_ms();
+        let positions: Vec<Value> = fleet
+            .iter()
+            .map(|(id, lat, lon, vehicle)| {
+                serde_json::json!({"driver_id": id, "lat": lat, "lon": lon,
+                                   "recorded_at": t, "vehicle_type": vehicle})
+            })
+            .collect();
+        self.put_positions(&positions).await;
+    }
+
+    async fn put_positions(&self, positions: &[Value]) {
         let a = self
             .post_json(
                 "/v1/locations/batch",
