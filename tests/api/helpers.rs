@@ -561,6 +561,20 @@ impl Instance {
             .await
     }
 
+    /// Create order `id` picked up at `at`, queued for the dispatch workers.
+    pub async fn queue_order(&self, id: &str, at: (f64, f64)) -> Answer {
+        self.create_order(
+            serde_json::json!({"order_id": id, "pickup": {"lat": at.0, "lon": at.1}, "dispatch": "queued"}),
+        )
+        .await
+    }
+
+    /// Dispatch order `id` now (`POST /v1/orders/{id}/dispatch`).
+    pub async fn dispatch_order(&self, id: &str) -> Answer {
+        self.post_json(&format!("/v1/orders/{id}/dispatch"), &serde_json::json!({}))
+            .await
+    }
+
     /// Answer an offer as `driver` with its fencing token: `step` is accept, reject, pickup or
     /// deliver.
     pub async fn answer_offer(&self, order: &str, driver: &str, fence: u64, step: &str) -> Answer {
