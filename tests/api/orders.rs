@@ -132,13 +132,10 @@ async fn thirty_two_concurrent_dispatches_of_one_order_make_exactly_one_offer() 
     let ids: Vec<String> = (0..8).map(|i| format!("d{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     app.put_drivers_east_of(&refs, PARIS).await;
-    let created = app.create_order(json!({"order_id": "race", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}),
-    )
-    .await;
+    let created = app.queue_order("race", PARIS).await;
     assert_eq!(created.status, 201);
     // Queue workers run too (2 of them): they compete with the 32 requests.
-    let empty = json!({});
-    let calls = (0..32).map(|_| app.post_json("/v1/orders/race/dispatch", &empty));
+    let calls = (0..32).map(|_| app.dispatch_order("race"));
     let answers = futures_util::future::join_all(calls).await;
     let ok: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
     for a in answers.iter().filter(|a| a.status != 200) {
@@ -175,9 +172,7 @@ async fn a_dispatch_without_drivers_is_409_and_the_order_stays_pending() {
     let created = app.create_order_at("lonely", PARIS).await;
     assert_eq!(created.status, 201);
     assert_eq!(created.json["state"], "pending");
-    let a = app
-        .post_json("/v1/orders/lonely/dispatch", &json!({}))
-        .await;
+    let a = app.dispatch_order("lonely").await;
     a.assert_problem(409, "no-driver-available");
     assert_eq!(app.get("/v1/orders/lonely").await.json["state"], "pending");
     assert_eq!(app.driver_status("far-away").await, "available");
@@ -216,7 +211,7 @@ async fn a_rejected_order_goes_to_another_driver_and_never_back() {
     );
     // The worker that picks the re-queued order up finds nobody and counts an attempt.
     wait_order(&app, "rej", Duration::from_secs(5), |o| o["attempts"] == 1).await;
-    app.post_json("/v1/orders/rej/dispatch", &json!({}))
+    app.dispatch_order("rej")
         .await
         .assert_problem(409, "no-driver-available");
 }
@@ -260,7 +255,7 @@ async fn a_worker_paused_past_its_lock_ttl_has_its_late_claim_rejected() {
     })
     .await;
     app.put_drivers_east_of(&["a", "b"], PARIS).await;
-    let created = app.create_order(json!({"order_id": "slow", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    let created = app.queue_order("slow", PARIS).await;
     assert_eq!(created.status, 201);
     let d = &app.context.dispatcher;
     // The slow worker takes the lock and ranks, then stalls (no watchdog) past the TTL.
@@ -295,7 +290,7 @@ async fn a_worker_paused_past_its_lock_ttl_has_its_late_claim_rejected() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Meanwhile another dispatch takes over and offers the order.
-    let fresh = app.post_json("/v1/orders/slow/dispatch", &json!({})).await;
+    let fresh = app.dispatch_order("slow").await;
     assert_eq!(fresh.status, 200, "{}", fresh.text);
     let fresh: DispatchResult = fresh.body();
     assert!(fresh.fencing_token > stale.fencing);
@@ -353,7 +348,7 @@ async fn a_worker_killed_mid_dispatch_leaves_its_order_to_another_worker() {
     })
     .await;
     app.put_drivers_east_of(&["d1"], PARIS).await;
-    let created = app.create_order(json!({"order_id": "orphan", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    let created = app.queue_order("orphan", PARIS).await;
     assert_eq!(created.status, 201);
     // A worker reads the entry and takes the lock, then dies (no ack, no renewal, no release).
     let d = &app.context.dispatcher;
@@ -408,7 +403,7 @@ async fn races_and_wrong_answers_get_precise_problems_and_change_nothing() {
         o.json["fencing_token"].as_u64().unwrap(),
     );
     let other = if driver == "x" { "y" } else { "x" };
-    let cancelled = app.create_order(json!({"order_id": "gone", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    let cancelled = app.queue_order("gone", PARIS).await;
     assert_eq!(cancelled.status, 201);
     let c = app.post_json("/v1/orders/gone/cancel", &json!({})).await;
     assert_eq!(c.status, 200, "{}", c.text);
@@ -535,7 +530,7 @@ async fn races_and_wrong_answers_get_precise_problems_and_change_nothing() {
             .status,
         200
     );
-    app.post_json("/v1/orders/r1/dispatch", &json!({}))
+    app.dispatch_order("r1")
         .await
         .assert_problem(409, "order-not-pending");
     app.post_json("/v1/orders/r1/cancel", &json!({}))
@@ -551,10 +546,7 @@ async fn cancelling_during_a_dispatch_wins_over_the_claim() {
     })
     .await;
     app.put_drivers_east_of(&["z"], PARIS).await;
-    app.create_order(
-        json!({"order_id": "c1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}),
-    )
-    .await;
+    app.queue_order("c1", PARIS).await;
     let d = &app.context.dispatcher;
     let lease = d.lock_order("paris", "c1").await.unwrap().unwrap();
     let ranked = d
@@ -686,7 +678,7 @@ async fn a_queued_order_without_drivers_fails_after_the_configured_attempts() {
         s.dispatch_max_attempts = 3;
     })
     .await;
-    let o = app.create_order(json!({"order_id": "nobody", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    let o = app.queue_order("nobody", PARIS).await;
     assert_eq!(o.status, 201);
     let failed = wait_order(&app, "nobody", Duration::from_secs(10), |o| {
         o["state"] == "failed"
@@ -1054,7 +1046,7 @@ async fn a_rejection_sent_twice_is_answered_200_twice_and_excludes_the_driver_on
     assert_eq!(events_of(&app, "rej2", "rejected").await, 1);
 
     // Offered to the other driver, the order has moved on: the old rejection is stale.
-    let offer = app.post_json("/v1/orders/rej2/dispatch", &json!({})).await;
+    let offer = app.dispatch_order("rej2").await;
     assert_eq!(offer.status, 200, "{}", offer.text);
     assert_ne!(offer.json["driver_id"], driver.as_str());
     app.answer_offer("rej2", &driver, fence, "reject")
