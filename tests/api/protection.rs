@@ -29,10 +29,6 @@ fn as_key(app: &Instance, key: &str) -> Instance {
     other
 }
 
-fn location(lat: f64, lon: f64) -> Value {
-    json!({"lat": lat, "lon": lon, "recorded_at": now_ms()})
-}
-
 #[tokio::test]
 async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
     let app = spawn_app_with(|_| {}).await;
@@ -152,49 +148,27 @@ async fn roles_decide_what_a_key_may_call() {
 async fn a_driver_key_cannot_write_another_driver_and_nothing_is_written() {
     let app = spawn_app_with(|_| {}).await;
     let a = as_key(&app, &key(&app, "driver", Some("drv-a")).await);
+    assert_eq!(app.put_driver_at("drv-b", PARIS).await.status, 200);
     assert_eq!(
-        app.put_location("drv-b", PARIS.0, PARIS.1, now_ms(), json!({}))
+        a.put_driver_at("drv-a", (PARIS.0, PARIS.1 + 0.001))
             .await
             .status,
         200
     );
-    assert_eq!(
-        a.put_json(
-            "/v1/drivers/drv-a/location",
-            &location(PARIS.0, PARIS.1 + 0.001)
-        )
-        .await
-        .status,
-        200
-    );
     assert_eq!(a.get("/v1/drivers/drv-a").await.status, 200);
     // An offer for driver b.
-    let o = app
-        .post_json(
-            "/v1/orders",
-            &json!({"order_id": "ob", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-        )
-        .await;
+    let o = app.create_order_at("ob", PARIS).await;
     assert_eq!(o.json["driver_id"], "drv-b", "{}", o.text);
     let fence = o.json["fencing_token"].as_u64().unwrap();
 
     let before = app.snapshot().await;
     let attempts: Vec<Answer> = vec![
-        a.put_json("/v1/drivers/drv-b/location", &location(PARIS.0, PARIS.1))
-            .await,
+        a.put_driver_at("drv-b", PARIS).await,
         a.put_json("/v1/drivers/drv-b/status", &json!({"status": "offline"}))
             .await,
         a.get("/v1/drivers/drv-b").await,
-        a.post_json(
-            "/v1/orders/ob/accept",
-            &json!({"driver_id": "drv-b", "fencing_token": fence}),
-        )
-        .await,
-        a.post_json(
-            "/v1/orders/ob/reject",
-            &json!({"driver_id": "drv-b", "fencing_token": fence}),
-        )
-        .await,
+        a.answer_offer("ob", "drv-b", fence, "accept").await,
+        a.answer_offer("ob", "drv-b", fence, "reject").await,
     ];
     for answer in attempts {
         answer.assert_problem(403, "forbidden");
@@ -254,15 +228,13 @@ async fn sessions_slide_expire_end_at_their_maximum_age_and_log_out() {
     // Sliding: used every 150 ms for 1.2 s (three idle timeouts), it stays alive.
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1_200) {
-        let a = session
-            .put_json("/v1/drivers/drv-s/location", &location(PARIS.0, PARIS.1))
-            .await;
+        let a = session.put_driver_at("drv-s", PARIS).await;
         assert_eq!(a.status, 200, "{}", a.text);
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // It still acts only for its driver.
     session
-        .put_json("/v1/drivers/drv-x/location", &location(PARIS.0, PARIS.1))
+        .put_driver_at("drv-x", PARIS)
         .await
         .assert_problem(403, "forbidden");
     // Absolute maximum age: it ends 2 s after creation however it is used.
@@ -495,20 +467,32 @@ pub fn least_privilege_acl(prefix: &str, password: &str) -> Vec<String> {
     .collect()
 }
 
-#[tokio::test]
-async fn the_api_runs_under_the_least_privilege_acl() {
-    let redis = start_redis().await;
-    let prefix = "aclgd";
-    let mut admin = redis::Client::open(redis.url())
+/// Create the service's least-privilege ACL user on the Redis at `url` (as its default user);
+/// returns that admin connection.
+async fn add_acl_user(
+    url: &str,
+    prefix: &str,
+    password: &str,
+) -> redis::aio::MultiplexedConnection {
+    let mut admin = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut setuser = redis::cmd("ACL");
-    setuser
+    let _: () = redis::cmd("ACL")
         .arg("SETUSER")
-        .arg(least_privilege_acl(prefix, "s3cret-pass"));
-    let _: () = setuser.query_async(&mut admin).await.unwrap();
+        .arg(least_privilege_acl(prefix, password))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    admin
+}
+
+#[tokio::test]
+async fn the_api_runs_under_the_least_privilege_acl() {
+    let redis = start_redis().await;
+    let prefix = "aclgd";
+    add_acl_user(&redis.url(), prefix, "s3cret-pass").await;
     let url = format!("redis://geodispatch:s3cret-pass@127.0.0.1:{}", redis.port());
 
     // What the service may not do.
@@ -564,31 +548,21 @@ async fn exercise_the_api(app: &Instance) {
         app.wait_for_status("/readyz", 200, Duration::from_secs(10))
             .await
     );
-    let batch: Vec<Value> = (0..5)
-        .map(|i| json!({"driver_id": format!("d{i}"), "lat": PARIS.0, "lon": PARIS.1 + 0.001 * i as f64, "recorded_at": now_ms()}))
+    let ids: Vec<String> = (0..5).map(|i| format!("d{i}")).collect();
+    let fleet: Vec<(&str, f64, f64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), PARIS.0, PARIS.1 + 0.001 * i as f64))
         .collect();
-    let a = app
-        .post_json("/v1/locations/batch", &json!({"positions": batch}))
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    let near = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&limit=3",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    app.put_fleet(&fleet).await;
+    let near = app.nearby(PARIS, "&limit=3").await;
     assert_eq!(
         near.json["drivers"].as_array().unwrap().len(),
         3,
         "{}",
         near.text
     );
-    assert_eq!(
-        app.put_json("/v1/drivers/d0/score", &json!({"score": 4.0}))
-            .await
-            .status,
-        200
-    );
+    app.set_score("d0", 4.0).await;
     assert_eq!(
         app.get(&format!("/v1/candidates?lat={}&lon={}", PARIS.0, PARIS.1))
             .await
@@ -598,27 +572,15 @@ async fn exercise_the_api(app: &Instance) {
     let driver = as_key(app, &key(app, "driver", Some("d0")).await);
     let s = driver.post_json("/v1/sessions", &json!({})).await;
     assert_eq!(s.status, 201, "{}", s.text);
-    let q = app
-        .post_json("/v1/orders", &json!({"order_id": "q1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}))
-        .await;
+    let q = app.queue_order("q1", PARIS).await;
     assert_eq!(q.status, 201, "{}", q.text);
-    let o = app
-        .post_json(
-            "/v1/orders",
-            &json!({"order_id": "n1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-        )
-        .await;
+    let o = app.create_order_at("n1", PARIS).await;
     assert_eq!(o.json["state"], "offered", "{}", o.text);
     let (d, f) = (
         o.json["driver_id"].as_str().unwrap(),
         o.json["fencing_token"].as_u64().unwrap(),
     );
-    let accepted = app
-        .post_json(
-            "/v1/orders/n1/accept",
-            &json!({"driver_id": d, "fencing_token": f}),
-        )
-        .await;
+    let accepted = app.answer_offer("n1", d, f, "accept").await;
     assert_eq!(accepted.status, 200, "{}", accepted.text);
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.get("/v1/orders/q1").await.json["state"] != "offered" {
@@ -689,16 +651,7 @@ async fn the_api_runs_over_tls_as_an_acl_user() {
     )
     .await
     .expect("redis-server with TLS (Debian's is built with it)");
-    let mut admin = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut setuser = redis::cmd("ACL");
-    setuser
-        .arg("SETUSER")
-        .arg(least_privilege_acl("tlsgd", "tls-pass"));
-    let _: () = setuser.query_async(&mut admin).await.unwrap();
+    let mut admin = add_acl_user(&redis.url(), "tlsgd", "tls-pass").await;
     // `#insecure`: the certificate is self-signed here; with a CA the system trusts, drop it.
     let url = format!("rediss://geodispatch:tls-pass@127.0.0.1:{tls_port}/#insecure");
     // The TLS port does not speak plain RESP.
