@@ -272,13 +272,8 @@ async fn dispatch_over_the_redlock_backend_offers_once_and_refuses_without_a_quo
         s.dispatch_workers = 0;
     })
     .await;
-    let ids: Vec<String> = (0..5).map(|i| format!("d{i}")).collect();
-    let fleet: Vec<(&str, f64, f64)> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), PARIS.0, PARIS.1 + 0.001 * i as f64))
-        .collect();
-    app.put_fleet(&fleet).await;
+    app.put_drivers_east_of(&["d0", "d1", "d2", "d3", "d4"], PARIS)
+        .await;
     for id in ["rl-1", "rl-2"] {
         let a = app.queue_order(id, PARIS).await;
         assert_eq!(a.status, 201, "{}", a.text);

@@ -548,13 +548,8 @@ async fn exercise_the_api(app: &Instance) {
         app.wait_for_status("/readyz", 200, Duration::from_secs(10))
             .await
     );
-    let ids: Vec<String> = (0..5).map(|i| format!("d{i}")).collect();
-    let fleet: Vec<(&str, f64, f64)> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), PARIS.0, PARIS.1 + 0.001 * i as f64))
-        .collect();
-    app.put_fleet(&fleet).await;
+    app.put_drivers_east_of(&["d0", "d1", "d2", "d3", "d4"], PARIS)
+        .await;
     let near = app.nearby(PARIS, "&limit=3").await;
     assert_eq!(
         near.json["drivers"].as_array().unwrap().len(),
