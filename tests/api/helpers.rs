@@ -358,6 +358,16 @@ impl Instance {
     }
 }
 
+/// Read a child process's output to its end on a thread, so that a full pipe never blocks the
+/// child (its logging, say); join the handle for the text.
+pub fn drain(mut output: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        output.read_to_string(&mut text).ok();
+        text
+    })
+}
+
 /// Milliseconds since the epoch, by this machine's clock (the test Redis runs on the same clock).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

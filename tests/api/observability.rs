@@ -102,13 +102,7 @@ async fn json_logs_trace_a_dispatch_by_request_id_and_order_id() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Drain the log while it runs (a full pipe would block the service's logging).
-    let stderr = child.stderr.take().unwrap();
-    let log_reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        std::io::Read::read_to_string(&mut { stderr }, &mut log).ok();
-        log
-    });
+    let log_reader = crate::helpers::drain(child.stderr.take().unwrap());
     let base = format!("http://127.0.0.1:{port}");
     let client = client_with(Some(admin));
     let started = Instant::now();
