@@ -498,6 +498,29 @@ impl Instance {
 
 /// Domain verbs: how the tests arrange and act, written once.
 impl Instance {
+    /// Create an API key with the admin client (`driver` binds a driver key); returns the secret.
+    pub async fn create_key(&self, role: &str, driver: Option<&str>) -> String {
+        let mut body = serde_json::json!({"role": role, "name": "test"});
+        if let Some(d) = driver {
+            body["driver_id"] = serde_json::json!(d);
+        }
+        let a = self.post_json("/v1/admin/keys", &body).await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        a.json["key"].as_str().unwrap().to_owned()
+    }
+
+    /// This instance seen through another key (or token).
+    pub fn with_key(&self, key: &str) -> Instance {
+        let mut other = self.clone_instance();
+        other.client = client_with(Some(key));
+        other
+    }
+
+    /// This instance seen through a new driver key bound to `driver` (the driver's phone).
+    pub async fn as_driver(&self, driver: &str) -> Instance {
+        self.with_key(&self.create_key("driver", Some(driver)).await)
+    }
+
     /// Report a batch of fresh positions (`(driver, lat, lon)`, all available, recorded now);
     /// every one must be accepted.
     pub async fn put_fleet(&self, fleet: &[(&str, f64, f64)]) {

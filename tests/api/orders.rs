@@ -858,20 +858,6 @@ async fn events_of(app: &Instance, id: &str, kind: &str) -> usize {
         .count()
 }
 
-/// `app` seen through a new driver key bound to `driver`.
-async fn as_driver(app: &Instance, driver: &str) -> Instance {
-    let a = app
-        .post_json(
-            "/v1/admin/keys",
-            &json!({"role": "driver", "name": "phone", "driver_id": driver}),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{}", a.text);
-    let mut phone = app.clone_instance();
-    phone.client = crate::helpers::client_with(a.json["key"].as_str());
-    phone
-}
-
 #[tokio::test]
 async fn an_accept_sent_twice_with_the_same_token_is_answered_200_twice_and_applied_once() {
     let app = spawn_app_with(|s| {
@@ -947,7 +933,7 @@ async fn a_repeat_by_another_driver_with_another_token_or_of_another_step_is_sti
     .await;
     let (driver, fence) = offered(&app, "rep", &["x", "y"]).await;
     let other = if driver == "x" { "y" } else { "x" };
-    let other_phone = as_driver(&app, other).await;
+    let other_phone = app.as_driver(other).await;
     let accepted = app.answer_offer("rep", &driver, fence, "accept").await;
     assert_eq!(accepted.status, 200, "{}", accepted.text);
 

@@ -11,28 +11,10 @@ use crate::helpers::{
     Answer, Instance, PARIS, TestApp, client_with, now_ms, spawn_app_with, start_redis,
 };
 
-/// Create a key with the admin client; returns the secret.
-async fn key(app: &Instance, role: &str, driver: Option<&str>) -> String {
-    let mut body = json!({"role": role, "name": "test"});
-    if let Some(d) = driver {
-        body["driver_id"] = json!(d);
-    }
-    let a = app.post_json("/v1/admin/keys", &body).await;
-    assert_eq!(a.status, 201, "{}", a.text);
-    a.json["key"].as_str().unwrap().to_owned()
-}
-
-/// `app` seen through another key.
-fn as_key(app: &Instance, key: &str) -> Instance {
-    let mut other = app.clone_instance();
-    other.client = client_with(Some(key));
-    other
-}
-
 #[tokio::test]
 async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
     let app = spawn_app_with(|_| {}).await;
-    let anonymous = as_key(&app, "");
+    let anonymous = app.with_key("");
     let mut anonymous = anonymous;
     anonymous.client = client_with(None);
     for path in [
@@ -49,7 +31,7 @@ async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
                 .starts_with("Bearer")
         );
     }
-    as_key(&app, "gdk_00000000000000000000000000000000")
+    app.with_key("gdk_00000000000000000000000000000000")
         .get("/v1/cities")
         .await
         .assert_problem(401, "unauthorized");
@@ -69,7 +51,7 @@ async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
         .await
         .unwrap();
     assert_eq!(sneaky.status(), 401);
-    let dispatcher = key(&app, "dispatcher", None).await;
+    let dispatcher = app.create_key("dispatcher", None).await;
     let sneaky = raw(reqwest::Method::POST, "/v1/%61dmin/keys", Some(&dispatcher))
         .await
         .unwrap();
@@ -86,8 +68,8 @@ async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
 #[tokio::test]
 async fn roles_decide_what_a_key_may_call() {
     let app = spawn_app_with(|_| {}).await;
-    let dispatcher = as_key(&app, &key(&app, "dispatcher", None).await);
-    let driver = as_key(&app, &key(&app, "driver", Some("me")).await);
+    let dispatcher = app.with_key(&app.create_key("dispatcher", None).await);
+    let driver = app.as_driver("me").await;
     dispatcher
         .post_json("/v1/admin/keys", &json!({"role": "admin"}))
         .await
@@ -147,7 +129,7 @@ async fn roles_decide_what_a_key_may_call() {
 #[tokio::test]
 async fn a_driver_key_cannot_write_another_driver_and_nothing_is_written() {
     let app = spawn_app_with(|_| {}).await;
-    let a = as_key(&app, &key(&app, "driver", Some("drv-a")).await);
+    let a = app.as_driver("drv-a").await;
     assert_eq!(app.put_driver_at("drv-b", PARIS).await.status, 200);
     assert_eq!(
         a.put_driver_at("drv-a", (PARIS.0, PARIS.1 + 0.001))
@@ -186,7 +168,7 @@ async fn a_revoked_key_stops_working_at_once() {
     let created = app
         .post_json("/v1/admin/keys", &json!({"role": "dispatcher"}))
         .await;
-    let k = as_key(&app, created.json["key"].as_str().unwrap());
+    let k = app.with_key(created.json["key"].as_str().unwrap());
     assert_eq!(k.get("/v1/cities").await.status, 200);
     let id = created.json["key_id"].as_str().unwrap();
     assert_eq!(
@@ -213,13 +195,13 @@ async fn sessions_slide_expire_end_at_their_maximum_age_and_log_out() {
         s.session_max_age_ms = 2_000;
     })
     .await;
-    let driver_key = key(&app, "driver", Some("drv-s")).await;
-    let driver = as_key(&app, &driver_key);
+    let driver_key = app.create_key("driver", Some("drv-s")).await;
+    let driver = app.with_key(&driver_key);
     let s = driver.post_json("/v1/sessions", &json!({})).await;
     assert_eq!(s.status, 201, "{}", s.text);
     let token = s.json["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("gds_"));
-    let session = as_key(&app, &token);
+    let session = app.with_key(&token);
     // The record holds no secret: neither the token nor the key.
     for (_, v) in app.snapshot().await {
         let v = String::from_utf8_lossy(&v);
@@ -257,7 +239,7 @@ async fn sessions_slide_expire_end_at_their_maximum_age_and_log_out() {
 
     // Idle expiry: a new session left alone dies after 400 ms.
     let idle = driver.post_json("/v1/sessions", &json!({})).await;
-    let idle = as_key(&app, idle.json["token"].as_str().unwrap());
+    let idle = app.with_key(idle.json["token"].as_str().unwrap());
     assert_eq!(idle.get("/v1/drivers/drv-s").await.status, 200);
     tokio::time::sleep(Duration::from_millis(700)).await; // waiting *is* the test: idle time passes
     idle.get("/v1/drivers/drv-s")
@@ -266,7 +248,7 @@ async fn sessions_slide_expire_end_at_their_maximum_age_and_log_out() {
 
     // Logout.
     let third = driver.post_json("/v1/sessions", &json!({})).await;
-    let third = as_key(&app, third.json["token"].as_str().unwrap());
+    let third = app.with_key(third.json["token"].as_str().unwrap());
     assert_eq!(third.delete("/v1/sessions/current").await.status, 204);
     third
         .get("/v1/drivers/drv-s")
@@ -376,7 +358,7 @@ async fn rate_limited_answers_are_429_problems_with_the_standard_headers_and_wri
         s.rate_limit_default = "fixed:100:60000".to_owned();
     })
     .await;
-    let driver = as_key(&app, &key(&app, "driver", Some("drv-r")).await);
+    let driver = app.as_driver("drv-r").await;
     let mut t = now_ms();
     for i in 0..3 {
         t += 1;
@@ -564,7 +546,7 @@ async fn exercise_the_api(app: &Instance) {
             .status,
         200
     );
-    let driver = as_key(app, &key(app, "driver", Some("d0")).await);
+    let driver = app.as_driver("d0").await;
     let s = driver.post_json("/v1/sessions", &json!({})).await;
     assert_eq!(s.status, 201, "{}", s.text);
     let q = app.queue_order("q1", PARIS).await;
