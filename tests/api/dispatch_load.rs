@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use geodispatch::events::{OrderEvent, check_invariants, read_history};
 use serde_json::json;
 
-use crate::helpers::{Instance, PARIS, Rng, now_ms, spawn_app_with};
+use crate::helpers::{Instance, PARIS, Rng, spawn_app_with};
 
 const ORDERS: usize = 500;
 const DRIVERS: usize = 100;
@@ -62,19 +62,15 @@ async fn drivers(instances: Arc<Vec<Instance>>, stop: Arc<AtomicBool>) -> usize 
             answered += 1;
             tasks.push(tokio::spawn(async move {
                 let app = &instances[target];
-                let body = json!({"driver_id": driver, "fencing_token": fence});
                 if roll < 0.05 {
                     return; // ignores the offer: it expires
                 }
                 if roll < 0.15 {
-                    app.post_json(&format!("/v1/orders/{order}/reject"), &body)
-                        .await;
+                    app.answer_offer(&order, &driver, fence, "reject").await;
                     return;
                 }
                 for op in ["accept", "pickup", "deliver"] {
-                    let a = app
-                        .post_json(&format!("/v1/orders/{order}/{op}"), &body)
-                        .await;
+                    let a = app.answer_offer(&order, &driver, fence, op).await;
                     if a.status != 200 {
                         // Cancelled meanwhile, or the offer expired: both are legitimate.
                         assert_eq!(a.status, 409, "{op} {order}: {}", a.text);
@@ -96,16 +92,15 @@ async fn five_hundred_orders_on_three_instances_keep_every_invariant() {
     let peers = [app.peer(|_| {}), app.peer(|_| {})];
     // 100 drivers within 2 km of the centre.
     let mut rng = Rng::new(42);
-    let positions: Vec<_> = (0..DRIVERS)
-        .map(|i| {
+    let ids: Vec<String> = (0..DRIVERS).map(|i| format!("drv-{i}")).collect();
+    let fleet: Vec<(&str, f64, f64)> = ids
+        .iter()
+        .map(|id| {
             let (lat, lon) = rng.near(PARIS.0, PARIS.1, 2.0);
-            json!({"driver_id": format!("drv-{i}"), "lat": lat, "lon": lon, "recorded_at": now_ms()})
+            (id.as_str(), lat, lon)
         })
         .collect();
-    let a = app
-        .post_json("/v1/locations/batch", &json!({"positions": positions}))
-        .await;
-    assert_eq!(a.status, 200);
+    app.put_fleet(&fleet).await;
 
     let instances: Arc<Vec<Instance>> =
         Arc::new(std::iter::once(app.clone_instance()).chain(peers).collect());

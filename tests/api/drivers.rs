@@ -436,12 +436,7 @@ async fn status_moves_the_driver_between_indexes_and_busy_is_not_settable() {
             .is_empty()
     );
 
-    let default_search = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let default_search = app.nearby(PARIS, "").await;
     assert!(
         default_search.json["drivers"]
             .as_array()
@@ -449,12 +444,7 @@ async fn status_moves_the_driver_between_indexes_and_busy_is_not_settable() {
             .is_empty(),
         "offline drivers are not searched by default"
     );
-    let offline_search = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&status=offline",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let offline_search = app.nearby(PARIS, "&status=offline").await;
     assert_eq!(offline_search.json["drivers"][0]["driver_id"], "s1");
 
     // Going back on shift in the same call as a position.
@@ -506,12 +496,7 @@ async fn a_driver_moving_city_leaves_the_old_citys_indexes() {
         .await
         .unwrap();
     assert!(in_paris.is_none(), "left the old city's last-seen index");
-    let paris = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let paris = app.nearby(PARIS, "").await;
     assert!(paris.json["drivers"].as_array().unwrap().is_empty());
     // An older Paris position arriving late loses.
     app.put_location("m1", PARIS.0, PARIS.1, t + 500, json!({}))
@@ -590,11 +575,9 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
         s.sweep_interval_ms = 3_600_000; // no background sweep during this test
     })
     .await;
-    app.put_location("old", PARIS.0, PARIS.1, now_ms(), json!({}))
-        .await;
-    let search = format!("/v1/drivers/nearby?lat={}&lon={}", PARIS.0, PARIS.1);
+    app.put_driver_at("old", PARIS).await;
     assert_eq!(
-        app.get(&search).await.json["drivers"]
+        app.nearby(PARIS, "").await.json["drivers"]
             .as_array()
             .unwrap()
             .len(),
@@ -608,7 +591,7 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        app.get(&search).await.json["drivers"]
+        app.nearby(PARIS, "").await.json["drivers"]
             .as_array()
             .unwrap()
             .is_empty(),
@@ -647,7 +630,7 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
         .unwrap();
     assert_eq!(oldest, Some(t as f64), "back in the liveness index");
     assert_eq!(
-        app.get(&search).await.json["drivers"]
+        app.nearby(PARIS, "").await.json["drivers"]
             .as_array()
             .unwrap()
             .len(),
@@ -686,8 +669,7 @@ async fn the_background_sweeper_removes_stale_drivers_in_bounded_batches() {
 #[tokio::test]
 async fn delete_removes_a_driver_from_every_index() {
     let app = spawn_app().await;
-    app.put_location("gone", PARIS.0, PARIS.1, now_ms(), json!({}))
-        .await;
+    app.put_driver_at("gone", PARIS).await;
     let answer = app.delete("/v1/drivers/gone").await;
     assert_eq!(answer.status, 204);
     assert!(app.indexes_of("gone").await.is_empty());
@@ -875,12 +857,7 @@ async fn migrate_brings_the_old_driver_layout_to_the_current_one() {
     assert_eq!(read.json["status"], "available");
     assert_eq!(read.json["accuracy_m"], 5.0);
     assert_eq!(read.json["fresh"], true);
-    let near = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&vehicle_type=van",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let near = app.nearby(PARIS, "&vehicle_type=van").await;
     assert_eq!(
         near.json["drivers"][0]["driver_id"], "old1",
         "{}",

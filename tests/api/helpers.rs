@@ -358,6 +358,16 @@ impl Instance {
     }
 }
 
+/// Read a child process's output to its end on a thread, so that a full pipe never blocks the
+/// child (its logging, say); join the handle for the text.
+pub fn drain(mut output: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        output.read_to_string(&mut text).ok();
+        text
+    })
+}
+
 /// Milliseconds since the epoch, by this machine's clock (the test Redis runs on the same clock).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -483,5 +493,163 @@ impl Instance {
             out.push((key, dump));
         }
         out
+    }
+}
+
+/// Domain verbs: how the tests arrange and act, written once.
+impl Instance {
+    /// Create an API key with the admin client (`driver` binds a driver key); returns the secret.
+    pub async fn create_key(&self, role: &str, driver: Option<&str>) -> String {
+        let mut body = serde_json::json!({"role": role, "name": "test"});
+        if let Some(d) = driver {
+            body["driver_id"] = serde_json::json!(d);
+        }
+        let a = self.post_json("/v1/admin/keys", &body).await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        a.json["key"].as_str().unwrap().to_owned()
+    }
+
+    /// This instance seen through another key (or token).
+    pub fn with_key(&self, key: &str) -> Instance {
+        let mut other = self.clone_instance();
+        other.client = client_with(Some(key));
+        other
+    }
+
+    /// This instance seen through a new driver key bound to `driver` (the driver's phone).
+    pub async fn as_driver(&self, driver: &str) -> Instance {
+        self.with_key(&self.create_key("driver", Some(driver)).await)
+    }
+
+    /// Report a batch of fresh positions (`(driver, lat, lon)`, all available, recorded now);
+    /// every one must be accepted.
+    pub async fn put_fleet(&self, fleet: &[(&str, f64, f64)]) {
+        let positions: Vec<Value> = fleet
+            .iter()
+            .map(|(id, lat, lon)| {
+                serde_json::json!({"driver_id": id, "lat": lat, "lon": lon,
+                                   "recorded_at": now_ms(), "status": "available"})
+            })
+            .collect();
+        self.put_positions(&positions).await;
+    }
+
+    /// Report a batch of fresh positions of drivers with a vehicle type
+    /// (`(driver, lat, lon, vehicle)`, recorded now); every one must be accepted.
+    pub async fn put_vehicles(&self, fleet: &[(&str, f64, f64, &str)]) {
+        let t = now_ms();
+        let positions: Vec<Value> = fleet
+            .iter()
+            .map(|(id, lat, lon, vehicle)| {
+                serde_json::json!({"driver_id": id, "lat": lat, "lon": lon,
+                                   "recorded_at": t, "vehicle_type": vehicle})
+            })
+            .collect();
+        self.put_positions(&positions).await;
+    }
+
+    async fn put_positions(&self, positions: &[Value]) {
+        let a = self
+            .post_json(
+                "/v1/locations/batch",
+                &serde_json::json!({"positions": positions}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert!(
+            a.json["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "accepted"),
+            "{}",
+            a.text
+        );
+    }
+
+    /// Report one fresh position of `id` at `at` (recorded now, nothing else set).
+    pub async fn put_driver_at(&self, id: &str, at: (f64, f64)) -> Answer {
+        self.put_location(id, at.0, at.1, now_ms(), Value::Null)
+            .await
+    }
+
+    /// Put drivers `ids` about 100 m × (index + 1) east of `at`, fresh and available.
+    pub async fn put_drivers_east_of(&self, ids: &[&str], at: (f64, f64)) {
+        let fleet: Vec<(&str, f64, f64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, at.0, at.1 + 0.0014 * (i as f64 + 1.0)))
+            .collect();
+        self.put_fleet(&fleet).await;
+    }
+
+    /// POST an order.
+    pub async fn create_order(&self, body: Value) -> Answer {
+        self.post_json("/v1/orders", &body).await
+    }
+
+    /// Create order `id` picked up at `at`, dispatched now.
+    pub async fn create_order_at(&self, id: &str, at: (f64, f64)) -> Answer {
+        self.create_order(serde_json::json!({"order_id": id, "pickup": {"lat": at.0, "lon": at.1}}))
+            .await
+    }
+
+    /// Create order `id` picked up at `at`, queued for the dispatch workers.
+    pub async fn queue_order(&self, id: &str, at: (f64, f64)) -> Answer {
+        self.create_order(
+            serde_json::json!({"order_id": id, "pickup": {"lat": at.0, "lon": at.1}, "dispatch": "queued"}),
+        )
+        .await
+    }
+
+    /// Dispatch order `id` now (`POST /v1/orders/{id}/dispatch`).
+    pub async fn dispatch_order(&self, id: &str) -> Answer {
+        self.post_json(&format!("/v1/orders/{id}/dispatch"), &serde_json::json!({}))
+            .await
+    }
+
+    /// Answer an offer as `driver` with its fencing token: `step` is accept, reject, pickup or
+    /// deliver.
+    pub async fn answer_offer(&self, order: &str, driver: &str, fence: u64, step: &str) -> Answer {
+        self.post_json(
+            &format!("/v1/orders/{order}/{step}"),
+            &serde_json::json!({"driver_id": driver, "fencing_token": fence}),
+        )
+        .await
+    }
+
+    /// Set a driver's score; it must be taken.
+    pub async fn set_score(&self, driver: &str, score: f64) {
+        let a = self
+            .put_json(
+                &format!("/v1/drivers/{driver}/score"),
+                &serde_json::json!({"score": score}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+
+    /// The driver's status as the API reads it (empty when it has none).
+    pub async fn driver_status(&self, id: &str) -> String {
+        let a = self.get(&format!("/v1/drivers/{id}")).await;
+        a.json["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// GET the ranked candidates for a pickup at `at`.
+    pub async fn candidates(&self, at: (f64, f64), limit: usize) -> Answer {
+        self.get(&format!(
+            "/v1/candidates?lat={}&lon={}&limit={limit}",
+            at.0, at.1
+        ))
+        .await
+    }
+
+    /// GET the drivers nearest `at` (`query` is appended as is, e.g. `&limit=5`).
+    pub async fn nearby(&self, at: (f64, f64), query: &str) -> Answer {
+        self.get(&format!(
+            "/v1/drivers/nearby?lat={}&lon={}{query}",
+            at.0, at.1
+        ))
+        .await
     }
 }

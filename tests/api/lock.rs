@@ -8,9 +8,7 @@ use geodispatch::lock::Locks;
 use geodispatch::lock::redlock::Redlock;
 use geodispatch::store::local::LocalRedis;
 
-use serde_json::json;
-
-use crate::helpers::{PARIS, TestApp, now_ms, spawn_app, spawn_app_with, start_redis};
+use crate::helpers::{PARIS, TestApp, spawn_app, spawn_app_with, start_redis};
 
 fn keys(app: &TestApp, name: &str) -> (String, String) {
     let k = app.context.store.keys();
@@ -274,27 +272,13 @@ async fn dispatch_over_the_redlock_backend_offers_once_and_refuses_without_a_quo
         s.dispatch_workers = 0;
     })
     .await;
-    let positions: Vec<_> = (0..5)
-        .map(|i| {
-            json!({"driver_id": format!("d{i}"), "lat": PARIS.0, "lon": PARIS.1 + 0.001 * i as f64,
-                        "recorded_at": now_ms(), "status": "available"})
-        })
-        .collect();
-    let a = app
-        .post_json("/v1/locations/batch", &json!({"positions": positions}))
+    app.put_drivers_east_of(&["d0", "d1", "d2", "d3", "d4"], PARIS)
         .await;
-    assert_eq!(a.status, 200, "{}", a.text);
     for id in ["rl-1", "rl-2"] {
-        let a = app
-            .post_json(
-                "/v1/orders",
-                &json!({"order_id": id, "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}),
-            )
-            .await;
+        let a = app.queue_order(id, PARIS).await;
         assert_eq!(a.status, 201, "{}", a.text);
     }
-    let empty = json!({});
-    let calls = (0..16).map(|_| app.post_json("/v1/orders/rl-1/dispatch", &empty));
+    let calls = (0..16).map(|_| app.dispatch_order("rl-1"));
     let answers = futures_util::future::join_all(calls).await;
     let offered = answers.iter().filter(|a| a.status == 200).count();
     assert_eq!(
@@ -318,7 +302,7 @@ async fn dispatch_over_the_redlock_backend_offers_once_and_refuses_without_a_quo
         .acquire(&lock_key, Duration::from_secs(30))
         .await
         .expect("the other holder takes the Redlock");
-    app.post_json("/v1/orders/rl-2/dispatch", &json!({}))
+    app.dispatch_order("rl-2")
         .await
         .assert_problem(409, "dispatch-in-progress");
     assert_eq!(other.release(&held).await, 5);
@@ -327,7 +311,7 @@ async fn dispatch_over_the_redlock_backend_offers_once_and_refuses_without_a_quo
         node.kill().await.unwrap();
     }
     let before = app.snapshot().await;
-    let a = app.post_json("/v1/orders/rl-2/dispatch", &json!({})).await;
+    let a = app.dispatch_order("rl-2").await;
     a.assert_problem(503, "unavailable");
     assert_eq!(
         app.snapshot().await,

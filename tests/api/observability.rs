@@ -48,24 +48,11 @@ async fn metrics_move_after_a_dispatch_and_carry_no_ids() {
         "geodispatch_http_requests_total{method=\"POST\",route=\"/v1/orders\",status=\"201\"}";
     let before = scrape(&app).await;
 
-    assert_eq!(
-        app.put_location("metric-driver", PARIS.0, PARIS.1, now_ms(), json!({}))
-            .await
-            .status,
-        200
-    );
-    let o = app
-        .post_json(
-            "/v1/orders",
-            &json!({"order_id": "metric-order", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-        )
-        .await;
+    assert_eq!(app.put_driver_at("metric-driver", PARIS).await.status, 200);
+    let o = app.create_order_at("metric-order", PARIS).await;
     assert_eq!(o.json["state"], "offered", "{}", o.text);
     let wrong = app
-        .post_json(
-            "/v1/orders/metric-order/accept",
-            &json!({"driver_id": "metric-driver", "fencing_token": 999}),
-        )
+        .answer_offer("metric-order", "metric-driver", 999, "accept")
         .await;
     assert_eq!(wrong.status, 409);
     let limited_answer = app
@@ -115,13 +102,7 @@ async fn json_logs_trace_a_dispatch_by_request_id_and_order_id() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Drain the log while it runs (a full pipe would block the service's logging).
-    let stderr = child.stderr.take().unwrap();
-    let log_reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        std::io::Read::read_to_string(&mut { stderr }, &mut log).ok();
-        log
-    });
+    let log_reader = crate::helpers::drain(child.stderr.take().unwrap());
     let base = format!("http://127.0.0.1:{port}");
     let client = client_with(Some(admin));
     let started = Instant::now();

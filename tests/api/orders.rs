@@ -8,55 +8,13 @@ use geodispatch::dispatch::{Claim, DispatchResult};
 use geodispatch::events::{check_invariants, read_history};
 use serde_json::{Value, json};
 
-use crate::helpers::{Answer, Instance, PARIS, now_ms, spawn_app_with};
+use crate::helpers::{Answer, Instance, PARIS, spawn_app_with};
 
 /// Test settings: fast timers, offers that do not expire unless a test wants them to.
 fn fast(s: &mut geodispatch::config::Settings) {
     s.timer_interval_ms = 20;
     s.dispatch_retry_ms = 200;
     s.offer_ttl_ms = 60_000;
-}
-
-/// Put drivers `ids` at `(lat, lon)` offsets of about 100 m × index east of `at`.
-async fn drivers_at(app: &Instance, ids: &[&str], at: (f64, f64)) {
-    let positions: Vec<Value> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            json!({"driver_id": id, "lat": at.0, "lon": at.1 + 0.0014 * (i as f64 + 1.0),
-                   "recorded_at": now_ms(), "status": "available"})
-        })
-        .collect();
-    let a = app
-        .post_json("/v1/locations/batch", &json!({"positions": positions}))
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert!(
-        a.json["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "accepted"),
-        "{}",
-        a.text
-    );
-}
-
-async fn create(app: &Instance, body: Value) -> Answer {
-    app.post_json("/v1/orders", &body).await
-}
-
-async fn answer_offer(app: &Instance, order: &str, op: &str, driver: &str, fence: u64) -> Answer {
-    app.post_json(
-        &format!("/v1/orders/{order}/{op}"),
-        &json!({"driver_id": driver, "fencing_token": fence}),
-    )
-    .await
-}
-
-async fn driver_status(app: &Instance, id: &str) -> String {
-    let a = app.get(&format!("/v1/drivers/{id}")).await;
-    a.json["status"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Poll an order until `pred` holds on it or `within` passes.
@@ -84,12 +42,10 @@ async fn wait_order(
 #[tokio::test]
 async fn an_order_dispatched_now_goes_to_the_best_driver_and_runs_to_delivery() {
     let app = spawn_app_with(fast).await;
-    drivers_at(&app, &["near", "far"], PARIS).await;
+    app.put_drivers_east_of(&["near", "far"], PARIS).await;
     let score_before: f64 = 0.0;
 
-    let created = create(
-        &app,
-        json!({"order_id": "o-1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dropoff": {"lat": 48.86, "lon": 2.34}}),
+    let created = app.create_order(json!({"order_id": "o-1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dropoff": {"lat": 48.86, "lon": 2.34}}),
     )
     .await;
     assert_eq!(created.status, 201, "{}", created.text);
@@ -102,7 +58,7 @@ async fn an_order_dispatched_now_goes_to_the_best_driver_and_runs_to_delivery() 
     let fence = created.json["fencing_token"].as_u64().unwrap();
     assert!(fence > 0);
     assert!(created.json["distance_m"].as_f64().unwrap() > 50.0);
-    assert_eq!(driver_status(&app, "near").await, "busy");
+    assert_eq!(app.driver_status("near").await, "busy");
     assert!(app.geo_members("paris", "available", "car").await == ["far"]);
 
     for (op, state) in [
@@ -110,11 +66,11 @@ async fn an_order_dispatched_now_goes_to_the_best_driver_and_runs_to_delivery() 
         ("pickup", "picked_up"),
         ("deliver", "delivered"),
     ] {
-        let a = answer_offer(&app, "o-1", op, "near", fence).await;
+        let a = app.answer_offer("o-1", "near", fence, op).await;
         assert_eq!(a.status, 200, "{op}: {}", a.text);
         assert_eq!(a.json["state"], state);
     }
-    assert_eq!(driver_status(&app, "near").await, "available");
+    assert_eq!(app.driver_status("near").await, "available");
     assert_eq!(
         app.geo_members("paris", "available", "car").await,
         ["far", "near"]
@@ -136,7 +92,7 @@ async fn an_order_dispatched_now_goes_to_the_best_driver_and_runs_to_delivery() 
 #[tokio::test]
 async fn the_same_idempotency_key_replays_the_answer_and_another_body_is_refused() {
     let app = spawn_app_with(fast).await;
-    drivers_at(&app, &["d1"], PARIS).await;
+    app.put_drivers_east_of(&["d1"], PARIS).await;
     let body = json!({"pickup": {"lat": PARIS.0, "lon": PARIS.1}, "vehicle_type": "car"});
     let send = |body: Value| {
         let app = &app;
@@ -175,16 +131,11 @@ async fn thirty_two_concurrent_dispatches_of_one_order_make_exactly_one_offer() 
     let app = spawn_app_with(fast).await;
     let ids: Vec<String> = (0..8).map(|i| format!("d{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    drivers_at(&app, &refs, PARIS).await;
-    let created = create(
-        &app,
-        json!({"order_id": "race", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}),
-    )
-    .await;
+    app.put_drivers_east_of(&refs, PARIS).await;
+    let created = app.queue_order("race", PARIS).await;
     assert_eq!(created.status, 201);
     // Queue workers run too (2 of them): they compete with the 32 requests.
-    let empty = json!({});
-    let calls = (0..32).map(|_| app.post_json("/v1/orders/race/dispatch", &empty));
+    let calls = (0..32).map(|_| app.dispatch_order("race"));
     let answers = futures_util::future::join_all(calls).await;
     let ok: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
     for a in answers.iter().filter(|a| a.status != 200) {
@@ -217,20 +168,14 @@ async fn a_dispatch_without_drivers_is_409_and_the_order_stays_pending() {
         s.dispatch_retry_ms = 60_000;
     })
     .await;
-    drivers_at(&app, &["far-away"], (48.95, 2.35)).await; // about 10 km north: beyond 5 km
-    let created = create(
-        &app,
-        json!({"order_id": "lonely", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    app.put_drivers_east_of(&["far-away"], (48.95, 2.35)).await; // about 10 km north: beyond 5 km
+    let created = app.create_order_at("lonely", PARIS).await;
     assert_eq!(created.status, 201);
     assert_eq!(created.json["state"], "pending");
-    let a = app
-        .post_json("/v1/orders/lonely/dispatch", &json!({}))
-        .await;
+    let a = app.dispatch_order("lonely").await;
     a.assert_problem(409, "no-driver-available");
     assert_eq!(app.get("/v1/orders/lonely").await.json["state"], "pending");
-    assert_eq!(driver_status(&app, "far-away").await, "available");
+    assert_eq!(app.driver_status("far-away").await, "available");
 }
 
 #[tokio::test]
@@ -240,17 +185,13 @@ async fn a_rejected_order_goes_to_another_driver_and_never_back() {
         s.dispatch_retry_ms = 60_000;
     })
     .await;
-    drivers_at(&app, &["first", "second"], PARIS).await;
-    let o = create(
-        &app,
-        json!({"order_id": "rej", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    app.put_drivers_east_of(&["first", "second"], PARIS).await;
+    let o = app.create_order_at("rej", PARIS).await;
     assert_eq!(o.json["driver_id"], "first");
     let fence = o.json["fencing_token"].as_u64().unwrap();
-    let r = answer_offer(&app, "rej", "reject", "first", fence).await;
+    let r = app.answer_offer("rej", "first", fence, "reject").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(driver_status(&app, "first").await, "available");
+    assert_eq!(app.driver_status("first").await, "available");
     // Re-queued at once; a queue worker offers it to the only other driver.
     let again = wait_order(&app, "rej", Duration::from_secs(5), |o| {
         o["state"] == "offered"
@@ -259,20 +200,18 @@ async fn a_rejected_order_goes_to_another_driver_and_never_back() {
     assert_eq!(again["driver_id"], "second");
     assert!(again["fencing_token"].as_u64().unwrap() > fence);
     // The first driver's old token is now stale.
-    answer_offer(&app, "rej", "accept", "first", fence)
+    app.answer_offer("rej", "first", fence, "accept")
         .await
         .assert_problem(409, "stale-fencing-token");
     // The second rejects too: nobody is left who has not declined.
     let f2 = again["fencing_token"].as_u64().unwrap();
     assert_eq!(
-        answer_offer(&app, "rej", "reject", "second", f2)
-            .await
-            .status,
+        app.answer_offer("rej", "second", f2, "reject").await.status,
         200
     );
     // The worker that picks the re-queued order up finds nobody and counts an attempt.
     wait_order(&app, "rej", Duration::from_secs(5), |o| o["attempts"] == 1).await;
-    app.post_json("/v1/orders/rej/dispatch", &json!({}))
+    app.dispatch_order("rej")
         .await
         .assert_problem(409, "no-driver-available");
 }
@@ -284,12 +223,8 @@ async fn an_unanswered_offer_expires_frees_the_driver_and_is_offered_again() {
         s.offer_ttl_ms = 300;
     })
     .await;
-    drivers_at(&app, &["sleepy", "awake"], PARIS).await;
-    let o = create(
-        &app,
-        json!({"order_id": "exp", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    app.put_drivers_east_of(&["sleepy", "awake"], PARIS).await;
+    let o = app.create_order_at("exp", PARIS).await;
     assert_eq!(o.json["driver_id"], "sleepy");
     let fence = o.json["fencing_token"].as_u64().unwrap();
     let again = wait_order(&app, "exp", Duration::from_secs(5), |o| {
@@ -297,8 +232,8 @@ async fn an_unanswered_offer_expires_frees_the_driver_and_is_offered_again() {
     })
     .await;
     assert_eq!(again["state"], "offered");
-    assert_eq!(driver_status(&app, "sleepy").await, "available");
-    answer_offer(&app, "exp", "accept", "sleepy", fence)
+    assert_eq!(app.driver_status("sleepy").await, "available");
+    app.answer_offer("exp", "sleepy", fence, "accept")
         .await
         .assert_problem(409, "stale-fencing-token");
     let kinds: Vec<String> = read_history(&app.context.store, "paris")
@@ -319,8 +254,8 @@ async fn a_worker_paused_past_its_lock_ttl_has_its_late_claim_rejected() {
         s.dispatch_retry_ms = 60_000;
     })
     .await;
-    drivers_at(&app, &["a", "b"], PARIS).await;
-    let created = create(&app, json!({"order_id": "slow", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    app.put_drivers_east_of(&["a", "b"], PARIS).await;
+    let created = app.queue_order("slow", PARIS).await;
     assert_eq!(created.status, 201);
     let d = &app.context.dispatcher;
     // The slow worker takes the lock and ranks, then stalls (no watchdog) past the TTL.
@@ -355,7 +290,7 @@ async fn a_worker_paused_past_its_lock_ttl_has_its_late_claim_rejected() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Meanwhile another dispatch takes over and offers the order.
-    let fresh = app.post_json("/v1/orders/slow/dispatch", &json!({})).await;
+    let fresh = app.dispatch_order("slow").await;
     assert_eq!(fresh.status, 200, "{}", fresh.text);
     let fresh: DispatchResult = fresh.body();
     assert!(fresh.fencing_token > stale.fencing);
@@ -373,14 +308,9 @@ async fn a_worker_paused_past_its_lock_ttl_has_its_late_claim_rejected() {
     );
     // The order goes back to pending (the driver declines). Even a worker that holds the lock
     // again cannot claim with a fencing number older than the order's last offer.
-    let declined = answer_offer(
-        &app,
-        "slow",
-        "reject",
-        &fresh.driver_id,
-        fresh.fencing_token,
-    )
-    .await;
+    let declined = app
+        .answer_offer("slow", &fresh.driver_id, fresh.fencing_token, "reject")
+        .await;
     assert_eq!(declined.status, 200, "{}", declined.text);
     let mut older = d
         .lock_order("paris", "slow")
@@ -417,8 +347,8 @@ async fn a_worker_killed_mid_dispatch_leaves_its_order_to_another_worker() {
         s.queue_claim_idle_ms = 400;
     })
     .await;
-    drivers_at(&app, &["d1"], PARIS).await;
-    let created = create(&app, json!({"order_id": "orphan", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    app.put_drivers_east_of(&["d1"], PARIS).await;
+    let created = app.queue_order("orphan", PARIS).await;
     assert_eq!(created.status, 201);
     // A worker reads the entry and takes the lock, then dies (no ack, no renewal, no release).
     let d = &app.context.dispatcher;
@@ -466,18 +396,14 @@ async fn races_and_wrong_answers_get_precise_problems_and_change_nothing() {
         s.dispatch_retry_ms = 60_000;
     })
     .await;
-    drivers_at(&app, &["x", "y"], PARIS).await;
-    let o = create(
-        &app,
-        json!({"order_id": "r1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    app.put_drivers_east_of(&["x", "y"], PARIS).await;
+    let o = app.create_order_at("r1", PARIS).await;
     let (driver, fence) = (
         o.json["driver_id"].as_str().unwrap().to_owned(),
         o.json["fencing_token"].as_u64().unwrap(),
     );
     let other = if driver == "x" { "y" } else { "x" };
-    let cancelled = create(&app, json!({"order_id": "gone", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    let cancelled = app.queue_order("gone", PARIS).await;
     assert_eq!(cancelled.status, 201);
     let c = app.post_json("/v1/orders/gone/cancel", &json!({})).await;
     assert_eq!(c.status, 200, "{}", c.text);
@@ -582,29 +508,29 @@ async fn races_and_wrong_answers_get_precise_problems_and_change_nothing() {
 
     // Accepting twice: the second is a repeat, answered 200, and changes nothing.
     assert_eq!(
-        answer_offer(&app, "r1", "accept", &driver, fence)
+        app.answer_offer("r1", &driver, fence, "accept")
             .await
             .status,
         200
     );
     let before = app.snapshot().await;
-    let again = answer_offer(&app, "r1", "accept", &driver, fence).await;
+    let again = app.answer_offer("r1", &driver, fence, "accept").await;
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(app.snapshot().await, before);
     // Delivered orders cannot be dispatched or cancelled.
     assert_eq!(
-        answer_offer(&app, "r1", "pickup", &driver, fence)
+        app.answer_offer("r1", &driver, fence, "pickup")
             .await
             .status,
         200
     );
     assert_eq!(
-        answer_offer(&app, "r1", "deliver", &driver, fence)
+        app.answer_offer("r1", &driver, fence, "deliver")
             .await
             .status,
         200
     );
-    app.post_json("/v1/orders/r1/dispatch", &json!({}))
+    app.dispatch_order("r1")
         .await
         .assert_problem(409, "order-not-pending");
     app.post_json("/v1/orders/r1/cancel", &json!({}))
@@ -619,12 +545,8 @@ async fn cancelling_during_a_dispatch_wins_over_the_claim() {
         s.dispatch_workers = 0;
     })
     .await;
-    drivers_at(&app, &["z"], PARIS).await;
-    create(
-        &app,
-        json!({"order_id": "c1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}),
-    )
-    .await;
+    app.put_drivers_east_of(&["z"], PARIS).await;
+    app.queue_order("c1", PARIS).await;
     let d = &app.context.dispatcher;
     let lease = d.lock_order("paris", "c1").await.unwrap().unwrap();
     let ranked = d
@@ -651,7 +573,7 @@ async fn cancelling_during_a_dispatch_wins_over_the_claim() {
         .await
         .unwrap();
     assert_eq!(claim, Claim::NotPending("cancelled".to_owned()));
-    assert_eq!(driver_status(&app, "z").await, "available");
+    assert_eq!(app.driver_status("z").await, "available");
 }
 
 #[tokio::test]
@@ -721,7 +643,7 @@ async fn bad_order_input_is_rejected_and_writes_nothing() {
         ),
     ];
     for (body, status, field, why) in cases {
-        let a = create(&app, body).await;
+        let a = app.create_order(body).await;
         assert_eq!(a.status, status, "{why}: {}", a.text);
         assert!(
             a.problem_fields().iter().any(|f| f == field),
@@ -740,22 +662,11 @@ async fn bad_order_input_is_rejected_and_writes_nothing() {
     a.assert_problem(400, "malformed-json");
     assert_eq!(app.snapshot().await, before);
     // A taken id is 409 and changes nothing.
-    assert_eq!(
-        create(
-            &app,
-            json!({"order_id": "dup", "pickup": {"lat": PARIS.0, "lon": PARIS.1}})
-        )
-        .await
-        .status,
-        201
-    );
+    assert_eq!(app.create_order_at("dup", PARIS).await.status, 201);
     let before = app.snapshot().await;
-    create(
-        &app,
-        json!({"order_id": "dup", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await
-    .assert_problem(409, "order-exists");
+    app.create_order_at("dup", PARIS)
+        .await
+        .assert_problem(409, "order-exists");
     assert_eq!(app.snapshot().await, before);
 }
 
@@ -767,7 +678,7 @@ async fn a_queued_order_without_drivers_fails_after_the_configured_attempts() {
         s.dispatch_max_attempts = 3;
     })
     .await;
-    let o = create(&app, json!({"order_id": "nobody", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"})).await;
+    let o = app.queue_order("nobody", PARIS).await;
     assert_eq!(o.status, 201);
     let failed = wait_order(&app, "nobody", Duration::from_secs(10), |o| {
         o["state"] == "failed"
@@ -788,17 +699,13 @@ async fn a_queued_order_without_drivers_fails_after_the_configured_attempts() {
 #[tokio::test]
 async fn events_stream_as_sse_resume_after_last_event_id_and_reach_the_driver_channel() {
     let app = spawn_app_with(fast).await;
-    drivers_at(&app, &["ev"], PARIS).await;
+    app.put_drivers_east_of(&["ev"], PARIS).await;
     let client = redis::Client::open(app.redis_url.as_str()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     let channel = format!("{}ev", app.context.store.keys().driver_channel_prefix());
     pubsub.subscribe(&channel).await.unwrap();
 
-    let o = create(
-        &app,
-        json!({"order_id": "e1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    let o = app.create_order_at("e1", PARIS).await;
     assert_eq!(o.json["state"], "offered");
     let msg = tokio::time::timeout(
         Duration::from_secs(5),
@@ -836,10 +743,7 @@ async fn events_stream_as_sse_resume_after_last_event_id_and_reach_the_driver_ch
     assert!(!text.contains("event: created"));
     // A live event arrives on the open stream.
     let f = o.json["fencing_token"].as_u64().unwrap();
-    assert_eq!(
-        answer_offer(&app, "e1", "accept", "ev", f).await.status,
-        200
-    );
+    assert_eq!(app.answer_offer("e1", "ev", f, "accept").await.status, 200);
     let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
         .await
         .unwrap()
@@ -862,25 +766,13 @@ async fn events_stream_as_sse_resume_after_last_event_id_and_reach_the_driver_ch
 #[tokio::test]
 async fn dispatch_ranks_like_the_candidates_endpoint_and_a_better_score_beats_a_shorter_trip() {
     let app = spawn_app_with(fast).await;
-    drivers_at(&app, &["close", "star"], PARIS).await;
+    app.put_drivers_east_of(&["close", "star"], PARIS).await;
     for (id, score) in [("close", 1.0), ("star", 5.0)] {
-        let a = app
-            .put_json(&format!("/v1/drivers/{id}/score"), &json!({"score": score}))
-            .await;
-        assert_eq!(a.status, 200, "{}", a.text);
+        app.set_score(id, score).await;
     }
-    let ranked = app
-        .get(&format!(
-            "/v1/candidates?lat={}&lon={}&limit=2",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let ranked = app.candidates(PARIS, 2).await;
     assert_eq!(ranked.json["candidates"][0]["driver_id"], "star");
-    let o = create(
-        &app,
-        json!({"order_id": "rank", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    let o = app.create_order_at("rank", PARIS).await;
     assert_eq!(o.json["driver_id"], "star", "{}", o.text);
     let top = &ranked.json["candidates"][0];
     for field in ["distance_m", "driver_score", "composite"] {
@@ -898,28 +790,17 @@ async fn dispatch_ranks_like_the_candidates_endpoint_and_a_better_score_beats_a_
 #[tokio::test]
 async fn dispatch_counts_an_unscored_driver_like_the_candidates_endpoint() {
     let app = spawn_app_with(fast).await;
-    drivers_at(&app, &["new"], PARIS).await;
-    drivers_at(&app, &["rated"], (PARIS.0 + 3_000.0 / 111_200.0, PARIS.1)).await;
-    let a = app
-        .put_json("/v1/drivers/rated/score", &json!({"score": 5.0}))
+    app.put_drivers_east_of(&["new"], PARIS).await;
+    app.put_drivers_east_of(&["rated"], (PARIS.0 + 3_000.0 / 111_200.0, PARIS.1))
         .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    let ranked = app
-        .get(&format!(
-            "/v1/candidates?lat={}&lon={}&limit=2",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    app.set_score("rated", 5.0).await;
+    let ranked = app.candidates(PARIS, 2).await;
     assert_eq!(
         ranked.json["candidates"][0]["driver_id"], "new",
         "{}",
         ranked.text
     );
-    let o = create(
-        &app,
-        json!({"order_id": "fresh", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    let o = app.create_order_at("fresh", PARIS).await;
     assert_eq!(o.json["driver_id"], "new", "{}", o.text);
     let top = &ranked.json["candidates"][0];
     for field in ["distance_m", "driver_score", "composite"] {
@@ -936,18 +817,11 @@ async fn dispatch_counts_an_unscored_driver_like_the_candidates_endpoint() {
 #[tokio::test]
 async fn a_busy_driver_cannot_be_deleted_and_a_picked_up_order_can_still_be_cancelled() {
     let app = spawn_app_with(fast).await;
-    drivers_at(&app, &["held"], PARIS).await;
-    let o = create(
-        &app,
-        json!({"order_id": "pk", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    app.put_drivers_east_of(&["held"], PARIS).await;
+    let o = app.create_order_at("pk", PARIS).await;
     let fence = o.json["fencing_token"].as_u64().unwrap();
     for op in ["accept", "pickup"] {
-        assert_eq!(
-            answer_offer(&app, "pk", op, "held", fence).await.status,
-            200
-        );
+        assert_eq!(app.answer_offer("pk", "held", fence, op).await.status, 200);
     }
     let before = app.snapshot().await;
     app.delete("/v1/drivers/held")
@@ -957,19 +831,15 @@ async fn a_busy_driver_cannot_be_deleted_and_a_picked_up_order_can_still_be_canc
     let c = app.post_json("/v1/orders/pk/cancel", &json!({})).await;
     assert_eq!(c.status, 200, "{}", c.text);
     assert_eq!(c.json["state"], "cancelled");
-    assert_eq!(driver_status(&app, "held").await, "available");
+    assert_eq!(app.driver_status("held").await, "available");
     assert_eq!(app.delete("/v1/drivers/held").await.status, 204);
 }
 
 /// An order `id` offered to the nearest of `drivers` (placed east of Paris' centre); returns
 /// the driver and the fencing token.
 async fn offered(app: &Instance, id: &str, drivers: &[&str]) -> (String, u64) {
-    drivers_at(app, drivers, PARIS).await;
-    let o = create(
-        app,
-        json!({"order_id": id, "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-    )
-    .await;
+    app.put_drivers_east_of(drivers, PARIS).await;
+    let o = app.create_order_at(id, PARIS).await;
     assert_eq!(o.status, 201, "{}", o.text);
     assert_eq!(o.json["state"], "offered", "{}", o.text);
     (
@@ -988,20 +858,6 @@ async fn events_of(app: &Instance, id: &str, kind: &str) -> usize {
         .count()
 }
 
-/// `app` seen through a new driver key bound to `driver`.
-async fn as_driver(app: &Instance, driver: &str) -> Instance {
-    let a = app
-        .post_json(
-            "/v1/admin/keys",
-            &json!({"role": "driver", "name": "phone", "driver_id": driver}),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{}", a.text);
-    let mut phone = app.clone_instance();
-    phone.client = crate::helpers::client_with(a.json["key"].as_str());
-    phone
-}
-
 #[tokio::test]
 async fn an_accept_sent_twice_with_the_same_token_is_answered_200_twice_and_applied_once() {
     let app = spawn_app_with(|s| {
@@ -1011,12 +867,12 @@ async fn an_accept_sent_twice_with_the_same_token_is_answered_200_twice_and_appl
     .await;
     let (driver, fence) = offered(&app, "acc2", &["d1", "d2"]).await;
 
-    let first = answer_offer(&app, "acc2", "accept", &driver, fence).await;
+    let first = app.answer_offer("acc2", &driver, fence, "accept").await;
     assert_eq!(first.status, 200, "{}", first.text);
     assert_eq!(first.json["state"], "accepted");
     let before = app.snapshot().await;
     // The phone never saw the first answer and sends the same one again.
-    let again = answer_offer(&app, "acc2", "accept", &driver, fence).await;
+    let again = app.answer_offer("acc2", &driver, fence, "accept").await;
 
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.json, first.json, "the order as it is, unchanged");
@@ -1026,7 +882,7 @@ async fn an_accept_sent_twice_with_the_same_token_is_answered_200_twice_and_appl
         "a repeated answer writes nothing: no event, no timer, no driver change"
     );
     assert_eq!(events_of(&app, "acc2", "accepted").await, 1);
-    assert_eq!(driver_status(&app, &driver).await, "busy");
+    assert_eq!(app.driver_status(&driver).await, "busy");
 }
 
 #[tokio::test]
@@ -1038,15 +894,15 @@ async fn a_delivery_sent_twice_is_answered_200_twice_and_scores_the_driver_once(
     .await;
     let (driver, fence) = offered(&app, "dlv2", &["d1"]).await;
     for op in ["accept", "pickup"] {
-        let a = answer_offer(&app, "dlv2", op, &driver, fence).await;
+        let a = app.answer_offer("dlv2", &driver, fence, op).await;
         assert_eq!(a.status, 200, "{op}: {}", a.text);
     }
 
-    let first = answer_offer(&app, "dlv2", "deliver", &driver, fence).await;
+    let first = app.answer_offer("dlv2", &driver, fence, "deliver").await;
     assert_eq!(first.status, 200, "{}", first.text);
     assert_eq!(first.json["state"], "delivered");
     let before = app.snapshot().await;
-    let again = answer_offer(&app, "dlv2", "deliver", &driver, fence).await;
+    let again = app.answer_offer("dlv2", &driver, fence, "deliver").await;
 
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.json, first.json);
@@ -1063,7 +919,7 @@ async fn a_delivery_sent_twice_is_answered_200_twice_and_scores_the_driver_once(
         (score - app.context.settings.score_per_delivery).abs() < 1e-9,
         "scored once: {score}"
     );
-    assert_eq!(driver_status(&app, &driver).await, "available");
+    assert_eq!(app.driver_status(&driver).await, "available");
     let history = read_history(&app.context.store, "paris").await.unwrap();
     assert!(check_invariants(&history).ok());
 }
@@ -1077,8 +933,8 @@ async fn a_repeat_by_another_driver_with_another_token_or_of_another_step_is_sti
     .await;
     let (driver, fence) = offered(&app, "rep", &["x", "y"]).await;
     let other = if driver == "x" { "y" } else { "x" };
-    let other_phone = as_driver(&app, other).await;
-    let accepted = answer_offer(&app, "rep", "accept", &driver, fence).await;
+    let other_phone = app.as_driver(other).await;
+    let accepted = app.answer_offer("rep", &driver, fence, "accept").await;
     assert_eq!(accepted.status, 200, "{}", accepted.text);
 
     let admin: &Instance = &app;
@@ -1131,7 +987,7 @@ async fn a_repeat_by_another_driver_with_another_token_or_of_another_step_is_sti
         ),
     ];
     for (client, op, who, token, status, code, why) in cases {
-        let a = answer_offer(client, "rep", op, who, token).await;
+        let a = client.answer_offer("rep", who, token, op).await;
         assert_eq!(a.status, status, "{why}: {}", a.text);
         a.assert_problem(status, code);
     }
@@ -1142,9 +998,9 @@ async fn a_repeat_by_another_driver_with_another_token_or_of_another_step_is_sti
     );
 
     // Once the order has moved on, the earlier answer is no longer a repeat.
-    let picked = answer_offer(&app, "rep", "pickup", &driver, fence).await;
+    let picked = app.answer_offer("rep", &driver, fence, "pickup").await;
     assert_eq!(picked.status, 200, "{}", picked.text);
-    answer_offer(&app, "rep", "accept", &driver, fence)
+    app.answer_offer("rep", &driver, fence, "accept")
         .await
         .assert_problem(409, "invalid-transition");
     assert_eq!(events_of(&app, "rep", "accepted").await, 1);
@@ -1160,11 +1016,11 @@ async fn a_rejection_sent_twice_is_answered_200_twice_and_excludes_the_driver_on
     .await;
     let (driver, fence) = offered(&app, "rej2", &["first", "second"]).await;
 
-    let first = answer_offer(&app, "rej2", "reject", &driver, fence).await;
+    let first = app.answer_offer("rej2", &driver, fence, "reject").await;
     assert_eq!(first.status, 200, "{}", first.text);
     assert_eq!(first.json["state"], "pending");
     let before = app.snapshot().await;
-    let again = answer_offer(&app, "rej2", "reject", &driver, fence).await;
+    let again = app.answer_offer("rej2", &driver, fence, "reject").await;
 
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.json, first.json);
@@ -1176,10 +1032,10 @@ async fn a_rejection_sent_twice_is_answered_200_twice_and_excludes_the_driver_on
     assert_eq!(events_of(&app, "rej2", "rejected").await, 1);
 
     // Offered to the other driver, the order has moved on: the old rejection is stale.
-    let offer = app.post_json("/v1/orders/rej2/dispatch", &json!({})).await;
+    let offer = app.dispatch_order("rej2").await;
     assert_eq!(offer.status, 200, "{}", offer.text);
     assert_ne!(offer.json["driver_id"], driver.as_str());
-    answer_offer(&app, "rej2", "reject", &driver, fence)
+    app.answer_offer("rej2", &driver, fence, "reject")
         .await
         .assert_problem(409, "stale-fencing-token");
 }
@@ -1203,7 +1059,7 @@ async fn a_rejection_after_the_offer_expired_is_not_taken_for_a_repeat() {
     assert_eq!(events_of(&app, "late", "expired").await, 1);
 
     let before = app.snapshot().await;
-    answer_offer(&app, "late", "reject", &driver, fence)
+    app.answer_offer("late", &driver, fence, "reject")
         .await
         .assert_problem(409, "stale-fencing-token");
     assert_eq!(app.snapshot().await, before);

@@ -11,32 +11,10 @@ use crate::helpers::{
     Answer, Instance, PARIS, TestApp, client_with, now_ms, spawn_app_with, start_redis,
 };
 
-/// Create a key with the admin client; returns the secret.
-async fn key(app: &Instance, role: &str, driver: Option<&str>) -> String {
-    let mut body = json!({"role": role, "name": "test"});
-    if let Some(d) = driver {
-        body["driver_id"] = json!(d);
-    }
-    let a = app.post_json("/v1/admin/keys", &body).await;
-    assert_eq!(a.status, 201, "{}", a.text);
-    a.json["key"].as_str().unwrap().to_owned()
-}
-
-/// `app` seen through another key.
-fn as_key(app: &Instance, key: &str) -> Instance {
-    let mut other = app.clone_instance();
-    other.client = client_with(Some(key));
-    other
-}
-
-fn location(lat: f64, lon: f64) -> Value {
-    json!({"lat": lat, "lon": lon, "recorded_at": now_ms()})
-}
-
 #[tokio::test]
 async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
     let app = spawn_app_with(|_| {}).await;
-    let anonymous = as_key(&app, "");
+    let anonymous = app.with_key("");
     let mut anonymous = anonymous;
     anonymous.client = client_with(None);
     for path in [
@@ -53,7 +31,7 @@ async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
                 .starts_with("Bearer")
         );
     }
-    as_key(&app, "gdk_00000000000000000000000000000000")
+    app.with_key("gdk_00000000000000000000000000000000")
         .get("/v1/cities")
         .await
         .assert_problem(401, "unauthorized");
@@ -73,7 +51,7 @@ async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
         .await
         .unwrap();
     assert_eq!(sneaky.status(), 401);
-    let dispatcher = key(&app, "dispatcher", None).await;
+    let dispatcher = app.create_key("dispatcher", None).await;
     let sneaky = raw(reqwest::Method::POST, "/v1/%61dmin/keys", Some(&dispatcher))
         .await
         .unwrap();
@@ -90,8 +68,8 @@ async fn every_v1_route_needs_a_valid_key_and_says_so_in_problem_json() {
 #[tokio::test]
 async fn roles_decide_what_a_key_may_call() {
     let app = spawn_app_with(|_| {}).await;
-    let dispatcher = as_key(&app, &key(&app, "dispatcher", None).await);
-    let driver = as_key(&app, &key(&app, "driver", Some("me")).await);
+    let dispatcher = app.with_key(&app.create_key("dispatcher", None).await);
+    let driver = app.as_driver("me").await;
     dispatcher
         .post_json("/v1/admin/keys", &json!({"role": "admin"}))
         .await
@@ -151,50 +129,28 @@ async fn roles_decide_what_a_key_may_call() {
 #[tokio::test]
 async fn a_driver_key_cannot_write_another_driver_and_nothing_is_written() {
     let app = spawn_app_with(|_| {}).await;
-    let a = as_key(&app, &key(&app, "driver", Some("drv-a")).await);
+    let a = app.as_driver("drv-a").await;
+    assert_eq!(app.put_driver_at("drv-b", PARIS).await.status, 200);
     assert_eq!(
-        app.put_location("drv-b", PARIS.0, PARIS.1, now_ms(), json!({}))
+        a.put_driver_at("drv-a", (PARIS.0, PARIS.1 + 0.001))
             .await
             .status,
         200
     );
-    assert_eq!(
-        a.put_json(
-            "/v1/drivers/drv-a/location",
-            &location(PARIS.0, PARIS.1 + 0.001)
-        )
-        .await
-        .status,
-        200
-    );
     assert_eq!(a.get("/v1/drivers/drv-a").await.status, 200);
     // An offer for driver b.
-    let o = app
-        .post_json(
-            "/v1/orders",
-            &json!({"order_id": "ob", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-        )
-        .await;
+    let o = app.create_order_at("ob", PARIS).await;
     assert_eq!(o.json["driver_id"], "drv-b", "{}", o.text);
     let fence = o.json["fencing_token"].as_u64().unwrap();
 
     let before = app.snapshot().await;
     let attempts: Vec<Answer> = vec![
-        a.put_json("/v1/drivers/drv-b/location", &location(PARIS.0, PARIS.1))
-            .await,
+        a.put_driver_at("drv-b", PARIS).await,
         a.put_json("/v1/drivers/drv-b/status", &json!({"status": "offline"}))
             .await,
         a.get("/v1/drivers/drv-b").await,
-        a.post_json(
-            "/v1/orders/ob/accept",
-            &json!({"driver_id": "drv-b", "fencing_token": fence}),
-        )
-        .await,
-        a.post_json(
-            "/v1/orders/ob/reject",
-            &json!({"driver_id": "drv-b", "fencing_token": fence}),
-        )
-        .await,
+        a.answer_offer("ob", "drv-b", fence, "accept").await,
+        a.answer_offer("ob", "drv-b", fence, "reject").await,
     ];
     for answer in attempts {
         answer.assert_problem(403, "forbidden");
@@ -212,7 +168,7 @@ async fn a_revoked_key_stops_working_at_once() {
     let created = app
         .post_json("/v1/admin/keys", &json!({"role": "dispatcher"}))
         .await;
-    let k = as_key(&app, created.json["key"].as_str().unwrap());
+    let k = app.with_key(created.json["key"].as_str().unwrap());
     assert_eq!(k.get("/v1/cities").await.status, 200);
     let id = created.json["key_id"].as_str().unwrap();
     assert_eq!(
@@ -239,13 +195,13 @@ async fn sessions_slide_expire_end_at_their_maximum_age_and_log_out() {
         s.session_max_age_ms = 2_000;
     })
     .await;
-    let driver_key = key(&app, "driver", Some("drv-s")).await;
-    let driver = as_key(&app, &driver_key);
+    let driver_key = app.create_key("driver", Some("drv-s")).await;
+    let driver = app.with_key(&driver_key);
     let s = driver.post_json("/v1/sessions", &json!({})).await;
     assert_eq!(s.status, 201, "{}", s.text);
     let token = s.json["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("gds_"));
-    let session = as_key(&app, &token);
+    let session = app.with_key(&token);
     // The record holds no secret: neither the token nor the key.
     for (_, v) in app.snapshot().await {
         let v = String::from_utf8_lossy(&v);
@@ -254,15 +210,13 @@ async fn sessions_slide_expire_end_at_their_maximum_age_and_log_out() {
     // Sliding: used every 150 ms for 1.2 s (three idle timeouts), it stays alive.
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1_200) {
-        let a = session
-            .put_json("/v1/drivers/drv-s/location", &location(PARIS.0, PARIS.1))
-            .await;
+        let a = session.put_driver_at("drv-s", PARIS).await;
         assert_eq!(a.status, 200, "{}", a.text);
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // It still acts only for its driver.
     session
-        .put_json("/v1/drivers/drv-x/location", &location(PARIS.0, PARIS.1))
+        .put_driver_at("drv-x", PARIS)
         .await
         .assert_problem(403, "forbidden");
     // Absolute maximum age: it ends 2 s after creation however it is used.
@@ -285,7 +239,7 @@ async fn sessions_slide_expire_end_at_their_maximum_age_and_log_out() {
 
     // Idle expiry: a new session left alone dies after 400 ms.
     let idle = driver.post_json("/v1/sessions", &json!({})).await;
-    let idle = as_key(&app, idle.json["token"].as_str().unwrap());
+    let idle = app.with_key(idle.json["token"].as_str().unwrap());
     assert_eq!(idle.get("/v1/drivers/drv-s").await.status, 200);
     tokio::time::sleep(Duration::from_millis(700)).await; // waiting *is* the test: idle time passes
     idle.get("/v1/drivers/drv-s")
@@ -294,7 +248,7 @@ async fn sessions_slide_expire_end_at_their_maximum_age_and_log_out() {
 
     // Logout.
     let third = driver.post_json("/v1/sessions", &json!({})).await;
-    let third = as_key(&app, third.json["token"].as_str().unwrap());
+    let third = app.with_key(third.json["token"].as_str().unwrap());
     assert_eq!(third.delete("/v1/sessions/current").await.status, 204);
     third
         .get("/v1/drivers/drv-s")
@@ -404,7 +358,7 @@ async fn rate_limited_answers_are_429_problems_with_the_standard_headers_and_wri
         s.rate_limit_default = "fixed:100:60000".to_owned();
     })
     .await;
-    let driver = as_key(&app, &key(&app, "driver", Some("drv-r")).await);
+    let driver = app.as_driver("drv-r").await;
     let mut t = now_ms();
     for i in 0..3 {
         t += 1;
@@ -495,20 +449,32 @@ pub fn least_privilege_acl(prefix: &str, password: &str) -> Vec<String> {
     .collect()
 }
 
-#[tokio::test]
-async fn the_api_runs_under_the_least_privilege_acl() {
-    let redis = start_redis().await;
-    let prefix = "aclgd";
-    let mut admin = redis::Client::open(redis.url())
+/// Create the service's least-privilege ACL user on the Redis at `url` (as its default user);
+/// returns that admin connection.
+async fn add_acl_user(
+    url: &str,
+    prefix: &str,
+    password: &str,
+) -> redis::aio::MultiplexedConnection {
+    let mut admin = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut setuser = redis::cmd("ACL");
-    setuser
+    let _: () = redis::cmd("ACL")
         .arg("SETUSER")
-        .arg(least_privilege_acl(prefix, "s3cret-pass"));
-    let _: () = setuser.query_async(&mut admin).await.unwrap();
+        .arg(least_privilege_acl(prefix, password))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    admin
+}
+
+#[tokio::test]
+async fn the_api_runs_under_the_least_privilege_acl() {
+    let redis = start_redis().await;
+    let prefix = "aclgd";
+    add_acl_user(&redis.url(), prefix, "s3cret-pass").await;
     let url = format!("redis://geodispatch:s3cret-pass@127.0.0.1:{}", redis.port());
 
     // What the service may not do.
@@ -564,61 +530,34 @@ async fn exercise_the_api(app: &Instance) {
         app.wait_for_status("/readyz", 200, Duration::from_secs(10))
             .await
     );
-    let batch: Vec<Value> = (0..5)
-        .map(|i| json!({"driver_id": format!("d{i}"), "lat": PARIS.0, "lon": PARIS.1 + 0.001 * i as f64, "recorded_at": now_ms()}))
-        .collect();
-    let a = app
-        .post_json("/v1/locations/batch", &json!({"positions": batch}))
+    app.put_drivers_east_of(&["d0", "d1", "d2", "d3", "d4"], PARIS)
         .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    let near = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&limit=3",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let near = app.nearby(PARIS, "&limit=3").await;
     assert_eq!(
         near.json["drivers"].as_array().unwrap().len(),
         3,
         "{}",
         near.text
     );
-    assert_eq!(
-        app.put_json("/v1/drivers/d0/score", &json!({"score": 4.0}))
-            .await
-            .status,
-        200
-    );
+    app.set_score("d0", 4.0).await;
     assert_eq!(
         app.get(&format!("/v1/candidates?lat={}&lon={}", PARIS.0, PARIS.1))
             .await
             .status,
         200
     );
-    let driver = as_key(app, &key(app, "driver", Some("d0")).await);
+    let driver = app.as_driver("d0").await;
     let s = driver.post_json("/v1/sessions", &json!({})).await;
     assert_eq!(s.status, 201, "{}", s.text);
-    let q = app
-        .post_json("/v1/orders", &json!({"order_id": "q1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}))
-        .await;
+    let q = app.queue_order("q1", PARIS).await;
     assert_eq!(q.status, 201, "{}", q.text);
-    let o = app
-        .post_json(
-            "/v1/orders",
-            &json!({"order_id": "n1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}),
-        )
-        .await;
+    let o = app.create_order_at("n1", PARIS).await;
     assert_eq!(o.json["state"], "offered", "{}", o.text);
     let (d, f) = (
         o.json["driver_id"].as_str().unwrap(),
         o.json["fencing_token"].as_u64().unwrap(),
     );
-    let accepted = app
-        .post_json(
-            "/v1/orders/n1/accept",
-            &json!({"driver_id": d, "fencing_token": f}),
-        )
-        .await;
+    let accepted = app.answer_offer("n1", d, f, "accept").await;
     assert_eq!(accepted.status, 200, "{}", accepted.text);
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.get("/v1/orders/q1").await.json["state"] != "offered" {
@@ -689,16 +628,7 @@ async fn the_api_runs_over_tls_as_an_acl_user() {
     )
     .await
     .expect("redis-server with TLS (Debian's is built with it)");
-    let mut admin = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut setuser = redis::cmd("ACL");
-    setuser
-        .arg("SETUSER")
-        .arg(least_privilege_acl("tlsgd", "tls-pass"));
-    let _: () = setuser.query_async(&mut admin).await.unwrap();
+    let mut admin = add_acl_user(&redis.url(), "tlsgd", "tls-pass").await;
     // `#insecure`: the certificate is self-signed here; with a CA the system trusts, drop it.
     let url = format!("rediss://geodispatch:tls-pass@127.0.0.1:{tls_port}/#insecure");
     // The TLS port does not speak plain RESP.

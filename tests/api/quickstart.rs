@@ -37,13 +37,7 @@ async fn serve_without_a_redis_url_starts_its_own_redis_and_stops_it_on_sigterm(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Drain the log while it runs (a full pipe would block the service's logging).
-    let stderr = child.stderr.take().unwrap();
-    let log_reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        std::io::Read::read_to_string(&mut { stderr }, &mut log).ok();
-        log
-    });
+    let log_reader = crate::helpers::drain(child.stderr.take().unwrap());
     // The development keys it prints (no GEODISPATCH_ADMIN_KEY is set).
     let stdout = child.stdout.take().unwrap();
     let keys = tokio::task::spawn_blocking(move || {

@@ -12,20 +12,15 @@ async fn drivers_with_scores(
     center: (f64, f64),
     score: impl Fn(usize) -> f64,
 ) {
-    let t = now_ms();
-    let positions: Vec<Value> = (0..n)
-        .map(|i| json!({"driver_id": format!("{prefix}{i}"), "lat": center.0 + i as f64 * 0.001, "lon": center.1, "recorded_at": t}))
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let fleet: Vec<(&str, f64, f64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), center.0 + i as f64 * 0.001, center.1))
         .collect();
-    app.post_json("/v1/locations/batch", &json!({"positions": positions}))
-        .await;
-    for i in 0..n {
-        let answer = app
-            .put_json(
-                &format!("/v1/drivers/{prefix}{i}/score"),
-                &json!({"score": score(i)}),
-            )
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.text);
+    app.put_fleet(&fleet).await;
+    for (i, id) in ids.iter().enumerate() {
+        app.set_score(id, score(i)).await;
     }
 }
 
@@ -165,8 +160,7 @@ async fn rank_shows_neighbours_at_the_top_and_at_the_bottom() {
     app.get("/v1/drivers/ghost/rank")
         .await
         .assert_problem(404, "not-found");
-    app.put_location("unscored", PARIS.0, PARIS.1, now_ms(), json!({}))
-        .await;
+    app.put_driver_at("unscored", PARIS).await;
     app.get("/v1/drivers/unscored/rank")
         .await
         .assert_problem(404, "not-found");
@@ -178,16 +172,13 @@ async fn rank_shows_neighbours_at_the_top_and_at_the_bottom() {
 #[tokio::test]
 async fn candidate_ranking_explains_itself_and_changes_with_the_weights() {
     let app = spawn_app().await;
-    let t = now_ms();
     // near: 100 m away, score 3; far: 1.5 km away, score 5.
-    app.put_location("near", PARIS.0 + 100.0 / 111_200.0, PARIS.1, t, json!({}))
+    app.put_driver_at("near", (PARIS.0 + 100.0 / 111_200.0, PARIS.1))
         .await;
-    app.put_location("far", PARIS.0 + 1_500.0 / 111_200.0, PARIS.1, t, json!({}))
+    app.put_driver_at("far", (PARIS.0 + 1_500.0 / 111_200.0, PARIS.1))
         .await;
-    app.put_json("/v1/drivers/near/score", &json!({"score": 3.0}))
-        .await;
-    app.put_json("/v1/drivers/far/score", &json!({"score": 5.0}))
-        .await;
+    app.set_score("near", 3.0).await;
+    app.set_score("far", 5.0).await;
     let url = |wd: f64, ws: f64| {
         format!(
             "/v1/candidates?lat={}&lon={}&limit=5&distance_weight={wd}&score_weight={ws}",
@@ -252,33 +243,18 @@ async fn candidate_ranking_explains_itself_and_changes_with_the_weights() {
 async fn an_unscored_driver_at_the_pickup_outranks_a_rated_driver_km_away() {
     let app = spawn_app().await;
     let unscored = geodispatch::config::Settings::default().ranking_unscored_score;
-    let t = now_ms();
     // new: at the pickup, no score; twin: at the pickup, scored exactly the unscored score;
     // rated: 3 km away, score 5.
     for id in ["new", "twin"] {
-        app.put_location(id, PARIS.0, PARIS.1, t, json!({})).await;
+        app.put_driver_at(id, PARIS).await;
     }
-    app.put_location(
-        "rated",
-        PARIS.0 + 3_000.0 / 111_200.0,
-        PARIS.1,
-        t,
-        json!({}),
-    )
-    .await;
+    app.put_driver_at("rated", (PARIS.0 + 3_000.0 / 111_200.0, PARIS.1))
+        .await;
     for (id, score) in [("twin", unscored), ("rated", 5.0)] {
-        let answer = app
-            .put_json(&format!("/v1/drivers/{id}/score"), &json!({"score": score}))
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.text);
+        app.set_score(id, score).await;
     }
 
-    let answer = app
-        .get(&format!(
-            "/v1/candidates?lat={}&lon={}&limit=5",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let answer = app.candidates(PARIS, 5).await;
 
     assert_eq!(answer.status, 200, "{}", answer.text);
     // An unscored driver counts exactly as one scored the unscored score: new and twin tie,
@@ -307,26 +283,12 @@ async fn an_unscored_driver_at_the_pickup_outranks_a_rated_driver_km_away() {
 #[tokio::test]
 async fn the_unscored_score_is_a_setting_and_zero_lets_a_rated_driver_km_away_win() {
     let app = crate::helpers::spawn_app_with(|s| s.ranking_unscored_score = 0.0).await;
-    let t = now_ms();
-    app.put_location("new", PARIS.0, PARIS.1, t, json!({}))
+    app.put_driver_at("new", PARIS).await;
+    app.put_driver_at("rated", (PARIS.0 + 3_000.0 / 111_200.0, PARIS.1))
         .await;
-    app.put_location(
-        "rated",
-        PARIS.0 + 3_000.0 / 111_200.0,
-        PARIS.1,
-        t,
-        json!({}),
-    )
-    .await;
-    app.put_json("/v1/drivers/rated/score", &json!({"score": 5.0}))
-        .await;
+    app.set_score("rated", 5.0).await;
 
-    let answer = app
-        .get(&format!(
-            "/v1/candidates?lat={}&lon={}&limit=5",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let answer = app.candidates(PARIS, 5).await;
 
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(ids(&answer.json["candidates"]), ["rated", "new"]);
@@ -367,8 +329,7 @@ async fn candidates_match_a_brute_force_ranking_of_the_nearest_fresh_drivers() {
         driver.4 = unscored;
     }
     for (_, (id, .., score)) in fleet.iter().enumerate().filter(|(i, _)| i % 10 != 0) {
-        app.put_json(&format!("/v1/drivers/{id}/score"), &json!({"score": score}))
-            .await;
+        app.set_score(id, *score).await;
     }
     // 40 stale drivers right at the query points, with the best scores: never candidates.
     let stale: Vec<Value> = (0..40)
@@ -377,11 +338,7 @@ async fn candidates_match_a_brute_force_ranking_of_the_nearest_fresh_drivers() {
     app.post_json("/v1/locations/batch", &json!({"positions": stale}))
         .await;
     for i in 0..40 {
-        app.put_json(
-            &format!("/v1/drivers/old{i}/score"),
-            &json!({"score": 100.0}),
-        )
-        .await;
+        app.set_score(&format!("old{i}"), 100.0).await;
     }
 
     // Near the fleet, and 6 km away from it (the search must widen from its start radius).

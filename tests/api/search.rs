@@ -13,26 +13,15 @@ async fn load_fleet(app: &TestApp, n: usize, km: f64, seed: u64) -> Fleet {
     let mut rng = Rng::new(seed);
     let vehicles = ["bike", "scooter", "car", "van"];
     let mut drivers = Vec::new();
-    let t = now_ms();
-    let positions: Vec<Value> = (0..n)
-        .map(|i| {
-            let (lat, lon) = rng.near(PARIS.0, PARIS.1, km);
-            let vt = vehicles[i % 4];
-            drivers.push((format!("f{i:04}"), lat, lon, vt));
-            json!({"driver_id": format!("f{i:04}"), "lat": lat, "lon": lon, "recorded_at": t, "vehicle_type": vt})
-        })
+    for i in 0..n {
+        let (lat, lon) = rng.near(PARIS.0, PARIS.1, km);
+        drivers.push((format!("f{i:04}"), lat, lon, vehicles[i % 4]));
+    }
+    let fleet: Vec<(&str, f64, f64, &str)> = drivers
+        .iter()
+        .map(|(id, lat, lon, vt)| (id.as_str(), *lat, *lon, *vt))
         .collect();
-    let answer = app
-        .post_json("/v1/locations/batch", &json!({"positions": positions}))
-        .await;
-    assert_eq!(answer.status, 200);
-    assert!(
-        answer.json["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["status"] == "accepted")
-    );
+    app.put_vehicles(&fleet).await;
     Fleet { drivers }
 }
 
@@ -55,9 +44,7 @@ async fn nearest_k_matches_a_brute_force_haversine() {
             let (lat, lon) = rng.near(PARIS.0, PARIS.1, 5.0);
             let center = GeoPoint { lat, lon };
             let answer = app
-                .get(&format!(
-                    "/v1/drivers/nearby?lat={lat}&lon={lon}&limit={k}&radius_m={radius}"
-                ))
+                .nearby((lat, lon), &format!("&limit={k}&radius_m={radius}"))
                 .await;
             assert_eq!(answer.status, 200, "{}", answer.text);
             let got = answer.json["drivers"].as_array().unwrap();
@@ -106,31 +93,14 @@ async fn nearest_k_matches_a_brute_force_haversine() {
 #[tokio::test]
 async fn sparse_drivers_are_found_up_to_the_maximum_radius() {
     let app = spawn_app().await;
-    let t = now_ms();
     // Three drivers 2, 9 and 20 km north of the centre: the search must widen to find them.
     for (i, km) in [2.0, 9.0, 20.0].iter().enumerate() {
-        app.put_location(
-            &format!("far{i}"),
-            PARIS.0 + km / 111.2,
-            PARIS.1,
-            t,
-            json!({}),
-        )
-        .await;
+        app.put_driver_at(&format!("far{i}"), (PARIS.0 + km / 111.2, PARIS.1))
+            .await;
     }
-    let all = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&radius_m=50000&limit=10",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let all = app.nearby(PARIS, "&radius_m=50000&limit=10").await;
     assert_eq!(ids(&all.json), ["far0", "far1", "far2"]);
-    let within_10 = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&radius_m=10000&limit=10",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let within_10 = app.nearby(PARIS, "&radius_m=10000&limit=10").await;
     assert_eq!(ids(&within_10.json), ["far0", "far1"]);
 }
 
@@ -140,10 +110,7 @@ async fn box_search_returns_exactly_the_drivers_inside_the_box_nearest_first() {
     let fleet = load_fleet(&app, 300, 4.0, 11).await;
     let (w, h) = (3_000.0, 1_500.0);
     let answer = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&width_m={w}&height_m={h}&limit=100",
-            PARIS.0, PARIS.1
-        ))
+        .nearby(PARIS, &format!("&width_m={w}&height_m={h}&limit=100"))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     let got = ids(&answer.json);
@@ -190,12 +157,7 @@ async fn box_search_returns_exactly_the_drivers_inside_the_box_nearest_first() {
 async fn filters_by_vehicle_type_and_status() {
     let app = spawn_app().await;
     let fleet = load_fleet(&app, 40, 2.0, 3).await;
-    let answer = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&vehicle_type=bike&limit=100",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let answer = app.nearby(PARIS, "&vehicle_type=bike&limit=100").await;
     let bikes: Vec<&str> = fleet
         .drivers
         .iter()
@@ -209,12 +171,7 @@ async fn filters_by_vehicle_type_and_status() {
         assert_eq!(d["vehicle_type"], "bike");
         assert_eq!(d["status"], "available");
     }
-    let busy = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&status=busy",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let busy = app.nearby(PARIS, "&status=busy").await;
     assert!(ids(&busy.json).is_empty());
 }
 
@@ -272,12 +229,7 @@ async fn many_stale_drivers_between_sweeps_are_never_returned() {
         .collect();
     app.post_json("/v1/locations/batch", &json!({"positions": fresh}))
         .await;
-    let answer = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&limit=20",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let answer = app.nearby(PARIS, "&limit=20").await;
     let mut got = ids(&answer.json);
     got.sort();
     assert_eq!(
@@ -288,11 +240,7 @@ async fn many_stale_drivers_between_sweeps_are_never_returned() {
     );
     // A few stale ones (inside the window) with fresh ones: the cheap path.
     let few = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&limit=3&radius_m=2000",
-            PARIS.0 + 0.01,
-            PARIS.1
-        ))
+        .nearby((PARIS.0 + 0.01, PARIS.1), "&limit=3&radius_m=2000")
         .await;
     assert!(
         ids(&few.json).iter().all(|id| id.starts_with("new")),
@@ -324,11 +272,6 @@ async fn a_fresh_driver_in_a_bucket_whose_bound_looks_stale_is_found() {
             answer.text
         );
     }
-    let answer = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let answer = app.nearby(PARIS, "").await;
     assert_eq!(ids(&answer.json), ["back"], "{}", answer.text);
 }

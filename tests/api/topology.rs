@@ -112,10 +112,7 @@ async fn suite(app: &Instance) {
 
     // Nearest-k search and candidate ranking.
     let a = app
-        .get(&format!(
-            "/v1/drivers/nearby?lat={}&lon={}&radius_m=3000&limit=5&status=available",
-            PARIS.0, PARIS.1
-        ))
+        .nearby(PARIS, "&radius_m=3000&limit=5&status=available")
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
     let drivers = a.json["drivers"].as_array().unwrap();
@@ -126,12 +123,7 @@ async fn suite(app: &Instance) {
         .map(|d| d["distance_m"].as_f64().unwrap())
         .collect();
     assert!(d.windows(2).all(|w| w[0] <= w[1]), "{d:?}");
-    let a = app
-        .get(&format!(
-            "/v1/candidates?lat={}&lon={}&limit=5",
-            PARIS.0, PARIS.1
-        ))
-        .await;
+    let a = app.candidates(PARIS, 5).await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(
         a.json["candidates"].as_array().unwrap().len(),
@@ -142,9 +134,8 @@ async fn suite(app: &Instance) {
 
     // Dispatch now, and the driver's whole job.
     let a = app
-        .post_json(
-            "/v1/orders",
-            &json!({"order_id": "now-1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "now"}),
+        .create_order(
+            json!({"order_id": "now-1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "now"}),
         )
         .await;
     assert_eq!(a.status, 201, "{}", a.text);
@@ -152,33 +143,20 @@ async fn suite(app: &Instance) {
     let driver = a.json["driver_id"].as_str().expect("an offer").to_owned();
     let fence = a.json["fencing_token"].as_u64().unwrap();
     for op in ["accept", "pickup", "deliver"] {
-        let a = app
-            .post_json(
-                &format!("/v1/orders/now-1/{op}"),
-                &json!({"driver_id": driver, "fencing_token": fence}),
-            )
-            .await;
+        let a = app.answer_offer("now-1", &driver, fence, op).await;
         assert_eq!(a.status, 200, "{op}: {}", a.text);
     }
     assert_eq!(order_state(app, "now-1").await["state"], "delivered");
     let a = app.get(&format!("/v1/drivers/{driver}")).await;
     assert_eq!(a.json["status"], "available", "{}", a.text);
     // A stale fencing token changes nothing.
-    app.post_json(
-        "/v1/orders/now-1/accept",
-        &json!({"driver_id": driver, "fencing_token": fence - 1}),
-    )
-    .await;
+    app.answer_offer("now-1", &driver, fence - 1, "accept")
+        .await;
     assert_eq!(order_state(app, "now-1").await["state"], "delivered");
 
     // Queued orders in both cities: the per-city workers offer them.
     for (id, at) in [("q-paris", PARIS), ("q-berlin", BERLIN)] {
-        let a = app
-            .post_json(
-                "/v1/orders",
-                &json!({"order_id": id, "pickup": {"lat": at.0, "lon": at.1}, "dispatch": "queued"}),
-            )
-            .await;
+        let a = app.queue_order(id, at).await;
         assert_eq!(a.status, 201, "{}", a.text);
     }
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -382,21 +360,16 @@ async fn the_api_suite_passes_on_a_cluster_and_cities_live_on_their_own_slots() 
                 i += 1;
                 let t = now_ms() + 1_000 + i as i64;
                 let answers = [
-                    app.put_json(
-                        &format!("/v1/drivers/p-{}/location", 1 + i % 10),
-                        &json!({"lat": PARIS.0, "lon": PARIS.1 + 0.0001 * (i % 7) as f64, "recorded_at": t}),
+                    app.put_location(
+                        &format!("p-{}", 1 + i % 10),
+                        PARIS.0,
+                        PARIS.1 + 0.0001 * (i % 7) as f64,
+                        t,
+                        Value::Null,
                     )
                     .await,
-                    app.get(&format!(
-                        "/v1/drivers/nearby?lat={}&lon={}&limit=3",
-                        PARIS.0, PARIS.1
-                    ))
-                    .await,
-                    app.post_json(
-                        "/v1/orders",
-                        &json!({"order_id": format!("mv-{i}"), "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dispatch": "queued"}),
-                    )
-                    .await,
+                    app.nearby(PARIS, "&limit=3").await,
+                    app.queue_order(&format!("mv-{i}"), PARIS).await,
                     app.get(&format!("/v1/orders/mv-{i}")).await,
                 ];
                 for a in answers {
