@@ -36,4 +36,7 @@ def sc(v):
 for v in list(g): 
     if v not in idx: sc(v)
 big=max(sccs,key=len)
-print(f'{rev}: {len(g)} top-level modules; largest import cycle: {len(big)} modules: {sorted(big)}')
+if len(big) > 1:
+    print(f'{rev}: {len(g)} top-level modules; largest import cycle: {len(big)} modules: {sorted(big)}')
+else:
+    print(f'{rev}: {len(g)} top-level modules; no import cycle')
