@@ -9,6 +9,7 @@ mod driver_id;
 mod field_error;
 mod order_id;
 mod order_state;
+mod packed_state;
 mod rate_policy;
 mod time;
 
@@ -19,5 +20,6 @@ pub use driver_id::DriverId;
 pub use field_error::FieldError;
 pub use order_id::OrderId;
 pub use order_state::OrderState;
+pub use packed_state::PackedState;
 pub use rate_policy::Policy;
 pub use time::{MIN_RECORDED_MS, RecordedAt, rfc3339_ms};

@@ -4,7 +4,7 @@
 //!
 //! - the packed states of `gd:{city}:drivers` written as
 //!   `city|recorded_ms|lat|lon|status|vehicle|accuracy|heading|speed` are rewritten as
-//!   `recorded_ms|lat|lon|S|V|accuracy|heading|speed` (see [`super::DriverState::from_packed`]);
+//!   `recorded_ms|lat|lon|S|V|accuracy|heading|speed` (see [`crate::domain::PackedState`]);
 //! - the last-seen sorted set `gd:{city}:seen` is split into the liveness buckets and their
 //!   index, then deleted;
 //! - the per-vehicle GEO sets `gd:{city}:geo:<status>:<vehicle>` (the oldest builds kept them

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{DriverId, FieldError, GeoPoint, MIN_RECORDED_MS};
+use crate::domain::{DriverId, FieldError, GeoPoint, MIN_RECORDED_MS, PackedState};
 pub use crate::domain::{DriverStatus, RecordedAt, ShiftStatus, VehicleType, rfc3339_ms};
 
 /// `PUT /v1/drivers/{driver_id}/location` body.
@@ -286,9 +286,8 @@ pub struct DriverState {
 }
 
 impl DriverState {
-    /// Decode the packed state `recorded_ms|lat|lon|S|V|accuracy|heading|speed` of a driver of
-    /// `city` (whose hash holds it), `S` and `V` the one-letter codes of the status and the
-    /// vehicle type ([`DriverStatus::from_code`], [`VehicleType::from_code`]).
+    /// The state of a driver of `city` (whose hash holds it) from its packed state
+    /// ([`PackedState`]), with its age and freshness at `now_ms`.
     pub fn from_packed(
         driver_id: &str,
         city: &str,
@@ -296,32 +295,22 @@ impl DriverState {
         now_ms: i64,
         ttl_ms: u64,
     ) -> Option<Self> {
-        let mut f = packed.split('|');
-        let city = city.to_owned();
-        let recorded_ms: i64 = f.next()?.parse().ok()?;
-        let lat: f64 = f.next()?.parse().ok()?;
-        let lon: f64 = f.next()?.parse().ok()?;
-        let status = DriverStatus::from_code(f.next()?)?;
-        let vehicle_type = VehicleType::from_code(f.next()?)?;
-        let opt = |s: Option<&str>| s.and_then(|s| s.parse::<f64>().ok());
-        let accuracy_m = opt(f.next());
-        let heading_deg = opt(f.next());
-        let speed_mps = opt(f.next());
-        let age_ms = now_ms - recorded_ms;
+        let p = PackedState::parse(packed)?;
+        let age_ms = now_ms - p.recorded_ms;
         Some(DriverState {
             driver_id: driver_id.to_owned(),
-            city,
-            status,
-            vehicle_type,
-            lat,
-            lon,
-            recorded_at: rfc3339_ms(recorded_ms),
-            recorded_at_ms: recorded_ms,
+            city: city.to_owned(),
+            status: p.status,
+            vehicle_type: p.vehicle_type,
+            lat: p.lat,
+            lon: p.lon,
+            recorded_at: rfc3339_ms(p.recorded_ms),
+            recorded_at_ms: p.recorded_ms,
             age_ms,
             fresh: age_ms < ttl_ms as i64,
-            accuracy_m,
-            heading_deg,
-            speed_mps,
+            accuracy_m: p.accuracy_m,
+            heading_deg: p.heading_deg,
+            speed_mps: p.speed_mps,
         })
     }
 }

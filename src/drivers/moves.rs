@@ -128,7 +128,7 @@ async fn arrive_leased(
         match run_one(conn, keys, settings, id, &prev, &pos, PositionMode::Leave).await? {
             PositionOutcome::Unknown => {}
             PositionOutcome::Left { packed, score: s } => {
-                // The packed state's status and vehicle codes (see `DriverState::from_packed`).
+                // The packed state's status and vehicle codes (see `domain::PackedState`).
                 let mut f = packed.split('|').skip(3);
                 if pos.status.is_none()
                     && f.next().and_then(DriverStatus::from_code) == Some(DriverStatus::Offline)
