@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use geodispatch::app::{AppContext, Application};
 use geodispatch::config::Settings;
 use geodispatch::store::local::{LocalRedis, LocalRedisOptions};
+pub use geodispatch_testkit::now_ms;
+use geodispatch_testkit::rng::SplitMix64;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -368,30 +370,18 @@ pub fn drain(mut output: impl std::io::Read + Send + 'static) -> std::thread::Jo
     })
 }
 
-/// Milliseconds since the epoch, by this machine's clock (the test Redis runs on the same clock).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// A small deterministic PRNG for test data (SplitMix64).
-pub struct Rng(u64);
+/// A small deterministic PRNG for test data (the test kit's SplitMix64).
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// Seeded generator.
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     /// Uniform in [0, 1).
     pub fn f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
 
     /// A point within `km` kilometres (in each axis) of a centre.
