@@ -22,6 +22,9 @@ pub fn point_in_square(rng: &mut SplitMix64, half_km: f64) -> (f64, f64) {
     ((lat * 1e6).round() / 1e6, (lon * 1e6).round() / 1e6)
 }
 
+/// How many times a batch answered 503 is sent again before loading fails.
+const BATCH_RETRIES: u64 = 10;
+
 /// Post `drivers` (id, lat, lon, vehicle) in batches of 1000 over `connections` connections;
 /// returns positions per second.
 pub async fn load_fleet(
@@ -74,9 +77,20 @@ pub async fn load_fleet_with(
         tasks.push(tokio::spawn(async move {
             let mut conn = load::Conn::open(&addr).await?;
             for body in mine {
-                let (status, answer) = conn
-                    .request("POST", "/v1/locations/batch", Some(&body))
-                    .await?;
+                // A 503 (Redis slower than the service's timeout, as on a loaded machine with
+                // fsync always) is retried as a phone would: the same positions again, which
+                // the service accepts (only an older `recorded_at` is refused).
+                let mut attempt = 0;
+                let (status, answer) = loop {
+                    let (status, answer) = conn
+                        .request("POST", "/v1/locations/batch", Some(&body))
+                        .await?;
+                    if status != 503 || attempt == BATCH_RETRIES {
+                        break (status, answer);
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                };
                 anyhow::ensure!(status == 200, "batch answered {status}");
                 let text = std::str::from_utf8(answer).unwrap_or("");
                 anyhow::ensure!(
