@@ -2,6 +2,11 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// The id alphabet as the OpenAPI `pattern` of every driver and order id (the schema
+/// annotations repeat it as a literal, which utoipa requires; a test checks they agree).
+#[cfg(test)]
+pub(crate) const ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
+
 /// Check the id alphabet shared by driver and order ids: 1–64 characters of `[A-Za-z0-9_-]`.
 pub(crate) fn check_id(value: &str) -> Result<(), String> {
     if value.is_empty() || value.len() > 64 {

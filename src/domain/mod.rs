@@ -5,7 +5,7 @@
 mod city_id;
 mod coords;
 mod driver;
-mod driver_id;
+pub(crate) mod driver_id;
 mod field_error;
 mod order_id;
 mod order_state;

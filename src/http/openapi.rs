@@ -199,3 +199,50 @@ pub fn spec_json() -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::domain::driver_id::ID_PATTERN;
+
+    /// Every `pattern` given to a driver or order id, as a parameter or a body property.
+    fn id_patterns(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                let is_id = |name: &str| name == "driver_id" || name == "order_id";
+                if map.get("name").and_then(Value::as_str).is_some_and(is_id)
+                    && let Some(p) = map
+                        .get("schema")
+                        .and_then(|s| s.get("pattern"))
+                        .and_then(Value::as_str)
+                {
+                    out.push(p.to_owned());
+                }
+                if let Some(Value::Object(props)) = map.get("properties") {
+                    for (name, prop) in props {
+                        if is_id(name)
+                            && let Some(p) = prop.get("pattern").and_then(Value::as_str)
+                        {
+                            out.push(p.to_owned());
+                        }
+                    }
+                }
+                for v in map.values() {
+                    id_patterns(v, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| id_patterns(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_id_in_the_spec_has_the_enforced_pattern() {
+        let spec: Value = serde_json::from_str(&super::spec_json()).expect("spec is JSON");
+        let mut patterns = Vec::new();
+        id_patterns(&spec, &mut patterns);
+        assert!(patterns.len() >= 10, "{patterns:?}");
+        assert!(patterns.iter().all(|p| p == ID_PATTERN), "{patterns:?}");
+    }
+}

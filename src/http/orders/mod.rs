@@ -43,7 +43,7 @@ fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// and the queue workers retry it every `dispatch_retry_ms` until `dispatch_max_attempts`.
 /// `dispatch: queued` appends it to the city's dispatch stream. With an `Idempotency-Key`, a
 /// repeat of the same body answers the first answer again; another body with the same key is
-/// 422 `idempotency-key-reused`.
+/// a 422 `validation-error` naming the `Idempotency-Key` field.
 #[utoipa::path(
     tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1–255 visible ASCII characters, remembered for `idempotency_ttl_ms`")),
@@ -53,7 +53,7 @@ fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order id is taken (`order-exists`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field, pickup outside every service area, or an `Idempotency-Key` reused with another body (`idempotency-key-reused`); nothing written", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, pickup outside every service area, or an `Idempotency-Key` reused with another body (a `validation-error` naming `Idempotency-Key`); nothing written", body = Problem, content_type = "application/problem+json"),
     ),
 )]
 #[post("/orders")]
