@@ -21,6 +21,7 @@
 -- KEYS[10..12] GEO sets of the city, one per status (available, busy, offline); members are
 --              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
 -- KEYS[13]     fencing counter of the city (unused here; same layout as order_transition)
+-- KEYS[14]     match pool of the city (batched policy): the offered order leaves it
 -- ARGV[1] lock token   ARGV[2] fencing number of this lease   ARGV[3] driver TTL ms
 -- ARGV[4] offer TTL ms   ARGV[5] events stream MAXLEN (approximate)   ARGV[6] city ops channel
 -- ARGV[7] per-driver channel prefix (channel = prefix .. driver_id)
@@ -104,6 +105,7 @@ for _, cand in ipairs(cands) do
         'expires', expires, 'dist', cand.dist, 'dscore', cand.score, 'comp', cand.micro / 1000000,
         'updated', now, 'answered_by', '')
       redis.call('ZADD', KEYS[5], expires, order_id)
+      redis.call('ZREM', KEYS[14], order_id)
       local ev = {'type', 'offered', 'order', order_id, 'driver', id, 'state', 'offered',
         'fence', tostring(fence), 'at', tostring(now)}
       local sid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', unpack(ev))

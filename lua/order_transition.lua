@@ -8,6 +8,11 @@
 --   pending | offered | accepted | picked_up --cancel--> cancelled (frees the driver)
 --   pending --attempt (no driver, attempts exhausted)--> failed
 --
+-- Under the batched policy (the order's field 'policy'), a pending order waits in the city's
+-- match pool instead of the queue: create adds it (from its ready time less the lookahead),
+-- a rejected or expired offer puts it back, claim_offer.lua and every other exit from pending
+-- take it out; a round's 'attempt' (no lock token) counts at most one attempt per retry delay.
+--
 -- KEYS[1]      order hash
 -- KEYS[2]      drivers hash of the city: driver_id -> packed state (see prelude/codes.lua)
 -- KEYS[3]      assignments hash of the order's city: driver_id -> order_id
@@ -20,6 +25,8 @@
 -- KEYS[10..12] GEO sets of that city, one per status (available, busy, offline); members are
 --              tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id')
 -- KEYS[13]     fencing counter of the order's city (create with a lock token)
+-- KEYS[14]     match pool sorted set of the order's city: order_id -> ms from which rounds
+--              consider it (batched policy)
 -- ARGV[1] op: create | accept | reject | pickup | deliver | cancel | timer | attempt
 -- ARGV[2] order_id   ARGV[3] the order's city
 -- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
@@ -33,6 +40,9 @@
 --          neither   ARGV[13] (create with a lock token) the lock's time to live in ms
 -- ARGV[14..19] (create) pickup lat, pickup lon, dropoff lat, dropoff lon ('' when none),
 --              vehicle type ('' for any), dispatch mode ('now' | 'queued')
+-- ARGV[20..23] (create) ready time ms ('' when ready at once), policy ('greedy' | 'batched'),
+--              match lookahead ms (the pool entry is the ready time less this), clock skew ms
+--              (a ready time at most this much before creation is taken as the creation)
 -- Returns one of:
 --   {'created', now_ms[, fencing]}  create; with a lock token, the lock's fencing number
 --   {'ok', new_state, now_ms, field, value, ...}
@@ -44,10 +54,13 @@
 --                                 the order's hash fields as they are
 --   {'missing'}                   no such order (create: never)
 --   {'exists'}                    create: the order id is taken; nothing written
+--   {'ready_early', now_ms}       create: the ready time is before the creation (beyond the
+--                                 clock skew); nothing written
 --   {'state', current_state}      the transition is not allowed from the current state
 --   {'fence', driver, fence}      the driver or fencing number is not the current offer's
 --   {'expired', expires_ms}       accept: the offer has expired
---   {'not_due'}                   timer: nothing is due for this order
+--   {'not_due'}                   timer: nothing is due for this order; attempt without a
+--                                 lock token: the last attempt is more recent than the delay
 --   {'lock_lost'}                 attempt: the caller no longer holds the order's lock
 --
 -- Repeated answers. The order's field 'answered_by' names the driver whose answer (accept,
@@ -73,7 +86,14 @@ local function emit(kind, state, driver, fence)
   end
 end
 
+-- Dispatch a pending order again: through the queue (with a retry timer), or, under the
+-- batched policy, through the next round.
 local function requeue()
+  if redis.call('HGET', KEYS[1], 'policy') == 'batched' then
+    redis.call('ZADD', KEYS[14], now, order_id)
+    redis.call('ZREM', KEYS[5], order_id)
+    return
+  end
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', maxlen, '*', 'order', order_id)
   redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
 end
@@ -91,11 +111,22 @@ if op == 'create' then
   if redis.call('EXISTS', KEYS[1]) == 1 then
     return {'exists'}
   end
+  local ready = now
+  if ARGV[20] ~= '' then
+    ready = tonumber(ARGV[20])
+    if ready < now - tonumber(ARGV[23]) then
+      return {'ready_early', tostring(now)}
+    end
+    ready = math.max(ready, now)
+  end
+  local policy = ARGV[21]
   redis.call('HSET', KEYS[1], 'id', order_id, 'city', city, 'state', 'pending',
     'plat', ARGV[14], 'plon', ARGV[15], 'dlat', ARGV[16], 'dlon', ARGV[17], 'vehicle', ARGV[18],
     'mode', ARGV[19], 'created', now, 'updated', now, 'driver', '', 'fence', 0, 'expires', 0,
-    'attempts', 0, 'answered_by', '')
-  if ARGV[19] == 'queued' then
+    'attempts', 0, 'answered_by', '', 'ready', ready, 'policy', policy)
+  if policy == 'batched' then
+    redis.call('ZADD', KEYS[14], math.max(now, ready - tonumber(ARGV[22])), order_id)
+  elseif ARGV[19] == 'queued' then
     requeue()
   else
     -- Dispatched by the request itself; the timer re-queues it if that never completes.
@@ -158,12 +189,25 @@ elseif op == 'timer' then
     return {'ok', state, tostring(now)}
   end
 elseif op == 'attempt' then
-  if redis.call('GET', KEYS[8]) ~= ARGV[12] then return {'lock_lost'} end
-  redis.call('DEL', KEYS[8])
+  local round = ARGV[12] == ''
+  if not round then
+    if redis.call('GET', KEYS[8]) ~= ARGV[12] then return {'lock_lost'} end
+    redis.call('DEL', KEYS[8])
+  end
   if state ~= 'pending' then return {'state', state} end
+  if round then
+    -- A matching round found no driver: the order stays in the pool (considered every round)
+    -- and counts at most one attempt per retry delay.
+    if now < (tonumber(redis.call('HGET', KEYS[1], 'next_attempt')) or 0) then
+      return {'not_due'}
+    end
+    redis.call('HSET', KEYS[1], 'next_attempt', now + retry_ms)
+  end
   local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   if attempts < tonumber(ARGV[7]) then
-    redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
+    if not round then
+      redis.call('ZADD', KEYS[5], now + retry_ms, order_id)
+    end
     return {'ok', 'pending', tostring(now)}
   end
   next_state = 'failed'
@@ -214,6 +258,7 @@ else
   -- Accepted and later orders wait on the driver, finished ones on nothing: no timer.
   redis.call('HSET', KEYS[1], 'state', next_state, 'updated', now, 'answered_by', answerer)
   redis.call('ZREM', KEYS[5], order_id)
+  redis.call('ZREM', KEYS[14], order_id)
 end
 if next_state == 'delivered' and ds then
   redis.call('ZINCRBY', KEYS[9], ARGV[8], driver)

@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::DispatchPolicy;
+
 /// Environment variable prefix of every setting.
 pub const ENV_PREFIX: &str = "GEODISPATCH_";
 
@@ -121,6 +123,22 @@ pub struct Settings {
     /// order may wait for a dispatch that never completes (a crashed instance) before it is
     /// queued again.
     pub dispatch_retry_ms: u64,
+    /// How pending orders find drivers: `greedy` (each order, when dispatched, to its best
+    /// candidate) or `batched` (rounds every `match_interval_ms` assign all due orders of a city
+    /// at once, at least total cost, timing pickups to `ready_at`).
+    pub dispatch_policy: DispatchPolicy,
+    /// Interval (ms) between two matching rounds of a city (batched policy).
+    pub match_interval_ms: u64,
+    /// How long (ms) before its `ready_at` an order enters the matching pool; a round assigns it
+    /// once waiting one more round would bring its nearest free driver after the ready time.
+    pub match_lookahead_ms: u64,
+    /// Time to live (ms) of a city's matching lease: the instance holding it runs the city's
+    /// rounds and renews it; when that instance dies, another takes over within this time.
+    pub match_lease_ttl_ms: u64,
+    /// Most pending orders one round considers (the earliest first).
+    pub match_max_orders: usize,
+    /// Straight-line travel speed (m/s) that rounds assume for a driver on the way to a pickup.
+    pub match_speed_mps: f64,
     /// Dispatch lock backend: `redis` (the lock lives next to the order, in the same Redis) or
     /// `redlock` (additionally a Redlock over `redlock_nodes`, independent of the data Redis).
     pub lock_backend: String,
@@ -207,6 +225,12 @@ impl Default for Settings {
             dispatch_max_attempts: 10,
             dispatch_retry_ms: 5_000,
             dispatch_workers: 2,
+            dispatch_policy: DispatchPolicy::Greedy,
+            match_interval_ms: 1_000,
+            match_lookahead_ms: 600_000,
+            match_lease_ttl_ms: 3_000,
+            match_max_orders: 2_000,
+            match_speed_mps: 5.0,
             lock_backend: "redis".to_owned(),
             redlock_nodes: None,
             queue_claim_idle_ms: 15_000,
@@ -332,6 +356,15 @@ impl Settings {
         {
             bail!(
                 "lock_ttl_ms (at least 30), offer_ttl_ms, dispatch_retry_ms, timer_interval_ms, queue_claim_idle_ms and idempotency_ttl_ms must be positive"
+            );
+        }
+        if self.match_interval_ms == 0
+            || self.match_lease_ttl_ms < 30
+            || self.match_max_orders == 0
+            || !(self.match_speed_mps > 0.0 && self.match_speed_mps.is_finite())
+        {
+            bail!(
+                "match_interval_ms, match_max_orders and match_speed_mps must be positive, match_lease_ttl_ms at least 30"
             );
         }
         if self.dispatch_candidates == 0

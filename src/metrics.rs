@@ -72,6 +72,48 @@ const FAMILIES: &[Def] = &[
         help: "HTTP request latency by method and route template",
     },
     Def {
+        name: "geodispatch_match_rounds_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Matching rounds run by this instance (batched policy)",
+    },
+    Def {
+        name: "geodispatch_match_orders_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Due orders the matching rounds considered (per round: divide by the rounds)",
+    },
+    Def {
+        name: "geodispatch_match_drivers_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Distinct candidate drivers of the matching rounds (per round: divide by the rounds)",
+    },
+    Def {
+        name: "geodispatch_match_matched_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Order-driver pairs the matching rounds chose",
+    },
+    Def {
+        name: "geodispatch_match_claims_total",
+        kind: Kind::Counter,
+        labels: &["result"],
+        help: "Claims of chosen pairs by result (offered, conflict: the driver or order was taken meanwhile)",
+    },
+    Def {
+        name: "geodispatch_match_solve_seconds",
+        kind: Kind::Histogram,
+        labels: &[],
+        help: "Time a matching round spent in the assignment solver",
+    },
+    Def {
+        name: "geodispatch_match_round_seconds",
+        kind: Kind::Histogram,
+        labels: &[],
+        help: "Wall time of a whole matching round (pool read, searches, solve, claims)",
+    },
+    Def {
         name: "geodispatch_dispatch_outcomes_total",
         kind: Kind::Counter,
         labels: &["outcome", "source"],

@@ -213,6 +213,13 @@ impl Application {
             &instance,
             context.settings.dispatch_workers,
         ));
+        // The queue workers stay under the batched policy: they finish what greedy left
+        // queued (orders created before a switch) and take explicit dispatches' retries.
+        if context.settings.dispatch_policy == crate::domain::DispatchPolicy::Batched {
+            background.extend(crate::dispatch::matcher::spawn_matchers(
+                context.dispatcher.clone(),
+            ));
+        }
         Ok(Self {
             port,
             server,

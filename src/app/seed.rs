@@ -112,10 +112,14 @@ async fn load_orders(context: &AppContext, orders: &[SeedOrder]) -> anyhow::Resu
             .create(
                 &id,
                 &city,
-                o.pickup,
-                Some(o.dropoff),
-                vehicle,
-                crate::dispatch::DispatchMode::Queued,
+                &crate::dispatch::OrderSpec {
+                    dropoff: Some(o.dropoff),
+                    vehicle,
+                    ..crate::dispatch::OrderSpec::at(
+                        o.pickup,
+                        crate::dispatch::DispatchMode::Queued,
+                    )
+                },
             )
             .await
         {

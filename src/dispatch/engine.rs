@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::error::DispatchError;
-use super::model::DispatchResult;
+use super::model::{DispatchResult, OrderSpec};
 use super::order_scripts::{ClaimArgs, Op, TransitionReply, decode_claim};
 use super::transitions::TransitionError;
 use crate::cities::CityIndex;
@@ -125,26 +125,15 @@ impl Dispatcher {
 
     /// Create an order and dispatch it at once: the creating script also takes the new order's
     /// lock (one round trip fewer than create, then dispatch).
-    #[allow(clippy::too_many_arguments)]
     pub async fn create_and_dispatch(
         &self,
         id: &OrderId,
         city: &str,
-        pickup: GeoPoint,
-        dropoff: Option<GeoPoint>,
-        vehicle: Option<VehicleType>,
+        spec: &OrderSpec,
         count_attempt: bool,
     ) -> Result<Result<DispatchOutcome, DispatchError>, TransitionError> {
         let lease = self
-            .create_inner(
-                id,
-                city,
-                pickup,
-                dropoff,
-                vehicle,
-                super::DispatchMode::Now,
-                true,
-            )
+            .create_inner(id, city, spec, true)
             .await?
             .ok_or_else(|| {
                 DispatchError::Internal(anyhow::anyhow!(
@@ -152,8 +141,8 @@ impl Dispatcher {
                 ))
             })?;
         let target = Target {
-            center: pickup,
-            vehicle,
+            center: spec.pickup,
+            vehicle: spec.vehicle,
             excluded: Vec::new(),
         };
         metrics::inc(
@@ -304,7 +293,25 @@ impl Dispatcher {
         keep_on_none: bool,
     ) -> Result<Claim, DispatchError> {
         let keys = self.store.keys();
-        let args = ClaimArgs {
+        let args = self.claim_args(city, lease, candidates, keep_on_none);
+        let cmd = evalsha(&CLAIM_OFFER, &keys.order_script(city, order), &args.argv());
+        let mut conn = self.store.conn();
+        let reply: Vec<String> = scripts::run(&mut conn, &CLAIM_OFFER, &cmd)
+            .await
+            .map_err(DispatchError::redis("claim offer"))?;
+        Ok(decode_claim(&reply, order, lease.fencing)?)
+    }
+
+    /// The ARGV of `claim_offer.lua` for `candidates` under `lease`.
+    pub(super) fn claim_args<'a>(
+        &self,
+        city: &str,
+        lease: &'a Lease,
+        candidates: &'a [(String, f64)],
+        keep_on_none: bool,
+    ) -> ClaimArgs<'a> {
+        let keys = self.store.keys();
+        ClaimArgs {
             token: &lease.token,
             fencing: lease.fencing,
             driver_ttl_ms: self.settings.driver_ttl_ms,
@@ -317,13 +324,7 @@ impl Dispatcher {
             score_weight: self.settings.ranking_score_weight,
             unscored_score: self.settings.ranking_unscored_score,
             candidates,
-        };
-        let cmd = evalsha(&CLAIM_OFFER, &keys.order_script(city, order), &args.argv());
-        let mut conn = self.store.conn();
-        let reply: Vec<String> = scripts::run(&mut conn, &CLAIM_OFFER, &cmd)
-            .await
-            .map_err(DispatchError::redis("claim offer"))?;
-        Ok(decode_claim(&reply, order, lease.fencing)?)
+        }
     }
 
     /// Dispatch one order of `city`: lock it (or answer `Locked` at once), rank candidates

@@ -26,9 +26,11 @@
 //! `idempotency.rs`; cancel; dispatch now; a driver's answer) fail with a [`DispatchError`]
 //! that names what went wrong; the HTTP layer decides how each is answered.
 
+mod assignment;
 pub mod engine;
 mod error;
 mod idempotency;
+pub mod matcher;
 mod model;
 mod operations;
 mod order_scripts;
@@ -37,7 +39,9 @@ pub mod workers;
 
 pub use engine::{Claim, Dispatcher};
 pub use error::DispatchError;
-pub use model::{CreateOrder, DispatchMode, DispatchResult, Order, PickupPoint, TokenBody};
+pub use model::{
+    CreateOrder, DispatchMode, DispatchResult, Order, OrderSpec, PickupPoint, TokenBody,
+};
 pub(crate) use operations::CreatedOrder;
 pub use transitions::{Transition, TransitionError};
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{FieldError, GeoPoint, OrderState, VehicleType, rfc3339_ms};
+use crate::domain::{FieldError, GeoPoint, OrderState, RecordedAt, VehicleType, rfc3339_ms};
 
 /// A point given as latitude and longitude.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -58,9 +58,44 @@ pub struct CreateOrder {
     /// Only drivers with this vehicle type (any when absent).
     #[serde(default)]
     pub vehicle_type: Option<VehicleType>,
-    /// `now` (default) or `queued`.
+    /// `now` (default) or `queued`. Under `dispatch_policy = batched` both put the order in its
+    /// city's matching pool, and the next round offers it.
     #[serde(default)]
     pub dispatch: DispatchMode,
+    /// When the food (or parcel) is ready to be picked up: RFC 3339 or epoch milliseconds, not
+    /// before the order's creation (422; up to `max_clock_skew_ms` before it is read as the
+    /// creation). Absent: ready at once. The batched policy times the pickup to it; the greedy
+    /// policy stores and shows it only.
+    #[serde(default)]
+    pub ready_at: Option<RecordedAt>,
+}
+
+/// What an order is created with, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrderSpec {
+    /// Pickup point.
+    pub pickup: GeoPoint,
+    /// Drop-off point.
+    pub dropoff: Option<GeoPoint>,
+    /// Required vehicle type.
+    pub vehicle: Option<VehicleType>,
+    /// How it is dispatched.
+    pub mode: DispatchMode,
+    /// When it is ready (epoch ms); `None`: at once.
+    pub ready_ms: Option<i64>,
+}
+
+impl OrderSpec {
+    /// An order ready at once, with no drop-off or vehicle requirement.
+    pub fn at(pickup: GeoPoint, mode: DispatchMode) -> Self {
+        Self {
+            pickup,
+            dropoff: None,
+            vehicle: None,
+            mode,
+            ready_ms: None,
+        }
+    }
 }
 
 impl CreateOrder {
@@ -89,7 +124,8 @@ impl CreateOrder {
     "order_id": "ord-1001", "city": "paris", "state": "offered",
     "pickup": {"lat": 48.8566, "lon": 2.3522}, "dropoff": {"lat": 48.8606, "lon": 2.3376},
     "vehicle_type": "scooter", "dispatch": "now",
-    "created_at": "2026-11-23T18:30:00.25Z", "updated_at": "2026-11-23T18:30:00.31Z",
+    "created_at": "2026-11-23T18:30:00.25Z", "ready_at": "2026-11-23T18:45:00Z",
+    "updated_at": "2026-11-23T18:30:00.31Z",
     "driver_id": "drv-1", "fencing_token": 42, "offer_expires_at": "2026-11-23T18:30:20.31Z",
     "distance_m": 420.5, "driver_score": 4.9, "composite": 4.4795, "attempts": 0
 }))]
@@ -112,6 +148,8 @@ pub struct Order {
     pub dispatch: DispatchMode,
     /// Creation time (RFC 3339, Redis' clock).
     pub created_at: String,
+    /// When it is ready to be picked up (the creation time when none was given).
+    pub ready_at: String,
     /// Time of the last transition.
     pub updated_at: String,
     /// The driver the order is offered to or held by (offered, accepted, picked_up, delivered,
@@ -171,6 +209,7 @@ impl Order {
                 DispatchMode::Now
             },
             created_at: rfc3339_ms(num("created")? as i64),
+            ready_at: rfc3339_ms(num("ready").or(num("created"))? as i64),
             updated_at: rfc3339_ms(num("updated")? as i64),
             fencing_token: fence,
             offer_expires_at: (state == OrderState::Offered)

@@ -6,9 +6,9 @@
 use super::engine::{DispatchOutcome, Dispatcher};
 use super::error::DispatchError;
 use super::idempotency::{Idempotency, Reservation};
-use super::model::{CreateOrder, DispatchMode, DispatchResult, Order};
+use super::model::{CreateOrder, DispatchMode, DispatchResult, Order, OrderSpec};
 use super::transitions::{Transition, TransitionError};
-use crate::domain::{DriverId, FieldError, OrderId};
+use crate::domain::{DispatchPolicy, DriverId, FieldError, OrderId};
 
 /// What creating an order answers.
 #[derive(Debug)]
@@ -69,11 +69,20 @@ impl Dispatcher {
                 }
             }
         }
-        let now = request.dispatch == DispatchMode::Now;
+        let spec = OrderSpec {
+            pickup,
+            dropoff,
+            vehicle: request.vehicle_type,
+            mode: request.dispatch,
+            ready_ms: request.ready_at.map(|t| t.0),
+        };
+        // Under the batched policy every order waits for its city's next round.
+        let now = request.dispatch == DispatchMode::Now
+            && self.settings().dispatch_policy == DispatchPolicy::Greedy;
         let created = if now {
             // Created and locked in one script, then dispatched; a dispatch failure leaves a
             // pending order that the retry timer re-queues.
-            self.create_and_dispatch(&id, &city, pickup, dropoff, request.vehicle_type, false)
+            self.create_and_dispatch(&id, &city, &spec, false)
                 .await
                 .map(|dispatched| {
                     if let Err(err) = dispatched {
@@ -81,15 +90,7 @@ impl Dispatcher {
                     }
                 })
         } else {
-            self.create(
-                &id,
-                &city,
-                pickup,
-                dropoff,
-                request.vehicle_type,
-                request.dispatch,
-            )
-            .await
+            self.create(&id, &city, &spec).await
         };
         match created {
             Ok(()) => {}
@@ -100,6 +101,12 @@ impl Dispatcher {
                 }
             }
             Err(TransitionError::Exists) => return Err(DispatchError::OrderExists(id.to_string())),
+            Err(TransitionError::ReadyEarly) => {
+                return Err(DispatchError::Validation(vec![FieldError::new(
+                    "ready_at",
+                    "must not be before the order's creation",
+                )]));
+            }
             Err(TransitionError::Failed(e)) => return Err(e),
             Err(other) => {
                 return Err(DispatchError::Internal(anyhow::anyhow!(

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use super::engine::Claim;
-use super::model::{DispatchMode, DispatchResult};
-use crate::domain::{GeoPoint, VehicleType, rfc3339_ms};
+use super::model::{DispatchResult, OrderSpec};
+use crate::domain::{DispatchPolicy, rfc3339_ms};
 
 /// `ARGV[1]` of `order_transition.lua`: which change of the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +37,16 @@ impl Op {
     }
 }
 
-/// `ARGV[14..19]` of `order_transition.lua`: the order a `create` stores.
-pub(super) struct NewOrder {
-    pub pickup: GeoPoint,
-    pub dropoff: Option<GeoPoint>,
-    pub vehicle: Option<VehicleType>,
-    pub mode: DispatchMode,
+/// `ARGV[14..23]` of `order_transition.lua`: the order a `create` stores.
+pub(super) struct NewOrder<'a> {
+    /// `ARGV[14..20]`.
+    pub spec: &'a OrderSpec,
+    /// `ARGV[21]`.
+    pub policy: DispatchPolicy,
+    /// `ARGV[22]`: how long before its ready time a batched order enters the pool.
+    pub lookahead_ms: u64,
+    /// `ARGV[23]`: how far before the creation a ready time is read as the creation.
+    pub skew_ms: u64,
 }
 
 /// The ARGV of one `order_transition.lua` call, one field per slot.
@@ -72,8 +76,8 @@ pub(super) struct TransitionArgs<'a> {
     pub lock_token: Option<&'a str>,
     /// `ARGV[13]`: the lock's time to live (create with a lock token).
     pub lock_ttl_ms: Option<u64>,
-    /// `ARGV[14..19]`: the new order (create).
-    pub new_order: Option<NewOrder>,
+    /// `ARGV[14..23]`: the new order (create).
+    pub new_order: Option<NewOrder<'a>>,
 }
 
 impl TransitionArgs<'_> {
@@ -99,17 +103,22 @@ impl TransitionArgs<'_> {
         argv.push(self.lock_token.unwrap_or_default().to_owned());
         argv.push(self.lock_ttl_ms.map(|t| t.to_string()).unwrap_or_default());
         if let Some(new) = &self.new_order {
-            argv.push(new.pickup.lat.to_string());
-            argv.push(new.pickup.lon.to_string());
-            argv.push(new.dropoff.map(|d| d.lat.to_string()).unwrap_or_default());
-            argv.push(new.dropoff.map(|d| d.lon.to_string()).unwrap_or_default());
+            let spec = new.spec;
+            argv.push(spec.pickup.lat.to_string());
+            argv.push(spec.pickup.lon.to_string());
+            argv.push(spec.dropoff.map(|d| d.lat.to_string()).unwrap_or_default());
+            argv.push(spec.dropoff.map(|d| d.lon.to_string()).unwrap_or_default());
             argv.push(
-                new.vehicle
+                spec.vehicle
                     .map(|v| v.as_str())
                     .unwrap_or_default()
                     .to_owned(),
             );
-            argv.push(new.mode.as_str().to_owned());
+            argv.push(spec.mode.as_str().to_owned());
+            argv.push(spec.ready_ms.map(|t| t.to_string()).unwrap_or_default());
+            argv.push(new.policy.as_str().to_owned());
+            argv.push(new.lookahead_ms.to_string());
+            argv.push(new.skew_ms.to_string());
         }
         argv
     }
@@ -135,6 +144,8 @@ pub(super) enum TransitionReply {
     Missing,
     /// `exists`: create found the id taken.
     Exists,
+    /// `ready_early`: create was given a ready time before the creation.
+    ReadyEarly,
     /// `state`: not allowed from the order's current state.
     State(String),
     /// `fence`: not the current offer's driver or fencing number.
@@ -166,6 +177,7 @@ impl TransitionReply {
             },
             "missing" => TransitionReply::Missing,
             "exists" => TransitionReply::Exists,
+            "ready_early" => TransitionReply::ReadyEarly,
             "state" => TransitionReply::State(at(1)?.clone()),
             "fence" => TransitionReply::Fence,
             "expired" => TransitionReply::Expired,
@@ -262,6 +274,8 @@ pub(super) fn decode_claim(reply: &[String], order: &str, fencing: u64) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::DispatchMode;
+    use crate::domain::{GeoPoint, VehicleType};
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()
@@ -310,21 +324,42 @@ mod tests {
         let mut create = args(Op::Create);
         create.lock_token = Some("tok");
         create.lock_ttl_ms = Some(3000);
-        create.new_order = Some(NewOrder {
-            pickup: GeoPoint {
-                lat: 48.5,
-                lon: 2.25,
-            },
-            dropoff: None,
+        let spec = OrderSpec {
             vehicle: Some(VehicleType::Van),
-            mode: DispatchMode::Now,
+            ready_ms: Some(1_700_000_000_000),
+            ..OrderSpec::at(
+                GeoPoint {
+                    lat: 48.5,
+                    lon: 2.25,
+                },
+                DispatchMode::Now,
+            )
+        };
+        create.new_order = Some(NewOrder {
+            spec: &spec,
+            policy: DispatchPolicy::Batched,
+            lookahead_ms: 600_000,
+            skew_ms: 30_000,
         });
         let argv = create.argv();
-        assert_eq!(argv.len(), 19);
+        assert_eq!(argv.len(), 23);
         assert_eq!(argv[3..5], ["", ""]);
         assert_eq!(
             argv[11..],
-            ["tok", "3000", "48.5", "2.25", "", "", "van", "now"]
+            [
+                "tok",
+                "3000",
+                "48.5",
+                "2.25",
+                "",
+                "",
+                "van",
+                "now",
+                "1700000000000",
+                "batched",
+                "600000",
+                "30000"
+            ]
         );
     }
 

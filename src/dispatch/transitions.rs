@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::engine::Dispatcher;
 use super::error::DispatchError;
-use super::model::{DispatchMode, Order};
+use super::model::{Order, OrderSpec};
 use super::order_scripts::{NewOrder, Op, TransitionArgs, TransitionReply};
-use crate::domain::{GeoPoint, OrderId, VehicleType};
+use crate::domain::OrderId;
 use crate::lock::Lease;
 use crate::metrics;
 use crate::store::scripts::{self, ORDER_TRANSITION, evalsha};
@@ -78,6 +78,9 @@ pub enum TransitionError {
     /// The order id is taken (create).
     #[error("the order id is taken")]
     Exists,
+    /// The ready time is before the order's creation (create).
+    #[error("the ready time is before the order's creation")]
+    ReadyEarly,
     /// The dispatch lock was lost (attempt).
     #[error("the dispatch lock was lost")]
     LockLost,
@@ -135,27 +138,18 @@ impl Dispatcher {
         &self,
         id: &OrderId,
         city: &str,
-        pickup: GeoPoint,
-        dropoff: Option<GeoPoint>,
-        vehicle: Option<VehicleType>,
-        mode: DispatchMode,
+        spec: &OrderSpec,
     ) -> Result<(), TransitionError> {
-        self.create_inner(id, city, pickup, dropoff, vehicle, mode, false)
-            .await
-            .map(|_| ())
+        self.create_inner(id, city, spec, false).await.map(|_| ())
     }
 
     /// [`Self::create`]; with `lock`, the script also takes the new order's dispatch lock and
     /// the lease is returned.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create_inner(
         &self,
         id: &OrderId,
         city: &str,
-        pickup: GeoPoint,
-        dropoff: Option<GeoPoint>,
-        vehicle: Option<VehicleType>,
-        mode: DispatchMode,
+        spec: &OrderSpec,
         lock: bool,
     ) -> Result<Option<Lease>, TransitionError> {
         let mut conn = self.store().conn();
@@ -176,10 +170,10 @@ impl Dispatcher {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut args = self.transition_args(Op::Create, id.as_str(), city);
         args.new_order = Some(NewOrder {
-            pickup,
-            dropoff,
-            vehicle,
-            mode,
+            spec,
+            policy: self.settings().dispatch_policy,
+            lookahead_ms: self.settings().match_lookahead_ms,
+            skew_ms: self.settings().max_clock_skew_ms,
         });
         if lock {
             args.lock_token = Some(&token);
@@ -363,6 +357,7 @@ fn refusal(reply: TransitionReply) -> TransitionError {
     match reply {
         TransitionReply::Missing => TransitionError::Missing,
         TransitionReply::Exists => TransitionError::Exists,
+        TransitionReply::ReadyEarly => TransitionError::ReadyEarly,
         TransitionReply::State(state) => TransitionError::State(state),
         TransitionReply::Fence => TransitionError::Fence,
         TransitionReply::Expired => TransitionError::Expired,

@@ -19,7 +19,7 @@ pub use driver::{DriverStatus, ShiftStatus, VehicleType};
 pub use driver_id::DriverId;
 pub use field_error::FieldError;
 pub use order_id::OrderId;
-pub use order_state::OrderState;
+pub use order_state::{DispatchPolicy, OrderState};
 pub use packed_state::PackedState;
 pub use rate_policy::Policy;
 pub use time::{MIN_RECORDED_MS, RecordedAt, rfc3339_ms};

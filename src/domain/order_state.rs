@@ -76,3 +76,25 @@ mod tests {
         }
     }
 }
+
+/// How pending orders find their drivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DispatchPolicy {
+    /// Each order goes, when it is dispatched, to the best single candidate for it.
+    #[default]
+    Greedy,
+    /// Pending orders wait in their city's pool, and a round every `match_interval_ms` assigns
+    /// all due orders to free drivers at once, at least total cost.
+    Batched,
+}
+
+impl DispatchPolicy {
+    /// Lower-case name, as stored with each order.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchPolicy::Greedy => "greedy",
+            DispatchPolicy::Batched => "batched",
+        }
+    }
+}

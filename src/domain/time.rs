@@ -6,10 +6,17 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
-/// When a position was recorded: RFC 3339 text or epoch milliseconds.
+/// A moment given by a client (when a position was recorded, when an order is ready): RFC 3339
+/// text or epoch milliseconds. Written back as epoch milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
 #[schema(value_type = String, example = "2026-11-23T18:30:00.250Z")]
 pub struct RecordedAt(pub i64);
+
+impl serde::Serialize for RecordedAt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.0)
+    }
+}
 
 /// Earliest accepted `recorded_at` (2000-01-01): anything before is a device clock error.
 pub const MIN_RECORDED_MS: i64 = 946_684_800_000;

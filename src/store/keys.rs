@@ -182,6 +182,17 @@ impl Keys {
         self.city(city, "timers")
     }
 
+    /// Sorted set `order_id → ms from which it is considered`: a city's pending orders under
+    /// the batched policy, read by the matching rounds.
+    pub fn match_pool(&self, city: impl Display) -> String {
+        self.city(city, "match:pool")
+    }
+
+    /// String: a city's matching lease (the instance that runs the city's rounds).
+    pub fn match_lease(&self, city: impl Display) -> String {
+        self.city(city, "match:lease")
+    }
+
     /// Stream: a city's dispatch queue, read by the consumer group [`DISPATCH_GROUP`].
     pub fn dispatch_queue(&self, city: impl Display) -> String {
         self.city(city, "dispatch")
@@ -295,7 +306,7 @@ impl Keys {
     /// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city` (the driver
     /// keys are the city's too: a busy driver stays in its order's city).
     pub fn order_script(&self, city: &str, order: &str) -> Vec<String> {
-        let mut out = Vec::with_capacity(13);
+        let mut out = Vec::with_capacity(14);
         out.push(self.order(city, order));
         out.push(self.driver_states(city));
         out.push(self.assignments(city));
@@ -307,6 +318,7 @@ impl Keys {
         out.push(self.scores(city));
         out.extend(self.geo_all(city));
         out.push(self.fence(city));
+        out.push(self.match_pool(city));
         out
     }
 
@@ -385,6 +397,8 @@ impl Keys {
             ("assignments", self.assignments(c)),
             ("timers", self.timers(c)),
             ("dispatch_queue", self.dispatch_queue(c)),
+            ("match_pool", self.match_pool(c)),
+            ("match_lease", self.match_lease(c)),
             ("events", self.events(c)),
             ("ops_channel", self.ops_channel(c)),
             ("driver_channel", self.driver_channel(d)),

@@ -643,3 +643,25 @@ impl Instance {
         .await
     }
 }
+
+/// Poll an order until `pred` holds on it or `within` passes.
+pub async fn wait_order(
+    app: &Instance,
+    order: &str,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let a = app.get(&format!("/v1/orders/{order}")).await;
+        if pred(&a.json) {
+            return a.json;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {order} never got there: {}",
+            a.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -12,6 +12,7 @@ mod health_and_docs;
 mod helpers;
 mod layout;
 mod lock;
+mod matching;
 mod observability;
 mod orders;
 mod project;

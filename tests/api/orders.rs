@@ -8,35 +8,13 @@ use geodispatch::dispatch::{Claim, DispatchResult};
 use geodispatch::events::{check_invariants, read_history};
 use serde_json::{Value, json};
 
-use crate::helpers::{Answer, Instance, PARIS, spawn_app_with};
+use crate::helpers::{Answer, Instance, PARIS, spawn_app_with, wait_order};
 
 /// Test settings: fast timers, offers that do not expire unless a test wants them to.
 fn fast(s: &mut geodispatch::config::Settings) {
     s.timer_interval_ms = 20;
     s.dispatch_retry_ms = 200;
     s.offer_ttl_ms = 60_000;
-}
-
-/// Poll an order until `pred` holds on it or `within` passes.
-async fn wait_order(
-    app: &Instance,
-    order: &str,
-    within: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let a = app.get(&format!("/v1/orders/{order}")).await;
-        if pred(&a.json) {
-            return a.json;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "order {order} never got there: {}",
-            a.text
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use geodispatch::dispatch::{Transition, engine::DispatchOutcome};
+use geodispatch::dispatch::{DispatchMode, OrderSpec, Transition, engine::DispatchOutcome};
 use geodispatch::domain::{GeoPoint, OrderId};
 use geodispatch_testkit::fleet::{fleet, load_fleet, point_in_square};
 use geodispatch_testkit::load;
@@ -84,7 +84,12 @@ async fn engine_phase(
                 let (lat, lon) = point_in_square(&mut rng, 12.0);
                 let t = Instant::now();
                 let outcome = d
-                    .create_and_dispatch(&id, "paris", GeoPoint { lat, lon }, None, None, false)
+                    .create_and_dispatch(
+                        &id,
+                        "paris",
+                        &OrderSpec::at(GeoPoint { lat, lon }, DispatchMode::Now),
+                        false,
+                    )
                     .await;
                 hist.record(t.elapsed().as_micros().max(1) as u64)?;
                 match outcome {

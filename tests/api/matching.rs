@@ -1,0 +1,225 @@
+//! Ready times and batched matching on real Redis: `ready_at` is validated, stored and shown;
+//! under `dispatch_policy = batched` a round assigns all due orders at least total distance
+//! where one-at-a-time dispatch would not, waits for an order's ready time, counts attempts
+//! for orders nobody can take, and keeps the pool in step with the orders' states.
+
+use std::time::Duration;
+
+use geodispatch::config::Settings;
+use geodispatch::domain::DispatchPolicy;
+use serde_json::{Value, json};
+
+use crate::helpers::{PARIS, now_ms, spawn_app_with, wait_order};
+
+/// Batched settings with rounds every 50 ms and a fast, predictable travel-time estimate.
+fn batched(s: &mut Settings) {
+    s.dispatch_policy = DispatchPolicy::Batched;
+    s.match_interval_ms = 50;
+    s.timer_interval_ms = 20;
+    s.dispatch_retry_ms = 100;
+    s.offer_ttl_ms = 60_000;
+}
+
+/// A point `m` metres east of `at`.
+fn east(at: (f64, f64), m: f64) -> (f64, f64) {
+    (at.0, at.1 + m / (111_320.0 * at.0.to_radians().cos()))
+}
+
+#[tokio::test]
+async fn ready_at_is_stored_shown_and_must_not_precede_the_creation() {
+    let app = spawn_app_with(|_| {}).await;
+    let ready = now_ms() + 900_000;
+    let a = app
+        .create_order(
+            json!({"order_id": "r1", "pickup": {"lat": PARIS.0, "lon": PARIS.1},
+                             "ready_at": ready, "dispatch": "queued"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let shown = app.get("/v1/orders/r1").await.json;
+    let parsed = time::OffsetDateTime::parse(
+        shown["ready_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(
+        (parsed.unix_timestamp_nanos() / 1_000_000) as i64,
+        ready,
+        "{shown}"
+    );
+
+    // RFC 3339 works too; absent, the order is ready when created.
+    let a = app
+        .create_order(
+            json!({"order_id": "r2", "pickup": {"lat": PARIS.0, "lon": PARIS.1},
+                             "ready_at": "2999-01-01T00:00:00Z", "dispatch": "queued"}),
+        )
+        .await;
+    assert_eq!(a.json["ready_at"], "2999-01-01T00:00:00Z", "{}", a.text);
+    let a = app
+        .create_order(
+            json!({"order_id": "r3", "pickup": {"lat": PARIS.0, "lon": PARIS.1},
+                             "dispatch": "queued"}),
+        )
+        .await;
+    assert_eq!(a.json["ready_at"], a.json["created_at"], "{}", a.text);
+
+    // An hour before the creation: 422 naming the field, and no order.
+    let a = app
+        .create_order(
+            json!({"order_id": "r4", "pickup": {"lat": PARIS.0, "lon": PARIS.1},
+                             "ready_at": now_ms() - 3_600_000}),
+        )
+        .await;
+    a.assert_problem(422, "validation-error");
+    assert_eq!(a.problem_fields(), ["ready_at"]);
+    app.get("/v1/orders/r4")
+        .await
+        .assert_problem(404, "not-found");
+    let a = app
+        .create_order(
+            json!({"order_id": "r5", "pickup": {"lat": PARIS.0, "lon": PARIS.1},
+                             "ready_at": "yesterday"}),
+        )
+        .await;
+    a.assert_problem(422, "validation-error");
+    assert_eq!(a.problem_fields(), ["ready_at"]);
+}
+
+#[tokio::test]
+async fn a_round_assigns_all_due_orders_at_least_total_distance() {
+    let app = spawn_app_with(|s| {
+        batched(s);
+        // Travel time negligible (a few ms): an order is due about one interval before it is
+        // ready.
+        s.match_speed_mps = 100_000.0;
+    })
+    .await;
+    // Orders A at 0 m and B at 1,000 m; driver D1 at 500 m, D2 at −600 m. One at a time, A
+    // takes its nearest (D1, 500 m) and B is left with D2 (1,600 m): 2,100 m. Together: A←D2,
+    // B←D1, 1,100 m.
+    let a_at = PARIS;
+    let b_at = east(PARIS, 1_000.0);
+    let d1 = east(PARIS, 500.0);
+    let d2 = east(PARIS, -600.0);
+    app.put_fleet(&[("d1", d1.0, d1.1), ("d2", d2.0, d2.1)])
+        .await;
+    let ready = now_ms() + 1_500;
+    for (id, at) in [("A", a_at), ("B", b_at)] {
+        let a = app
+            .create_order(json!({"order_id": id, "pickup": {"lat": at.0, "lon": at.1},
+                                 "ready_at": ready}))
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        // Not dispatched in the request: it waits for a round.
+        assert_eq!(a.json["state"], "pending", "{}", a.text);
+    }
+    let offered = |o: &Value| o["state"] == "offered";
+    let a = wait_order(&app, "A", Duration::from_secs(10), offered).await;
+    let b = wait_order(&app, "B", Duration::from_secs(10), offered).await;
+    assert_eq!(
+        (a["driver_id"].as_str(), b["driver_id"].as_str()),
+        (Some("d2"), Some("d1"))
+    );
+    // Not before the ready time less one round.
+    let offered_at = |o: &Value| {
+        time::OffsetDateTime::parse(
+            o["updated_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp_nanos() as i64
+            / 1_000_000
+    };
+    assert!(offered_at(&a) >= ready - 200, "{a}");
+
+    // Both left the pool.
+    let pool = app.context.store.keys().match_pool("paris");
+    let mut conn = app.redis_conn().await;
+    let left: i64 = redis::cmd("ZCARD")
+        .arg(&pool)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn due_orders_nobody_can_take_count_attempts_and_fail() {
+    let app = spawn_app_with(|s| {
+        batched(s);
+        s.dispatch_max_attempts = 3;
+    })
+    .await;
+    let a = app
+        .create_order(json!({"order_id": "lonely", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let failed = wait_order(&app, "lonely", Duration::from_secs(10), |o| {
+        o["state"] == "failed"
+    })
+    .await;
+    assert_eq!(failed["attempts"], 3, "{failed}");
+    let pool = app.context.store.keys().match_pool("paris");
+    let mut conn = app.redis_conn().await;
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&pool)
+        .arg("lonely")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(score, None, "a failed order leaves the pool");
+}
+
+#[tokio::test]
+async fn a_rejected_offer_returns_the_order_to_the_pool_and_another_driver_gets_it() {
+    let app = spawn_app_with(batched).await;
+    let d1 = east(PARIS, 100.0);
+    app.put_fleet(&[("d1", d1.0, d1.1)]).await;
+    app.create_order(json!({"order_id": "o", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}))
+        .await;
+    let first = wait_order(&app, "o", Duration::from_secs(10), |o| {
+        o["state"] == "offered"
+    })
+    .await;
+    assert_eq!(first["driver_id"], "d1");
+    let fence = first["fencing_token"].as_u64().unwrap();
+    let a = app.answer_offer("o", "d1", fence, "reject").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let d2 = east(PARIS, 300.0);
+    app.put_fleet(&[("d2", d2.0, d2.1)]).await;
+    let second = wait_order(&app, "o", Duration::from_secs(10), |o| {
+        o["state"] == "offered"
+    })
+    .await;
+    assert_eq!(
+        second["driver_id"], "d2",
+        "the driver who rejected is excluded"
+    );
+    assert!(second["fencing_token"].as_u64().unwrap() > fence);
+
+    // A cancelled pending order leaves the pool too.
+    app.create_order(
+        json!({"order_id": "c", "pickup": {"lat": PARIS.0, "lon": PARIS.1},
+                            "ready_at": now_ms() + 3_600_000}),
+    )
+    .await;
+    let pool = app.context.store.keys().match_pool("paris");
+    let mut conn = app.redis_conn().await;
+    let before: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&pool)
+        .arg("c")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(before.is_some());
+    let a = app.post_json("/v1/orders/c/cancel", &json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let after: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&pool)
+        .arg("c")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(after, None);
+}
