@@ -77,6 +77,8 @@ try {
   const order = await r.json();
   if (r.status !== 201 || order.state !== "offered") fail(`order not offered: ${r.status} ${JSON.stringify(order)}`);
   await page.waitForSelector(`#o-${order.order_id}`, { timeout: 2000 });
+  const readyAt = await page.getAttribute(`#o-${order.order_id}`, "data-ready-at");
+  if (readyAt !== order.ready_at) fail(`order ready time on the map: ${readyAt}, API: ${order.ready_at}`);
   await page.waitForSelector(`#d-${order.driver_id}.busy`, { timeout: 2000 });
   const appearedMs = Date.now() - t0;
   await page.screenshot({ path: join(shots, "map-order.png") });

@@ -7,8 +7,10 @@
 //! GEOADD, a naive GEOSEARCH straight on Redis, and PostGIS KNN (`tools/scripts/postgis_knn.sh`).
 
 mod dispatch;
+mod matching;
 
 pub use dispatch::{DispatchOptions, dispatch};
+pub use matching::{MatchOptions, matching};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -79,6 +79,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         http_workers: usize,
     },
+    /// One batched matching round in one city: service CPU, Redis CPU, wall and solve time,
+    /// with `orders` pending orders and `drivers` available drivers (docs/BENCHMARKS.md).
+    Match {
+        /// Pending orders per round.
+        #[arg(long, default_value_t = 1_000)]
+        orders: usize,
+        /// Available drivers in the 30×30 km Paris square.
+        #[arg(long, default_value_t = 5_000)]
+        drivers: usize,
+        /// Measured rounds (after one warm-up round).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Dispatch load while a fault is injected (Sentinel failover, killed or paused service
     /// instances, Redis restart from AOF): acknowledged writes lost, orders stuck, double
     /// assignments, fence rejections, seconds unavailable (docs/RELIABILITY.md).
@@ -283,6 +296,19 @@ fn main() -> anyhow::Result<()> {
                         })
                         .await?;
                         anyhow::Ok(serde_json::json!({"scenario": "dispatch", "duration_s": duration, "result": r}))
+                    }
+                    BenchCommand::Match {
+                        orders,
+                        drivers,
+                        rounds,
+                    } => {
+                        let r = bench::matching(bench::MatchOptions {
+                            orders,
+                            drivers,
+                            rounds,
+                        })
+                        .await?;
+                        anyhow::Ok(serde_json::json!({"scenario": "match", "result": r}))
                     }
                     BenchCommand::Faults {
                         scenario,
