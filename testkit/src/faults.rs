@@ -182,8 +182,8 @@ pub struct FaultReport {
     pub notes: Vec<String>,
 }
 
-/// One child `geodispatch serve`.
-struct Instance {
+/// One child `geodispatch serve` on a free port, with the given environment (settings).
+pub struct Instance {
     port: u16,
     env: Vec<(String, String)>,
     binary: PathBuf,
@@ -191,7 +191,11 @@ struct Instance {
 }
 
 impl Instance {
-    async fn start(binary: &std::path::Path, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+    /// Start `binary serve` and wait until `/readyz` answers 200.
+    pub async fn start(
+        binary: &std::path::Path,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let mut inst = Self {
             port,
@@ -203,7 +207,8 @@ impl Instance {
         Ok(inst)
     }
 
-    fn addr(&self) -> String {
+    /// `host:port` it listens on.
+    pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -241,7 +246,8 @@ impl Instance {
         geodispatch::store::local::signal_child(self.child.as_ref(), sig);
     }
 
-    async fn kill(&mut self) {
+    /// SIGKILL it (and wait for it to exit).
+    pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;
         }

@@ -223,3 +223,104 @@ async fn a_rejected_offer_returns_the_order_to_the_pool_and_another_driver_gets_
         .unwrap();
     assert_eq!(after, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_matching_leader_is_replaced_by_another_instance() {
+    use geodispatch::store::keys::Keys;
+    use geodispatch_testkit::faults::Instance;
+
+    let redis = crate::helpers::start_redis().await;
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let env: Vec<(String, String)> = [
+        ("GEODISPATCH_REDIS_URL", redis.url()),
+        ("GEODISPATCH_KEY_PREFIX", prefix.clone()),
+        ("GEODISPATCH_AUTH_ENABLED", "false".into()),
+        ("GEODISPATCH_RATE_LIMITS_ENABLED", "false".into()),
+        ("GEODISPATCH_DISPATCH_POLICY", "batched".into()),
+        ("GEODISPATCH_MATCH_INTERVAL_MS", "50".into()),
+        ("GEODISPATCH_MATCH_LEASE_TTL_MS", "1000".into()),
+        ("GEODISPATCH_OFFER_TTL_MS", "60000".into()),
+        ("RUST_LOG", "error".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_geodispatch"));
+    let lease = Keys::new(&prefix).match_lease("paris");
+    let conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let holder = |mut conn: redis::aio::MultiplexedConnection, key: String| async move {
+        redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .unwrap()
+    };
+
+    // The first instance takes the lease; the second starts while it holds it.
+    let mut first = Instance::start(&binary, env.clone()).await.unwrap();
+    let mut first_token = None;
+    for _ in 0..200 {
+        first_token = holder(conn.clone(), lease.clone()).await;
+        if first_token.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first_token = first_token.expect("the first instance took the matching lease");
+    let second = Instance::start(&binary, env).await.unwrap();
+    assert_eq!(
+        holder(conn.clone(), lease.clone()).await.as_deref(),
+        Some(first_token.as_str()),
+        "the second instance waits while the lease is held"
+    );
+
+    // Killed, the leader's lease expires and the second instance runs the rounds.
+    first.kill().await;
+    let base = format!("http://{}", second.addr());
+    let client = reqwest::Client::new();
+    let d = east(PARIS, 100.0);
+    let a = client
+        .post(format!("{base}/v1/locations/batch"))
+        .json(
+            &json!({"positions": [{"driver_id": "d1", "lat": d.0, "lon": d.1,
+                                     "recorded_at": now_ms(), "status": "available"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 200);
+    let a = client
+        .post(format!("{base}/v1/orders"))
+        .json(&json!({"order_id": "after-kill", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 201);
+    let mut order = Value::Null;
+    for _ in 0..400 {
+        order = client
+            .get(format!("{base}/v1/orders/after-kill"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if order["state"] == "offered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(order["state"], "offered", "{order}");
+    assert_eq!(order["driver_id"], "d1", "{order}");
+    let now_holder = holder(conn.clone(), lease.clone()).await;
+    assert!(
+        now_holder.is_some() && now_holder.as_deref() != Some(first_token.as_str()),
+        "{now_holder:?}"
+    );
+    drop(second);
+}
