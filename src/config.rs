@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Environment variable prefix of every setting.
-pub const ENV_PREFIX: &str = "GEODISPATCH_";
+pub(crate) const ENV_PREFIX: &str = "GEODISPATCH_";
 
 /// Settings that are never serialized, so that no dump of the settings shows a secret. They
 /// are settings all the same: read from the file and the environment, and listed in
@@ -230,7 +230,7 @@ impl Default for Settings {
 
 impl Settings {
     /// Load settings: defaults < TOML file (if given) < `GEODISPATCH_*` variables from `env`.
-    pub fn load(
+    pub(crate) fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
@@ -297,7 +297,7 @@ impl Settings {
     }
 
     /// Reject settings that cannot work, with a message naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if self.key_prefix.is_empty()
             || !self
                 .key_prefix

@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 /// When a position was recorded: RFC 3339 text or epoch milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
 #[schema(value_type = String, example = "2026-11-23T18:30:00.250Z")]
-pub struct RecordedAt(pub i64);
+pub(crate) struct RecordedAt(pub(crate) i64);
 
 /// Earliest accepted `recorded_at` (2000-01-01): anything before is a device clock error.
-pub const MIN_RECORDED_MS: i64 = 946_684_800_000;
+pub(crate) const MIN_RECORDED_MS: i64 = 946_684_800_000;
 
 impl<'de> Deserialize<'de> for RecordedAt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -48,7 +48,7 @@ impl<'de> Deserialize<'de> for RecordedAt {
 }
 
 /// Format epoch milliseconds as RFC 3339 (UTC, millisecond precision).
-pub fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
