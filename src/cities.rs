@@ -8,17 +8,14 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use geo::{
-    BoundingRect, ChamberlainDuquetteArea, Coord, Intersects, LineString, MonotonicPolygons,
-    MultiPolygon, Polygon,
-};
+use geo::{BoundingRect, Coord, Intersects, LineString, MonotonicPolygons, MultiPolygon, Polygon};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{CityId, GeoPoint};
 
 /// The built-in service areas (`seed-data/cities.geojson`), used when no file is configured.
-pub const BUILTIN_CITIES: &str = include_str!("../seed-data/cities.geojson");
+pub(crate) const BUILTIN_CITIES: &str = include_str!("../seed-data/cities.geojson");
 
 /// A bounding box in degrees.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -48,13 +45,11 @@ pub struct City {
     /// Its id (also the Redis hash tag of its keys).
     pub id: CityId,
     /// Display name.
-    pub name: String,
+    pub(crate) name: String,
     /// Bounding box of the outline.
     pub bbox: BoundingBox,
     /// The outline.
-    pub area: MultiPolygon<f64>,
-    /// Area of the outline in square metres (spherical approximation).
-    pub area_m2: f64,
+    pub(crate) area: MultiPolygon<f64>,
     prepared: MonotonicPolygons<f64>,
 }
 
@@ -67,7 +62,7 @@ impl City {
 
 /// Why a point or a city name could not be resolved to a service area.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CityError {
+pub(crate) enum CityError {
     /// The point lies in no configured service area: nothing can be searched or dispatched
     /// there.
     #[error("the point ({lat}, {lon}) lies outside every service area")]
@@ -88,7 +83,7 @@ pub struct CityIndex {
 impl CityIndex {
     /// Parse a GeoJSON FeatureCollection of Polygon / MultiPolygon features, each with a
     /// `properties.id` (a valid [`CityId`]) and optional `properties.name`.
-    pub fn from_geojson(text: &str) -> anyhow::Result<Self> {
+    pub(crate) fn from_geojson(text: &str) -> anyhow::Result<Self> {
         let doc: serde_json::Value =
             serde_json::from_str(text).context("cities file is not JSON")?;
         let features = doc
@@ -130,10 +125,8 @@ impl CityIndex {
             {
                 bail!("city {id} reaches beyond the latitudes Redis GEO can store");
             }
-            let area_m2 = area.chamberlain_duquette_unsigned_area();
             cities.push(City {
                 id,
-                area_m2,
                 name,
                 bbox,
                 prepared: MonotonicPolygons::from(area.clone()),
@@ -164,7 +157,7 @@ impl CityIndex {
     }
 
     /// The city containing `p`, or [`CityError::OutsideServiceArea`].
-    pub fn resolve_or_reject(&self, p: GeoPoint) -> Result<&City, CityError> {
+    pub(crate) fn resolve_or_reject(&self, p: GeoPoint) -> Result<&City, CityError> {
         self.resolve(p).ok_or(CityError::OutsideServiceArea {
             lat: p.lat,
             lon: p.lon,
@@ -228,13 +221,13 @@ fn parse_geometry(geometry: &serde_json::Value) -> anyhow::Result<MultiPolygon<f
 /// A city as listed by the API.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"id": "paris", "name": "Paris (Île-de-France core)", "bbox": {"min_lat": 48.51, "min_lon": 1.85, "max_lat": 49.19, "max_lon": 2.82}}))]
-pub struct CityView {
+pub(crate) struct CityView {
     /// City id, used in URLs and as the Redis hash tag.
-    pub id: String,
+    pub(crate) id: String,
     /// Display name.
-    pub name: String,
+    pub(crate) name: String,
     /// Bounding box of the service area.
-    pub bbox: BoundingBox,
+    pub(crate) bbox: BoundingBox,
 }
 
 impl From<&City> for CityView {
@@ -249,9 +242,9 @@ impl From<&City> for CityView {
 
 /// `GET /v1/cities` answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CityList {
+pub(crate) struct CityList {
     /// Every service area.
-    pub cities: Vec<CityView>,
+    pub(crate) cities: Vec<CityView>,
 }
 
 impl From<&CityIndex> for CityList {
@@ -266,19 +259,19 @@ impl From<&CityIndex> for CityList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"lat": 48.8566, "lon": 2.3522}))]
-pub struct ResolveRequest {
+pub(crate) struct ResolveRequest {
     /// Latitude in degrees (±85.05112878, the Redis GEO limit).
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude in degrees (±180).
-    pub lon: f64,
+    pub(crate) lon: f64,
 }
 
 /// `POST /v1/cities/resolve` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"city": "paris"}))]
-pub struct ResolveResponse {
+pub(crate) struct ResolveResponse {
     /// Id of the service area containing the point.
-    pub city: String,
+    pub(crate) city: String,
 }
 
 #[cfg(test)]

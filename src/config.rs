@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::DispatchPolicy;
 
 /// Environment variable prefix of every setting.
-pub const ENV_PREFIX: &str = "GEODISPATCH_";
+pub(crate) const ENV_PREFIX: &str = "GEODISPATCH_";
 
 /// Settings that are never serialized, so that no dump of the settings shows a secret. They
 /// are settings all the same: read from the file and the environment, and listed in
@@ -254,7 +254,7 @@ impl Default for Settings {
 
 impl Settings {
     /// Load settings: defaults < TOML file (if given) < `GEODISPATCH_*` variables from `env`.
-    pub fn load(
+    pub(crate) fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
@@ -321,7 +321,7 @@ impl Settings {
     }
 
     /// Reject settings that cannot work, with a message naming the setting.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         if self.key_prefix.is_empty()
             || !self
                 .key_prefix

@@ -31,13 +31,13 @@ pub struct OrderEvent {
     /// The driver concerned (empty when none).
     pub driver_id: String,
     /// The order's state after the event.
-    pub state: String,
+    pub(crate) state: String,
     /// The fencing number of the offer concerned (0 when none).
     pub fencing_token: u64,
     /// Redis time of the transition, epoch ms.
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
     /// City.
-    pub city: String,
+    pub(crate) city: String,
 }
 
 impl OrderEvent {

@@ -32,7 +32,7 @@
 //! command on the shared multiplexed Redis connection → JSON answer.
 
 pub mod app;
-pub mod auth;
+pub(crate) mod auth;
 pub mod cities;
 pub mod config;
 pub mod dispatch;
@@ -41,8 +41,8 @@ pub mod drivers;
 pub mod events;
 pub mod http;
 pub mod lock;
-pub mod metrics;
-pub mod ranking;
+pub(crate) mod metrics;
+pub(crate) mod ranking;
 pub mod ratelimit;
-pub mod search;
+pub(crate) mod search;
 pub mod store;

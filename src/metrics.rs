@@ -54,7 +54,7 @@ struct Def {
 }
 
 /// The Content-Type of [`render`]'s text (Prometheus text format 0.0.4).
-pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Every metric, in the order `/metrics` shows them (gauges last, as they are measured at
 /// scrape time).
@@ -299,13 +299,13 @@ fn family(name: &str) -> Option<(&'static Def, &'static Handle)> {
 }
 
 /// Add 1 to a counter.
-pub fn inc(name: &'static str, pairs: &[(&str, &str)]) {
+pub(crate) fn inc(name: &'static str, pairs: &[(&str, &str)]) {
     add(name, pairs, 1.0);
 }
 
 /// Add `v` to a counter. Counters count events, so `v` is rounded to a whole number (a
 /// negative one adds nothing: a counter never goes down).
-pub fn add(name: &'static str, pairs: &[(&str, &str)], v: f64) {
+pub(crate) fn add(name: &'static str, pairs: &[(&str, &str)], v: f64) {
     if let Some((def, Handle::Counter(family))) = family(name) {
         family
             .get_or_create(&Series::of(def, pairs))
@@ -314,7 +314,7 @@ pub fn add(name: &'static str, pairs: &[(&str, &str)], v: f64) {
 }
 
 /// Record one observation (seconds) in a histogram.
-pub fn observe(name: &'static str, pairs: &[(&str, &str)], seconds: f64) {
+pub(crate) fn observe(name: &'static str, pairs: &[(&str, &str)], seconds: f64) {
     if let Some((def, Handle::Histogram(family))) = family(name) {
         family
             .get_or_create(&Series::of(def, pairs))
@@ -322,8 +322,9 @@ pub fn observe(name: &'static str, pairs: &[(&str, &str)], seconds: f64) {
     }
 }
 
-/// The current value of a counter (tests and the simulator).
-pub fn counter(name: &'static str, pairs: &[(&str, &str)]) -> f64 {
+/// The current value of a counter (tests).
+#[cfg(test)]
+pub(crate) fn counter(name: &'static str, pairs: &[(&str, &str)]) -> f64 {
     match family(name) {
         Some((def, Handle::Counter(family))) => family
             .get(&Series::of(def, pairs))
@@ -333,7 +334,7 @@ pub fn counter(name: &'static str, pairs: &[(&str, &str)]) -> f64 {
 }
 
 /// A gauge measured at scrape time: name, labels, value.
-pub type Gauge<'a> = (&'static str, Vec<(&'a str, String)>, f64);
+pub(crate) type Gauge<'a> = (&'static str, Vec<(&'a str, String)>, f64);
 
 /// The gauges of one scrape, rendered after the registry's families.
 #[derive(Debug)]
@@ -360,7 +361,7 @@ impl Collector for ScrapeGauges {
 }
 
 /// Render every metric, with `gauges` measured at scrape time.
-pub fn render(gauges: &[Gauge<'_>]) -> String {
+pub(crate) fn render(gauges: &[Gauge<'_>]) -> String {
     let gauges = gauges
         .iter()
         .filter_map(|(name, pairs, v)| {

@@ -31,9 +31,9 @@ pub struct Decision {
     /// Whether the request may proceed.
     pub allowed: bool,
     /// Requests left in the current window (whole tokens for a bucket).
-    pub remaining: u64,
+    pub(crate) remaining: u64,
     /// Milliseconds until the quota is whole again.
-    pub reset_ms: u64,
+    pub(crate) reset_ms: u64,
     /// Milliseconds until a rejected request may be retried.
     pub retry_after_ms: u64,
 }
@@ -41,7 +41,7 @@ pub struct Decision {
 impl Decision {
     /// `RateLimit-Policy` and `RateLimit` header names (lower case) and values for `class`
     /// under `policy`.
-    pub fn headers(&self, class: &str, policy: &Policy) -> [(&'static str, String); 2] {
+    pub(crate) fn headers(&self, class: &str, policy: &Policy) -> [(&'static str, String); 2] {
         let (q, w) = policy.quota_and_window();
         [
             ("ratelimit-policy", format!("\"{class}\";q={q};w={w}")),
@@ -57,13 +57,13 @@ impl Decision {
     }
 
     /// `Retry-After` in whole seconds (at least 1).
-    pub fn retry_after_s(&self) -> u64 {
+    pub(crate) fn retry_after_s(&self) -> u64 {
         self.retry_after_ms.div_ceil(1000).max(1)
     }
 }
 
 /// The rate-limit key of `subject` in `class`.
-pub fn key(store: &Store, class: &str, subject: &str) -> String {
+pub(crate) fn key(store: &Store, class: &str, subject: &str) -> String {
     store.keys().rate_limit(class, subject)
 }
 
@@ -113,9 +113,9 @@ pub async fn check(
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct FixedWindowArgs {
     /// `ARGV[1]`: requests per window.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// `ARGV[2]`: the window in ms.
-    pub window_ms: u64,
+    pub(crate) window_ms: u64,
 }
 
 impl FixedWindowArgs {
@@ -129,11 +129,11 @@ impl FixedWindowArgs {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SlidingLogArgs {
     /// `ARGV[1]`: requests per window.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// `ARGV[2]`: the window in ms.
-    pub window_ms: u64,
+    pub(crate) window_ms: u64,
     /// `ARGV[3]`: a unique id for this request (its member in the log).
-    pub request_id: String,
+    pub(crate) request_id: String,
 }
 
 impl SlidingLogArgs {
@@ -151,9 +151,9 @@ impl SlidingLogArgs {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TokenBucketArgs {
     /// `ARGV[1]`: the bucket's capacity.
-    pub burst: u64,
+    pub(crate) burst: u64,
     /// `ARGV[2]`: refill rate, tokens per second.
-    pub per_second: f64,
+    pub(crate) per_second: f64,
 }
 
 impl TokenBucketArgs {

@@ -35,7 +35,7 @@ pub struct AppContext {
     /// Service areas.
     pub cities: Arc<CityIndex>,
     /// Nearest-k start radii learned by this instance.
-    pub tuning: Arc<crate::search::KnnTuning>,
+    pub(crate) tuning: Arc<crate::search::KnnTuning>,
     /// Dispatch engine (orders, locks, claims, transitions).
     pub dispatcher: crate::dispatch::Dispatcher,
 }
@@ -46,7 +46,7 @@ impl AppContext {
     /// The topology follows the settings ([`Topology::from_settings`]: `redis_url` is used
     /// only for a standalone Redis). Refuses to start when a script's keys would cross Redis
     /// Cluster hash slots ([`Keys::script_key_sets`]).
-    pub fn new(settings: Settings, redis_url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(settings: Settings, redis_url: &str) -> anyhow::Result<Self> {
         let topology = Topology::from_settings(&settings, redis_url);
         let cities = Arc::new(CityIndex::load(settings.cities_file.as_deref())?);
         // Each queue worker (per city) holds a pooled connection; event streams take more.
@@ -99,13 +99,13 @@ impl AppContext {
 /// The documented routes (path templates and their methods), to tell "no such route" (404)
 /// from "no such method on this route" (405 with `Allow`).
 #[derive(Debug, Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     routes: Vec<(Vec<String>, Vec<String>)>,
 }
 
 impl RouteTable {
     /// Read the routes of an OpenAPI document.
-    pub fn from_spec(spec: &utoipa::openapi::OpenApi) -> Self {
+    pub(crate) fn from_spec(spec: &utoipa::openapi::OpenApi) -> Self {
         let value = serde_json::to_value(spec).unwrap_or_default();
         let routes = value["paths"]
             .as_object()
@@ -127,7 +127,7 @@ impl RouteTable {
     }
 
     /// The methods documented for a concrete request path.
-    pub fn methods_for(&self, path: &str) -> Vec<String> {
+    pub(crate) fn methods_for(&self, path: &str) -> Vec<String> {
         let segments: Vec<&str> = path.split('/').collect();
         let mut methods: Vec<String> = self
             .routes
@@ -361,7 +361,7 @@ pub struct Migration {
 /// The Redis the settings name, or, when they name none, a local `redis-server` started (AOF
 /// on, in `redis_data_dir`) and kept by the caller for as long as it is used. Returns the URL
 /// for a standalone Redis (empty for Sentinel and Cluster, which the settings describe).
-pub async fn redis_for(settings: &Settings) -> anyhow::Result<(String, Option<LocalRedis>)> {
+pub(crate) async fn redis_for(settings: &Settings) -> anyhow::Result<(String, Option<LocalRedis>)> {
     let redis_url = match &settings.redis_url {
         Some(url) => {
             tracing::info!(redis = %redact(url), "using the configured Redis");
@@ -513,7 +513,7 @@ async fn supervise(mut redis: LocalRedis, mut stop: tokio::sync::oneshot::Receiv
 }
 
 /// A Redis URL with its password hidden, for logs.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])

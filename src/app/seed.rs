@@ -54,7 +54,7 @@ pub struct SeedOrder {
 }
 
 /// Read a JSON Lines file.
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
@@ -68,7 +68,7 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result
 
 /// Load `dir` into Redis (idempotent): driver positions (ratings as initial scores) and the
 /// sample orders (as queued orders). Missing files are skipped with a log line.
-pub async fn load(context: &AppContext, dir: &Path) -> anyhow::Result<()> {
+pub(crate) async fn load(context: &AppContext, dir: &Path) -> anyhow::Result<()> {
     let drivers_path = dir.join("drivers.jsonl");
     if drivers_path.exists() {
         let drivers: Vec<SeedDriver> = read_jsonl(&drivers_path)?;
@@ -132,7 +132,10 @@ async fn load_orders(context: &AppContext, orders: &[SeedOrder]) -> anyhow::Resu
 }
 
 /// Keep the seed fleet fresh: re-post its positions every `driver_ttl_ms / 2`.
-pub fn spawn_refresh(context: AppContext, dir: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_refresh(
+    context: AppContext,
+    dir: std::path::PathBuf,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let drivers: Vec<SeedDriver> = match read_jsonl(&dir.join("drivers.jsonl")) {
             Ok(d) => d,
@@ -154,7 +157,10 @@ pub fn spawn_refresh(context: AppContext, dir: std::path::PathBuf) -> tokio::tas
 }
 
 /// Store the seed fleet's positions, recorded now, in batches. Returns how many were stored.
-pub async fn load_drivers(context: &AppContext, drivers: &[SeedDriver]) -> anyhow::Result<usize> {
+pub(crate) async fn load_drivers(
+    context: &AppContext,
+    drivers: &[SeedDriver],
+) -> anyhow::Result<usize> {
     use crate::domain::{CityId, DriverId};
     use crate::drivers::{RecordedAt, ShiftStatus, VehicleType};
 

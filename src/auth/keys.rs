@@ -13,56 +13,52 @@ use crate::store::Store;
 /// Metadata of an API key (never the key itself).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"key_id": "key_3f2a9c1d7e5b4a60", "role": "driver", "driver_id": "drv-1", "name": "phone of drv-1", "created_at": "2026-11-24T10:00:00Z"}))]
-pub struct KeyInfo {
+pub(crate) struct KeyInfo {
     /// Key id (for listing and revocation).
-    pub key_id: String,
+    pub(crate) key_id: String,
     /// Role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// The driver a driver key is bound to.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub driver_id: Option<String>,
+    pub(crate) driver_id: Option<String>,
     /// Free-form label.
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     /// Creation time.
-    pub created_at: String,
-    /// SHA-256 of the key (internal: how the key's record is found).
-    #[serde(skip_serializing, default)]
-    #[schema(ignore)]
-    pub digest: String,
+    pub(crate) created_at: String,
 }
 
 /// `POST /v1/admin/keys` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"role": "driver", "driver_id": "drv-1", "name": "phone of drv-1"}))]
-pub struct NewKey {
+pub(crate) struct NewKey {
     /// `admin`, `dispatcher` or `driver`.
-    pub role: Role,
+    pub(crate) role: Role,
     /// The driver a `driver` key is bound to (required for, and only for, driver keys).
     #[serde(default)]
-    pub driver_id: Option<String>,
+    pub(crate) driver_id: Option<String>,
     /// Free-form label (at most 100 characters).
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// A created key: the secret is shown this once and stored only as its SHA-256.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"key": "gdk_0f6c1d8a9b2e4f7a8c3d5e6f7a8b9c0d", "key_id": "key_3f2a9c1d7e5b4a60", "role": "driver", "driver_id": "drv-1", "name": "phone of drv-1", "created_at": "2026-11-24T10:00:00Z"}))]
-pub struct CreatedKey {
+pub(crate) struct CreatedKey {
     /// The API key: send it as `Authorization: Bearer <key>`.
-    pub key: String,
+    pub(crate) key: String,
     /// Its metadata.
     #[serde(flatten)]
-    pub info: KeyInfo,
+    pub(crate) info: KeyInfo,
 }
 
 /// `GET /v1/admin/keys` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct KeyList {
+pub(crate) struct KeyList {
     /// Every key, oldest first (metadata only).
-    pub keys: Vec<KeyInfo>,
+    pub(crate) keys: Vec<KeyInfo>,
 }
 
 /// A key's entry in the index (`{prefix}:apikeys`).
@@ -163,7 +159,6 @@ pub(crate) async fn create_key(
             driver_id,
             name: name.to_owned(),
             created_at,
-            digest: d,
         },
     ))
 }
@@ -186,7 +181,6 @@ pub(crate) async fn list_keys(store: &Store) -> Result<KeyList, AuthError> {
                 driver_id: m.driver_id,
                 name: m.name,
                 created_at: m.created_at,
-                digest: m.digest,
             })
         })
         .collect();

@@ -28,11 +28,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-pub use keys::{CreatedKey, KeyInfo, KeyList, NewKey};
-pub(crate) use keys::{create_key, issue_key, list_keys, revoke_key};
-pub use sessions::Session;
-pub(crate) use sessions::{close_session, open_session};
-pub use streams::{MAX_STREAMS, StreamCounter, StreamSlot};
+pub(crate) use keys::{CreatedKey, KeyList, NewKey, create_key, issue_key, list_keys, revoke_key};
+pub(crate) use sessions::{Session, close_session, open_session};
+pub(crate) use streams::{MAX_STREAMS, StreamCounter};
 
 use crate::config::Settings;
 use crate::domain::FieldError;
@@ -103,7 +101,7 @@ fn redis_failed(context: &'static str) -> impl FnOnce(redis::RedisError) -> Auth
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub(crate) enum Role {
     /// Everything, including key administration.
     Admin,
     /// Everything but key administration: ingest, search, ranking, orders, dispatch, events.
@@ -114,7 +112,7 @@ pub enum Role {
 
 impl Role {
     /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Dispatcher => "dispatcher",
@@ -123,7 +121,7 @@ impl Role {
     }
 
     /// Parse the lower-case name.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [Role::Admin, Role::Dispatcher, Role::Driver]
             .into_iter()
             .find(|r| r.as_str() == s)
@@ -132,15 +130,15 @@ impl Role {
 
 /// Who is calling, as established from the bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// The key's id (`bootstrap` for the bootstrap admin key).
-    pub key_id: String,
+    pub(crate) key_id: String,
     /// Its role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// The driver a driver key is bound to.
-    pub driver_id: Option<String>,
+    pub(crate) driver_id: Option<String>,
     /// The session token's hash, when the caller used a session.
-    pub session: Option<String>,
+    pub(crate) session: Option<String>,
 }
 
 impl Principal {
@@ -158,20 +156,20 @@ impl Principal {
 }
 
 /// SHA-256 of a secret, in hex: the only form in which keys and session tokens are stored.
-pub fn digest(secret: &str) -> String {
+pub(crate) fn digest(secret: &str) -> String {
     let hash = Sha256::digest(secret.as_bytes());
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new random secret with `prefix` (`gdk_`, `gds_`): 128 random bits in hex.
-pub fn new_secret(prefix: &str) -> String {
+pub(crate) fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
 /// API keys this instance looked up recently (by digest), so that a request costs no extra
 /// round trip; entries live `auth_cache_ms`.
 #[derive(Debug, Default)]
-pub struct AuthCache {
+pub(crate) struct AuthCache {
     entries: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
 }
 

@@ -6,7 +6,7 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct TouchSessionArgs {
     /// `ARGV[1]`: the idle timeout in ms (sliding expiry, capped by the absolute one).
-    pub idle_ms: u64,
+    pub(crate) idle_ms: u64,
 }
 
 impl TouchSessionArgs {

@@ -12,15 +12,15 @@ use crate::store::Store;
 /// A new driver session.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"token": "gds_5b1e0c9d8a7f6e5d4c3b2a1908f7e6d5", "driver_id": "drv-1", "expires_at": "2026-11-25T10:00:00Z", "idle_timeout_ms": 1800000}))]
-pub struct Session {
+pub(crate) struct Session {
     /// The session token: send it as `Authorization: Bearer <token>`.
-    pub token: String,
+    pub(crate) token: String,
     /// The driver it acts for.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// Absolute expiry, however much the session is used.
-    pub expires_at: String,
+    pub(crate) expires_at: String,
     /// The session ends after this long without use.
-    pub idle_timeout_ms: u64,
+    pub(crate) idle_timeout_ms: u64,
 }
 
 /// Open a session for `caller` (`None` when authentication is disabled, which leaves no key

@@ -7,23 +7,23 @@ use std::sync::{Arc, Mutex};
 /// (bounded by [`MAX_STREAMS`]): each holds a pooled Redis connection, which the queue workers
 /// need too.
 #[derive(Debug, Default)]
-pub struct StreamCounter {
+pub(crate) struct StreamCounter {
     open: Mutex<HashMap<String, u64>>,
 }
 
 /// Open event streams per instance at most: half of the dedicated Redis connection pool.
-pub const MAX_STREAMS: u64 = 32;
+pub(crate) const MAX_STREAMS: u64 = 32;
 
 /// One open event stream; the count goes down when it is dropped.
 #[derive(Debug)]
-pub struct StreamSlot {
+pub(crate) struct StreamSlot {
     counter: Arc<StreamCounter>,
     key_id: String,
 }
 
 impl StreamCounter {
     /// Take a slot for `key_id`, or `None` when it already has `max` open streams.
-    pub fn acquire(self: &Arc<Self>, key_id: &str, max: u64) -> Option<StreamSlot> {
+    pub(crate) fn acquire(self: &Arc<Self>, key_id: &str, max: u64) -> Option<StreamSlot> {
         let mut open = self.open.lock().expect("not poisoned");
         if open.values().sum::<u64>() >= MAX_STREAMS {
             return None;

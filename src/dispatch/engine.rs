@@ -84,7 +84,7 @@ struct Target {
 
 impl Dispatcher {
     /// A dispatcher over `store`.
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         settings: Arc<Settings>,
         tuning: Arc<KnnTuning>,
@@ -103,23 +103,23 @@ impl Dispatcher {
 
     /// Also take a Redlock over independent nodes before each contended dispatch (explicit
     /// `…/dispatch` and queue workers), on top of the order's own lock.
-    pub fn with_redlock(mut self, redlock: crate::lock::redlock::Redlock) -> Self {
+    pub(crate) fn with_redlock(mut self, redlock: crate::lock::redlock::Redlock) -> Self {
         self.redlock = Some(redlock);
         self
     }
 
     /// The store.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
     /// The settings.
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
     /// The service areas.
-    pub fn cities(&self) -> &CityIndex {
+    pub(crate) fn cities(&self) -> &CityIndex {
         &self.cities
     }
 
@@ -243,7 +243,7 @@ impl Dispatcher {
     }
 
     /// Release a lease (compare-and-delete).
-    pub async fn release(&self, lease: &Lease) {
+    pub(crate) async fn release(&self, lease: &Lease) {
         if let Err(err) = self.locks.release(lease).await {
             tracing::warn!(key = %lease.key, error = %err, "releasing a dispatch lock failed; it expires by itself");
         }
@@ -331,7 +331,7 @@ impl Dispatcher {
     /// with the lease kept alive, claim the best eligible one. With `count_attempt` (queue
     /// workers), a dispatch that finds nobody counts an attempt, and the order fails after
     /// `dispatch_max_attempts`; a request's dispatch leaves the order pending.
-    pub async fn dispatch_in(
+    pub(crate) async fn dispatch_in(
         &self,
         city: &str,
         order: &str,
@@ -480,7 +480,7 @@ impl Dispatcher {
     }
 
     /// Dispatch an order by id (looks its city up first).
-    pub async fn dispatch(&self, id: &OrderId) -> Result<DispatchOutcome, DispatchError> {
+    pub(crate) async fn dispatch(&self, id: &OrderId) -> Result<DispatchOutcome, DispatchError> {
         let city = self.order_city(id).await?;
         self.dispatch_in(&city, id.as_str(), false).await
     }

@@ -10,7 +10,7 @@
 //! 2. A dispatch ([`engine::Dispatcher::dispatch`]) takes the order's lock (`SET NX PX`, random
 //!    token, a fencing number from the city's counter; see [`crate::lock`]) and keeps it renewed,
 //!    finds the nearest candidates ([`crate::search::search`]), then `lua/claim_offer.lua` ranks
-//!    them (the composite of [`crate::ranking::rank_candidates`]) and checks
+//!    them (the composite of `ranking::rank_candidates`) and checks
 //!    in one step that the token still holds the lock, that no later fencing number touched the
 //!    order, that the order is pending and that the driver is available and fresh, and only then
 //!    moves the driver to `busy` and records the offer with its fencing number.
@@ -37,12 +37,13 @@ mod order_scripts;
 mod transitions;
 pub mod workers;
 
-pub use engine::{Claim, Dispatcher};
-pub use error::DispatchError;
-pub use model::{
-    CreateOrder, DispatchMode, DispatchResult, Order, OrderSpec, PickupPoint, TokenBody,
-};
+pub use engine::Claim;
+pub(crate) use engine::Dispatcher;
+pub(crate) use error::DispatchError;
+pub use model::DispatchMode;
+pub use model::DispatchResult;
+pub use model::OrderSpec;
+pub(crate) use model::{CreateOrder, Order, TokenBody};
 pub(crate) use operations::CreatedOrder;
-pub use transitions::{Transition, TransitionError};
-
-pub use crate::domain::OrderState;
+pub use transitions::Transition;
+pub(crate) use transitions::TransitionError;

@@ -10,13 +10,13 @@ use crate::domain::{FieldError, GeoPoint, OrderState, RecordedAt, VehicleType, r
 /// A point given as latitude and longitude.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PickupPoint {
+pub(crate) struct PickupPoint {
     /// Latitude in degrees, within ±85.05112878.
     #[schema(minimum = -85.05112878, maximum = 85.05112878)]
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude in degrees, within ±180.
     #[schema(minimum = -180.0, maximum = 180.0)]
-    pub lon: f64,
+    pub(crate) lon: f64,
 }
 
 /// How an order is dispatched after creation.
@@ -33,7 +33,7 @@ pub enum DispatchMode {
 
 impl DispatchMode {
     /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DispatchMode::Now => "now",
             DispatchMode::Queued => "queued",
@@ -45,29 +45,29 @@ impl DispatchMode {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"order_id": "ord-1001", "pickup": {"lat": 48.8566, "lon": 2.3522}, "dropoff": {"lat": 48.8606, "lon": 2.3376}, "vehicle_type": "scooter", "dispatch": "now"}))]
-pub struct CreateOrder {
+pub(crate) struct CreateOrder {
     /// Order id (1–64 characters of `[A-Za-z0-9_-]`); generated when absent.
     #[serde(default)]
     #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
-    pub order_id: Option<String>,
+    pub(crate) order_id: Option<String>,
     /// Where the driver picks the order up; decides the city.
-    pub pickup: PickupPoint,
+    pub(crate) pickup: PickupPoint,
     /// Where it goes.
     #[serde(default)]
-    pub dropoff: Option<PickupPoint>,
+    pub(crate) dropoff: Option<PickupPoint>,
     /// Only drivers with this vehicle type (any when absent).
     #[serde(default)]
-    pub vehicle_type: Option<VehicleType>,
+    pub(crate) vehicle_type: Option<VehicleType>,
     /// `now` (default) or `queued`. Under `dispatch_policy = batched` both put the order in its
     /// city's matching pool, and the next round offers it.
     #[serde(default)]
-    pub dispatch: DispatchMode,
+    pub(crate) dispatch: DispatchMode,
     /// When the food (or parcel) is ready to be picked up: RFC 3339 or epoch milliseconds, not
     /// before the order's creation (422; up to `max_clock_skew_ms` before it is read as the
     /// creation). Absent: ready at once. The batched policy times the pickup to it; the greedy
     /// policy stores and shows it only.
     #[serde(default)]
-    pub ready_at: Option<RecordedAt>,
+    pub(crate) ready_at: Option<RecordedAt>,
 }
 
 /// What an order is created with, validated.
@@ -100,7 +100,7 @@ impl OrderSpec {
 
 impl CreateOrder {
     /// Validate the points; errors name `pickup.lat`, `dropoff.lon`, …
-    pub fn validate(&self) -> Result<(GeoPoint, Option<GeoPoint>), Vec<FieldError>> {
+    pub(crate) fn validate(&self) -> Result<(GeoPoint, Option<GeoPoint>), Vec<FieldError>> {
         let mut errors = Vec::new();
         let pickup = GeoPoint::parse(self.pickup.lat, self.pickup.lon, "pickup.")
             .map_err(|e| errors.extend(e))
@@ -129,58 +129,58 @@ impl CreateOrder {
     "driver_id": "drv-1", "fencing_token": 42, "offer_expires_at": "2026-11-23T18:30:20.31Z",
     "distance_m": 420.5, "driver_score": 4.9, "composite": 4.4795, "attempts": 0
 }))]
-pub struct Order {
+pub(crate) struct Order {
     /// Order id.
-    pub order_id: String,
+    pub(crate) order_id: String,
     /// City of the pickup.
-    pub city: String,
+    pub(crate) city: String,
     /// Current state.
-    pub state: OrderState,
+    pub(crate) state: OrderState,
     /// Pickup point.
-    pub pickup: PickupPoint,
+    pub(crate) pickup: PickupPoint,
     /// Drop-off point.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dropoff: Option<PickupPoint>,
+    pub(crate) dropoff: Option<PickupPoint>,
     /// Required vehicle type.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub vehicle_type: Option<VehicleType>,
+    pub(crate) vehicle_type: Option<VehicleType>,
     /// How it is dispatched.
-    pub dispatch: DispatchMode,
+    pub(crate) dispatch: DispatchMode,
     /// Creation time (RFC 3339, Redis' clock).
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// When it is ready to be picked up (the creation time when none was given).
-    pub ready_at: String,
+    pub(crate) ready_at: String,
     /// Time of the last transition.
-    pub updated_at: String,
+    pub(crate) updated_at: String,
     /// The driver the order is offered to or held by (offered, accepted, picked_up, delivered,
     /// and cancelled after an offer).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub driver_id: Option<String>,
+    pub(crate) driver_id: Option<String>,
     /// The fencing number of the current offer: the driver sends it back with every answer.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fencing_token: Option<u64>,
+    pub(crate) fencing_token: Option<u64>,
     /// When the current offer expires (offered only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub offer_expires_at: Option<String>,
+    pub(crate) offer_expires_at: Option<String>,
     /// Distance between the driver and the pickup when offered, in metres.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub distance_m: Option<f64>,
+    pub(crate) distance_m: Option<f64>,
     /// The driver's score when offered.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub driver_score: Option<f64>,
+    pub(crate) driver_score: Option<f64>,
     /// The composite the driver was ranked by.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub composite: Option<f64>,
+    pub(crate) composite: Option<f64>,
     /// Dispatch attempts that found no driver.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Why the order failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
+    pub(crate) failure_reason: Option<String>,
 }
 
 impl Order {
     /// Decode an order hash (`HGETALL`); `None` when a field is missing or malformed.
-    pub fn from_hash(h: &HashMap<String, String>) -> Option<Self> {
+    pub(crate) fn from_hash(h: &HashMap<String, String>) -> Option<Self> {
         let get = |k: &str| h.get(k).map(String::as_str);
         let num = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok());
         let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
@@ -230,28 +230,28 @@ impl Order {
 #[schema(example = json!({"order_id": "ord-1001", "driver_id": "drv-1", "fencing_token": 42, "distance_m": 420.5, "driver_score": 4.9, "composite": 4.4795, "offer_expires_at": "2026-11-23T18:30:20.31Z"}))]
 pub struct DispatchResult {
     /// Order id.
-    pub order_id: String,
+    pub(crate) order_id: String,
     /// The driver offered the order.
     pub driver_id: String,
     /// Fencing number of this offer (strictly increasing per city); the driver sends it back.
     pub fencing_token: u64,
     /// Distance from the pickup in metres.
-    pub distance_m: f64,
+    pub(crate) distance_m: f64,
     /// The driver's score.
-    pub driver_score: f64,
+    pub(crate) driver_score: f64,
     /// Composite the driver was ranked by.
-    pub composite: f64,
+    pub(crate) composite: f64,
     /// When the offer expires unless accepted.
-    pub offer_expires_at: String,
+    pub(crate) offer_expires_at: String,
 }
 
 /// Body of a driver's answer (`accept`, `reject`, `pickup`, `deliver`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"driver_id": "drv-1", "fencing_token": 42}))]
-pub struct TokenBody {
+pub(crate) struct TokenBody {
     /// The driver the order was offered to.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// The offer's fencing number, as received with the offer.
-    pub fencing_token: u64,
+    pub(crate) fencing_token: u64,
 }

@@ -40,44 +40,44 @@ impl Op {
 /// `ARGV[14..23]` of `order_transition.lua`: the order a `create` stores.
 pub(super) struct NewOrder<'a> {
     /// `ARGV[14..20]`.
-    pub spec: &'a OrderSpec,
+    pub(crate) spec: &'a OrderSpec,
     /// `ARGV[21]`.
-    pub policy: DispatchPolicy,
+    pub(crate) policy: DispatchPolicy,
     /// `ARGV[22]`: how long before its ready time a batched order enters the pool.
-    pub lookahead_ms: u64,
+    pub(crate) lookahead_ms: u64,
     /// `ARGV[23]`: how far before the creation a ready time is read as the creation.
-    pub skew_ms: u64,
+    pub(crate) skew_ms: u64,
 }
 
 /// The ARGV of one `order_transition.lua` call, one field per slot.
 pub(super) struct TransitionArgs<'a> {
     /// `ARGV[1]`.
-    pub op: Op,
+    pub(crate) op: Op,
     /// `ARGV[2]`.
-    pub order_id: &'a str,
+    pub(crate) order_id: &'a str,
     /// `ARGV[3]`: the order's city.
-    pub city: &'a str,
+    pub(crate) city: &'a str,
     /// `ARGV[4]`, `ARGV[5]`: the answering driver and the fencing number it sent (accept,
     /// reject, pickup, deliver).
-    pub answer: Option<(&'a str, u64)>,
+    pub(crate) answer: Option<(&'a str, u64)>,
     /// `ARGV[6]`: delay before a pending order is dispatched again.
-    pub retry_ms: u64,
+    pub(crate) retry_ms: u64,
     /// `ARGV[7]`: dispatch attempts before a pending order fails.
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// `ARGV[8]`: score added per delivery.
-    pub score_per_delivery: f64,
+    pub(crate) score_per_delivery: f64,
     /// `ARGV[9]`: events stream `MAXLEN ~`.
-    pub events_maxlen: u64,
+    pub(crate) events_maxlen: u64,
     /// `ARGV[10]`: the city's ops channel.
-    pub ops_channel: String,
+    pub(crate) ops_channel: String,
     /// `ARGV[11]`: prefix of the per-driver channels.
-    pub driver_channel_prefix: String,
+    pub(crate) driver_channel_prefix: String,
     /// `ARGV[12]`: the caller's lock token (attempt: must hold the lock; create: takes it).
-    pub lock_token: Option<&'a str>,
+    pub(crate) lock_token: Option<&'a str>,
     /// `ARGV[13]`: the lock's time to live (create with a lock token).
-    pub lock_ttl_ms: Option<u64>,
+    pub(crate) lock_ttl_ms: Option<u64>,
     /// `ARGV[14..23]`: the new order (create).
-    pub new_order: Option<NewOrder<'a>>,
+    pub(crate) new_order: Option<NewOrder<'a>>,
 }
 
 impl TransitionArgs<'_> {
@@ -198,30 +198,30 @@ fn fields(flat: &[String]) -> HashMap<String, String> {
 /// The ARGV of one `claim_offer.lua` call, one field per slot.
 pub(super) struct ClaimArgs<'a> {
     /// `ARGV[1]`: the lease's lock token.
-    pub token: &'a str,
+    pub(crate) token: &'a str,
     /// `ARGV[2]`: the lease's fencing number.
-    pub fencing: u64,
+    pub(crate) fencing: u64,
     /// `ARGV[3]`: how long a position keeps a driver fresh.
-    pub driver_ttl_ms: u64,
+    pub(crate) driver_ttl_ms: u64,
     /// `ARGV[4]`: how long an offer waits for its answer.
-    pub offer_ttl_ms: u64,
+    pub(crate) offer_ttl_ms: u64,
     /// `ARGV[5]`: events stream `MAXLEN ~`.
-    pub events_maxlen: u64,
+    pub(crate) events_maxlen: u64,
     /// `ARGV[6]`: the city's ops channel.
-    pub ops_channel: String,
+    pub(crate) ops_channel: String,
     /// `ARGV[7]`: prefix of the per-driver channels.
-    pub driver_channel_prefix: String,
+    pub(crate) driver_channel_prefix: String,
     /// `ARGV[8]`: keep the lock when no driver was found (the caller counts the attempt under
     /// it); otherwise the script releases it.
-    pub keep_lock_on_none: bool,
+    pub(crate) keep_lock_on_none: bool,
     /// `ARGV[9]`: ranking points per km.
-    pub distance_weight: f64,
+    pub(crate) distance_weight: f64,
     /// `ARGV[10]`: ranking points per score point.
-    pub score_weight: f64,
+    pub(crate) score_weight: f64,
     /// `ARGV[11]`: the score of a driver without one (`ranking_unscored_score`).
-    pub unscored_score: f64,
+    pub(crate) unscored_score: f64,
     /// `ARGV[12..]`: the candidates, `(driver_id, distance_m)`.
-    pub candidates: &'a [(String, f64)],
+    pub(crate) candidates: &'a [(String, f64)],
 }
 
 impl ClaimArgs<'_> {

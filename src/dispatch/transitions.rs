@@ -192,7 +192,7 @@ impl Dispatcher {
     }
 
     /// The city of an order (from the directory).
-    pub async fn order_city(&self, id: &OrderId) -> Result<String, DispatchError> {
+    pub(crate) async fn order_city(&self, id: &OrderId) -> Result<String, DispatchError> {
         let mut conn = self.store().conn();
         let city: Option<String> = redis::cmd("HGET")
             .arg(self.store().keys().order_directory())
@@ -204,13 +204,13 @@ impl Dispatcher {
     }
 
     /// Read an order.
-    pub async fn load(&self, id: &OrderId) -> Result<Order, DispatchError> {
+    pub(crate) async fn load(&self, id: &OrderId) -> Result<Order, DispatchError> {
         let city = self.order_city(id).await?;
         self.load_in(&city, id.as_str()).await
     }
 
     /// Read an order of a known city.
-    pub async fn load_in(&self, city: &str, id: &str) -> Result<Order, DispatchError> {
+    pub(crate) async fn load_in(&self, city: &str, id: &str) -> Result<Order, DispatchError> {
         let mut conn = self.store().conn();
         let h: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.store().keys().order(city, id))
@@ -228,7 +228,7 @@ impl Dispatcher {
     /// Apply a driver's answer or a cancellation; returns the order afterwards. A driver's
     /// answer repeated (the same driver, fencing number and step as the answer that produced
     /// the order's state, e.g. a retry after a lost reply) returns the order and writes nothing.
-    pub async fn transition(
+    pub(crate) async fn transition(
         &self,
         id: &OrderId,
         transition: Transition,
@@ -311,7 +311,7 @@ impl Dispatcher {
     }
 
     /// Expire a due offer or re-queue a waiting order (timer scan); `true` when something was due.
-    pub async fn fire_timer(&self, city: &str, order: &str) -> Result<bool, DispatchError> {
+    pub(crate) async fn fire_timer(&self, city: &str, order: &str) -> Result<bool, DispatchError> {
         let args = self.transition_args(Op::Timer, order, city);
         Ok(matches!(
             self.run_transition(&args).await?,

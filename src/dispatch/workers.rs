@@ -195,7 +195,7 @@ async fn run_worker(dispatcher: Dispatcher, city: String, consumer: String) {
 }
 
 /// Start `n` queue workers per city, named `{instance}-w{i}` in each city's group [`DISPATCH_GROUP`].
-pub fn spawn_workers(
+pub(crate) fn spawn_workers(
     dispatcher: Dispatcher,
     instance: &str,
     n: usize,
@@ -225,7 +225,7 @@ pub fn spawn_workers(
 
 /// Fire every due timer of every city once; returns how many fired. Safe to run in any number
 /// of instances at once: the script checks that the timer is still due.
-pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usize> {
+pub(crate) async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usize> {
     let mut fired = 0;
     let mut conn = dispatcher.store().conn();
     // One clock reading per scan: the script re-checks that each timer is due.
@@ -257,7 +257,7 @@ pub async fn fire_due_timers(dispatcher: &Dispatcher) -> redis::RedisResult<usiz
 }
 
 /// Start the timer scan (every `timer_interval_ms`).
-pub fn spawn_timers(dispatcher: Arc<Dispatcher>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_timers(dispatcher: Arc<Dispatcher>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(
             dispatcher.settings().timer_interval_ms,

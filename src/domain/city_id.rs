@@ -12,7 +12,7 @@ pub struct CityId(String);
 
 impl CityId {
     /// Accept `value` if it is 1–32 characters of `[a-z0-9_-]`.
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub(crate) fn parse(value: &str) -> Result<Self, String> {
         if value.is_empty() || value.len() > 32 {
             return Err("must be 1 to 32 characters long".to_owned());
         }

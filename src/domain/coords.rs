@@ -2,22 +2,22 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Largest latitude Redis GEO can store (its Web Mercator limit), in degrees.
-pub const REDIS_MAX_LAT: f64 = 85.05112878;
+pub(crate) const REDIS_MAX_LAT: f64 = 85.05112878;
 
 /// The earth radius Redis uses for GEODIST and GEOSEARCH, in metres.
-pub const REDIS_EARTH_RADIUS_M: f64 = 6_372_797.560856;
+pub(crate) const REDIS_EARTH_RADIUS_M: f64 = 6_372_797.560856;
 
 /// A latitude in degrees that Redis GEO can store: finite and within ±85.05112878.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
-pub struct Latitude(f64);
+pub(crate) struct Latitude(f64);
 
 /// A longitude in degrees: finite and within ±180.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
-pub struct Longitude(f64);
+pub(crate) struct Longitude(f64);
 
 impl Latitude {
     /// Accept `value` if it is finite and within Redis' GEO range.
-    pub fn parse(value: f64) -> Result<Self, String> {
+    pub(crate) fn parse(value: f64) -> Result<Self, String> {
         if !value.is_finite() {
             return Err("must be a finite number".to_owned());
         }
@@ -32,16 +32,11 @@ impl Latitude {
         }
         Ok(Latitude(value))
     }
-
-    /// Degrees.
-    pub fn get(self) -> f64 {
-        self.0
-    }
 }
 
 impl Longitude {
     /// Accept `value` if it is finite and within ±180.
-    pub fn parse(value: f64) -> Result<Self, String> {
+    pub(crate) fn parse(value: f64) -> Result<Self, String> {
         if !value.is_finite() {
             return Err("must be a finite number".to_owned());
         }
@@ -49,11 +44,6 @@ impl Longitude {
             return Err("must be between -180 and 180 degrees".to_owned());
         }
         Ok(Longitude(value))
-    }
-
-    /// Degrees.
-    pub fn get(self) -> f64 {
-        self.0
     }
 }
 
@@ -71,7 +61,7 @@ pub struct GeoPoint {
 
 impl GeoPoint {
     /// Validate both coordinates; errors name `{prefix}lat` / `{prefix}lon`.
-    pub fn parse(lat: f64, lon: f64, prefix: &str) -> Result<Self, Vec<super::FieldError>> {
+    pub(crate) fn parse(lat: f64, lon: f64, prefix: &str) -> Result<Self, Vec<super::FieldError>> {
         let mut errors = Vec::new();
         if let Err(e) = Latitude::parse(lat) {
             errors.push(super::FieldError::new(format!("{prefix}lat"), e));
@@ -90,12 +80,12 @@ impl GeoPoint {
 /// Decimal places a stored driver position keeps: 1e-7 degree is about 1.1 cm, finer than
 /// any phone's GPS and than Redis GEO's own resolution (about 0.6 m), while a double's full
 /// 15–17 digits would cost every stored driver about 16 more bytes of Redis memory.
-pub const STORED_DECIMALS: i32 = 7;
+pub(crate) const STORED_DECIMALS: i32 = 7;
 
 impl GeoPoint {
     /// This point with each coordinate rounded to [`STORED_DECIMALS`] places (a coordinate
     /// that rounding would push past its limit, within 5e-8 degree of it, is kept as is).
-    pub fn rounded_for_storage(self) -> Self {
+    pub(crate) fn rounded_for_storage(self) -> Self {
         let scale = 10f64.powi(STORED_DECIMALS);
         let round = |v: f64, limit: f64| {
             let r = (v * scale).round() / scale;

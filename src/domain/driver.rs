@@ -20,7 +20,7 @@ pub enum VehicleType {
 
 impl VehicleType {
     /// Every vehicle type, in the scripts' key order.
-    pub const ALL: [VehicleType; 4] = [
+    pub(crate) const ALL: [VehicleType; 4] = [
         VehicleType::Bike,
         VehicleType::Scooter,
         VehicleType::Car,
@@ -28,7 +28,7 @@ impl VehicleType {
     ];
 
     /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             VehicleType::Bike => "bike",
             VehicleType::Scooter => "scooter",
@@ -53,12 +53,12 @@ impl VehicleType {
     }
 
     /// Its one-letter code in a packed driver state: the tag's letter (`b`, `s`, `c`, `v`).
-    pub fn from_code(code: &str) -> Option<Self> {
+    pub(crate) fn from_code(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| &v.tag()[..1] == code)
     }
 
     /// Split a tagged member (`c:drv-1`) into its vehicle type and driver id.
-    pub fn untag(member: &str) -> Option<(Self, &str)> {
+    pub(crate) fn untag(member: &str) -> Option<(Self, &str)> {
         let (tag, id) = member.split_at_checked(2)?;
         Self::ALL
             .into_iter()
@@ -81,14 +81,14 @@ pub enum DriverStatus {
 
 impl DriverStatus {
     /// Every status, in the scripts' key order.
-    pub const ALL: [DriverStatus; 3] = [
+    pub(crate) const ALL: [DriverStatus; 3] = [
         DriverStatus::Available,
         DriverStatus::Busy,
         DriverStatus::Offline,
     ];
 
     /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DriverStatus::Available => "available",
             DriverStatus::Busy => "busy",
@@ -102,7 +102,7 @@ impl DriverStatus {
     }
 
     /// Its one-letter code in a packed driver state: the name's first letter (`a`, `b`, `o`).
-    pub fn from_code(code: &str) -> Option<Self> {
+    pub(crate) fn from_code(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| &v.as_str()[..1] == code)
     }
 }
@@ -110,7 +110,7 @@ impl DriverStatus {
 /// The statuses a driver's phone may set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ShiftStatus {
+pub(crate) enum ShiftStatus {
     /// Going on shift.
     Available,
     /// Going off shift.
@@ -119,7 +119,7 @@ pub enum ShiftStatus {
 
 impl ShiftStatus {
     /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ShiftStatus::Available => "available",
             ShiftStatus::Offline => "offline",

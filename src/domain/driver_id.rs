@@ -26,16 +26,16 @@ pub(crate) fn check_id(value: &str) -> Result<(), String> {
 /// The character set keeps ids safe inside Redis key names and channel names, and in URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct DriverId(String);
+pub(crate) struct DriverId(String);
 
 impl DriverId {
     /// Accept `value` if it is 1–64 characters of `[A-Za-z0-9_-]`.
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub(crate) fn parse(value: &str) -> Result<Self, String> {
         check_id(value).map(|()| DriverId(value.to_owned()))
     }
 
     /// The id as a string.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

@@ -9,15 +9,15 @@ use utoipa::ToSchema;
 pub struct FieldError {
     /// Path of the field in the request (JSON path, path parameter or query parameter name).
     #[schema(example = "lat")]
-    pub field: String,
+    pub(crate) field: String,
     /// What is wrong with it.
     #[schema(example = "must be between -85.05112878 and 85.05112878 (Redis GEO limit)")]
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl FieldError {
     /// A field error for `field` with `message`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),

@@ -18,7 +18,7 @@ impl OrderId {
     }
 
     /// A new random id (`ord-` and 128 random bits in hex).
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         OrderId(format!("ord-{}", uuid::Uuid::new_v4().simple()))
     }
 

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum OrderState {
+pub(crate) enum OrderState {
     /// Waiting for a driver.
     Pending,
     /// Offered to one driver, who has `offer_ttl_ms` to answer.
@@ -25,7 +25,7 @@ pub enum OrderState {
 
 impl OrderState {
     /// Parse the stored name.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "pending" => OrderState::Pending,
             "offered" => OrderState::Offered,
@@ -39,7 +39,8 @@ impl OrderState {
     }
 
     /// Whether no transition leaves this state.
-    pub fn is_terminal(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(
             self,
             OrderState::Delivered | OrderState::Cancelled | OrderState::Failed

@@ -9,28 +9,28 @@ use super::{DriverStatus, VehicleType};
 
 /// A decoded packed driver state.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PackedState {
+pub(crate) struct PackedState {
     /// When the phone recorded the position, epoch ms.
-    pub recorded_ms: i64,
+    pub(crate) recorded_ms: i64,
     /// Latitude in degrees.
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude in degrees.
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// The driver's status.
-    pub status: DriverStatus,
+    pub(crate) status: DriverStatus,
     /// The driver's vehicle type.
-    pub vehicle_type: VehicleType,
+    pub(crate) vehicle_type: VehicleType,
     /// Horizontal accuracy in metres, when the phone sent it.
-    pub accuracy_m: Option<f64>,
+    pub(crate) accuracy_m: Option<f64>,
     /// Heading in degrees, when the phone sent it.
-    pub heading_deg: Option<f64>,
+    pub(crate) heading_deg: Option<f64>,
     /// Speed in metres per second, when the phone sent it.
-    pub speed_mps: Option<f64>,
+    pub(crate) speed_mps: Option<f64>,
 }
 
 impl PackedState {
     /// Decode `packed`; `None` when it is not a packed state of the current layout.
-    pub fn parse(packed: &str) -> Option<Self> {
+    pub(crate) fn parse(packed: &str) -> Option<Self> {
         let mut f = packed.split('|');
         let recorded_ms: i64 = f.next()?.parse().ok()?;
         let lat: f64 = f.next()?.parse().ok()?;

@@ -66,7 +66,7 @@ impl Policy {
     }
 
     /// Quota (`q`) and window in seconds (`w`) for `RateLimit-Policy`.
-    pub fn quota_and_window(&self) -> (u64, u64) {
+    pub(crate) fn quota_and_window(&self) -> (u64, u64) {
         match *self {
             Policy::Fixed { limit, window_ms } | Policy::Sliding { limit, window_ms } => {
                 (limit, window_ms.div_ceil(1000).max(1))

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 /// text or epoch milliseconds. Written back as epoch milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
 #[schema(value_type = String, example = "2026-11-23T18:30:00.250Z")]
-pub struct RecordedAt(pub i64);
+pub(crate) struct RecordedAt(pub(crate) i64);
 
 impl serde::Serialize for RecordedAt {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -19,7 +19,7 @@ impl serde::Serialize for RecordedAt {
 }
 
 /// Earliest accepted `recorded_at` (2000-01-01): anything before is a device clock error.
-pub const MIN_RECORDED_MS: i64 = 946_684_800_000;
+pub(crate) const MIN_RECORDED_MS: i64 = 946_684_800_000;
 
 impl<'de> Deserialize<'de> for RecordedAt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -55,7 +55,7 @@ impl<'de> Deserialize<'de> for RecordedAt {
 }
 
 /// Format epoch milliseconds as RFC 3339 (UTC, millisecond precision).
-pub fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

@@ -17,9 +17,9 @@ use super::model::{
 #[derive(Debug)]
 pub(crate) struct BatchItem {
     /// The item's `driver_id` as sent (empty when it had none), echoed in its result.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// The decoded item, or why it could not be decoded (fields named from the item's root).
-    pub position: Result<BatchPosition, Vec<FieldError>>,
+    pub(crate) position: Result<BatchPosition, Vec<FieldError>>,
 }
 
 /// One validated item and its place in the batch.

@@ -5,7 +5,7 @@ use crate::domain::{DriverId, FieldError, rfc3339_ms};
 
 /// Every failure of a drivers operation.
 #[derive(Debug, thiserror::Error)]
-pub enum DriverError {
+pub(crate) enum DriverError {
     /// One or more input fields are invalid.
     #[error("invalid input: {0:?}")]
     Validation(Vec<FieldError>),

@@ -37,7 +37,7 @@ const SCAN_COUNT: usize = 1_000;
 
 /// A packed state of layout 1, rewritten in the current one; `None` when
 /// `packed` is not in the old layout (already current, or unreadable).
-pub fn convert_state(packed: &str) -> Option<String> {
+pub(crate) fn convert_state(packed: &str) -> Option<String> {
     let f: Vec<&str> = packed.split('|').collect();
     if f.len() != 9 || f[1].parse::<i64>().is_err() {
         return None;

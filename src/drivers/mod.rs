@@ -34,6 +34,8 @@
 //! typed arguments and replies of the driver scripts; `model.rs` holds the
 //! request and response types and their validation, `error.rs` what can go wrong;
 //! `sweeper.rs` and `migrate.rs` are the liveness sweeper and the layout migration.
+//!
+//! [`DRIVER_BUCKETS`]: crate::store::keys::DRIVER_BUCKETS
 
 mod batch;
 mod directory;
@@ -48,20 +50,19 @@ mod sweeper;
 
 pub(crate) use batch::{BatchItem, store_batch};
 pub(crate) use directory::load_city;
-pub use error::DriverError;
-pub(crate) use error::ahead_of_clock;
+pub(crate) use error::{DriverError, ahead_of_clock};
 pub(crate) use ingest::PositionOutcome;
 pub use migrate::{MigrateReport, migrate_layout};
-pub(crate) use model::parse_driver_id;
-pub use model::{
-    BatchPosition, BatchRequest, BatchResponse, BatchResult, BatchStatus, DriverState,
-    DriverStatus, LocationUpdate, RecordedAt, ShiftStatus, StatusUpdate, ValidPosition,
-    VehicleType, rfc3339_ms,
+pub(crate) use model::{
+    BatchRequest, BatchResponse, DriverState, LocationUpdate, RecordedAt, ShiftStatus,
+    StatusUpdate, parse_driver_id,
 };
+pub use model::{DriverStatus, VehicleType};
 pub(crate) use service::{
     delete_driver, indexed_drivers, load_driver, run_on_driver_city, set_status, store_positions,
     update_position,
 };
-pub use sweeper::{spawn_sweeper, sweep_city};
+pub(crate) use sweeper::spawn_sweeper;
+pub use sweeper::sweep_city;
 
-pub use crate::store::keys::{DRIVER_BUCKETS, driver_bucket};
+pub use crate::store::keys::driver_bucket;

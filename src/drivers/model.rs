@@ -4,83 +4,84 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{DriverId, FieldError, GeoPoint, MIN_RECORDED_MS, PackedState};
-pub use crate::domain::{DriverStatus, RecordedAt, ShiftStatus, VehicleType, rfc3339_ms};
+pub use crate::domain::{DriverStatus, VehicleType};
+pub(crate) use crate::domain::{RecordedAt, ShiftStatus, rfc3339_ms};
 
 /// `PUT /v1/drivers/{driver_id}/location` body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"lat": 48.8566, "lon": 2.3522, "recorded_at": "2026-11-23T18:30:00.250Z", "accuracy_m": 8.5, "heading_deg": 90.0, "speed_mps": 6.2, "vehicle_type": "scooter", "status": "available"}))]
-pub struct LocationUpdate {
+pub(crate) struct LocationUpdate {
     /// Latitude in degrees, within ±85.05112878 (Redis GEO limit); stored rounded to 7 decimal
     /// places (about 1 cm).
     #[schema(minimum = -85.05112878, maximum = 85.05112878)]
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude in degrees, within ±180; stored rounded to 7 decimal places.
     #[schema(minimum = -180.0, maximum = 180.0)]
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// When the phone recorded the position: RFC 3339 or epoch milliseconds. Older than the
     /// stored position: 409 `stale-position`; more than the allowed skew in the future: 422.
-    pub recorded_at: RecordedAt,
+    pub(crate) recorded_at: RecordedAt,
     /// Horizontal accuracy in metres (0–10000).
     #[serde(default)]
     #[schema(minimum = 0.0, maximum = 10000.0)]
-    pub accuracy_m: Option<f64>,
+    pub(crate) accuracy_m: Option<f64>,
     /// Heading in degrees clockwise from north (0 ≤ h < 360).
     #[serde(default)]
     #[schema(minimum = 0.0, exclusive_maximum = 360.0)]
-    pub heading_deg: Option<f64>,
+    pub(crate) heading_deg: Option<f64>,
     /// Speed in metres per second (0–150).
     #[serde(default)]
     #[schema(minimum = 0.0, maximum = 150.0)]
-    pub speed_mps: Option<f64>,
+    pub(crate) speed_mps: Option<f64>,
     /// Vehicle type; kept when absent (a new driver defaults to `car`).
     #[serde(default)]
-    pub vehicle_type: Option<VehicleType>,
+    pub(crate) vehicle_type: Option<VehicleType>,
     /// Go on (`available`) or off (`offline`) shift in the same call; kept when absent (a new
     /// driver starts `available`). Ignored while the driver is `busy` with an order.
     #[serde(default)]
-    pub status: Option<ShiftStatus>,
+    pub(crate) status: Option<ShiftStatus>,
 }
 
 /// One item of a batch: a [`LocationUpdate`] plus its driver id.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BatchPosition {
+pub(crate) struct BatchPosition {
     /// Driver id: 1–64 characters of `[A-Za-z0-9_-]`.
     #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)]
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// Latitude in degrees, within ±85.05112878 (stored rounded to 7 decimal places, about
     /// 1 cm).
     #[schema(minimum = -85.05112878, maximum = 85.05112878)]
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude in degrees, within ±180 (stored rounded to 7 decimal places).
     #[schema(minimum = -180.0, maximum = 180.0)]
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// RFC 3339 or epoch milliseconds.
-    pub recorded_at: RecordedAt,
+    pub(crate) recorded_at: RecordedAt,
     /// Horizontal accuracy in metres (0–10000).
     #[serde(default)]
     #[schema(minimum = 0.0, maximum = 10000.0)]
-    pub accuracy_m: Option<f64>,
+    pub(crate) accuracy_m: Option<f64>,
     /// Heading in degrees clockwise from north (0 ≤ h < 360).
     #[serde(default)]
     #[schema(minimum = 0.0, exclusive_maximum = 360.0)]
-    pub heading_deg: Option<f64>,
+    pub(crate) heading_deg: Option<f64>,
     /// Speed in metres per second (0–150).
     #[serde(default)]
     #[schema(minimum = 0.0, maximum = 150.0)]
-    pub speed_mps: Option<f64>,
+    pub(crate) speed_mps: Option<f64>,
     /// Vehicle type.
     #[serde(default)]
-    pub vehicle_type: Option<VehicleType>,
+    pub(crate) vehicle_type: Option<VehicleType>,
     /// `available` or `offline`.
     #[serde(default)]
-    pub status: Option<ShiftStatus>,
+    pub(crate) status: Option<ShiftStatus>,
 }
 
 impl BatchPosition {
     /// Split into the driver id (unvalidated) and the update.
-    pub fn into_parts(self) -> (String, LocationUpdate) {
+    pub(crate) fn into_parts(self) -> (String, LocationUpdate) {
         (
             self.driver_id,
             LocationUpdate {
@@ -105,16 +106,16 @@ impl BatchPosition {
     {"driver_id": "drv-1", "lat": 48.8566, "lon": 2.3522, "recorded_at": 1795458600250_i64},
     {"driver_id": "drv-2", "lat": 52.52, "lon": 13.405, "recorded_at": "2026-11-23T18:30:00Z", "vehicle_type": "bike"}
 ]}))]
-pub struct BatchRequest {
+pub(crate) struct BatchRequest {
     /// Up to `batch_max_positions` (default 1000) positions.
     #[schema(value_type = Vec<BatchPosition>)]
-    pub positions: Vec<serde_json::Value>,
+    pub(crate) positions: Vec<serde_json::Value>,
 }
 
 /// Outcome of one batch item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum BatchStatus {
+pub(crate) enum BatchStatus {
     /// Stored.
     Accepted,
     /// Older than the stored position (or an earlier item of the same batch): not stored.
@@ -125,14 +126,14 @@ pub enum BatchStatus {
 
 /// Result of one batch item, in input order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct BatchResult {
+pub(crate) struct BatchResult {
     /// The item's driver id as sent (empty when it had none).
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// What happened to it.
-    pub status: BatchStatus,
+    pub(crate) status: BatchStatus,
     /// Why it was stale or invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
 }
 
 /// `POST /v1/locations/batch` answer.
@@ -141,37 +142,37 @@ pub struct BatchResult {
     {"driver_id": "drv-1", "status": "accepted"},
     {"driver_id": "drv-2", "status": "invalid", "detail": "lat: must be between -85.05112878 and 85.05112878 degrees"}
 ]}))]
-pub struct BatchResponse {
+pub(crate) struct BatchResponse {
     /// One result per position, in input order.
-    pub results: Vec<BatchResult>,
+    pub(crate) results: Vec<BatchResult>,
 }
 
 /// `PUT /v1/drivers/{driver_id}/status` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"status": "offline"}))]
-pub struct StatusUpdate {
+pub(crate) struct StatusUpdate {
     /// `available` or `offline` (`busy` is set by dispatch only).
-    pub status: ShiftStatus,
+    pub(crate) status: ShiftStatus,
 }
 
 /// A validated position ready for the script.
 #[derive(Debug, Clone)]
-pub struct ValidPosition {
+pub(crate) struct ValidPosition {
     /// The point.
-    pub point: GeoPoint,
+    pub(crate) point: GeoPoint,
     /// Epoch milliseconds.
-    pub recorded_ms: i64,
+    pub(crate) recorded_ms: i64,
     /// Accuracy in metres.
-    pub accuracy_m: Option<f64>,
+    pub(crate) accuracy_m: Option<f64>,
     /// Heading in degrees.
-    pub heading_deg: Option<f64>,
+    pub(crate) heading_deg: Option<f64>,
     /// Speed in m/s.
-    pub speed_mps: Option<f64>,
+    pub(crate) speed_mps: Option<f64>,
     /// Vehicle type to set.
-    pub vehicle_type: Option<VehicleType>,
+    pub(crate) vehicle_type: Option<VehicleType>,
     /// Status to set.
-    pub status: Option<ShiftStatus>,
+    pub(crate) status: Option<ShiftStatus>,
 }
 
 fn check_range(
@@ -196,7 +197,7 @@ fn check_range(
 
 impl LocationUpdate {
     /// Validate every field; errors are named `{prefix}field`.
-    pub fn validate(&self, prefix: &str) -> Result<ValidPosition, Vec<FieldError>> {
+    pub(crate) fn validate(&self, prefix: &str) -> Result<ValidPosition, Vec<FieldError>> {
         let mut errors = Vec::new();
         let point = GeoPoint::parse(self.lat, self.lon, prefix)
             .map_err(|e| errors.extend(e))
@@ -253,42 +254,42 @@ impl LocationUpdate {
     "lat": 48.8566, "lon": 2.3522, "recorded_at": "2026-11-23T18:30:00.25Z", "recorded_at_ms": 1795458600250_i64,
     "age_ms": 420, "fresh": true, "accuracy_m": 8.5, "heading_deg": 90.0, "speed_mps": 6.2
 }))]
-pub struct DriverState {
+pub(crate) struct DriverState {
     /// Driver id.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// City the last position lies in.
-    pub city: String,
+    pub(crate) city: String,
     /// Current status.
-    pub status: DriverStatus,
+    pub(crate) status: DriverStatus,
     /// Vehicle type.
-    pub vehicle_type: VehicleType,
+    pub(crate) vehicle_type: VehicleType,
     /// Last latitude (rounded to 7 decimal places).
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Last longitude (rounded to 7 decimal places).
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// When the last position was recorded (RFC 3339, UTC).
-    pub recorded_at: String,
+    pub(crate) recorded_at: String,
     /// The same as epoch milliseconds.
-    pub recorded_at_ms: i64,
+    pub(crate) recorded_at_ms: i64,
     /// Age of the last position in milliseconds, by Redis' clock.
-    pub age_ms: i64,
+    pub(crate) age_ms: i64,
     /// Whether the position is younger than `driver_ttl_ms` (only fresh drivers are found by search and dispatch).
-    pub fresh: bool,
+    pub(crate) fresh: bool,
     /// Horizontal accuracy in metres.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub accuracy_m: Option<f64>,
+    pub(crate) accuracy_m: Option<f64>,
     /// Heading in degrees.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub heading_deg: Option<f64>,
+    pub(crate) heading_deg: Option<f64>,
     /// Speed in m/s.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub speed_mps: Option<f64>,
+    pub(crate) speed_mps: Option<f64>,
 }
 
 impl DriverState {
     /// The state of a driver of `city` (whose hash holds it) from its packed state
     /// ([`PackedState`]), with its age and freshness at `now_ms`.
-    pub fn from_packed(
+    pub(crate) fn from_packed(
         driver_id: &str,
         city: &str,
         packed: &str,
@@ -316,7 +317,7 @@ impl DriverState {
 }
 
 /// Parse a driver id path or body value, naming `field` on failure.
-pub fn parse_driver_id(value: &str, field: &str) -> Result<DriverId, FieldError> {
+pub(crate) fn parse_driver_id(value: &str, field: &str) -> Result<DriverId, FieldError> {
     DriverId::parse(value).map_err(|e| FieldError::new(field, e))
 }
 

@@ -34,13 +34,13 @@ impl PositionMode {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SetPositionArgs<'a> {
     /// `ARGV[1]`: allowed clock skew into the future, ms.
-    pub max_clock_skew_ms: u64,
+    pub(crate) max_clock_skew_ms: u64,
     /// `ARGV[2]`.
-    pub mode: PositionMode,
+    pub(crate) mode: PositionMode,
     /// `ARGV[3..]`, 9 slots per position: driver_id, lon, lat, recorded_ms, requested status
     /// (`''` keeps it), vehicle type (`''` keeps it), accuracy_m, heading_deg, speed_mps
     /// (`''` when absent).
-    pub positions: &'a [(&'a DriverId, &'a ValidPosition)],
+    pub(crate) positions: &'a [(&'a DriverId, &'a ValidPosition)],
 }
 
 impl SetPositionArgs<'_> {
@@ -129,9 +129,9 @@ impl<'r> PositionReply<'r> {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SweepArgs {
     /// `ARGV[1]`: the driver TTL, ms.
-    pub driver_ttl_ms: u64,
+    pub(crate) driver_ttl_ms: u64,
     /// `ARGV[2]`: the most drivers to drop in this call.
-    pub max_drivers: usize,
+    pub(crate) max_drivers: usize,
 }
 
 impl SweepArgs {
@@ -145,10 +145,10 @@ impl SweepArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SweepReply {
     /// Drivers dropped from the city's indexes.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// How many of the buckets passed (the first ones) were finished; the rest are for
     /// another call.
-    pub buckets_done: usize,
+    pub(crate) buckets_done: usize,
 }
 
 impl SweepReply {
@@ -169,11 +169,11 @@ impl SweepReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct CasEntry<'a> {
     /// The driver whose directory entry is compared and set.
-    pub driver_id: &'a str,
+    pub(crate) driver_id: &'a str,
     /// `''`: no entry; `"city|ms"`: exactly that entry; `"city"`: any entry naming the city.
-    pub expected: &'a str,
+    pub(crate) expected: &'a str,
     /// `"city|ms"`, or `''` to remove the entry.
-    pub new: &'a str,
+    pub(crate) new: &'a str,
 }
 
 /// The ARGV of one `driver_city_cas.lua` call (the KEYS are one directory bucket per entry,
@@ -181,7 +181,7 @@ pub(super) struct CasEntry<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CityCasArgs<'a> {
     /// `ARGV[3i-2..3i]`: the i-th entry's `driver_id, expected, new`.
-    pub entries: &'a [CasEntry<'a>],
+    pub(crate) entries: &'a [CasEntry<'a>],
 }
 
 impl<'a> CityCasArgs<'a> {
@@ -196,7 +196,7 @@ impl<'a> CityCasArgs<'a> {
 
 /// The reply of `driver_city_cas.lua`: per entry, whether it was as expected and was set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct CityCasReply(pub Vec<bool>);
+pub(super) struct CityCasReply(pub(crate) Vec<bool>);
 
 impl CityCasReply {
     /// Decode the script's reply to a call with `entries` entries.
@@ -221,9 +221,9 @@ impl CityCasReply {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SetStatusArgs<'a> {
     /// `ARGV[1]`.
-    pub driver_id: &'a str,
+    pub(crate) driver_id: &'a str,
     /// `ARGV[2]`: `available` or `offline`.
-    pub status: ShiftStatus,
+    pub(crate) status: ShiftStatus,
 }
 
 impl<'a> SetStatusArgs<'a> {
@@ -269,7 +269,7 @@ impl SetStatusReply {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DeleteArgs<'a> {
     /// `ARGV[1]`.
-    pub driver_id: &'a str,
+    pub(crate) driver_id: &'a str,
 }
 
 impl<'a> DeleteArgs<'a> {

@@ -210,24 +210,24 @@ pub(crate) async fn delete_driver(store: &Store, id: &DriverId) -> Result<(), Dr
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct IndexedDriver {
     /// Driver id.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// Latitude (as the GEO index stores it).
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude (as the GEO index stores it).
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// The status whose index holds it.
-    pub status: DriverStatus,
+    pub(crate) status: DriverStatus,
     /// Vehicle type, from its member tag.
-    pub vehicle_type: VehicleType,
+    pub(crate) vehicle_type: VehicleType,
 }
 
 /// Every indexed driver of a city, up to a limit per status.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct IndexedDrivers {
     /// The drivers, status by status.
-    pub drivers: Vec<IndexedDriver>,
+    pub(crate) drivers: Vec<IndexedDriver>,
     /// Whether a status held more drivers than the limit.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 /// The drivers of `city`'s GEO indexes, at most `limit` per status (whichever `limit` Redis

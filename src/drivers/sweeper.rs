@@ -64,7 +64,7 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
 
 /// Start the sweeper task: every `sweep_interval_ms`, sweep every city. Several service
 /// instances may sweep at once; the script is idempotent.
-pub fn spawn_sweeper(
+pub(crate) fn spawn_sweeper(
     store: Store,
     settings: Arc<Settings>,
     cities: Arc<CityIndex>,

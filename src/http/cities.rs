@@ -23,7 +23,7 @@ impl From<CityError> for ApiError {
     responses((status = 200, description = "Every service area", body = CityList)),
 )]
 #[get("/cities")]
-pub async fn list_cities(cities: web::Data<CityIndex>) -> HttpResponse {
+pub(crate) async fn list_cities(cities: web::Data<CityIndex>) -> HttpResponse {
     HttpResponse::Ok().json(CityList::from(cities.get_ref()))
 }
 
@@ -39,7 +39,7 @@ pub async fn list_cities(cities: web::Data<CityIndex>) -> HttpResponse {
     ),
 )]
 #[post("/cities/resolve")]
-pub async fn resolve_city(
+pub(crate) async fn resolve_city(
     cities: web::Data<CityIndex>,
     body: JsonBody<ResolveRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -51,7 +51,7 @@ pub async fn resolve_city(
 }
 
 /// Register the cities routes under `/v1`.
-pub fn configure(cfg: &mut ServiceConfig) {
+pub(crate) fn configure(cfg: &mut ServiceConfig) {
     cfg.service(list_cities).service(resolve_city);
 }
 

@@ -10,10 +10,10 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use crate::domain::FieldError;
+pub(crate) use crate::domain::FieldError;
 
 /// Media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// RFC 9457 problem details, the body of every 4xx and 5xx answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -25,30 +25,30 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
     "errors": [{"field": "lat", "message": "must be between -85.05112878 and 85.05112878 (Redis GEO limit)"}],
     "request_id": "5f0c6d0e-8d55-4a8e-a0a7-3f0f0e2f2b1c"
 }))]
-pub struct Problem {
+pub(crate) struct Problem {
     /// URI reference naming the problem type; its last segment is a stable machine-readable code.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub(crate) type_: String,
     /// Short human-readable summary of the problem type.
-    pub title: String,
+    pub(crate) title: String,
     /// HTTP status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Human-readable explanation of this occurrence.
-    pub detail: String,
+    pub(crate) detail: String,
     /// The offending fields, for validation errors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
+    pub(crate) errors: Vec<FieldError>,
     /// Seconds to wait before retrying (429 and 503 only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
     /// The request id of this request (also in the `x-request-id` header), for support.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 /// Every error a handler can answer with. Each variant's doc names its status code.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 400: the body is not syntactically valid JSON.
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
@@ -115,12 +115,12 @@ fn summarize(errors: &[FieldError]) -> String {
 
 impl ApiError {
     /// A validation error for a single field.
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError::new(field, message)])
     }
 
     /// The stable code that ends the problem `type` URI.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ApiError::MalformedJson(_) => "malformed-json",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
@@ -157,7 +157,7 @@ impl ApiError {
     }
 
     /// The problem body for this error (the request id is filled in by the response path).
-    pub fn problem(&self) -> Problem {
+    pub(crate) fn problem(&self) -> Problem {
         let detail = match self {
             ApiError::Internal(_) => {
                 "an unexpected error occurred; it has been logged with this request's id".to_owned()
@@ -235,7 +235,7 @@ impl From<crate::store::ReplicationError> for ApiError {
 
 /// Convert a Redis error on a request path into an [`ApiError`]: connection-level failures are
 /// 503 (Redis unreachable, retry later), everything else is an internal error with context.
-pub fn redis_error(context: &'static str) -> impl FnOnce(redis::RedisError) -> ApiError {
+pub(crate) fn redis_error(context: &'static str) -> impl FnOnce(redis::RedisError) -> ApiError {
     move |err| {
         // Also the answers of a Redis in the middle of a failover or a restart: a demoted
         // primary (READONLY), a replica without its primary, a node still loading its data,

@@ -21,10 +21,10 @@ use crate::store::Store;
 pub(crate) struct EventsQuery {
     /// City whose events to follow.
     #[param(example = "paris")]
-    pub city: String,
+    pub(crate) city: String,
     /// Resume after this event id (same as the `Last-Event-ID` header, which wins); `0` replays
     /// every retained event. Without either, only new events are sent.
-    pub last_event_id: Option<String>,
+    pub(crate) last_event_id: Option<String>,
 }
 
 /// Follow a city's order events as Server-Sent Events.

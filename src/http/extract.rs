@@ -18,11 +18,11 @@ use crate::http::error::ApiError;
 
 /// Maximum body size in bytes, stored as app data.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub(crate) struct BodyLimit(pub(crate) usize);
 
 /// A JSON request body deserialized into `T`.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
@@ -86,7 +86,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 }
 
 /// Deserialize `body`, classifying failures as 400 (syntax) or 422 (shape, naming the field).
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // serde accepts a JSON array for a struct (fields by position); every request body of this
     // API is an object, so an array is refused rather than silently read positionally.
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
@@ -196,7 +196,7 @@ mod tests {
 
 /// Query parameters deserialized into `T`; failures are 422 naming the parameter.
 #[derive(Debug)]
-pub struct QueryParams<T>(pub T);
+pub(crate) struct QueryParams<T>(pub(crate) T);
 
 impl<T: DeserializeOwned> FromRequest for QueryParams<T> {
     type Error = ApiError;
@@ -208,7 +208,7 @@ impl<T: DeserializeOwned> FromRequest for QueryParams<T> {
 }
 
 /// Deserialize a query string, naming the offending parameter on failure.
-pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -235,7 +235,7 @@ fn plain_words(message: String) -> String {
 }
 
 /// Deserialize one already-parsed JSON value (a batch item), naming the field on failure.
-pub fn parse_json_value<T: DeserializeOwned>(
+pub(crate) fn parse_json_value<T: DeserializeOwned>(
     value: serde_json::Value,
 ) -> Result<T, Vec<FieldError>> {
     serde_path_to_error::deserialize(value).map_err(|err| {

@@ -10,15 +10,15 @@ use crate::store::Store;
 /// Health answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok"}))]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok` (healthz) or `ready` (readyz).
-    pub status: &'static str,
+    pub(crate) status: &'static str,
 }
 
 /// Liveness: answers 200 while the process serves HTTP, whatever the state of Redis.
 #[utoipa::path(tag = "health", responses((status = 200, description = "The process is up", body = Health)))]
 #[get("/healthz")]
-pub async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
@@ -32,7 +32,7 @@ pub async fn healthz() -> HttpResponse {
     )
 )]
 #[get("/readyz")]
-pub async fn readyz(store: web::Data<Store>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn readyz(store: web::Data<Store>) -> Result<HttpResponse, ApiError> {
     match store.check_ready().await {
         Ok(()) => Ok(HttpResponse::Ok().json(Health { status: "ready" })),
         Err(err) => {

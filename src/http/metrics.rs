@@ -11,7 +11,7 @@ use crate::store::Store;
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String)),
 )]
 #[get("/metrics")]
-pub async fn metrics(store: web::Data<Store>) -> HttpResponse {
+pub(crate) async fn metrics(store: web::Data<Store>) -> HttpResponse {
     let status = store.pool().status();
     let gauges = vec![
         (

@@ -6,15 +6,15 @@
 pub(crate) mod admin;
 pub(crate) mod auth;
 mod cities;
-pub mod drivers;
-pub mod error;
-pub mod events;
-pub mod extract;
-pub mod health;
-pub mod map;
+pub(crate) mod drivers;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod extract;
+pub(crate) mod health;
+pub(crate) mod map;
 pub(crate) mod metrics;
 pub mod openapi;
-pub mod orders;
+pub(crate) mod orders;
 mod ranking;
 mod search;
 pub(crate) mod sessions;
@@ -24,7 +24,7 @@ use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Register every documented route: health at the root, the API under `/v1`.
-pub fn configure_routes(cfg: &mut ServiceConfig) {
+pub(crate) fn configure_routes(cfg: &mut ServiceConfig) {
     cfg.service(crate::http::health::healthz)
         .service(crate::http::health::readyz)
         .service(crate::http::metrics::metrics)

@@ -28,10 +28,10 @@ use utoipa_actix_web::AppExt;
     ),
     components(schemas(crate::http::error::Problem, crate::http::error::FieldError)),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// The full OpenAPI document, exactly as `/openapi.json` serves it.
-pub fn spec() -> utoipa::openapi::OpenApi {
+pub(crate) fn spec() -> utoipa::openapi::OpenApi {
     let (_, api) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
@@ -90,7 +90,7 @@ const SHARED: &[(&str, &str, &str)] = &[
 
 /// Add the bearer security scheme and the shared error answers ([`SHARED`]) to the operations
 /// that can give them, so that no route can forget to document them.
-pub fn with_protection(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+pub(crate) fn with_protection(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::content::ContentBuilder;
     use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::response::ResponseBuilder;

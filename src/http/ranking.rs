@@ -49,7 +49,7 @@ const DRIVER_PARAM: &str = "1–64 characters of [A-Za-z0-9_-]";
     ),
 )]
 #[put("/drivers/{driver_id}/score")]
-pub async fn put_score(
+pub(crate) async fn put_score(
     path: web::Path<String>,
     body: JsonBody<ScoreUpdate>,
     store: web::Data<Store>,
@@ -70,7 +70,7 @@ pub async fn put_score(
     ),
 )]
 #[post("/drivers/{driver_id}/score/increment")]
-pub async fn increment_score(
+pub(crate) async fn increment_score(
     path: web::Path<String>,
     body: JsonBody<ScoreIncrement>,
     store: web::Data<Store>,
@@ -91,7 +91,7 @@ pub async fn increment_score(
     ),
 )]
 #[get("/cities/{city}/leaderboard")]
-pub async fn leaderboard(
+pub(crate) async fn leaderboard(
     path: web::Path<String>,
     query: QueryParams<PageQuery>,
     store: web::Data<Store>,
@@ -114,7 +114,7 @@ pub async fn leaderboard(
     ),
 )]
 #[get("/drivers/{driver_id}/rank")]
-pub async fn rank(
+pub(crate) async fn rank(
     path: web::Path<String>,
     query: QueryParams<AroundQuery>,
     store: web::Data<Store>,
@@ -140,7 +140,7 @@ pub async fn rank(
     ),
 )]
 #[get("/candidates")]
-pub async fn candidates(
+pub(crate) async fn candidates(
     query: QueryParams<CandidatesQuery>,
     store: web::Data<Store>,
     settings: web::Data<Settings>,
@@ -152,7 +152,7 @@ pub async fn candidates(
 }
 
 /// Register the ranking routes under `/v1`.
-pub fn configure(cfg: &mut ServiceConfig) {
+pub(crate) fn configure(cfg: &mut ServiceConfig) {
     cfg.service(put_score)
         .service(increment_score)
         .service(rank)

@@ -37,7 +37,7 @@ impl From<SearchError> for ApiError {
     ),
 )]
 #[get("/drivers/nearby")]
-pub async fn nearby(
+pub(crate) async fn nearby(
     query: QueryParams<NearbyQuery>,
     store: web::Data<Store>,
     settings: web::Data<Settings>,
@@ -55,7 +55,7 @@ pub async fn nearby(
 
 /// Register the search route under `/v1` (before the drivers' `/drivers/{driver_id}`, which
 /// would take `nearby` for a driver id).
-pub fn configure(cfg: &mut ServiceConfig) {
+pub(crate) fn configure(cfg: &mut ServiceConfig) {
     cfg.service(nearby);
 }
 

@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// Header that carries the request id in and out.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -46,7 +46,7 @@ pub fn init_with_default(format: LogFormat, default: &str) {
 }
 
 /// The id of the request being served by the current task, if any.
-pub fn current_request_id() -> Option<String> {
+pub(crate) fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
@@ -60,7 +60,7 @@ fn sane_request_id(value: &HeaderValue) -> Option<String> {
 }
 
 /// Middleware: assign the request id, open the request span, log the outcome with its latency.
-pub async fn request_id_middleware(
+pub(crate) async fn request_id_middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {

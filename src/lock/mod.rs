@@ -24,7 +24,7 @@ use crate::store::scripts::{self as store_scripts, evalsha};
 /// `SET key token NX PX ttl`: take `key` for `ttl` unless someone holds it; `true` when taken.
 /// (The single-node dispatch lock draws a fencing number in the same step, `acquire_lock.lua`;
 /// this plain form serves leases that need none, and Redlock's per-node step.)
-pub async fn take(
+pub(crate) async fn take(
     conn: &mut impl redis::aio::ConnectionLike,
     key: &str,
     token: &str,
@@ -42,7 +42,7 @@ pub async fn take(
 }
 
 /// Delete `key` only while it holds `token` (`lua/release_lock.lua`); `true` when released.
-pub async fn release_token(
+pub(crate) async fn release_token(
     conn: &mut impl redis::aio::ConnectionLike,
     key: &str,
     token: &str,
@@ -63,7 +63,7 @@ pub struct Lease {
     /// The fencing number drawn with this acquisition (strictly increasing per counter).
     pub fencing: u64,
     /// The lease's time to live.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
 }
 
 /// Locks over one Redis (see the module docs).

@@ -28,22 +28,15 @@ use crate::store::scripts::{self, evalsha};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedlockLease {
     /// The lock key (the same on every node).
-    pub key: String,
+    pub(crate) key: String,
     /// This holder's random token.
     pub token: String,
     /// How long the lock is safe to use, counted from `acquired_at`.
     pub validity: Duration,
     /// When acquiring finished.
-    pub acquired_at: Instant,
+    pub(crate) acquired_at: Instant,
     /// Nodes that answered OK.
     pub nodes_locked: usize,
-}
-
-impl RedlockLease {
-    /// Time left before the lock must be considered lost.
-    pub fn remaining(&self) -> Duration {
-        self.validity.saturating_sub(self.acquired_at.elapsed())
-    }
 }
 
 /// A Redlock client over independent nodes.

@@ -16,9 +16,9 @@ fn bad_reply(script: &'static str, reply: impl std::fmt::Debug) -> redis::RedisE
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AcquireLockArgs<'a> {
     /// `ARGV[1]`: the holder's random token.
-    pub token: &'a str,
+    pub(crate) token: &'a str,
     /// `ARGV[2]`: the lock's time to live in ms.
-    pub ttl_ms: u64,
+    pub(crate) ttl_ms: u64,
 }
 
 impl AcquireLockArgs<'_> {
@@ -52,7 +52,7 @@ impl AcquireReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReleaseLockArgs<'a> {
     /// `ARGV[1]`: the holder's token.
-    pub token: &'a str,
+    pub(crate) token: &'a str,
 }
 
 impl ReleaseLockArgs<'_> {
@@ -86,9 +86,9 @@ impl ReleaseReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ExtendLockArgs<'a> {
     /// `ARGV[1]`: the holder's token.
-    pub token: &'a str,
+    pub(crate) token: &'a str,
     /// `ARGV[2]`: the new time to live in ms.
-    pub ttl_ms: u64,
+    pub(crate) ttl_ms: u64,
 }
 
 impl ExtendLockArgs<'_> {
@@ -122,9 +122,9 @@ impl ExtendReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LockOrderArgs<'a> {
     /// `ARGV[1]`: the holder's random token.
-    pub token: &'a str,
+    pub(crate) token: &'a str,
     /// `ARGV[2]`: the lock's time to live in ms.
-    pub ttl_ms: u64,
+    pub(crate) ttl_ms: u64,
 }
 
 impl LockOrderArgs<'_> {

@@ -18,59 +18,59 @@ const MICRO: f64 = 1_000_000.0;
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct CandidatesQuery {
+pub(crate) struct CandidatesQuery {
     /// Latitude of the pickup.
     #[param(example = 48.8566, minimum = -85.05112878, maximum = 85.05112878)]
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude of the pickup.
     #[param(example = 2.3522, minimum = -180.0, maximum = 180.0)]
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// How many ranked candidates (default 10, at most `search_max_limit`, 100 by default).
     #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Only this vehicle type.
-    pub vehicle_type: Option<VehicleType>,
+    pub(crate) vehicle_type: Option<VehicleType>,
     /// Maximum distance in metres (default `search_default_radius_m`; more than 0 and at most
     /// `search_max_radius_m`, 50000 by default).
     #[param(exclusive_minimum = 0.0, maximum = 50000.0)]
-    pub radius_m: Option<f64>,
+    pub(crate) radius_m: Option<f64>,
     /// Override of `ranking_distance_weight` (composite points lost per km).
     #[param(minimum = 0.0, maximum = 1000000.0)]
-    pub distance_weight: Option<f64>,
+    pub(crate) distance_weight: Option<f64>,
     /// Override of `ranking_score_weight` (composite points per score point).
     #[param(minimum = 0.0, maximum = 1000000.0)]
-    pub score_weight: Option<f64>,
+    pub(crate) score_weight: Option<f64>,
 }
 
 /// One ranked candidate, with what its rank is made of.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     /// 1-based position in the ranking.
-    pub rank: u64,
+    pub(crate) rank: u64,
     /// Driver id.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// Latitude.
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude.
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// Vehicle type.
-    pub vehicle_type: VehicleType,
+    pub(crate) vehicle_type: VehicleType,
     /// Distance from the pickup in metres.
-    pub distance_m: f64,
+    pub(crate) distance_m: f64,
     /// The driver's score, or `ranking_unscored_score` when it has none: the score the
     /// composite was computed with.
-    pub driver_score: f64,
+    pub(crate) driver_score: f64,
     /// `score_weight × driver_score − distance_weight × distance_km`; higher ranks first.
-    pub composite: f64,
+    pub(crate) composite: f64,
 }
 
 /// Weights used.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-pub struct Weights {
+pub(crate) struct Weights {
     /// Composite points lost per km of distance.
-    pub distance_weight: f64,
+    pub(crate) distance_weight: f64,
     /// Composite points per point of driver score.
-    pub score_weight: f64,
+    pub(crate) score_weight: f64,
 }
 
 /// `GET /v1/candidates` answer.
@@ -78,17 +78,17 @@ pub struct Weights {
 #[schema(example = json!({"city": "paris", "weights": {"distance_weight": 1.0, "score_weight": 1.0}, "candidates": [
     {"rank": 1, "driver_id": "drv-1", "lat": 48.857, "lon": 2.353, "vehicle_type": "car", "distance_m": 420.5, "driver_score": 4.9, "composite": 4.4795}
 ]}))]
-pub struct Candidates {
+pub(crate) struct Candidates {
     /// City searched.
-    pub city: String,
+    pub(crate) city: String,
     /// Weights used.
-    pub weights: Weights,
+    pub(crate) weights: Weights,
     /// Best first.
-    pub candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
 }
 
 /// Validate a `GET /v1/candidates` query, resolve its city and rank its candidates.
-pub async fn candidates(
+pub(crate) async fn candidates(
     store: &Store,
     settings: &Settings,
     cities: &CityIndex,
@@ -154,27 +154,27 @@ pub async fn candidates(
 /// What to rank: the `pool` nearest available, fresh drivers within `radius_m` of `center`
 /// in `city`, of which the best `limit` are returned.
 #[derive(Debug, Clone, Copy)]
-pub struct RankRequest<'a> {
+pub(crate) struct RankRequest<'a> {
     /// City searched (the one containing `center`).
-    pub city: &'a str,
+    pub(crate) city: &'a str,
     /// Pickup point.
-    pub center: GeoPoint,
+    pub(crate) center: GeoPoint,
     /// Largest distance in metres.
-    pub radius_m: f64,
+    pub(crate) radius_m: f64,
     /// How many nearest drivers are ranked (at least `limit`).
-    pub pool: usize,
+    pub(crate) pool: usize,
     /// How many ranked candidates are returned.
-    pub limit: usize,
+    pub(crate) limit: usize,
     /// Only this vehicle type.
-    pub vehicle: Option<VehicleType>,
+    pub(crate) vehicle: Option<VehicleType>,
     /// Weights of the composite.
-    pub weights: Weights,
+    pub(crate) weights: Weights,
 }
 
 /// Rank the nearest available drivers by `score_weight × score − distance_weight × km`, best
 /// first, a driver without a score counting `ranking_unscored_score` (used by
 /// `GET /v1/candidates`; dispatch ranks with the same composite in `lua/claim_offer.lua`).
-pub async fn rank_candidates(
+pub(crate) async fn rank_candidates(
     store: &Store,
     settings: &Settings,
     tuning: &KnnTuning,

@@ -15,40 +15,40 @@ use crate::store::scripts::{self, RANK_AROUND, evalsha};
 
 /// One leaderboard line.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct RankedDriver {
+pub(crate) struct RankedDriver {
     /// 1-based rank, highest score first.
-    pub rank: u64,
+    pub(crate) rank: u64,
     /// Driver id.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// Score.
-    pub score: f64,
+    pub(crate) score: f64,
 }
 
 /// Leaderboard page query.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     /// 1-based page (default 1).
     #[param(minimum = 1, maximum = 1000000)]
-    pub page: Option<u64>,
+    pub(crate) page: Option<u64>,
     /// Entries per page (default 10, at most `page_max_size`, 100 by default).
     #[param(minimum = 1, maximum = 100)]
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
 }
 
 /// `GET /v1/cities/{city}/leaderboard` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"entries": [{"rank": 1, "driver_id": "drv-7", "score": 4.99}], "page": 1, "size": 10, "total": 2000}))]
-pub struct Leaderboard {
+pub(crate) struct Leaderboard {
     /// This page's entries, highest score first.
-    pub entries: Vec<RankedDriver>,
+    pub(crate) entries: Vec<RankedDriver>,
     /// Page number.
-    pub page: u64,
+    pub(crate) page: u64,
     /// Page size.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Drivers on the leaderboard.
-    pub total: u64,
+    pub(crate) total: u64,
 }
 
 /// Leaderboard lines from a flat `member, score, …` reply whose first line has the 0-based
@@ -69,7 +69,7 @@ fn pairs(flat: &[String], first_rank0: u64) -> Result<Vec<RankedDriver>, Ranking
 }
 
 /// One page of `city`'s leaderboard.
-pub async fn leaderboard(
+pub(crate) async fn leaderboard(
     store: &Store,
     settings: &Settings,
     cities: &CityIndex,
@@ -120,10 +120,10 @@ pub async fn leaderboard(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct AroundQuery {
+pub(crate) struct AroundQuery {
     /// Neighbours to show above and below (default 5, at most 50).
     #[param(minimum = 0, maximum = 50)]
-    pub around: Option<u64>,
+    pub(crate) around: Option<u64>,
 }
 
 /// `GET /v1/drivers/{driver_id}/rank` answer.
@@ -131,22 +131,22 @@ pub struct AroundQuery {
 #[schema(example = json!({"driver_id": "drv-1", "city": "paris", "rank": 3, "score": 4.9, "neighbors": [
     {"rank": 2, "driver_id": "drv-9", "score": 4.95}, {"rank": 3, "driver_id": "drv-1", "score": 4.9}, {"rank": 4, "driver_id": "drv-4", "score": 4.8}
 ]}))]
-pub struct RankView {
+pub(crate) struct RankView {
     /// Driver id.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// City of the leaderboard.
-    pub city: String,
+    pub(crate) city: String,
     /// 1-based rank.
-    pub rank: u64,
+    pub(crate) rank: u64,
     /// Score.
-    pub score: f64,
+    pub(crate) score: f64,
     /// The drivers ranked up to `around` places above and below, the driver itself included.
-    pub neighbors: Vec<RankedDriver>,
+    pub(crate) neighbors: Vec<RankedDriver>,
 }
 
 /// A driver's rank, score and neighbours on its city's leaderboard (ZREVRANK + ZREVRANGE, read
 /// atomically by one script).
-pub async fn rank(
+pub(crate) async fn rank(
     store: &Store,
     id: &DriverId,
     query: &AroundQuery,

@@ -12,13 +12,9 @@ mod leaderboard;
 mod scores;
 mod scripts;
 
-pub use candidates::{
-    Candidate, Candidates, CandidatesQuery, RankRequest, Weights, candidates, rank_candidates,
-};
-pub use leaderboard::{
-    AroundQuery, Leaderboard, PageQuery, RankView, RankedDriver, leaderboard, rank,
-};
-pub use scores::{ScoreIncrement, ScoreMode, ScoreUpdate, ScoreView, increment_score, set_score};
+pub(crate) use candidates::{Candidates, CandidatesQuery, candidates};
+pub(crate) use leaderboard::{AroundQuery, Leaderboard, PageQuery, RankView, leaderboard, rank};
+pub(crate) use scores::{ScoreIncrement, ScoreUpdate, ScoreView, increment_score, set_score};
 
 use crate::cities::CityError;
 use crate::domain::{DriverId, FieldError};
@@ -26,7 +22,7 @@ use crate::search::SearchError;
 
 /// Why a ranking request failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RankingError {
+pub(crate) enum RankingError {
     /// A parameter or body field is invalid; every offending field is listed. Nothing was
     /// written.
     #[error("invalid ranking request: {}", list_fields(.0))]

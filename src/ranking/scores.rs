@@ -14,7 +14,7 @@ use crate::store::{Keys, Store};
 /// How a score is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ScoreMode {
+pub(crate) enum ScoreMode {
     /// Replace the score.
     #[default]
     Set,
@@ -26,37 +26,37 @@ pub enum ScoreMode {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"score": 4.8, "mode": "gt"}))]
-pub struct ScoreUpdate {
+pub(crate) struct ScoreUpdate {
     /// The score: a finite number below 1e15 in magnitude.
     #[schema(exclusive_minimum = -1e15, exclusive_maximum = 1e15)]
-    pub score: f64,
+    pub(crate) score: f64,
     /// `set` (default) or `gt` (only raise).
     #[serde(default)]
-    pub mode: ScoreMode,
+    pub(crate) mode: ScoreMode,
 }
 
 /// `POST /v1/drivers/{driver_id}/score/increment` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"by": 0.1}))]
-pub struct ScoreIncrement {
+pub(crate) struct ScoreIncrement {
     /// Amount to add (negative subtracts): a finite number below 1e15 in magnitude.
     #[schema(exclusive_minimum = -1e15, exclusive_maximum = 1e15)]
-    pub by: f64,
+    pub(crate) by: f64,
 }
 
 /// A driver's score after a change.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"driver_id": "drv-1", "city": "paris", "score": 4.8, "changed": true}))]
-pub struct ScoreView {
+pub(crate) struct ScoreView {
     /// Driver id.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// City whose leaderboard holds the score.
-    pub city: String,
+    pub(crate) city: String,
     /// The score now.
-    pub score: f64,
+    pub(crate) score: f64,
     /// Whether this call changed it (false when `gt` met a higher score).
-    pub changed: bool,
+    pub(crate) changed: bool,
 }
 
 /// Scores are kept finite and below 1e15 so that a composite of them (in micro-points) stays an
@@ -73,7 +73,7 @@ fn finite(field: &str, v: f64) -> Result<f64, RankingError> {
 }
 
 /// Set a driver's score, or only raise it (`mode: gt`).
-pub async fn set_score(
+pub(crate) async fn set_score(
     store: &Store,
     id: &DriverId,
     update: &ScoreUpdate,
@@ -87,7 +87,7 @@ pub async fn set_score(
 }
 
 /// Add to a driver's score (ZINCRBY; a negative amount subtracts).
-pub async fn increment_score(
+pub(crate) async fn increment_score(
     store: &Store,
     id: &DriverId,
     increment: &ScoreIncrement,

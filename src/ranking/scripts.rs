@@ -29,9 +29,9 @@ impl ScoreOp {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct SetScoreArgs {
     /// `ARGV[2]`: set, raise or increment.
-    pub op: ScoreOp,
+    pub(crate) op: ScoreOp,
     /// `ARGV[3]`: the score (set, gt) or the amount added (incr).
-    pub value: f64,
+    pub(crate) value: f64,
 }
 
 impl SetScoreArgs {
@@ -74,9 +74,9 @@ impl SetScoreReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct RankAroundArgs<'a> {
     /// `ARGV[1]`: the driver.
-    pub driver_id: &'a str,
+    pub(crate) driver_id: &'a str,
     /// `ARGV[2]`: how many neighbours on each side.
-    pub around: u64,
+    pub(crate) around: u64,
 }
 
 impl RankAroundArgs<'_> {

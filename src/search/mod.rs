@@ -20,8 +20,8 @@
 mod query;
 mod tuning;
 
-pub use query::{Area, NearbyDriver, NearbyQuery, NearbyResponse, Search};
-pub use tuning::KnnTuning;
+pub(crate) use query::{Area, NearbyDriver, NearbyQuery, NearbyResponse, Search};
+pub(crate) use tuning::KnnTuning;
 
 use crate::config::Settings;
 use crate::domain::{DriverStatus, FieldError, VehicleType};
@@ -90,7 +90,7 @@ struct SearchSet {
 }
 
 /// Run a search in `city` (the caller resolved it). Nearest first; ties by driver id.
-pub async fn search(
+pub(crate) async fn search(
     store: &Store,
     settings: &Settings,
     tuning: &KnnTuning,

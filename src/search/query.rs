@@ -12,49 +12,49 @@ use crate::domain::{DriverStatus, FieldError, GeoPoint, VehicleType};
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct NearbyQuery {
+pub(crate) struct NearbyQuery {
     /// Latitude of the centre.
     #[param(example = 48.8566, minimum = -85.05112878, maximum = 85.05112878)]
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude of the centre.
     #[param(example = 2.3522, minimum = -180.0, maximum = 180.0)]
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// Maximum distance searched, in metres (default `search_default_radius_m`, 5000; more
     /// than 0 and at most `search_max_radius_m`, 50000 by default). Not with a box.
     #[param(exclusive_minimum = 0.0, maximum = 50000.0)]
-    pub radius_m: Option<f64>,
+    pub(crate) radius_m: Option<f64>,
     /// Box width in metres (with `height_m`, instead of `radius_m`; more than 0 and at most
     /// twice `search_max_radius_m`).
     #[param(exclusive_minimum = 0.0, maximum = 100000.0)]
-    pub width_m: Option<f64>,
+    pub(crate) width_m: Option<f64>,
     /// Box height in metres (with `width_m`; same bounds).
     #[param(exclusive_minimum = 0.0, maximum = 100000.0)]
-    pub height_m: Option<f64>,
+    pub(crate) height_m: Option<f64>,
     /// How many drivers at most (default `search_default_limit`, 20; at most
     /// `search_max_limit`, 100 by default).
     #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Only drivers with this status (default: every driver that is not offline).
-    pub status: Option<DriverStatus>,
+    pub(crate) status: Option<DriverStatus>,
     /// Only drivers with this vehicle type (default: all).
-    pub vehicle_type: Option<VehicleType>,
+    pub(crate) vehicle_type: Option<VehicleType>,
 }
 
 /// One driver found.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct NearbyDriver {
+pub(crate) struct NearbyDriver {
     /// Driver id.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// Latitude of the last reported position.
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude.
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// Distance from the centre in metres (Redis' haversine, earth radius 6372797.560856 m).
-    pub distance_m: f64,
+    pub(crate) distance_m: f64,
     /// Status.
-    pub status: DriverStatus,
+    pub(crate) status: DriverStatus,
     /// Vehicle type.
-    pub vehicle_type: VehicleType,
+    pub(crate) vehicle_type: VehicleType,
 }
 
 /// `GET /v1/drivers/nearby` answer.
@@ -62,16 +62,16 @@ pub struct NearbyDriver {
 #[schema(example = json!({"city": "paris", "drivers": [
     {"driver_id": "drv-1", "lat": 48.8570, "lon": 2.3530, "distance_m": 72.4, "status": "available", "vehicle_type": "scooter"}
 ]}))]
-pub struct NearbyResponse {
+pub(crate) struct NearbyResponse {
     /// City searched (the one containing the centre).
-    pub city: String,
+    pub(crate) city: String,
     /// Nearest first.
-    pub drivers: Vec<NearbyDriver>,
+    pub(crate) drivers: Vec<NearbyDriver>,
 }
 
 /// Search area.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Area {
+pub(crate) enum Area {
     /// Within this many metres.
     Radius(f64),
     /// Within a box of this width and height (metres) centred on the point.
@@ -80,22 +80,22 @@ pub enum Area {
 
 /// A validated search.
 #[derive(Debug, Clone)]
-pub struct Search {
+pub(crate) struct Search {
     /// Centre.
-    pub center: GeoPoint,
+    pub(crate) center: GeoPoint,
     /// Area.
-    pub area: Area,
+    pub(crate) area: Area,
     /// k.
-    pub limit: usize,
+    pub(crate) limit: usize,
     /// Statuses to include.
-    pub statuses: Vec<DriverStatus>,
+    pub(crate) statuses: Vec<DriverStatus>,
     /// Vehicle types to include.
-    pub vehicles: Vec<VehicleType>,
+    pub(crate) vehicles: Vec<VehicleType>,
 }
 
 impl NearbyQuery {
     /// Validate against the configured bounds.
-    pub fn validate(&self, settings: &Settings) -> Result<Search, SearchError> {
+    pub(crate) fn validate(&self, settings: &Settings) -> Result<Search, SearchError> {
         let mut errors: Vec<FieldError> = GeoPoint::parse(self.lat, self.lon, "")
             .err()
             .unwrap_or_default();

@@ -12,7 +12,7 @@ use crate::domain::{DriverStatus, VehicleType};
 /// cluster (city centres, hot spots), so a learned start beats any city-wide density; a wrong
 /// value only costs an extra step, never correctness.
 #[derive(Debug, Default)]
-pub struct KnnTuning {
+pub(crate) struct KnnTuning {
     per_filter: Mutex<HashMap<(String, u8, u8), f64>>,
 }
 
@@ -24,7 +24,7 @@ const DEFAULT_C: f64 = 30.0;
 
 impl KnnTuning {
     /// An empty table.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 

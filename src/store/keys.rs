@@ -23,7 +23,7 @@ use crate::domain::DriverStatus;
 /// beyond about 1.5M drivers in one city (liveness) or in all (directory) buckets turn into
 /// ordinary sorted sets and hashes: still correct, with the memory of one big key. Changing it
 /// orphans existing buckets, so it is a constant, not a setting.
-pub const DRIVER_BUCKETS: u16 = 16384;
+pub(crate) const DRIVER_BUCKETS: u16 = 16384;
 
 /// The bucket of a driver's liveness and directory entries: CRC16 of its id, modulo
 /// [`DRIVER_BUCKETS`].
@@ -56,11 +56,6 @@ impl Keys {
         }
     }
 
-    /// The prefix.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     fn city(&self, city: impl Display, suffix: impl Display) -> String {
         format!("{}:{{{city}}}:{suffix}", self.prefix)
     }
@@ -77,7 +72,7 @@ impl Keys {
 
     /// String: the layout version of the data ([`LAYOUT_VERSION`]), written by the first
     /// instance that finds a Redis without one (and no layout-1 data) and by `migrate`.
-    pub fn layout(&self) -> String {
+    pub(crate) fn layout(&self) -> String {
         self.global("layout")
     }
 
@@ -96,12 +91,12 @@ impl Keys {
     }
 
     /// Directory bucket number `bucket` (see [`Keys::driver_directory`]).
-    pub fn driver_directory_bucket(&self, bucket: impl Display) -> String {
+    pub(crate) fn driver_directory_bucket(&self, bucket: impl Display) -> String {
         self.tagged(DRIVERS_TAG, format_args!("city:{bucket}"))
     }
 
     /// String with a TTL: the lease of a driver moving from one city to another.
-    pub fn driver_move_lease(&self, id: impl Display) -> String {
+    pub(crate) fn driver_move_lease(&self, id: impl Display) -> String {
         self.global(format_args!("drivers:moving:{id}"))
     }
 
@@ -127,7 +122,7 @@ impl Keys {
     }
 
     /// A city's GEO sets in the order the scripts take them: available, busy, offline.
-    pub fn geo_all(&self, city: &str) -> Vec<String> {
+    pub(crate) fn geo_all(&self, city: &str) -> Vec<String> {
         DriverStatus::ALL
             .iter()
             .map(|&status| self.geo(city, status))
@@ -140,14 +135,14 @@ impl Keys {
     }
 
     /// Sorted set, deleted in the same transaction: scratch space of one candidate ranking.
-    pub fn rank_scratch(&self, city: impl Display, suffix: impl Display) -> String {
+    pub(crate) fn rank_scratch(&self, city: impl Display, suffix: impl Display) -> String {
         self.city(city, format_args!("tmp:rank:{suffix}"))
     }
 
     // ---- orders and dispatch ----
 
     /// Hash `order_id → city`: the order directory.
-    pub fn order_directory(&self) -> String {
+    pub(crate) fn order_directory(&self) -> String {
         self.global("orders")
     }
 
@@ -158,7 +153,7 @@ impl Keys {
 
     /// Set: the drivers an order may not be offered to again (they rejected it or let it
     /// expire).
-    pub fn order_excluded(&self, city: impl Display, order: impl Display) -> String {
+    pub(crate) fn order_excluded(&self, city: impl Display, order: impl Display) -> String {
         self.city(city, format_args!("order:{order}:excluded"))
     }
 
@@ -178,7 +173,7 @@ impl Keys {
     }
 
     /// Sorted set `order_id → due ms`: a city's timers (offer expiry, dispatch retry).
-    pub fn timers(&self, city: impl Display) -> String {
+    pub(crate) fn timers(&self, city: impl Display) -> String {
         self.city(city, "timers")
     }
 
@@ -204,12 +199,12 @@ impl Keys {
     }
 
     /// Pub/Sub channel: every order event of a city, for ops.
-    pub fn ops_channel(&self, city: impl Display) -> String {
+    pub(crate) fn ops_channel(&self, city: impl Display) -> String {
         self.global(format_args!("events:{city}"))
     }
 
     /// Pub/Sub channel: the offers of one driver and their fate.
-    pub fn driver_channel(&self, id: impl Display) -> String {
+    pub(crate) fn driver_channel(&self, id: impl Display) -> String {
         format!("{}{id}", self.driver_channel_prefix())
     }
 
@@ -219,30 +214,30 @@ impl Keys {
     }
 
     /// String with a TTL: the remembered answer of an `Idempotency-Key` of `POST /v1/orders`.
-    pub fn idempotency(&self, key: impl Display) -> String {
+    pub(crate) fn idempotency(&self, key: impl Display) -> String {
         self.global(format_args!("idem:{key}"))
     }
 
     // ---- protection ----
 
     /// Hash: an API key's record, named after the SHA-256 of the secret.
-    pub fn api_key(&self, digest: impl Display) -> String {
+    pub(crate) fn api_key(&self, digest: impl Display) -> String {
         self.tagged(AUTH_TAG, format_args!("apikey:{digest}"))
     }
 
     /// Hash `key id → metadata JSON`: the index of API keys.
-    pub fn api_key_index(&self) -> String {
+    pub(crate) fn api_key_index(&self) -> String {
         self.tagged(AUTH_TAG, "apikeys")
     }
 
     /// Hash with a TTL: a driver session, named after the SHA-256 of its token.
-    pub fn session(&self, digest: impl Display) -> String {
+    pub(crate) fn session(&self, digest: impl Display) -> String {
         self.tagged(AUTH_TAG, format_args!("session:{digest}"))
     }
 
     /// The state of one rate limit (a counter, a log or a bucket, by algorithm) of one subject
     /// in one route class.
-    pub fn rate_limit(&self, class: impl Display, subject: impl Display) -> String {
+    pub(crate) fn rate_limit(&self, class: impl Display, subject: impl Display) -> String {
         self.global(format_args!("rl:{class}:{subject}"))
     }
 
@@ -272,7 +267,7 @@ impl Keys {
 
     /// KEYS of a script that works on one city's drivers: state hash, liveness bucket index,
     /// score set, the 3 GEO sets (scripts that write liveness buckets take those after these).
-    pub fn city_script(&self, city: &str) -> Vec<String> {
+    pub(crate) fn city_script(&self, city: &str) -> Vec<String> {
         let mut out = Vec::with_capacity(7);
         out.push(self.driver_states(city));
         out.push(self.seen_index(city));
@@ -283,19 +278,19 @@ impl Keys {
 
     /// KEYS of a script that works on one driver of a city: [`Keys::city_script`], then the
     /// driver's liveness bucket.
-    pub fn driver_script(&self, city: &str, id: &str) -> Vec<String> {
+    pub(crate) fn driver_script(&self, city: &str, id: &str) -> Vec<String> {
         let mut out = self.city_script(city);
         out.push(self.seen_bucket(city, driver_bucket(id)));
         out
     }
 
     /// KEYS of `set_score.lua`: the city's driver states and score set.
-    pub fn score_script(&self, city: &str) -> Vec<String> {
+    pub(crate) fn score_script(&self, city: &str) -> Vec<String> {
         vec![self.driver_states(city), self.scores(city)]
     }
 
     /// KEYS of `lock_order.lua`: the order's lock, the city's fence counter, the order.
-    pub fn lock_order_script(&self, city: &str, order: &str) -> Vec<String> {
+    pub(crate) fn lock_order_script(&self, city: &str, order: &str) -> Vec<String> {
         vec![
             self.order_lock(city, order),
             self.fence(city),
@@ -305,7 +300,7 @@ impl Keys {
 
     /// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city` (the driver
     /// keys are the city's too: a busy driver stays in its order's city).
-    pub fn order_script(&self, city: &str, order: &str) -> Vec<String> {
+    pub(crate) fn order_script(&self, city: &str, order: &str) -> Vec<String> {
         let mut out = Vec::with_capacity(14);
         out.push(self.order(city, order));
         out.push(self.driver_states(city));
@@ -323,14 +318,14 @@ impl Keys {
     }
 
     /// KEYS of `touch_session.lua`.
-    pub fn session_script(&self, digest: &str) -> Vec<String> {
+    pub(crate) fn session_script(&self, digest: &str) -> Vec<String> {
         vec![self.session(digest), self.api_key_index()]
     }
 
     /// Every multi-key script's or transaction's KEYS, for every city in `cities`, named, so
     /// that startup can prove each set lies in one Redis Cluster hash slot (a probe id stands
     /// for any order, driver or secret).
-    pub fn script_key_sets<'a>(
+    pub(crate) fn script_key_sets<'a>(
         &self,
         cities: impl IntoIterator<Item = &'a str>,
     ) -> Vec<(String, Vec<String>)> {

@@ -5,7 +5,7 @@
 //! parent dies (Linux `PR_SET_PDEATHSIG`), so a crashed test leaves no stray server behind.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -194,17 +194,12 @@ impl LocalRedis {
     }
 
     /// The server's log file.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.options.data_dir.join("redis.log")
     }
 
-    /// The data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.options.data_dir
-    }
-
     /// Wait for the child to exit on its own (used by the supervisor to notice a crash).
-    pub async fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+    pub(crate) async fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         match self.child.as_mut() {
             Some(child) => Ok(child.wait().await?),
             None => bail!("not running"),

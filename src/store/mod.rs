@@ -18,7 +18,7 @@
 
 pub mod keys;
 pub mod local;
-pub mod scripts;
+pub(crate) mod scripts;
 
 pub use keys::Keys;
 
@@ -70,7 +70,7 @@ pub fn url_list(list: &str) -> Vec<String> {
 impl Topology {
     /// The topology the settings name: Cluster when `redis_cluster_nodes` is set, Sentinel when
     /// `redis_sentinels` is, else the standalone Redis at `url`.
-    pub fn from_settings(settings: &crate::config::Settings, url: &str) -> Self {
+    pub(crate) fn from_settings(settings: &crate::config::Settings, url: &str) -> Self {
         if let Some(nodes) = settings.redis_cluster_nodes.as_deref() {
             Topology::Cluster(url_list(nodes))
         } else if let Some(sentinels) = settings.redis_sentinels.as_deref() {
@@ -82,20 +82,11 @@ impl Topology {
             Topology::Standalone(url.to_owned())
         }
     }
-
-    /// `standalone`, `sentinel` or `cluster`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Topology::Standalone(_) => "standalone",
-            Topology::Sentinel { .. } => "sentinel",
-            Topology::Cluster(_) => "cluster",
-        }
-    }
 }
 
 /// Does this error mean the connection is unusable (so a fresh one should be made)? Includes
 /// `READONLY`: after a Sentinel failover the old primary comes back as a replica.
-pub fn is_connection_error(err: &redis::RedisError) -> bool {
+pub(crate) fn is_connection_error(err: &redis::RedisError) -> bool {
     err.is_io_error()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
@@ -107,7 +98,7 @@ pub fn is_connection_error(err: &redis::RedisError) -> bool {
 type Connect<C> = Box<dyn Fn() -> BoxFuture<'static, RedisResult<C>> + Send + Sync>;
 
 /// A multiplexed connection made on first use and made again after it fails.
-pub struct Reconnecting<C> {
+pub(crate) struct Reconnecting<C> {
     connect: Connect<C>,
     current: std::sync::Mutex<Option<(u64, C)>>,
     connecting: tokio::sync::Mutex<()>,
@@ -200,7 +191,7 @@ impl<C: Clone> Reconnecting<C> {
 /// connection under Sentinel (re-resolved through the sentinels after a failure), or a
 /// cluster connection (which follows MOVED/ASK redirections and topology changes itself).
 #[derive(Clone)]
-pub enum RedisConn {
+pub(crate) enum RedisConn {
     /// Standalone.
     Single(ConnectionManager),
     /// Sentinel.
@@ -214,7 +205,7 @@ impl RedisConn {
     /// reconnection (0 before the first); elsewhere always 0. `WAIT` only covers the writes of
     /// its own connection, so a write acknowledged through `WAIT` must not have crossed a
     /// reconnection ([`Store::wait_replicas`]).
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         match self {
             RedisConn::Sentinel(s) => s.cached().map_or(0, |(g, _)| g),
             _ => 0,
@@ -295,7 +286,7 @@ pub enum ReplicationError {
 
 /// Dedicated connections (blocking reads, bulk loads), one pool per topology.
 #[derive(Clone)]
-pub enum RedisPool {
+pub(crate) enum RedisPool {
     /// Standalone.
     Single(deadpool_redis::Pool),
     /// Sentinel (connections to the current primary).
@@ -305,7 +296,7 @@ pub enum RedisPool {
 }
 
 /// A connection checked out of a [`RedisPool`].
-pub enum PooledConn {
+pub(crate) enum PooledConn {
     /// Standalone.
     Single(deadpool_redis::Connection),
     /// Sentinel.
@@ -316,7 +307,7 @@ pub enum PooledConn {
 
 impl RedisPool {
     /// Check a connection out.
-    pub async fn get(&self) -> anyhow::Result<PooledConn> {
+    pub(crate) async fn get(&self) -> anyhow::Result<PooledConn> {
         Ok(match self {
             RedisPool::Single(p) => PooledConn::Single(p.get().await?),
             RedisPool::Sentinel(p) => PooledConn::Sentinel(p.get().await?),
@@ -325,7 +316,7 @@ impl RedisPool {
     }
 
     /// Pool size and idle connections.
-    pub fn status(&self) -> deadpool_redis::Status {
+    pub(crate) fn status(&self) -> deadpool_redis::Status {
         match self {
             RedisPool::Single(p) => p.status(),
             RedisPool::Sentinel(p) => p.status(),
@@ -337,7 +328,7 @@ impl RedisPool {
 impl PooledConn {
     /// Take the connection out of the pool for good (it is dropped, not reused): after a
     /// timeout or a connection error its state is unknown.
-    pub fn discard(self) {
+    pub(crate) fn discard(self) {
         match self {
             PooledConn::Single(c) => drop(deadpool_redis::Connection::take(c)),
             PooledConn::Sentinel(c) => drop(deadpool_redis::sentinel::Connection::take(c)),
@@ -388,7 +379,7 @@ pub fn slot(key: &str) -> u16 {
 }
 
 /// CRC16/XMODEM, the checksum of Redis Cluster key slots.
-pub fn crc16(bytes: &[u8]) -> u16 {
+pub(crate) fn crc16(bytes: &[u8]) -> u16 {
     let mut crc: u16 = 0;
     for &b in bytes {
         crc ^= (b as u16) << 8;
@@ -405,7 +396,9 @@ pub fn crc16(bytes: &[u8]) -> u16 {
 
 /// Check that every key set (a script's KEYS, a pipeline's keys) lies in one hash slot, as
 /// Redis Cluster requires; the error names the first set that does not.
-pub fn check_slots(sets: impl IntoIterator<Item = (String, Vec<String>)>) -> anyhow::Result<()> {
+pub(crate) fn check_slots(
+    sets: impl IntoIterator<Item = (String, Vec<String>)>,
+) -> anyhow::Result<()> {
     for (what, keys) in sets {
         if let Some(first) = keys.first() {
             let s = slot(first);
@@ -464,15 +457,9 @@ pub struct Store {
     pool: RedisPool,
     keys: Keys,
     timeout: Duration,
-    topology: Arc<Topology>,
 }
 
 impl Store {
-    /// Connect lazily to `url` (a standalone Redis).
-    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        Self::connect_to(&Topology::Standalone(url.to_owned()), prefix, timeout, 64)
-    }
-
     /// Connect lazily to `topology`: the service starts even while Redis is down, and
     /// readiness reports it until Redis answers.
     /// `pool_size` bounds the dedicated connections (each queue worker holds one, each event
@@ -599,7 +586,6 @@ impl Store {
             pool,
             keys: Keys::new(prefix),
             timeout,
-            topology: Arc::new(topology.clone()),
         })
     }
 
@@ -609,7 +595,7 @@ impl Store {
     /// reconnection since `generation` (read before the writes): `WAIT` on a new connection
     /// would not cover them. `WAIT` holds the shared connection while it waits, so every request
     /// of the instance waits behind it (a replication round trip, at most `timeout`).
-    pub async fn wait_replicas(
+    pub(crate) async fn wait_replicas(
         &self,
         replicas: u32,
         timeout: Duration,
@@ -645,18 +631,13 @@ impl Store {
         Ok(())
     }
 
-    /// The topology this store talks to.
-    pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
     /// The connection for request handlers (clone it; no checkout cost). On a standalone
     /// Redis, a thread that runs a single-threaded runtime (each HTTP worker does) gets a
     /// connection of its own, created on first use: its I/O task then runs on the same thread
     /// as the handlers, so a request costs no wake-up of another thread (one pair of
     /// `bench ingest` runs: 34,190 → 35,359 single PUTs/s). Elsewhere (multi-threaded
     /// runtimes, Sentinel, Cluster) every caller shares one.
-    pub fn conn(&self) -> RedisConn {
+    pub(crate) fn conn(&self) -> RedisConn {
         let Some(per_thread) = &self.per_thread else {
             return self.conn.clone();
         };
@@ -685,7 +666,7 @@ impl Store {
     }
 
     /// The pool, for dedicated connections (blocking reads, bulk loads).
-    pub fn pool(&self) -> &RedisPool {
+    pub(crate) fn pool(&self) -> &RedisPool {
         &self.pool
     }
 
@@ -693,7 +674,7 @@ impl Store {
     /// clock), to estimate Redis' clock. Redis ran TIME after the request was sent, so each
     /// sample is at or above the true offset; the estimate keeps the lowest sample, allowed to
     /// rise by 1 ms per sample so clock drift is followed while one slow reply moves it little.
-    pub fn observe_redis_time(&self, redis_ms: i64, sent_local_ms: i64) {
+    pub(crate) fn observe_redis_time(&self, redis_ms: i64, sent_local_ms: i64) {
         let sample = redis_ms - sent_local_ms;
         let _ = self.clock_offset_ms.fetch_update(
             std::sync::atomic::Ordering::Relaxed,
@@ -709,13 +690,13 @@ impl Store {
     }
 
     /// This machine's clock, in epoch ms.
-    pub fn local_now_ms(&self) -> i64 {
+    pub(crate) fn local_now_ms(&self) -> i64 {
         local_ms()
     }
 
     /// Redis' clock now, estimated from observed `TIME` replies (late rather than early by
     /// about one round trip); this machine's clock until one was observed.
-    pub fn redis_now_ms(&self) -> i64 {
+    pub(crate) fn redis_now_ms(&self) -> i64 {
         match self
             .clock_offset_ms
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -739,7 +720,7 @@ impl Store {
     }
 
     /// Record that the data is in this build's layout ([`keys::LAYOUT_VERSION`]).
-    pub async fn set_layout(&self) -> redis::RedisResult<()> {
+    pub(crate) async fn set_layout(&self) -> redis::RedisResult<()> {
         redis::cmd("SET")
             .arg(self.keys.layout())
             .arg(keys::LAYOUT_VERSION)
@@ -792,7 +773,7 @@ impl Store {
 
     /// Readiness: Redis answers `PING`, the data is in this build's layout, and every script of
     /// [`scripts::all`] is loaded (loading the missing ones, e.g. after a Redis restart).
-    pub async fn check_ready(&self) -> anyhow::Result<()> {
+    pub(crate) async fn check_ready(&self) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let check = async {
             let _: String = redis::cmd("PING")

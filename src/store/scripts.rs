@@ -30,12 +30,12 @@ macro_rules! scripts {
     ($($(#[$doc:meta])* $name:ident = [$($part:ident),*] $file:literal;)*) => {
         $(
             $(#[$doc])*
-            pub static $name: LazyLock<Script> =
+            pub(crate) static $name: LazyLock<Script> =
                 LazyLock::new(|| Script::new(scripts!(@text [$($part),*] $file)));
         )*
 
         /// Every script, for readiness (`SCRIPT EXISTS`, then `SCRIPT LOAD` of the missing).
-        pub fn all() -> Vec<&'static Script> {
+        pub(crate) fn all() -> Vec<&'static Script> {
             vec![$(&$name),*]
         }
 
@@ -86,7 +86,7 @@ scripts! {
 }
 
 /// An `EVALSHA` command for `script` with `keys` and `args`.
-pub fn evalsha<K: redis::ToRedisArgs, A: redis::ToRedisArgs>(
+pub(crate) fn evalsha<K: redis::ToRedisArgs, A: redis::ToRedisArgs>(
     script: &Script,
     keys: &[K],
     args: &[A],
@@ -104,7 +104,7 @@ fn is_noscript(err: &redis::RedisError) -> bool {
 }
 
 /// Run one `EVALSHA` built by [`evalsha`], loading the script on `NOSCRIPT`.
-pub async fn run<T: FromRedisValue>(
+pub(crate) async fn run<T: FromRedisValue>(
     conn: &mut impl ConnectionLike,
     script: &Script,
     cmd: &Cmd,
@@ -120,7 +120,7 @@ pub async fn run<T: FromRedisValue>(
 
 /// Run a pipeline made only of `EVALSHA`s of `script`, loading it on `NOSCRIPT`. Safe to
 /// repeat: when the script is missing none of the pipeline's commands ran.
-pub async fn run_pipeline<T: FromRedisValue>(
+pub(crate) async fn run_pipeline<T: FromRedisValue>(
     conn: &mut impl ConnectionLike,
     script: &Script,
     pipe: &Pipeline,
@@ -135,7 +135,7 @@ pub async fn run_pipeline<T: FromRedisValue>(
 }
 
 /// Epoch milliseconds from a `TIME` reply.
-pub fn time_ms((secs, micros): (i64, i64)) -> i64 {
+pub(crate) fn time_ms((secs, micros): (i64, i64)) -> i64 {
     secs * 1000 + micros / 1000
 }
 

@@ -21,7 +21,7 @@ const PAGE: &str = include_str!("map.html");
 
 /// The map page.
 #[get("/map")]
-pub async fn page() -> HttpResponse {
+pub(crate) async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("content-security-policy", "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"))
@@ -30,7 +30,7 @@ pub async fn page() -> HttpResponse {
 
 /// The service areas as GeoJSON (what the map draws; not secret, so not behind a key).
 #[get("/map/cities.geojson")]
-pub async fn cities_geojson(cities: web::Data<CityIndex>) -> HttpResponse {
+pub(crate) async fn cities_geojson(cities: web::Data<CityIndex>) -> HttpResponse {
     use geo::CoordsIter;
     let features: Vec<serde_json::Value> = cities
         .all()
@@ -58,37 +58,37 @@ pub async fn cities_geojson(cities: web::Data<CityIndex>) -> HttpResponse {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct SnapshotQuery {
+pub(crate) struct SnapshotQuery {
     /// At most this many drivers per status (default and maximum 5000).
     #[param(minimum = 1, maximum = 5000)]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
 }
 
 /// One driver on the map.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MapDriver {
+pub(crate) struct MapDriver {
     /// Driver id.
-    pub driver_id: String,
+    pub(crate) driver_id: String,
     /// Latitude.
-    pub lat: f64,
+    pub(crate) lat: f64,
     /// Longitude.
-    pub lon: f64,
+    pub(crate) lon: f64,
     /// Status.
-    pub status: DriverStatus,
+    pub(crate) status: DriverStatus,
     /// Vehicle type.
-    pub vehicle_type: VehicleType,
+    pub(crate) vehicle_type: VehicleType,
 }
 
 /// `GET /v1/cities/{city}/drivers` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"city": "paris", "drivers": [{"driver_id": "drv-1", "lat": 48.857, "lon": 2.353, "status": "available", "vehicle_type": "car"}], "truncated": false}))]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// City.
-    pub city: String,
+    pub(crate) city: String,
     /// Indexed drivers (the liveness sweeper removes stale ones every `sweep_interval_ms`).
-    pub drivers: Vec<MapDriver>,
+    pub(crate) drivers: Vec<MapDriver>,
     /// Whether a status had more drivers than `limit`.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 /// Default and largest `limit` of a snapshot.
@@ -105,7 +105,7 @@ const MAX_SNAPSHOT: usize = 5_000;
     ),
 )]
 #[get("/cities/{city}/drivers")]
-pub async fn snapshot(
+pub(crate) async fn snapshot(
     path: web::Path<String>,
     query: QueryParams<SnapshotQuery>,
     store: web::Data<Store>,
@@ -141,11 +141,11 @@ pub async fn snapshot(
 }
 
 /// Register the page and its GeoJSON at the root (not part of the API document).
-pub fn configure_pages(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure_pages(cfg: &mut web::ServiceConfig) {
     cfg.service(page).service(cities_geojson);
 }
 
 /// Register the snapshot route under `/v1`.
-pub fn configure(cfg: &mut ServiceConfig) {
+pub(crate) fn configure(cfg: &mut ServiceConfig) {
     cfg.service(snapshot);
 }
