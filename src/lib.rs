@@ -5,31 +5,32 @@
 //! one driver under an atomic Redis lock.
 //!
 //! # Layout
-//! - [`startup`] builds the actix-web application: middleware, app data, routes of every
-//!   capability module under `/v1`, Swagger UI at `/docs/`; [`startup::serve`] is the `serve`
-//!   command (own local Redis when none is configured, seed loading, graceful shutdown).
-//! - Plumbing: [`config`] (defaults < TOML < `GEODISPATCH_*`), [`telemetry`] (tracing, request
-//!   ids), [`error`] (the problem+json error type), [`extract`] (JSON bodies with limits and
-//!   field-precise errors), [`store`] (Redis connections and key names), [`scripts`] (registry
-//!   of the Lua scripts in `lua/`), [`redis_local`] (a supervised `redis-server` child),
-//!   [`openapi`] (the spec).
-//! - Domain: [`domain`] holds the validated value types (coordinates, ids).
-//! - Capabilities, each owning its routes, types, keys and scripts: [`cities`] (service areas),
-//!   [`health`] (liveness/readiness), [`drivers`] (position ingest, status, liveness sweeper),
-//!   [`search`] (nearest-k search), [`ranking`] (scores, leaderboard, candidate ranking),
-//!   [`seed`] (seed data generation and loading), [`lock`] (leases with fencing numbers and
-//!   renewal), [`dispatch`] (orders, locked dispatch, offers, queue workers and timers),
-//!   [`events`] (the per-city event stream as SSE, and the invariant checker that replays it).
-//! - [`map`] (the live map page) and [`metrics`] (`/metrics`); [`auth`] and [`ratelimit`]
-//!   (protection of `/v1`).
+//! Layers, bottom to top; a module imports only from its own layer or a lower one
+//! (`tests/architecture.rs` checks it; docs/ARCHITECTURE.md draws it):
+//! - [`domain`]: validated value types (ids, coordinates, vehicle types, states, policies,
+//!   time on the wire). Imports nothing from the crate.
+//! - Redis access and plumbing: [`store`] (connections and topologies, the one key schema in
+//!   `store::keys`, the script registry of `lua/`, a supervised local `redis-server`),
+//!   [`config`] (defaults < TOML < `GEODISPATCH_*`), `metrics` (the Prometheus registry).
+//! - Capabilities, each a service with its own error type: [`cities`] (service areas),
+//!   [`drivers`] (position ingest, status, directory, liveness sweeper), `search` (nearest-k),
+//!   `ranking` (scores, leaderboard, candidate ranking), [`lock`] (leases with fencing numbers,
+//!   Redlock), [`dispatch`] (orders, locked greedy dispatch, batched matching rounds, offers,
+//!   queue workers and timers), `auth`, [`ratelimit`], [`events`] (the per-city event stream
+//!   and the invariant checker that replays it).
+//! - [`http`]: thin handlers, problem+json errors, extractors, request-id middleware, health
+//!   probes, the live map, `/metrics` and the OpenAPI document.
+//! - [`app`]: wiring, `serve` (own local Redis when none is configured, seed loading, graceful
+//!   shutdown) and `migrate`.
 //!
 //! The benchmarks, the simulator and the seed generator live in the `geodispatch-tools` crate
 //! (`tools/`), the real-process Redis harness in `geodispatch-testkit` (`testkit/`).
 //!
 //! # A request's path
-//! actix-web → `telemetry::request_id_middleware` (id, span, access log) → a capability handler
-//! (extractors validate into `domain` types, errors become problem+json) → one script or
-//! command on the shared multiplexed Redis connection → JSON answer.
+//! actix-web → the request-id middleware of `http` (id, span, access log) → an `http` handler
+//! (extractors validate into `domain` types) → a capability service → one script or command on
+//! the shared multiplexed Redis connection → JSON answer, or the capability's error mapped to
+//! problem+json.
 
 pub mod app;
 pub(crate) mod auth;
