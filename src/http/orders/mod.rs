@@ -41,7 +41,9 @@ fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// The pickup decides the city. `dispatch: now` (default) dispatches in this request: the
 /// answer already shows the offer when a driver was found, otherwise the order stays `pending`
 /// and the queue workers retry it every `dispatch_retry_ms` until `dispatch_max_attempts`.
-/// `dispatch: queued` appends it to the city's dispatch stream. With an `Idempotency-Key`, a
+/// `dispatch: queued` appends it to the city's dispatch stream. Under `dispatch_policy =
+/// batched`, both answer the order `pending`: it waits in its city's matching pool and a round
+/// (every `match_interval_ms`) offers it, timed to its `ready_at`. With an `Idempotency-Key`, a
 /// repeat of the same body answers the first answer again; another body with the same key is
 /// a 422 `validation-error` naming the `Idempotency-Key` field.
 #[utoipa::path(
@@ -116,7 +118,8 @@ pub(crate) async fn cancel_order(
 ///
 /// Takes the order's lock (never waits for it), ranks the nearest available drivers by
 /// distance and score, and offers the order to the best one still available, checked and
-/// written in one script together with the lock token and the fencing number.
+/// written in one script together with the lock token and the fencing number. Under
+/// `dispatch_policy = batched` too: it pushes this one order ahead of the next round.
 #[utoipa::path(
     tag = "orders",
     params(("order_id" = String, Path, description = ID_DOC, pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64, example = "ord-1001")),
