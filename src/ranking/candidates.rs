@@ -233,19 +233,22 @@ pub(crate) async fn rank_candidates(
     // integer, which is cheaper to format and to parse; the value is the same.
     let unscored_part = settings.ranking_unscored_score * (weights.score_weight * MICRO);
     let integral = unscored_part.fract() == 0.0 && unscored_part.abs() < 9.0e15;
-    let (unscored_int, unscored_float): (Vec<(i64, &str)>, Vec<(f64, &str)>) = if integral {
+    let unscored_int: Vec<(i64, &str)> = if integral {
         let part = unscored_part as i64;
-        let v = distance_part
+        distance_part
             .iter()
             .map(|&(d, id)| (d + part, id))
-            .collect();
-        (v, Vec::new())
+            .collect()
     } else {
-        let v = distance_part
+        Vec::new()
+    };
+    let unscored_float: Vec<(f64, &str)> = if integral {
+        Vec::new()
+    } else {
+        distance_part
             .iter()
             .map(|&(d, id)| (d as f64 + unscored_part, id))
-            .collect();
-        (Vec::new(), v)
+            .collect()
     };
     let mut pipe = redis::pipe();
     pipe.atomic()
