@@ -448,11 +448,9 @@ impl Day<'_> {
         };
         match e.kind.as_str() {
             "offered" => self.on_offer(o, e).await,
-            "failed" | "cancelled" => {
-                if !self.ended[o] {
-                    self.ended[o] = true;
-                    self.failed += 1;
-                }
+            "failed" | "cancelled" if !self.ended[o] => {
+                self.ended[o] = true;
+                self.failed += 1;
             }
             "expired" => self.offers.expired += 1,
             _ => {}

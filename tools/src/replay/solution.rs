@@ -433,3 +433,98 @@ impl Solution {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::instance::{Courier, Order, Params, Restaurant};
+    use crate::replay::schedule::plan;
+
+    fn day() -> Instance {
+        Instance {
+            name: "t".into(),
+            params: Params {
+                metres_per_minute: 100.0,
+                pickup_service: 4.0,
+                dropoff_service: 4.0,
+                target: 40.0,
+                max_click_to_door: 90.0,
+                pay_per_order: 10.0,
+                pay_per_hour: 15.0,
+            },
+            restaurants: vec![Restaurant {
+                id: "r1".into(),
+                at: Point { x: 1000.0, y: 0.0 },
+            }],
+            orders: vec![Order {
+                id: "o1".into(),
+                at: Point {
+                    x: 1000.0,
+                    y: 550.0,
+                },
+                placement: 3.0,
+                restaurant: 0,
+                ready: 20.0,
+            }],
+            couriers: vec![Courier {
+                id: "c1".into(),
+                at: Point { x: 0.0, y: 0.0 },
+                on: 0.0,
+                off: 100.0,
+            }],
+        }
+    }
+
+    fn planned(inst: &Instance) -> Solution {
+        let leg = plan(inst, Place::Start, inst.couriers[0].at, 0.0, 3.0, 0);
+        Solution::from_legs(inst, &[vec![leg]])
+    }
+
+    #[test]
+    fn a_planned_day_written_and_read_back_is_feasible() {
+        let inst = day();
+        let dir = std::env::temp_dir().join(format!("gd-solution-{}", uuid::Uuid::new_v4()));
+        planned(&inst).write(&inst, &dir).unwrap();
+        let back = Solution::read(&dir).unwrap();
+        assert_eq!(back, planned(&inst));
+        assert_eq!(back.violations(&inst), Vec::<String>::new());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn each_broken_rule_is_named() {
+        let inst = day();
+        let cases: [(&str, fn(&mut Solution)); 6] = [
+            ("before it is ready", |s| {
+                s.assignments[0].pickup = 19.0;
+                s.deliveries[0].pickup = 19.0;
+            }),
+            ("before its placement", |s| {
+                s.assignments[0].assignment = 2.0
+            }),
+            ("after its off-time", |s| {
+                s.assignments[0].pickup = 101.0;
+                s.deliveries[0].pickup = 101.0;
+            }),
+            ("but its courier arrives", |s| {
+                s.deliveries[0].dropoff = 29.0
+            }),
+            ("before the pickup service ends", |s| {
+                s.moves[1].departure = 21.0
+            }),
+            ("more than one instruction", |s| {
+                let a = s.assignments[0].clone();
+                s.assignments.push(a);
+            }),
+        ];
+        for (expected, break_it) in cases {
+            let mut s = planned(&inst);
+            break_it(&mut s);
+            let v = s.violations(&inst);
+            assert!(
+                v.iter().any(|m| m.contains(expected)),
+                "{expected:?} not in {v:?}"
+            );
+        }
+    }
+}
