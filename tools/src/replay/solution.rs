@@ -475,6 +475,9 @@ mod tests {
         }
     }
 
+    /// A way to break a solution.
+    type Breakage = fn(&mut Solution);
+
     fn planned(inst: &Instance) -> Solution {
         let leg = plan(inst, Place::Start, inst.couriers[0].at, 0.0, 3.0, 0);
         Solution::from_legs(inst, &[vec![leg]])
@@ -494,7 +497,7 @@ mod tests {
     #[test]
     fn each_broken_rule_is_named() {
         let inst = day();
-        let cases: [(&str, fn(&mut Solution)); 6] = [
+        let cases: [(&str, Breakage); 6] = [
             ("before it is ready", |s| {
                 s.assignments[0].pickup = 19.0;
                 s.deliveries[0].pickup = 19.0;
