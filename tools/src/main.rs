@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use geodispatch_tools::{bench, seed, sim};
+use geodispatch_tools::{bench, replay, seed, sim};
 
 /// Benchmarks, simulator and seed generator of geodispatch.
 #[derive(Debug, Parser)]
@@ -27,6 +27,12 @@ enum Command {
     /// Simulate a city over HTTP: moving drivers, Poisson orders, drivers answering offers;
     /// prints throughput, latency percentiles, errors and the invariant check of the events.
     Sim(Box<SimArgs>),
+    /// Replay real days through the service and measure its dispatch decisions
+    /// (docs/DISPATCH-QUALITY.md).
+    Replay {
+        #[command(subcommand)]
+        command: ReplayCommand,
+    },
     /// Seed data tools.
     Seed {
         #[command(subcommand)]
@@ -147,6 +153,51 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         http_workers: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReplayCommand {
+    /// Replay a Meal Delivery Routing Problem day (Grubhub / Georgia Tech instance directory):
+    /// orders placed at their times, couriers played by the tool; writes the authors' three
+    /// solution files and summary.json, checks feasibility, prints the measures.
+    Mdrp(Box<MdrpArgs>),
+}
+
+/// Knobs of `replay mdrp`.
+#[derive(Debug, clap::Args)]
+struct MdrpArgs {
+    /// The instance directory (restaurants.txt, orders.txt, couriers.txt, instance_parameters.txt).
+    instance: PathBuf,
+    /// Dispatch policy of the service the tool starts: greedy or batched.
+    #[arg(long, default_value = "greedy")]
+    policy: String,
+    /// Simulated time runs this many times faster than real time (80: a simulated minute
+    /// every 750 ms).
+    #[arg(long, default_value_t = replay::DEFAULT_SPEED)]
+    speed: f64,
+    /// Simulated minutes between two matching rounds (batched policy).
+    #[arg(long, default_value_t = 1.0)]
+    round_min: f64,
+    /// A running service (http://host:port) instead of one started by the tool; it must
+    /// serve the instance's area (see --write-service-files) and its settings are its own.
+    #[arg(long)]
+    url: Option<String>,
+    /// API key (dispatcher or admin) for --url.
+    #[arg(long, env = "GD_KEY")]
+    key: Option<String>,
+    /// Output directory (default: a new temporary directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The service binary to start (default: `geodispatch` next to this binary).
+    #[arg(long)]
+    service_binary: Option<PathBuf>,
+    /// Only write cities.geojson and service.env (the settings this replay would use) into
+    /// --out, for a service started by hand, and exit.
+    #[arg(long)]
+    write_service_files: bool,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -429,6 +480,45 @@ fn main() -> anyhow::Result<()> {
             if !report.ok() {
                 anyhow::bail!("invariant violations or lost orders: see the report");
             }
+            Ok(())
+        }
+        Command::Replay {
+            command: ReplayCommand::Mdrp(a),
+        } => {
+            geodispatch::http::telemetry::init_with_default(
+                geodispatch::config::LogFormat::Text,
+                "warn",
+            );
+            let opts = replay::ReplayOptions {
+                instance: a.instance,
+                policy: a.policy,
+                speed: a.speed,
+                round_min: a.round_min,
+                url: a.url,
+                key: a.key,
+                out: a.out,
+                service_binary: a.service_binary,
+                progress: !a.quiet,
+            };
+            if a.write_service_files {
+                let out = opts
+                    .out
+                    .clone()
+                    .context("--write-service-files needs --out")?;
+                replay::write_service_files(&opts, &out)?;
+                println!(
+                    "wrote {0}/cities.geojson and {0}/service.env",
+                    out.display()
+                );
+                return Ok(());
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            let report = runtime.block_on(replay::run(opts))?;
+            println!("{}", replay::summary(&report));
             Ok(())
         }
         Command::Seed {

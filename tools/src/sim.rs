@@ -249,7 +249,7 @@ async fn start_local(opts: &SimOptions) -> anyhow::Result<(Local, String)> {
 }
 
 /// Read the city's event stream (SSE over HTTP/1.1 chunked encoding) into `tx` until `stop`.
-async fn follow_events(
+pub(crate) async fn follow_events(
     addr: String,
     key: Option<String>,
     city: String,
