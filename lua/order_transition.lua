@@ -40,6 +40,8 @@
 --          neither   ARGV[13] (create with a lock token) the lock's time to live in ms
 -- ARGV[14..19] (create) pickup lat, pickup lon, dropoff lat, dropoff lon ('' when none),
 --              vehicle type ('' for any), dispatch mode ('now' | 'queued')
+-- ARGV[14] (deliver) the score of a driver without one (ranking_unscored_score): a driver's
+--              first delivery starts its score from there, as ranking counted it
 -- ARGV[20..23] (create) ready time ms ('' when ready at once), policy ('greedy' | 'batched'),
 --              match lookahead ms (the pool entry is the ready time less this), clock skew ms
 --              (a ready time at most this much before creation is taken as the creation)
@@ -261,7 +263,11 @@ else
   redis.call('ZREM', KEYS[14], order_id)
 end
 if next_state == 'delivered' and ds then
-  redis.call('ZINCRBY', KEYS[9], ARGV[8], driver)
+  if redis.call('ZSCORE', KEYS[9], driver) then
+    redis.call('ZINCRBY', KEYS[9], ARGV[8], driver)
+  else
+    redis.call('ZADD', KEYS[9], tonumber(ARGV[14]) + tonumber(ARGV[8]), driver)
+  end
 end
 emit(kind, next_state, driver, fence)
 return with_order('ok', next_state)

@@ -139,6 +139,9 @@ pub struct Settings {
     pub match_max_orders: usize,
     /// Straight-line travel speed (m/s) that rounds assume for a driver on the way to a pickup.
     pub match_speed_mps: f64,
+    /// Time (ms) a driver needs at the pickup before the order can be handed over (parking,
+    /// walking in): rounds aim for the driver to arrive this long before `ready_at`.
+    pub match_pickup_lead_ms: u64,
     /// Dispatch lock backend: `redis` (the lock lives next to the order, in the same Redis) or
     /// `redlock` (additionally a Redlock over `redlock_nodes`, independent of the data Redis).
     pub lock_backend: String,
@@ -231,6 +234,7 @@ impl Default for Settings {
             match_lease_ttl_ms: 3_000,
             match_max_orders: 2_000,
             match_speed_mps: 5.0,
+            match_pickup_lead_ms: 60_000,
             lock_backend: "redis".to_owned(),
             redlock_nodes: None,
             queue_claim_idle_ms: 15_000,

@@ -35,7 +35,7 @@ pub struct OrderEvent {
     /// The fencing number of the offer concerned (0 when none).
     pub fencing_token: u64,
     /// Redis time of the transition, epoch ms.
-    pub(crate) at_ms: i64,
+    pub at_ms: i64,
     /// City.
     pub(crate) city: String,
 }

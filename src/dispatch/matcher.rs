@@ -8,8 +8,9 @@
 //! 2. finds each order's nearest available candidates (the greedy dispatch's search, without
 //!    the drivers that rejected it) and reads their scores;
 //! 3. keeps the orders that are **due**: the ready time is past, or waiting one more round
-//!    would bring even the nearest candidate to the pickup after the ready time (travel at
-//!    `match_speed_mps`). Other orders wait: a driver sent now would idle at the pickup;
+//!    would bring even the nearest candidate to the pickup later than `match_pickup_lead_ms`
+//!    before the ready time (travel at `match_speed_mps`). Other orders wait: a driver sent
+//!    now would idle at the pickup;
 //! 4. prices each due order × candidate pair in milliseconds: the travel time to the pickup,
 //!    plus twice the time the food would wait for the driver (arrival after the ready time),
 //!    plus half the time the driver would wait for the food, less the driver's score converted
@@ -155,9 +156,12 @@ impl Dispatcher {
         let speed = settings.match_speed_mps;
         let interval = settings.match_interval_ms as f64;
         let travel_ms = |distance_m: f64| distance_m / speed * 1000.0;
+        // Time left until the driver should be at the pickup: the ready time less the lead.
+        let lead = settings.match_pickup_lead_ms as i64;
+        let slack_of = |o: &Pooled| (o.ready_ms - lead - now) as f64;
         let due: Vec<usize> = (0..orders.len())
             .filter(|&i| {
-                let slack = (orders[i].ready_ms - now) as f64;
+                let slack = slack_of(&orders[i]);
                 // Without candidates, an order is due (and counts an attempt) at its ready time.
                 let nearest = candidates[i]
                     .iter()
@@ -185,7 +189,7 @@ impl Dispatcher {
         };
         let mut problem = Problem::new(columns.len());
         for &i in &due {
-            let slack = (orders[i].ready_ms - now) as f64;
+            let slack = slack_of(&orders[i]);
             let pairs = candidates[i].iter().map(|(driver, distance)| {
                 let c = columns.binary_search(&driver.as_str()).expect("a column");
                 let travel = travel_ms(*distance);

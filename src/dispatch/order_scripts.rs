@@ -76,6 +76,8 @@ pub(super) struct TransitionArgs<'a> {
     pub(crate) lock_token: Option<&'a str>,
     /// `ARGV[13]`: the lock's time to live (create with a lock token).
     pub(crate) lock_ttl_ms: Option<u64>,
+    /// `ARGV[14]` (deliver): the score of a driver without one.
+    pub(crate) unscored_score: f64,
     /// `ARGV[14..23]`: the new order (create).
     pub(crate) new_order: Option<NewOrder<'a>>,
 }
@@ -102,6 +104,9 @@ impl TransitionArgs<'_> {
         argv.push(self.driver_channel_prefix.clone());
         argv.push(self.lock_token.unwrap_or_default().to_owned());
         argv.push(self.lock_ttl_ms.map(|t| t.to_string()).unwrap_or_default());
+        if self.op == Op::Deliver {
+            argv.push(self.unscored_score.to_string());
+        }
         if let Some(new) = &self.new_order {
             let spec = new.spec;
             argv.push(spec.pickup.lat.to_string());
@@ -295,6 +300,7 @@ mod tests {
             driver_channel_prefix: "gd:driver:".to_owned(),
             lock_token: None,
             lock_ttl_ms: None,
+            unscored_score: 4.25,
             new_order: None,
         }
     }
@@ -318,7 +324,8 @@ mod tests {
                 "gd:events:paris",
                 "gd:driver:",
                 "",
-                ""
+                "",
+                "4.25"
             ])
         );
         let mut create = args(Op::Create);

@@ -112,6 +112,7 @@ impl Dispatcher {
             driver_channel_prefix: keys.driver_channel_prefix(),
             lock_token: None,
             lock_ttl_ms: None,
+            unscored_score: self.settings().ranking_unscored_score,
             new_order: None,
         }
     }

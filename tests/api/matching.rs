@@ -18,6 +18,7 @@ fn batched(s: &mut Settings) {
     s.timer_interval_ms = 20;
     s.dispatch_retry_ms = 100;
     s.offer_ttl_ms = 60_000;
+    s.match_pickup_lead_ms = 0;
 }
 
 /// A point `m` metres east of `at`.

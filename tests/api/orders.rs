@@ -21,7 +21,8 @@ fn fast(s: &mut geodispatch::config::Settings) {
 async fn an_order_dispatched_now_goes_to_the_best_driver_and_runs_to_delivery() {
     let app = spawn_app_with(fast).await;
     app.put_drivers_east_of(&["near", "far"], PARIS).await;
-    let score_before: f64 = 0.0;
+    // The driver has no score yet: its first delivery starts from the unscored default.
+    let score_before: f64 = app.context.settings.ranking_unscored_score;
 
     let created = app.create_order(json!({"order_id": "o-1", "pickup": {"lat": PARIS.0, "lon": PARIS.1}, "dropoff": {"lat": 48.86, "lon": 2.34}}),
     )
@@ -893,8 +894,10 @@ async fn a_delivery_sent_twice_is_answered_200_twice_and_scores_the_driver_once(
     let rank = app.get(&format!("/v1/drivers/{driver}/rank")).await;
     assert_eq!(rank.status, 200, "{}", rank.text);
     let score = rank.json["score"].as_f64().unwrap();
+    // Scored once, from the unscored default the driver was ranked by.
+    let s = &app.context.settings;
     assert!(
-        (score - app.context.settings.score_per_delivery).abs() < 1e-9,
+        (score - s.ranking_unscored_score - s.score_per_delivery).abs() < 1e-9,
         "scored once: {score}"
     );
     assert_eq!(app.driver_status(&driver).await, "available");

@@ -739,10 +739,11 @@ async fn play(
     };
     let history = match local {
         Some(svc) => {
-            let store = geodispatch::store::Store::connect(
-                &svc.redis_url(),
+            let store = geodispatch::store::Store::connect_to(
+                &geodispatch::store::Topology::Standalone(svc.redis_url()),
                 "replay",
                 Duration::from_secs(5),
+                2,
             )?;
             geodispatch::events::read_history(&store, CITY).await?
         }

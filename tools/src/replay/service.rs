@@ -161,6 +161,15 @@ pub fn settings_env(
             "GEODISPATCH_MATCH_SPEED_MPS",
             format!("{}", inst.params.metres_per_minute * timing.speed / 60.0),
         ),
+        // A courier picks up half a pickup service after arriving, and travel is rounded up to
+        // whole minutes: aim to arrive that long (half a minute for the rounding, on average)
+        // before the food is ready.
+        (
+            "GEODISPATCH_MATCH_PICKUP_LEAD_MS",
+            timing
+                .ms(inst.params.pickup_service / 2.0 + 0.5)
+                .to_string(),
+        ),
         ("GEODISPATCH_OFFER_TTL_MS", timing.ms(5.0).to_string()),
         ("GEODISPATCH_DISPATCH_RETRY_MS", timing.ms(0.5).to_string()),
         ("GEODISPATCH_TIMER_INTERVAL_MS", timing.ms(0.1).to_string()),
