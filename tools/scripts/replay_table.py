@@ -28,7 +28,7 @@ for (day, policy), s in sorted(rows.items()):
           f"| {int(s['service'].get('match_conflicts', 0))} |")
 
 print()
-print("| day | excess mean: greedy → batched (cut) | over 40 min: greedy → batched (cut) "
+print("| day | excess mean: greedy → batched (change) | over 40 min: greedy → batched (change) "
       "| over 40 min beyond the ideal's: greedy → batched | delivered: greedy → batched |")
 print("|---|---:|---:|---:|---:|")
 cuts, target_cuts = [], []
@@ -43,7 +43,7 @@ for day in sorted({d for d, _ in rows}):
     tcut = 1 - bo / go if go else 0.0
     cuts.append(cut)
     target_cuts.append(tcut)
-    print(f"| {day} | {ge:.2f} → {be:.2f} ({cut:+.0%}) | {go} → {bo} ({tcut:+.0%}) "
+    print(f"| {day} | {ge:.2f} → {be:.2f} ({-cut:+.0%}) | {go} → {bo} ({-tcut:+.0%}) "
           f"| {go - ideal} → {bo - ideal} | {g['delivered']} → {b['delivered']} |")
 if cuts:
     print()
