@@ -374,17 +374,7 @@ fn main() -> anyhow::Result<()> {
                         fsync_always,
                         service_binary,
                     } => {
-                        let binary = match service_binary {
-                            Some(path) => path,
-                            None => std::env::current_exe()
-                                .context("locating this binary")?
-                                .with_file_name("geodispatch"),
-                        };
-                        anyhow::ensure!(
-                            binary.is_file(),
-                            "no service binary at {} (build it with `cargo build --release --workspace`, or pass --service-binary)",
-                            binary.display()
-                        );
+                        let binary = geodispatch_tools::replay::service_binary(service_binary)?;
                         let mut opts = geodispatch_testkit::faults::FaultOptions::new(scenario, binary);
                         opts.duration = std::time::Duration::from_secs(duration);
                         opts.concurrency = concurrency;

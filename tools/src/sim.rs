@@ -478,13 +478,7 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<SimReport> {
         bail!("accept and reject are probabilities that add up to at most 1");
     }
     let (local, addr, key) = match &opts.url {
-        Some(url) => {
-            let addr = url
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_owned();
-            (None, addr, opts.key.clone())
-        }
+        Some(url) => (None, address_of(url), opts.key.clone()),
         None => {
             let (local, addr) = start_local(&opts).await?;
             (Some(local), addr, Some(LOCAL_KEY.to_owned()))
@@ -988,4 +982,11 @@ pub fn sweep_svg(points: &[SweepPoint], title: &str) -> String {
         m + 26.0
     ));
     svg
+}
+
+/// `host:port` of a service URL given as `http://host:port[/]`.
+pub(crate) fn address_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
 }

@@ -136,6 +136,53 @@ fn num(field: &str, what: &str) -> anyhow::Result<f64> {
 }
 
 impl Instance {
+    /// A one-courier, one-order day for unit tests: restaurant 1 km east of the courier,
+    /// customer 550 m north of it, 100 m a minute, placed at minute 3, ready at `ready`.
+    #[cfg(test)]
+    pub(crate) fn one_order(ready: f64) -> Instance {
+        Instance {
+            name: "t".into(),
+            params: Params {
+                metres_per_minute: 100.0,
+                pickup_service: 4.0,
+                dropoff_service: 4.0,
+                target: 40.0,
+                max_click_to_door: 90.0,
+                pay_per_order: 10.0,
+                pay_per_hour: 15.0,
+            },
+            restaurants: vec![Restaurant {
+                id: "r1".into(),
+                at: Point { x: 1000.0, y: 0.0 },
+            }],
+            orders: vec![Order {
+                id: "o1".into(),
+                at: Point {
+                    x: 1000.0,
+                    y: 550.0,
+                },
+                placement: 3.0,
+                restaurant: 0,
+                ready,
+            }],
+            couriers: vec![Courier {
+                id: "c1".into(),
+                at: Point { x: 0.0, y: 0.0 },
+                on: 0.0,
+                off: 100.0,
+            }],
+        }
+    }
+
+    /// Index of each order by id.
+    pub fn order_index(&self) -> HashMap<&str, usize> {
+        self.orders
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.id.as_str(), i))
+            .collect()
+    }
+
     /// Read an instance directory (`restaurants.txt`, `orders.txt`, `couriers.txt`,
     /// `instance_parameters.txt`).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {

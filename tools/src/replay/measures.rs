@@ -109,12 +109,7 @@ pub struct Measures {
 /// Measure a solution of `inst`.
 pub fn measure(inst: &Instance, s: &Solution) -> Measures {
     let p = &inst.params;
-    let orders: HashMap<&str, usize> = inst
-        .orders
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.id.as_str(), i))
-        .collect();
+    let orders = inst.order_index();
     let (mut ctd, mut over, mut rtd, mut rtp, mut ideal, mut excess) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut over_target, mut over_target_at_ideal) = (0, 0);

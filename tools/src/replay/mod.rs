@@ -51,6 +51,8 @@ pub mod instance;
 pub mod measures;
 pub mod schedule;
 mod service;
+
+pub use service::service_binary;
 pub mod solution;
 
 use std::cmp::Reverse;
@@ -545,13 +547,7 @@ pub async fn run(opts: ReplayOptions) -> anyhow::Result<ReplayReport> {
     let plane = Plane::new(&inst, ORIGIN.0, ORIGIN.1);
 
     let (local, addr, key) = match &opts.url {
-        Some(url) => {
-            let addr = url
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_owned();
-            (None, addr, opts.key.clone())
-        }
+        Some(url) => (None, crate::sim::address_of(url), opts.key.clone()),
         None => {
             let binary = service::service_binary(opts.service_binary.clone())?;
             let env = service::settings_env(

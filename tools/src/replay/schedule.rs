@@ -109,46 +109,10 @@ impl Leg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::instance::{Courier, Order, Params, Restaurant};
-
-    fn one_order(ready: f64) -> Instance {
-        Instance {
-            name: "t".into(),
-            params: Params {
-                metres_per_minute: 100.0,
-                pickup_service: 4.0,
-                dropoff_service: 4.0,
-                target: 40.0,
-                max_click_to_door: 90.0,
-                pay_per_order: 10.0,
-                pay_per_hour: 15.0,
-            },
-            restaurants: vec![Restaurant {
-                id: "r1".into(),
-                at: Point { x: 1000.0, y: 0.0 },
-            }],
-            orders: vec![Order {
-                id: "o1".into(),
-                at: Point {
-                    x: 1000.0,
-                    y: 550.0,
-                },
-                placement: 3.0,
-                restaurant: 0,
-                ready,
-            }],
-            couriers: vec![Courier {
-                id: "c1".into(),
-                at: Point { x: 0.0, y: 0.0 },
-                on: 0.0,
-                off: 100.0,
-            }],
-        }
-    }
 
     #[test]
     fn a_courier_waits_for_the_food_then_drives_and_serves_by_the_rules() {
-        let inst = one_order(20.0);
+        let inst = Instance::one_order(20.0);
         let leg = plan(&inst, Place::Start, Point { x: 0.0, y: 0.0 }, 0.0, 3.0, 0);
         // 10 minutes to the restaurant, the food is ready at 20, 6 minutes (550 m) to the door.
         assert_eq!(leg.departure, 3.0);
@@ -163,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_courier_still_serving_leaves_when_free_and_food_waits_for_it() {
-        let inst = one_order(5.0);
+        let inst = Instance::one_order(5.0);
         let leg = plan(&inst, Place::Start, Point { x: 0.0, y: 0.0 }, 7.0, 3.0, 0);
         assert_eq!(leg.departure, 7.0);
         assert_eq!(leg.arrive_restaurant, 17.0);

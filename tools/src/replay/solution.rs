@@ -139,12 +139,7 @@ impl Solution {
             );
         }
         std::fs::write(dir.join("solution_info_assignments.txt"), a)?;
-        let orders: HashMap<&str, usize> = inst
-            .orders
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (o.id.as_str(), i))
-            .collect();
+        let orders = inst.order_index();
         let mut o = String::from(
             "order placement_time restaurant latitude longitude ready_time pickup_time dropoff_time courier\n",
         );
@@ -242,12 +237,7 @@ impl Solution {
     /// Every rule of the problem this solution breaks, described (empty: feasible).
     pub fn violations(&self, inst: &Instance) -> Vec<String> {
         let mut v = Vec::new();
-        let orders: HashMap<&str, usize> = inst
-            .orders
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (o.id.as_str(), i))
-            .collect();
+        let orders = inst.order_index();
         let restaurants: HashMap<&str, Point> = inst
             .restaurants
             .iter()
@@ -437,43 +427,7 @@ impl Solution {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::instance::{Courier, Order, Params, Restaurant};
     use crate::replay::schedule::plan;
-
-    fn day() -> Instance {
-        Instance {
-            name: "t".into(),
-            params: Params {
-                metres_per_minute: 100.0,
-                pickup_service: 4.0,
-                dropoff_service: 4.0,
-                target: 40.0,
-                max_click_to_door: 90.0,
-                pay_per_order: 10.0,
-                pay_per_hour: 15.0,
-            },
-            restaurants: vec![Restaurant {
-                id: "r1".into(),
-                at: Point { x: 1000.0, y: 0.0 },
-            }],
-            orders: vec![Order {
-                id: "o1".into(),
-                at: Point {
-                    x: 1000.0,
-                    y: 550.0,
-                },
-                placement: 3.0,
-                restaurant: 0,
-                ready: 20.0,
-            }],
-            couriers: vec![Courier {
-                id: "c1".into(),
-                at: Point { x: 0.0, y: 0.0 },
-                on: 0.0,
-                off: 100.0,
-            }],
-        }
-    }
 
     /// A way to break a solution.
     type Breakage = fn(&mut Solution);
@@ -485,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_planned_day_written_and_read_back_is_feasible() {
-        let inst = day();
+        let inst = Instance::one_order(20.0);
         let dir = std::env::temp_dir().join(format!("gd-solution-{}", uuid::Uuid::new_v4()));
         planned(&inst).write(&inst, &dir).unwrap();
         let back = Solution::read(&dir).unwrap();
@@ -496,7 +450,7 @@ mod tests {
 
     #[test]
     fn each_broken_rule_is_named() {
-        let inst = day();
+        let inst = Instance::one_order(20.0);
         let cases: [(&str, Breakage); 6] = [
             ("before it is ready", |s| {
                 s.assignments[0].pickup = 19.0;
