@@ -101,45 +101,29 @@ impl Problem {
             heap.clear();
             row_dist[s] = 0;
             reached_rows.push(s);
-            let relax = |r: usize,
-                         d: i64,
-                         heap: &mut BinaryHeap<Reverse<(i64, u32)>>,
-                         col_dist: &mut [i64],
-                         col_pred: &mut [u32],
-                         col_done: &[bool],
-                         touched: &mut Vec<usize>,
-                         row_pot: &[i64],
-                         col_pot: &[i64]| {
-                let own = (m + r, unassigned_cost);
-                for (c, cost) in self.row(r).chain(std::iter::once(own)) {
-                    if col_done[c] || col_of[r] == Some(c as u32) {
-                        continue;
-                    }
-                    let reduced = cost - shift[r] + row_pot[r] - col_pot[c];
-                    debug_assert!(reduced >= 0, "negative reduced cost {reduced}");
-                    let nd = d + reduced;
-                    if nd < col_dist[c] {
-                        if col_dist[c] == i64::MAX {
-                            touched.push(c);
+            // The row whose edges are relaxed next, and its distance: the start row, then
+            // each row reached through its matched column.
+            let mut next = Some((s, 0i64));
+            let (free, total) = loop {
+                if let Some((r, d)) = next.take() {
+                    let own = (m + r, unassigned_cost);
+                    for (c, cost) in self.row(r).chain(std::iter::once(own)) {
+                        if col_done[c] || col_of[r] == Some(c as u32) {
+                            continue;
                         }
-                        col_dist[c] = nd;
-                        col_pred[c] = r as u32;
-                        heap.push(Reverse((nd, c as u32)));
+                        let reduced = cost - shift[r] + row_pot[r] - col_pot[c];
+                        debug_assert!(reduced >= 0, "negative reduced cost {reduced}");
+                        let nd = d + reduced;
+                        if nd < col_dist[c] {
+                            if col_dist[c] == i64::MAX {
+                                touched_cols.push(c);
+                            }
+                            col_dist[c] = nd;
+                            col_pred[c] = r as u32;
+                            heap.push(Reverse((nd, c as u32)));
+                        }
                     }
                 }
-            };
-            relax(
-                s,
-                0,
-                &mut heap,
-                &mut col_dist,
-                &mut col_pred,
-                &col_done,
-                &mut touched_cols,
-                &row_pot,
-                &col_pot,
-            );
-            let (free, total) = loop {
                 let Reverse((d, c)) = heap.pop().expect("row's own column is always reachable");
                 let c = c as usize;
                 if col_done[c] || d > col_dist[c] {
@@ -153,17 +137,7 @@ impl Problem {
                         // The matched edge is tight: the row is as far as its column.
                         row_dist[r] = d;
                         reached_rows.push(r);
-                        relax(
-                            r,
-                            d,
-                            &mut heap,
-                            &mut col_dist,
-                            &mut col_pred,
-                            &col_done,
-                            &mut touched_cols,
-                            &row_pot,
-                            &col_pot,
-                        );
+                        next = Some((r, d));
                     }
                 }
             };
