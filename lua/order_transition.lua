@@ -12,6 +12,8 @@
 -- match pool instead of the queue: create adds it (from its ready time less the lookahead),
 -- a rejected or expired offer puts it back, claim_offer.lua and every other exit from pending
 -- take it out; a round's 'attempt' (no lock token) counts at most one attempt per retry delay.
+-- A batched order's pickup puts its driver at the drop-off in the city's soon-free set; every
+-- transition that lets go of the driver takes it out.
 --
 -- KEYS[1]      order hash
 -- KEYS[2]      drivers hash of the city: driver_id -> packed state (see prelude/codes.lua)
@@ -27,6 +29,8 @@
 -- KEYS[13]     fencing counter of the order's city (create with a lock token)
 -- KEYS[14]     match pool sorted set of the order's city: order_id -> ms from which rounds
 --              consider it (batched policy)
+-- KEYS[15]     GEO set of the order's city: driver_id at the drop-off of the picked-up order
+--              it carries (batched policy), where rounds expect it to be free soon
 -- ARGV[1] op: create | accept | reject | pickup | deliver | cancel | timer | attempt
 -- ARGV[2] order_id   ARGV[3] the order's city
 -- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
@@ -238,6 +242,13 @@ end
 if frees then
   if redis.call('HGET', KEYS[3], driver) == order_id then
     redis.call('HDEL', KEYS[3], driver)
+    redis.call('ZREM', KEYS[15], driver)
+  end
+end
+if next_state == 'picked_up' then
+  local drop = redis.call('HMGET', KEYS[1], 'policy', 'dlat', 'dlon')
+  if drop[1] == 'batched' and drop[2] and drop[2] ~= '' then
+    redis.call('GEOADD', KEYS[15], drop[3], drop[2], driver)
   end
 end
 

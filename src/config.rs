@@ -142,6 +142,13 @@ pub struct Settings {
     /// Time (ms) a driver needs at the pickup before the order can be handed over (parking,
     /// walking in): rounds aim for the driver to arrive this long before `ready_at`.
     pub match_pickup_lead_ms: u64,
+    /// How far ahead (ms) rounds count on a driver carrying a picked-up order: one expected to
+    /// be free within this time is a candidate (at its drop-off, from then on); when it is an
+    /// order's best, the order waits for it. 0: only available drivers are candidates.
+    pub match_busy_horizon_ms: u64,
+    /// Time (ms) rounds expect a driver to spend at the drop-off before it can leave for the
+    /// next pickup.
+    pub match_dropoff_service_ms: u64,
     /// Dispatch lock backend: `redis` (the lock lives next to the order, in the same Redis) or
     /// `redlock` (additionally a Redlock over `redlock_nodes`, independent of the data Redis).
     pub lock_backend: String,
@@ -235,6 +242,8 @@ impl Default for Settings {
             match_max_orders: 2_000,
             match_speed_mps: 5.0,
             match_pickup_lead_ms: 60_000,
+            match_busy_horizon_ms: 300_000,
+            match_dropoff_service_ms: 120_000,
             lock_backend: "redis".to_owned(),
             redlock_nodes: None,
             queue_claim_idle_ms: 15_000,

@@ -96,6 +96,12 @@ const FAMILIES: &[Def] = &[
         help: "Order-driver pairs the matching rounds chose",
     },
     Def {
+        name: "geodispatch_match_waiting_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Due orders a matching round left waiting for a driver about to be free (counted once per round)",
+    },
+    Def {
         name: "geodispatch_match_claims_total",
         kind: Kind::Counter,
         labels: &["result"],

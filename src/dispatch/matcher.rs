@@ -7,17 +7,27 @@
 //!    `match_lookahead_ms`, or its creation), earliest first, at most `match_max_orders`;
 //! 2. finds each order's nearest available candidates (the greedy dispatch's search, without
 //!    the drivers that rejected it) and reads their scores;
+//!    Drivers carrying a picked-up order are candidates too when they are expected to be free
+//!    within `match_busy_horizon_ms` (travel to their drop-off, plus
+//!    `match_dropoff_service_ms`): *soon free*, they would start from their drop-off, and they
+//!    count only where they would reach the pickup before the nearest available driver (at
+//!    most [`SOON_FREE_PER_ORDER`] per order). A driver whose delivery takes more than twice
+//!    the expected trip is not counted on;
 //! 3. keeps the orders that are **due**: the ready time is past, or waiting one more round
-//!    would bring even the nearest candidate to the pickup later than `match_pickup_lead_ms`
-//!    before the ready time (travel at `match_speed_mps`). Other orders wait: a driver sent
-//!    now would idle at the pickup;
+//!    would bring even the nearest candidate (soon free ones included) to the pickup later
+//!    than `match_pickup_lead_ms` before the ready time (travel at `match_speed_mps`). Other
+//!    orders wait: a driver sent now would idle at the pickup;
 //! 4. prices each due order × candidate pair in milliseconds: the travel time to the pickup,
 //!    plus twice the time the food would wait for the driver (arrival after the ready time),
 //!    plus half the time the driver would wait for the food, less the driver's score converted
 //!    to travel time by the ranking weights (`ranking_score_weight / ranking_distance_weight`
-//!    km per score point; `ranking_unscored_score` for a driver without one);
+//!    km per score point; `ranking_unscored_score` for a driver without one). For a soon free
+//!    driver the arrival counts from when it is free (plus one round to notice it), the travel
+//!    from its drop-off;
 //! 5. solves the minimum-cost assignment ([`super::assignment`]), where leaving an order
-//!    unassigned costs more than any pair (so as many orders as possible are assigned);
+//!    unassigned costs more than any pair (so as many orders as possible are assigned). An
+//!    order given a soon free driver **waits** for it: nothing is committed, and a later round,
+//!    once the driver is available, offers it the order at its price then;
 //! 6. commits each pair through the greedy path's own steps: the order's lock with a fencing
 //!    number, then `claim_offer.lua` with that one driver, which checks everything a greedy
 //!    dispatch checks (lock, fence, order pending, driver available, fresh and free). A pair
@@ -25,6 +35,7 @@
 //!    for the next round;
 //! 7. counts an attempt for every due order left without a driver (at most one per
 //!    `dispatch_retry_ms`; after `dispatch_max_attempts` the order fails, as under greedy).
+//!    An order waiting for a soon free driver counts none: a driver is on the way.
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +45,7 @@ use super::assignment::Problem;
 use super::engine::{Claim, Dispatcher};
 use super::error::DispatchError;
 use super::order_scripts::{Op, TransitionReply, decode_claim};
-use crate::domain::{GeoPoint, VehicleType};
+use crate::domain::{DriverStatus, GeoPoint, PackedState, VehicleType, haversine_m};
 use crate::lock::Lease;
 use crate::metrics;
 use crate::store::scripts::{self, CLAIM_OFFER, LOCK_ORDER, ORDER_TRANSITION, evalsha};
@@ -50,8 +61,10 @@ pub struct RoundReport {
     pub drivers: usize,
     /// Order × driver pairs priced.
     pub pairs: usize,
-    /// Pairs the solver chose.
+    /// Pairs the solver chose with an available driver.
     pub matched: usize,
+    /// Due orders the solver gave a soon free driver: they wait for it.
+    pub waiting: usize,
     /// Chosen pairs committed as offers.
     pub offered: usize,
     /// Chosen pairs whose claim failed (driver or order taken meanwhile).
@@ -68,6 +81,64 @@ struct Pooled {
     ready_ms: i64,
     excluded: Vec<String>,
 }
+
+/// A driver carrying a picked-up order, as a round counts on it.
+#[derive(Debug, Clone, PartialEq)]
+struct SoonFree {
+    driver: String,
+    vehicle: VehicleType,
+    /// Its order's drop-off, where it will be free.
+    at: GeoPoint,
+    /// Milliseconds until it is expected to leave the drop-off.
+    free_in_ms: f64,
+}
+
+/// A soon free driver as one order's row prices it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SoonOption {
+    /// Index in the round's soon free drivers.
+    soon: usize,
+    /// Travel from its drop-off to the order's pickup, ms.
+    travel_ms: f64,
+    /// When it would reach the pickup, ms from now: free, one round to notice, travel.
+    arrival_ms: f64,
+}
+
+/// The soon free drivers worth pricing for `order`: of `near` (indices in `soon`, those whose
+/// drop-off is near the pickup), the ones of its vehicle type that have not refused it and
+/// would reach the pickup before the nearest available candidate (`nearest_ms` away), at most
+/// [`SOON_FREE_PER_ORDER`], earliest first.
+fn soon_options(
+    order: &Pooled,
+    soon: &[SoonFree],
+    near: &[usize],
+    nearest_ms: f64,
+    interval_ms: f64,
+    travel_ms: impl Fn(f64) -> f64,
+) -> Vec<SoonOption> {
+    let mut out: Vec<SoonOption> = near
+        .iter()
+        .map(|&k| (k, &soon[k]))
+        .filter(|(_, s)| {
+            order.vehicle.is_none_or(|v| v == s.vehicle) && !order.excluded.contains(&s.driver)
+        })
+        .map(|(k, s)| {
+            let travel = travel_ms(haversine_m(s.at, order.center));
+            SoonOption {
+                soon: k,
+                travel_ms: travel,
+                arrival_ms: s.free_in_ms + interval_ms + travel,
+            }
+        })
+        .filter(|o| o.arrival_ms < nearest_ms)
+        .collect();
+    out.sort_by(|a, b| a.arrival_ms.total_cmp(&b.arrival_ms));
+    out.truncate(SOON_FREE_PER_ORDER);
+    out
+}
+
+/// Most soon free drivers one order's row prices (those arriving first).
+pub(crate) const SOON_FREE_PER_ORDER: usize = 3;
 
 /// Multiplier of the time food waits for a driver (after its ready time), and divisor of the
 /// time a driver waits for food, in a pair's cost (see the module docs).
@@ -152,22 +223,42 @@ impl Dispatcher {
             candidates.push(found?);
         }
 
-        // Due orders, and the columns (drivers) of their pairs.
+        // Drivers soon free near each order, and each order's best of them.
         let speed = settings.match_speed_mps;
         let interval = settings.match_interval_ms as f64;
         let travel_ms = |distance_m: f64| distance_m / speed * 1000.0;
+        let (soon, near) = if settings.match_busy_horizon_ms > 0 {
+            self.soon_free(city, now, &orders).await?
+        } else {
+            (Vec::new(), vec![Vec::new(); orders.len()])
+        };
+        let nearest: Vec<f64> = candidates
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|(_, d)| travel_ms(*d))
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect();
+        let soon_rows: Vec<Vec<SoonOption>> = orders
+            .iter()
+            .zip(&nearest)
+            .zip(&near)
+            .map(|((o, &nearest), near)| soon_options(o, &soon, near, nearest, interval, travel_ms))
+            .collect();
+
+        // Due orders, and the columns (drivers) of their pairs.
         // Time left until the driver should be at the pickup: the ready time less the lead.
         let lead = settings.match_pickup_lead_ms as i64;
         let slack_of = |o: &Pooled| (o.ready_ms - lead - now) as f64;
         let due: Vec<usize> = (0..orders.len())
             .filter(|&i| {
                 let slack = slack_of(&orders[i]);
+                let first = soon_rows[i]
+                    .first()
+                    .map_or(nearest[i], |s| s.arrival_ms.min(nearest[i]));
                 // Without candidates, an order is due (and counts an attempt) at its ready time.
-                let nearest = candidates[i]
-                    .iter()
-                    .map(|(_, d)| travel_ms(*d))
-                    .fold(f64::INFINITY, f64::min);
-                let lead = if nearest.is_finite() { nearest } else { 0.0 };
+                let lead = if first.is_finite() { first } else { 0.0 };
                 slack - lead <= interval
             })
             .collect();
@@ -178,8 +269,20 @@ impl Dispatcher {
             .collect();
         columns.sort_unstable();
         columns.dedup();
-        report.drivers = columns.len();
-        let scores = self.scores_of(city, &columns).await?;
+        // Soon free drivers are columns after the available ones.
+        let mut soon_columns: Vec<usize> = due
+            .iter()
+            .flat_map(|&i| soon_rows[i].iter().map(|s| s.soon))
+            .collect();
+        soon_columns.sort_unstable();
+        soon_columns.dedup();
+        report.drivers = columns.len() + soon_columns.len();
+        let scored: Vec<&str> = columns
+            .iter()
+            .copied()
+            .chain(soon_columns.iter().map(|&k| soon[k].driver.as_str()))
+            .collect();
+        let scores = self.scores_of(city, &scored).await?;
 
         // Prices and the solve.
         let score_km = if settings.ranking_distance_weight > 0.0 {
@@ -187,32 +290,42 @@ impl Dispatcher {
         } else {
             0.0
         };
-        let mut problem = Problem::new(columns.len());
+        let price = |slack: f64, travel: f64, arrival: f64, score: Option<f64>| {
+            let late = (arrival - slack).max(0.0);
+            let idle = (slack - arrival).max(0.0);
+            let score = score.unwrap_or(settings.ranking_unscored_score);
+            let bonus = travel_ms(score * score_km * 1000.0);
+            travel as i64 + LATE_WEIGHT * late as i64 + idle as i64 / IDLE_DIVISOR - bonus as i64
+        };
+        let mut problem = Problem::new(scored.len());
         for &i in &due {
             let slack = slack_of(&orders[i]);
-            let pairs = candidates[i].iter().map(|(driver, distance)| {
+            let free = candidates[i].iter().map(|(driver, distance)| {
                 let c = columns.binary_search(&driver.as_str()).expect("a column");
                 let travel = travel_ms(*distance);
-                let late = (travel - slack).max(0.0);
-                let idle = (slack - travel).max(0.0);
-                let score = scores[c].unwrap_or(settings.ranking_unscored_score);
-                let bonus = travel_ms(score * score_km * 1000.0);
-                let cost = travel as i64 + LATE_WEIGHT * late as i64 + idle as i64 / IDLE_DIVISOR
-                    - bonus as i64;
-                (c, cost)
+                (c, price(slack, travel, travel, scores[c]))
             });
-            problem.add_row(pairs);
+            let soon_pairs = soon_rows[i].iter().map(|s| {
+                let c = columns.len() + soon_columns.binary_search(&s.soon).expect("a column");
+                (c, price(slack, s.travel_ms, s.arrival_ms, scores[c]))
+            });
+            problem.add_row(free.chain(soon_pairs));
         }
         report.pairs = problem.pairs();
         let solve_started = Instant::now();
         let assignment = problem.solve(UNASSIGNED);
         report.solve = solve_started.elapsed();
+        // An order given a soon free driver waits for it: no claim, no attempt.
+        report.waiting = assignment
+            .iter()
+            .filter(|c| c.is_some_and(|c| c >= columns.len()))
+            .count();
 
         // Commit: lock every chosen order, then claim each with its one driver.
         let chosen: Vec<(usize, usize)> = due
             .iter()
             .zip(&assignment)
-            .filter_map(|(&i, col)| col.map(|c| (i, c)))
+            .filter_map(|(&i, col)| col.filter(|&c| c < columns.len()).map(|c| (i, c)))
             .collect();
         report.matched = chosen.len();
         let unmatched: Vec<usize> = due
@@ -300,6 +413,11 @@ impl Dispatcher {
             report.matched as f64,
         );
         metrics::add(
+            "geodispatch_match_waiting_total",
+            &[],
+            report.waiting as f64,
+        );
+        metrics::add(
             "geodispatch_match_claims_total",
             &[("result", "offered")],
             report.offered as f64,
@@ -340,6 +458,140 @@ impl Dispatcher {
             out.extend(scores);
         }
         Ok(out)
+    }
+
+    /// The drivers of `city` carrying a picked-up order whose drop-off is near one of
+    /// `orders`' pickups (the soon-free set, within `dispatch_radius_m`) and that are expected
+    /// to leave it within `match_busy_horizon_ms`; with, for each order, the indices of those
+    /// near it.
+    async fn soon_free(
+        &self,
+        city: &str,
+        now: i64,
+        orders: &[Pooled],
+    ) -> Result<(Vec<SoonFree>, Vec<Vec<usize>>), DispatchError> {
+        let keys = self.store().keys();
+        let settings = self.settings();
+        let mut conn = self.store().conn();
+        let set = keys.match_soon_free(city);
+        let mut pipe = redis::pipe();
+        for o in orders {
+            pipe.cmd("GEOSEARCH")
+                .arg(&set)
+                .arg("FROMLONLAT")
+                .arg(o.center.lon)
+                .arg(o.center.lat)
+                .arg("BYRADIUS")
+                .arg(settings.dispatch_radius_m)
+                .arg("m")
+                .arg("ASC")
+                .arg("COUNT")
+                .arg(3 * SOON_FREE_PER_ORDER);
+        }
+        let found: Vec<Vec<String>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(DispatchError::redis("soon free drivers"))?;
+        let mut drivers: Vec<&str> = found.iter().flatten().map(String::as_str).collect();
+        drivers.sort_unstable();
+        drivers.dedup();
+        if drivers.is_empty() {
+            return Ok((Vec::new(), vec![Vec::new(); orders.len()]));
+        }
+
+        // Each driver's position and order, then the order.
+        let mut pipe = redis::pipe();
+        for d in &drivers {
+            pipe.cmd("HGET")
+                .arg(keys.driver_states(city))
+                .arg(d)
+                .cmd("HGET")
+                .arg(keys.assignments(city))
+                .arg(d);
+        }
+        let rows: Vec<(Option<String>, Option<String>)> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(DispatchError::redis("soon free drivers"))?;
+        let mut pipe = redis::pipe();
+        let mut carrying = Vec::new();
+        for (&d, (state, order)) in drivers.iter().zip(rows) {
+            let (Some(state), Some(order)) = (state.as_deref().and_then(PackedState::parse), order)
+            else {
+                continue;
+            };
+            // A driver whose phone went quiet is not counted on.
+            if state.status != DriverStatus::Busy
+                || now - state.recorded_ms > settings.driver_ttl_ms as i64
+            {
+                continue;
+            }
+            pipe.cmd("HMGET")
+                .arg(keys.order(city, &order))
+                .arg(&["state", "plat", "plon", "dlat", "dlon", "updated"]);
+            carrying.push((d, state));
+        }
+        let trips: Vec<Vec<Option<String>>> = if carrying.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(DispatchError::redis("soon free drivers"))?
+        };
+        let travel_ms =
+            |a: GeoPoint, b: GeoPoint| haversine_m(a, b) / settings.match_speed_mps * 1000.0;
+        let service = settings.match_dropoff_service_ms as f64;
+        let horizon = settings.match_busy_horizon_ms as f64;
+        let mut soon = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for ((d, state), fields) in carrying.into_iter().zip(trips) {
+            let [st, plat, plon, dlat, dlon, updated] = fields.as_slice() else {
+                continue;
+            };
+            let num = |v: &Option<String>| v.as_deref()?.parse::<f64>().ok();
+            let (Some(plat), Some(plon), Some(dlat), Some(dlon), Some(picked_up)) =
+                (num(plat), num(plon), num(dlat), num(dlon), num(updated))
+            else {
+                continue;
+            };
+            if st.as_deref() != Some("picked_up") {
+                continue;
+            }
+            let here = GeoPoint {
+                lat: state.lat,
+                lon: state.lon,
+            };
+            let drop = GeoPoint {
+                lat: dlat,
+                lon: dlon,
+            };
+            let pickup = GeoPoint {
+                lat: plat,
+                lon: plon,
+            };
+            let free_in_ms = travel_ms(here, drop) + service;
+            // A delivery taking twice its expected trip is not counted on.
+            let overdue = (now as f64 - picked_up) > 2.0 * (travel_ms(pickup, drop) + service);
+            if free_in_ms > horizon || overdue {
+                continue;
+            }
+            index.insert(d, soon.len());
+            soon.push(SoonFree {
+                driver: d.to_owned(),
+                vehicle: state.vehicle_type,
+                at: drop,
+                free_in_ms,
+            });
+        }
+        let near = found
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|d| index.get(d.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        Ok((soon, near))
     }
 
     /// Take the dispatch locks of `orders` in one pipeline; `None` where the order is locked by
@@ -461,4 +713,70 @@ pub fn spawn_matchers(dispatcher: Dispatcher) -> Vec<tokio::task::JoinHandle<()>
         .iter()
         .map(|c| tokio::spawn(run_city(dispatcher.clone(), c.id.to_string())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(vehicle: Option<VehicleType>, excluded: &[&str]) -> Pooled {
+        Pooled {
+            id: "o".into(),
+            center: GeoPoint {
+                lat: 48.85,
+                lon: 2.35,
+            },
+            vehicle,
+            ready_ms: 0,
+            excluded: excluded.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn soon(driver: &str, vehicle: VehicleType, east_m: f64, free_in_ms: f64) -> SoonFree {
+        SoonFree {
+            driver: driver.into(),
+            vehicle,
+            at: GeoPoint {
+                lat: 48.85,
+                lon: 2.35 + east_m / (111_320.0 * 48.85_f64.to_radians().cos()),
+            },
+            free_in_ms,
+        }
+    }
+
+    #[test]
+    fn soon_free_drivers_count_only_when_they_arrive_before_the_nearest_free_one() {
+        let car = VehicleType::Car;
+        let all = [
+            soon("late", car, 0.0, 9_000.0),
+            soon("b", car, 100.0, 1_000.0),
+            soon("a", car, 0.0, 1_000.0),
+            soon("bike", VehicleType::Bike, 0.0, 0.0),
+            soon("refused", car, 0.0, 0.0),
+            soon("c", car, 200.0, 1_000.0),
+            soon("d", car, 300.0, 1_000.0),
+        ];
+        let near: Vec<usize> = (0..all.len()).collect();
+        // 1 m per ms, rounds of 500 ms, the nearest free driver 5 s away.
+        let got = soon_options(
+            &order(Some(car), &["refused"]),
+            &all,
+            &near,
+            5_000.0,
+            500.0,
+            |m| m,
+        );
+        let names: Vec<&str> = got.iter().map(|o| all[o.soon].driver.as_str()).collect();
+        // "late" arrives after 9.5 s; "bike" is the wrong vehicle; "refused" refused the order;
+        // of the rest, the three earliest.
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!((got[0].arrival_ms - 1_500.0).abs() < 1.0, "{got:?}");
+        assert!((got[1].travel_ms - 100.0).abs() < 0.5, "{got:?}");
+
+        // With a free driver 1 s away, only those free now at the pickup (any vehicle, none
+        // refused).
+        let got = soon_options(&order(None, &[]), &all, &near, 1_000.0, 500.0, |m| m);
+        let names: Vec<&str> = got.iter().map(|o| all[o.soon].driver.as_str()).collect();
+        assert_eq!(names, ["bike", "refused"]);
+    }
 }

@@ -183,6 +183,12 @@ impl Keys {
         self.city(city, "match:pool")
     }
 
+    /// GEO set `driver_id → drop-off`: a city's drivers carrying a picked-up order (batched
+    /// policy), at the drop-off where rounds expect them to be free soon.
+    pub fn match_soon_free(&self, city: impl Display) -> String {
+        self.city(city, "match:soon")
+    }
+
     /// String: a city's matching lease (the instance that runs the city's rounds).
     pub fn match_lease(&self, city: impl Display) -> String {
         self.city(city, "match:lease")
@@ -301,7 +307,7 @@ impl Keys {
     /// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city` (the driver
     /// keys are the city's too: a busy driver stays in its order's city).
     pub(crate) fn order_script(&self, city: &str, order: &str) -> Vec<String> {
-        let mut out = Vec::with_capacity(14);
+        let mut out = Vec::with_capacity(15);
         out.push(self.order(city, order));
         out.push(self.driver_states(city));
         out.push(self.assignments(city));
@@ -314,6 +320,7 @@ impl Keys {
         out.extend(self.geo_all(city));
         out.push(self.fence(city));
         out.push(self.match_pool(city));
+        out.push(self.match_soon_free(city));
         out
     }
 
@@ -393,6 +400,7 @@ impl Keys {
             ("timers", self.timers(c)),
             ("dispatch_queue", self.dispatch_queue(c)),
             ("match_pool", self.match_pool(c)),
+            ("match_soon_free", self.match_soon_free(c)),
             ("match_lease", self.match_lease(c)),
             ("events", self.events(c)),
             ("ops_channel", self.ops_channel(c)),

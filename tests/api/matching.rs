@@ -1,7 +1,8 @@
 //! Ready times and batched matching on real Redis: `ready_at` is validated, stored and shown;
 //! under `dispatch_policy = batched` a round assigns all due orders at least total distance
 //! where one-at-a-time dispatch would not, waits for an order's ready time, counts attempts
-//! for orders nobody can take, and keeps the pool in step with the orders' states.
+//! for orders nobody can take, lets an order wait for a driver about to be free nearby, and
+//! keeps the pool in step with the orders' states.
 
 use std::time::Duration;
 
@@ -324,4 +325,93 @@ async fn a_killed_matching_leader_is_replaced_by_another_instance() {
         "{now_holder:?}"
     );
     drop(second);
+}
+
+#[tokio::test]
+async fn an_order_waits_for_a_driver_about_to_be_free_nearby_rather_than_take_a_far_one() {
+    let app = spawn_app_with(|s| {
+        batched(s);
+        // Rounds run when the test calls them (the loop's first round finds nothing), so a
+        // round's wait for a driver to be noticed free is an hour; travel at 0.1 m/s.
+        s.match_interval_ms = 3_600_000;
+        s.match_speed_mps = 0.1;
+        s.match_dropoff_service_ms = 1_000;
+        s.match_busy_horizon_ms = 2_000_000;
+    })
+    .await;
+    let dispatcher = &app.context.dispatcher;
+    let soon = app.context.store.keys().match_soon_free("paris");
+    let mut conn = app.redis_conn().await;
+    let near = east(PARIS, 100.0);
+    let drop = east(PARIS, 200.0);
+    let far = east(PARIS, 4_000.0);
+
+    // "near" carries an order to `drop`, 100 m away (dispatched at once by an operator).
+    app.put_fleet(&[("near", near.0, near.1)]).await;
+    let a = app
+        .create_order(
+            json!({"order_id": "carry", "pickup": {"lat": near.0, "lon": near.1},
+                             "dropoff": {"lat": drop.0, "lon": drop.1}}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let a = app.dispatch_order("carry").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let carry = wait_order(&app, "carry", Duration::from_secs(10), |o| {
+        o["state"] == "offered"
+    })
+    .await;
+    let fence = carry["fencing_token"].as_u64().unwrap();
+    for step in ["accept", "pickup"] {
+        let a = app.answer_offer("carry", "near", fence, step).await;
+        assert_eq!(a.status, 200, "{step}: {}", a.text);
+    }
+    let at: Vec<Option<(f64, f64)>> = redis::cmd("GEOPOS")
+        .arg(&soon)
+        .arg("near")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (lon, lat) = at[0].expect("a picked-up batched order puts its driver in the soon-free set");
+    assert!((lat - drop.0).abs() < 1e-4 && (lon - drop.1).abs() < 1e-4);
+
+    // A new order next to the drop-off: "far" is free now, 40,000 s from the pickup; "near"
+    // would be there in 6,601 s (1,000 s to its drop-off, 1 s there, a round, 2,000 s back).
+    // The order waits.
+    app.put_fleet(&[("far", far.0, far.1)]).await;
+    let a = app
+        .create_order(json!({"order_id": "next", "pickup": {"lat": PARIS.0, "lon": PARIS.1}}))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let round = dispatcher.match_round("paris").await.unwrap();
+    assert_eq!(
+        (round.due, round.waiting, round.offered),
+        (1, 1, 0),
+        "{round:?}"
+    );
+    let next = app.get("/v1/orders/next").await.json;
+    assert_eq!(next["state"], "pending", "{next}");
+    assert_eq!(
+        next["attempts"], 0,
+        "waiting for a driver is not a failed attempt: {next}"
+    );
+
+    // Delivered, "near" is free at the drop-off and the next round offers it the order.
+    let a = app.answer_offer("carry", "near", fence, "deliver").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let at: Vec<Option<(f64, f64)>> = redis::cmd("GEOPOS")
+        .arg(&soon)
+        .arg("near")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(at, vec![None], "a freed driver leaves the soon-free set");
+    let round = dispatcher.match_round("paris").await.unwrap();
+    assert_eq!((round.waiting, round.offered), (0, 1), "{round:?}");
+    let next = app.get("/v1/orders/next").await.json;
+    assert_eq!(
+        (next["state"].as_str(), next["driver_id"].as_str()),
+        (Some("offered"), Some("near")),
+        "{next}"
+    );
 }

@@ -178,6 +178,14 @@ struct MdrpArgs {
     /// Simulated minutes between two matching rounds (batched policy).
     #[arg(long, default_value_t = 1.0)]
     round_min: f64,
+    /// Rounds (batched policy) count on couriers carrying an order who will be free within
+    /// this many simulated minutes; 0: only free couriers.
+    #[arg(long, default_value_t = replay::DEFAULT_BUSY_HORIZON_MIN)]
+    busy_horizon_min: f64,
+    /// Simulated minutes rounds aim to have the courier at the restaurant before the food is
+    /// ready, beyond half the pickup service.
+    #[arg(long, default_value_t = replay::DEFAULT_LEAD_MARGIN_MIN)]
+    lead_margin_min: f64,
     /// A running service (http://host:port) instead of one started by the tool; it must
     /// serve the instance's area (see --write-service-files) and its settings are its own.
     #[arg(long)]
@@ -484,6 +492,8 @@ fn main() -> anyhow::Result<()> {
                 policy: a.policy,
                 speed: a.speed,
                 round_min: a.round_min,
+                busy_horizon_min: a.busy_horizon_min,
+                lead_margin_min: a.lead_margin_min,
                 url: a.url,
                 key: a.key,
                 out: a.out,

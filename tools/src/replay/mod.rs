@@ -81,6 +81,11 @@ pub const ORIGIN: (f64, f64) = (41.88, -87.63);
 /// Default `--speed`: a 1,000-order day (about 17 simulated hours from first order to last
 /// delivery) replays in under 15 minutes.
 pub const DEFAULT_SPEED: f64 = 80.0;
+/// Default `--busy-horizon-min`.
+pub const DEFAULT_BUSY_HORIZON_MIN: f64 = 10.0;
+/// Default `--lead-margin-min`: half a minute, the average rounding of travel up to whole
+/// minutes.
+pub const DEFAULT_LEAD_MARGIN_MIN: f64 = 0.5;
 
 /// Every knob of a replay.
 #[derive(Debug, Clone)]
@@ -93,6 +98,12 @@ pub struct ReplayOptions {
     pub speed: f64,
     /// Simulated minutes between two matching rounds (batched policy).
     pub round_min: f64,
+    /// Rounds count on couriers who will be free within this many simulated minutes (0: only
+    /// free couriers).
+    pub busy_horizon_min: f64,
+    /// Simulated minutes a round aims to have the courier at the restaurant before the food is
+    /// ready, beyond half the pickup service.
+    pub lead_margin_min: f64,
     /// A running service (`http://host:port`) instead of one started by the tool.
     pub url: Option<String>,
     /// API key for `url`.
@@ -106,6 +117,16 @@ pub struct ReplayOptions {
 }
 
 impl ReplayOptions {
+    /// The durations behind the service's settings.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            speed: self.speed,
+            round_min: self.round_min,
+            busy_horizon_min: self.busy_horizon_min,
+            lead_margin_min: self.lead_margin_min,
+        }
+    }
+
     /// Defaults for `instance`.
     pub fn new(instance: PathBuf) -> Self {
         Self {
@@ -113,6 +134,8 @@ impl ReplayOptions {
             policy: "greedy".to_owned(),
             speed: DEFAULT_SPEED,
             round_min: 1.0,
+            busy_horizon_min: DEFAULT_BUSY_HORIZON_MIN,
+            lead_margin_min: DEFAULT_LEAD_MARGIN_MIN,
             url: None,
             key: None,
             out: None,
@@ -150,6 +173,9 @@ pub struct ServiceFigures {
     pub match_offered: f64,
     /// `geodispatch_match_claims_total{result="conflict"}`.
     pub match_conflicts: f64,
+    /// `geodispatch_match_waiting_total`: order-rounds spent waiting for a driver about to be
+    /// free.
+    pub match_waiting: f64,
     /// `geodispatch_timers_fired_total`.
     pub timers_fired: f64,
 }
@@ -165,6 +191,11 @@ pub struct ReplayReport {
     pub speed: f64,
     /// Simulated minutes between rounds.
     pub round_min: f64,
+    /// Simulated minutes ahead rounds count on couriers about to be free.
+    pub busy_horizon_min: f64,
+    /// Simulated minutes of arrival before the ready time aimed at, beyond half the pickup
+    /// service.
+    pub lead_margin_min: f64,
     /// Where the files are.
     pub out: PathBuf,
     /// Wall time of the day, seconds.
@@ -514,11 +545,7 @@ pub fn write_service_files(opts: &ReplayOptions, out: &std::path::Path) -> anyho
         &cities,
         serde_json::to_string_pretty(&plane.cities_geojson(&inst, 2_000.0))?,
     )?;
-    let timing = Timing {
-        speed: opts.speed,
-        round_min: opts.round_min,
-    };
-    let env = service::settings_env(&inst, &opts.policy, timing, &cities);
+    let env = service::settings_env(&inst, &opts.policy, opts.timing(), &cities);
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(out.join("service.env"), text)?;
     Ok(())
@@ -553,10 +580,7 @@ pub async fn run(opts: ReplayOptions) -> anyhow::Result<ReplayReport> {
             let env = service::settings_env(
                 &inst,
                 &opts.policy,
-                Timing {
-                    speed: opts.speed,
-                    round_min: opts.round_min,
-                },
+                opts.timing(),
                 &out.join("cities.geojson"),
             );
             let svc = service::LocalService::start(&binary, &env, &out).await?;
@@ -786,6 +810,7 @@ async fn play(
             &metrics_text,
             "geodispatch_match_claims_total{result=\"conflict\"}",
         ),
+        match_waiting: service::metric(&metrics_text, "geodispatch_match_waiting_total"),
         timers_fired: service::metric(&metrics_text, "geodispatch_timers_fired_total"),
         ..ServiceFigures::default()
     };
@@ -819,6 +844,8 @@ async fn play(
         },
         speed: opts.speed,
         round_min: opts.round_min,
+        busy_horizon_min: opts.busy_horizon_min,
+        lead_margin_min: opts.lead_margin_min,
         out: out.to_owned(),
         wall_s,
         simulated_min: day.last_action - begin,

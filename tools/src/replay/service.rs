@@ -118,6 +118,10 @@ pub struct Timing {
     pub speed: f64,
     /// Interval between two matching rounds (batched policy).
     pub round_min: f64,
+    /// How far ahead rounds count on couriers about to be free (0: not at all).
+    pub busy_horizon_min: f64,
+    /// Arrival before the ready time aimed at, beyond half the pickup service.
+    pub lead_margin_min: f64,
 }
 
 impl Timing {
@@ -162,13 +166,26 @@ pub fn settings_env(
             format!("{}", inst.params.metres_per_minute * timing.speed / 60.0),
         ),
         // A courier picks up half a pickup service after arriving, and travel is rounded up to
-        // whole minutes: aim to arrive that long (half a minute for the rounding, on average)
-        // before the food is ready.
+        // whole minutes: aim to arrive that long (and the margin: by default half a minute,
+        // the rounding on average) before the food is ready.
         (
             "GEODISPATCH_MATCH_PICKUP_LEAD_MS",
             timing
-                .ms(inst.params.pickup_service / 2.0 + 0.5)
+                .ms(inst.params.pickup_service / 2.0 + timing.lead_margin_min)
                 .to_string(),
+        ),
+        // A courier carrying an order is free once its drop-off service ends.
+        (
+            "GEODISPATCH_MATCH_DROPOFF_SERVICE_MS",
+            timing.ms(inst.params.dropoff_service).to_string(),
+        ),
+        (
+            "GEODISPATCH_MATCH_BUSY_HORIZON_MS",
+            if timing.busy_horizon_min > 0.0 {
+                timing.ms(timing.busy_horizon_min).to_string()
+            } else {
+                "0".to_owned()
+            },
         ),
         ("GEODISPATCH_OFFER_TTL_MS", timing.ms(5.0).to_string()),
         ("GEODISPATCH_DISPATCH_RETRY_MS", timing.ms(0.5).to_string()),
