@@ -152,6 +152,9 @@ pub struct Settings {
     /// A queue entry a worker read but did not acknowledge for this long (ms; the worker
     /// crashed) is taken over by another worker (XAUTOCLAIM).
     pub queue_claim_idle_ms: u64,
+    /// Entries one XAUTOCLAIM call takes over (a page); a take-over pass follows the cursor
+    /// page after page, up to 8 pages, and the next pass resumes where it stopped.
+    pub queue_claim_count: usize,
     /// Interval (ms) of the timer scan that expires unanswered offers and re-queues waiting
     /// orders.
     pub timer_interval_ms: u64,
@@ -238,6 +241,7 @@ impl Default for Settings {
             lock_backend: "redis".to_owned(),
             redlock_nodes: None,
             queue_claim_idle_ms: 15_000,
+            queue_claim_count: 16,
             timer_interval_ms: 250,
             events_maxlen: 100_000,
             score_per_delivery: 0.01,
@@ -378,6 +382,9 @@ impl Settings {
             bail!(
                 "dispatch_candidates and dispatch_max_attempts must be positive, events_maxlen at least 100"
             );
+        }
+        if self.queue_claim_count == 0 {
+            bail!("queue_claim_count must be positive");
         }
         if !(self.dispatch_radius_m > 0.0 && self.dispatch_radius_m <= self.search_max_radius_m) {
             bail!("dispatch_radius_m must be positive and at most search_max_radius_m");
