@@ -2,6 +2,10 @@
 //! dispatch stream in one consumer group (so any number of instances share the work, and
 //! entries of a crashed worker are taken over with XAUTOCLAIM), and the timer scan that expires
 //! unanswered offers and re-queues orders that wait for a retry.
+//!
+//! An entry that is never acknowledged (its dispatch fails every time, or kills its worker)
+//! would be taken over forever; once it was delivered `queue_max_deliveries` times, the
+//! take-over moves it to the city's dead-letter stream instead and its order fails.
 
 use crate::store::keys::DISPATCH_GROUP;
 use std::sync::Arc;
@@ -11,6 +15,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use super::engine::{DispatchOutcome, Dispatcher};
 use super::error::DispatchError;
+use super::transitions::DeadLetter;
 
 /// Create the consumer group on every city's dispatch stream (idempotent). Entries appended
 /// before the group existed are read too (the group starts at id 0).
@@ -95,8 +100,10 @@ const CURSOR_START: &str = "0-0";
 /// What one take-over pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReclaimPass {
-    /// Entries taken over (each dispatched and, unless that failed, acknowledged).
+    /// Entries taken over (each dispatched, acknowledged or dead-lettered).
     pub claimed: usize,
+    /// Entries of those moved to the dead-letter stream (their orders failed).
+    pub dead_lettered: usize,
     /// Pending entries found deleted from the stream (trimmed); Redis dropped them from the
     /// group, and their orders' retry timers queue them again.
     pub deleted: usize,
@@ -125,7 +132,8 @@ impl Reclaimer {
 
     /// Take over the entries other consumers (or this one) read but left unacknowledged for
     /// `queue_claim_idle_ms`, following XAUTOCLAIM's cursor until it comes back to `0-0` or
-    /// [`CLAIM_PAGES_PER_PASS`] pages were read, and dispatch each. On an error the next pass
+    /// [`CLAIM_PAGES_PER_PASS`] pages were read, and handle each: dead-letter it when it was
+    /// delivered `queue_max_deliveries` times, dispatch it otherwise. On an error the next pass
     /// resumes from the last page read.
     pub async fn pass(&mut self, dispatcher: &Dispatcher) -> redis::RedisResult<ReclaimPass> {
         let mut pass = ReclaimPass::default();
@@ -138,7 +146,9 @@ impl Reclaimer {
             }
             for entry in &page.claimed {
                 pass.claimed += 1;
-                self.take_over(dispatcher, entry).await;
+                if self.take_over(dispatcher, entry).await {
+                    pass.dead_lettered += 1;
+                }
             }
             if self.cursor == CURSOR_START {
                 pass.complete = true;
@@ -164,13 +174,53 @@ impl Reclaimer {
             .await
     }
 
-    /// Dispatch one entry taken over, and acknowledge it unless that failed.
-    async fn take_over(&self, dispatcher: &Dispatcher, entry: &StreamId) {
+    /// Handle one entry taken over; `true` when it was dead-lettered.
+    async fn take_over(&self, dispatcher: &Dispatcher, entry: &StreamId) -> bool {
         let (city, consumer) = (self.city.as_str(), self.consumer.as_str());
         crate::metrics::inc("geodispatch_queue_entries_reclaimed_total", &[]);
         tracing::info!(city, id = %entry.id, consumer, "took over a queue entry of a stalled worker");
-        if handle(dispatcher, city, entry).await {
-            ack(dispatcher, city, &entry.id).await;
+        let Some(order) = entry.get::<String>("order") else {
+            if handle(dispatcher, city, entry).await {
+                ack(dispatcher, city, &entry.id).await;
+            }
+            return false;
+        };
+        match dispatcher
+            .dead_letter(city, &order, &entry.id, consumer)
+            .await
+        {
+            Ok(DeadLetter::Moved) => {
+                crate::metrics::inc("geodispatch_queue_dead_letters_total", &[]);
+                tracing::warn!(
+                    city,
+                    order,
+                    id = %entry.id,
+                    max_deliveries = dispatcher.settings().queue_max_deliveries,
+                    "queue entry never acknowledged: moved to the dead-letter stream, order failed"
+                );
+                true
+            }
+            Ok(DeadLetter::Deliverable) => {
+                if handle(dispatcher, city, entry).await {
+                    ack(dispatcher, city, &entry.id).await;
+                }
+                false
+            }
+            Ok(DeadLetter::Settled) => {
+                ack(dispatcher, city, &entry.id).await;
+                false
+            }
+            Ok(DeadLetter::NotHeld) => false,
+            Err(err) => {
+                tracing::warn!(
+                    city,
+                    order,
+                    id = %entry.id,
+                    error = &err as &dyn std::error::Error,
+                    "reading the entry's deliveries failed; the entry stays pending"
+                );
+                false
+            }
         }
     }
 }
