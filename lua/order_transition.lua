@@ -7,6 +7,7 @@
 --   offered --reject | timer (offer expired)--> pending (driver excluded, order re-queued)
 --   pending | offered | accepted | picked_up --cancel--> cancelled (frees the driver)
 --   pending --attempt (no driver, attempts exhausted)--> failed
+--   pending --dead_letter (its queue entry delivered too often, never acknowledged)--> failed
 --
 -- Under the batched policy (the order's field 'policy'), a pending order waits in the city's
 -- match pool instead of the queue: create adds it (from its ready time less the lookahead),
@@ -29,9 +30,11 @@
 -- KEYS[13]     fencing counter of the order's city (create with a lock token)
 -- KEYS[14]     match pool sorted set of the order's city: order_id -> ms from which rounds
 --              consider it (batched policy)
--- KEYS[15]     GEO set of the order's city: driver_id at the drop-off of the picked-up order
+-- KEYS[15]     dead-letter stream of the order's city (dead_letter)
+-- KEYS[16]     GEO set of the order's city: driver_id at the drop-off of the picked-up order
 --              it carries (batched policy), where rounds expect it to be free soon
--- ARGV[1] op: create | accept | reject | pickup | deliver | cancel | timer | attempt
+-- ARGV[1] op: create | accept | reject | pickup | deliver | cancel | timer | attempt |
+--         dead_letter
 -- ARGV[2] order_id   ARGV[3] the order's city
 -- ARGV[4] driver_id and ARGV[5] fencing number sent by the driver (accept, reject, pickup,
 --         deliver; '' otherwise)
@@ -46,6 +49,9 @@
 --              vehicle type ('' for any), dispatch mode ('now' | 'queued')
 -- ARGV[14] (deliver) the score of a driver without one (ranking_unscored_score): a driver's
 --              first delivery starts its score from there, as ranking counted it
+-- ARGV[14..17] (dead_letter) the dispatch queue's consumer group, the id of a queue entry for
+--              this order, the consumer that took it over, and the deliveries after which it
+--              is dead-lettered (queue_max_deliveries)
 -- ARGV[20..23] (create) ready time ms ('' when ready at once), policy ('greedy' | 'batched'),
 --              match lookahead ms (the pool entry is the ready time less this), clock skew ms
 --              (a ready time at most this much before creation is taken as the creation)
@@ -68,6 +74,18 @@
 --   {'not_due'}                   timer: nothing is due for this order; attempt without a
 --                                 lock token: the last attempt is more recent than the delay
 --   {'lock_lost'}                 attempt: the caller no longer holds the order's lock
+--   {'not_held'}                  dead_letter: the entry is not pending under that consumer
+--                                 (acknowledged, or taken over by another since); nothing
+--                                 written
+--
+-- Dead letters. A queue entry's delivery count (XPENDING) counts each time a worker got it: the
+-- read, then every XAUTOCLAIM. A worker calls dead_letter for each entry it takes over; once
+-- the entry's deliveries before this take-over reach the limit, every one of them failed or
+-- died, and it would fail again: the entry moves to the dead-letter stream (its deliveries
+-- recorded), is acknowledged and deleted from the queue, and the pending order fails, all
+-- here, so the order is failed exactly when its entry is a dead letter. Below the limit it
+-- answers 'not_due' and the worker dispatches the order; for an order no longer pending it
+-- answers 'state' and the worker acknowledges the entry, as a dispatch would.
 --
 -- Repeated answers. The order's field 'answered_by' names the driver whose answer (accept,
 -- reject, pickup or deliver) produced the order's current state, '' when anything else did:
@@ -218,6 +236,20 @@ elseif op == 'attempt' then
   end
   next_state = 'failed'
   redis.call('HSET', KEYS[1], 'reason', 'no driver available within the dispatch radius after ' .. attempts .. ' attempts')
+elseif op == 'dead_letter' then
+  local entry = ARGV[15]
+  local held = redis.call('XPENDING', KEYS[7], ARGV[14], entry, entry, 1)[1]
+  if not held or held[2] ~= ARGV[16] then return {'not_held'} end
+  if state ~= 'pending' then return {'state', state} end
+  -- The count includes the take-over that called this script, which has not dispatched yet.
+  local deliveries = held[4] - 1
+  if deliveries < tonumber(ARGV[17]) then return {'not_due'} end
+  redis.call('XADD', KEYS[15], 'MAXLEN', '~', maxlen, '*', 'order', order_id, 'entry', entry,
+    'deliveries', tostring(deliveries), 'at', tostring(now))
+  redis.call('XACK', KEYS[7], ARGV[14], entry)
+  redis.call('XDEL', KEYS[7], entry)
+  next_state = 'failed'
+  redis.call('HSET', KEYS[1], 'reason', 'dispatch failed on each of ' .. deliveries .. ' deliveries from the queue')
 else
   return redis.error_reply('unknown op ' .. op)
 end
@@ -242,18 +274,18 @@ end
 if frees then
   if redis.call('HGET', KEYS[3], driver) == order_id then
     redis.call('HDEL', KEYS[3], driver)
-    redis.call('ZREM', KEYS[15], driver)
+    redis.call('ZREM', KEYS[16], driver)
   end
 end
 if next_state == 'picked_up' then
   local drop = redis.call('HMGET', KEYS[1], 'policy', 'dlat', 'dlon')
   if drop[1] == 'batched' and drop[2] and drop[2] ~= '' then
-    redis.call('GEOADD', KEYS[15], drop[3], drop[2], driver)
+    redis.call('GEOADD', KEYS[16], drop[3], drop[2], driver)
   end
 end
 
 local kind = op
-if op == 'timer' then kind = 'expired' elseif op == 'attempt' then kind = 'failed' end
+if op == 'timer' then kind = 'expired' elseif op == 'attempt' or op == 'dead_letter' then kind = 'failed' end
 local ev_kinds = {accept = 'accepted', reject = 'rejected', pickup = 'picked_up',
   deliver = 'delivered', cancel = 'cancelled'}
 kind = ev_kinds[kind] or kind

@@ -159,11 +159,20 @@ pub struct Settings {
     /// A queue entry a worker read but did not acknowledge for this long (ms; the worker
     /// crashed) is taken over by another worker (XAUTOCLAIM).
     pub queue_claim_idle_ms: u64,
+    /// Entries one XAUTOCLAIM call takes over (a page); a take-over pass follows the cursor
+    /// page after page, up to 8 pages, and the next pass resumes where it stopped.
+    pub queue_claim_count: usize,
+    /// Deliveries of a queue entry (the first read, then each take-over) that may end without
+    /// an acknowledgement; at the next take-over the entry moves to the city's dead-letter
+    /// stream and its order fails. 5: with `queue_claim_idle_ms` between deliveries, an entry
+    /// goes only after failing for over a minute (longer than a failover or a restart, and
+    /// than `dispatch_max_attempts` × `dispatch_retry_ms` that an order without drivers waits).
+    pub queue_max_deliveries: u32,
     /// Interval (ms) of the timer scan that expires unanswered offers and re-queues waiting
     /// orders.
     pub timer_interval_ms: u64,
-    /// Approximate length (MAXLEN ~) at which each city's event stream and dispatch queue are
-    /// trimmed.
+    /// Approximate length (MAXLEN ~) at which each city's event stream, dispatch queue and
+    /// dead-letter stream are trimmed.
     pub events_maxlen: u64,
     /// Points added to a driver's score per delivered order.
     pub score_per_delivery: f64,
@@ -247,6 +256,8 @@ impl Default for Settings {
             lock_backend: "redis".to_owned(),
             redlock_nodes: None,
             queue_claim_idle_ms: 15_000,
+            queue_claim_count: 16,
+            queue_max_deliveries: 5,
             timer_interval_ms: 250,
             events_maxlen: 100_000,
             score_per_delivery: 0.01,
@@ -387,6 +398,9 @@ impl Settings {
             bail!(
                 "dispatch_candidates and dispatch_max_attempts must be positive, events_maxlen at least 100"
             );
+        }
+        if self.queue_claim_count == 0 || self.queue_max_deliveries == 0 {
+            bail!("queue_claim_count and queue_max_deliveries must be positive");
         }
         if !(self.dispatch_radius_m > 0.0 && self.dispatch_radius_m <= self.search_max_radius_m) {
             bail!("dispatch_radius_m must be positive and at most search_max_radius_m");

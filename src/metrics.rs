@@ -1,8 +1,9 @@
 //! Prometheus metrics at `GET /metrics` (text exposition format 0.0.4): HTTP requests and
 //! latency by route template, dispatch outcomes, lock acquisitions, contention and lost leases,
-//! fence rejections, rate-limit rejections, writes a replica did not confirm, Redis pool state
-//! and stale-driver sweeps. Labels never carry driver or order ids (unbounded cardinality);
-//! routes are their templates (`/v1/orders/{order_id}/accept`).
+//! fence rejections, rate-limit rejections, writes a replica did not confirm, Redis pool state,
+//! stale-driver sweeps, and queue entries taken over or dead-lettered. Labels never carry
+//! driver or order ids (unbounded cardinality); routes are their templates
+//! (`/v1/orders/{order_id}/accept`).
 //!
 //! The registry is `prometheus-client`'s, rendered with its Prometheus text encoder (not its
 //! OpenMetrics one, which ends with `# EOF` and, scraped by Prometheus 2.x, turns the
@@ -166,6 +167,12 @@ const FAMILIES: &[Def] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "Dispatch queue entries taken over from a stalled worker (XAUTOCLAIM)",
+    },
+    Def {
+        name: "geodispatch_queue_dead_letters_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Dispatch queue entries moved to their city's dead-letter stream after queue_max_deliveries deliveries without an acknowledgement (their orders failed)",
     },
     Def {
         name: "geodispatch_writes_not_replicated_total",

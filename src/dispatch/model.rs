@@ -173,7 +173,8 @@ pub(crate) struct Order {
     pub(crate) composite: Option<f64>,
     /// Dispatch attempts that found no driver.
     pub(crate) attempts: u32,
-    /// Why the order failed.
+    /// Why the order failed: no driver within the dispatch radius after the last attempt, or
+    /// its dispatch failed on every delivery from the queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) failure_reason: Option<String>,
 }

@@ -19,6 +19,7 @@ pub(super) enum Op {
     Cancel,
     Timer,
     Attempt,
+    DeadLetter,
 }
 
 impl Op {
@@ -33,6 +34,7 @@ impl Op {
             Op::Cancel => "cancel",
             Op::Timer => "timer",
             Op::Attempt => "attempt",
+            Op::DeadLetter => "dead_letter",
         }
     }
 }
@@ -47,6 +49,18 @@ pub(super) struct NewOrder<'a> {
     pub(crate) lookahead_ms: u64,
     /// `ARGV[23]`: how far before the creation a ready time is read as the creation.
     pub(crate) skew_ms: u64,
+}
+
+/// `ARGV[14..17]` of `order_transition.lua`: the queue entry a `dead_letter` looks at.
+pub(super) struct QueueEntry<'a> {
+    /// `ARGV[14]`: the dispatch queue's consumer group.
+    pub(crate) group: &'a str,
+    /// `ARGV[15]`: the entry's stream id.
+    pub(crate) id: &'a str,
+    /// `ARGV[16]`: the consumer that took the entry over.
+    pub(crate) consumer: &'a str,
+    /// `ARGV[17]`: deliveries without an acknowledgement after which the entry is a dead letter.
+    pub(crate) max_deliveries: u32,
 }
 
 /// The ARGV of one `order_transition.lua` call, one field per slot.
@@ -80,6 +94,8 @@ pub(super) struct TransitionArgs<'a> {
     pub(crate) unscored_score: f64,
     /// `ARGV[14..23]`: the new order (create).
     pub(crate) new_order: Option<NewOrder<'a>>,
+    /// `ARGV[14..17]`: the queue entry (dead_letter).
+    pub(crate) queue_entry: Option<QueueEntry<'a>>,
 }
 
 impl TransitionArgs<'_> {
@@ -106,6 +122,12 @@ impl TransitionArgs<'_> {
         argv.push(self.lock_ttl_ms.map(|t| t.to_string()).unwrap_or_default());
         if self.op == Op::Deliver {
             argv.push(self.unscored_score.to_string());
+        }
+        if let Some(entry) = &self.queue_entry {
+            argv.push(entry.group.to_owned());
+            argv.push(entry.id.to_owned());
+            argv.push(entry.consumer.to_owned());
+            argv.push(entry.max_deliveries.to_string());
         }
         if let Some(new) = &self.new_order {
             let spec = new.spec;
@@ -157,10 +179,12 @@ pub(super) enum TransitionReply {
     Fence,
     /// `expired`: accept came after the offer expired.
     Expired,
-    /// `not_due`: timer found nothing due.
+    /// `not_due`: timer found nothing due; dead_letter found the entry below its delivery limit.
     NotDue,
     /// `lock_lost`: attempt without the lock.
     LockLost,
+    /// `not_held`: dead_letter found the queue entry no longer pending under the consumer.
+    NotHeld,
 }
 
 impl TransitionReply {
@@ -188,6 +212,7 @@ impl TransitionReply {
             "expired" => TransitionReply::Expired,
             "not_due" => TransitionReply::NotDue,
             "lock_lost" => TransitionReply::LockLost,
+            "not_held" => TransitionReply::NotHeld,
             _ => return Err(bad()),
         })
     }
@@ -302,6 +327,7 @@ mod tests {
             lock_ttl_ms: None,
             unscored_score: 4.25,
             new_order: None,
+            queue_entry: None,
         }
     }
 
@@ -350,6 +376,17 @@ mod tests {
         });
         let argv = create.argv();
         assert_eq!(argv.len(), 23);
+        let mut dead = args(Op::DeadLetter);
+        dead.queue_entry = Some(QueueEntry {
+            group: "dispatchers",
+            id: "1700000000000-3",
+            consumer: "i1-w0",
+            max_deliveries: 5,
+        });
+        let dead = dead.argv();
+        assert_eq!(dead[0], "dead_letter");
+        assert_eq!(dead.len(), 17);
+        assert_eq!(dead[13..], ["dispatchers", "1700000000000-3", "i1-w0", "5"]);
         assert_eq!(argv[3..5], ["", ""]);
         assert_eq!(
             argv[11..],
@@ -399,6 +436,10 @@ mod tests {
         assert_eq!(
             TransitionReply::decode(&strings(&["state", "delivered"])).unwrap(),
             TransitionReply::State("delivered".to_owned())
+        );
+        assert_eq!(
+            TransitionReply::decode(&strings(&["not_held"])).unwrap(),
+            TransitionReply::NotHeld
         );
         for bad in [
             &[][..],

@@ -8,10 +8,11 @@ use std::time::Duration;
 use super::engine::Dispatcher;
 use super::error::DispatchError;
 use super::model::{Order, OrderSpec};
-use super::order_scripts::{NewOrder, Op, TransitionArgs, TransitionReply};
+use super::order_scripts::{NewOrder, Op, QueueEntry, TransitionArgs, TransitionReply};
 use crate::domain::OrderId;
 use crate::lock::Lease;
 use crate::metrics;
+use crate::store::keys::DISPATCH_GROUP;
 use crate::store::scripts::{self, ORDER_TRANSITION, evalsha};
 
 /// A transition of an order after its offer (see `lua/order_transition.lua`).
@@ -114,6 +115,7 @@ impl Dispatcher {
             lock_ttl_ms: None,
             unscored_score: self.settings().ranking_unscored_score,
             new_order: None,
+            queue_entry: None,
         }
     }
 
@@ -350,6 +352,54 @@ impl Dispatcher {
                 Err(e) => Err(TransitionError::Failed(e.into())),
             })
             .collect())
+    }
+}
+
+/// What [`Dispatcher::dead_letter`] decided about a queue entry a worker took over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeadLetter {
+    /// Its deliveries reached `queue_max_deliveries`: the entry is in the city's dead-letter
+    /// stream, acknowledged, and the order failed (`failed` event), in one step.
+    Moved,
+    /// Below the limit: dispatch the order, as for a new entry.
+    Deliverable,
+    /// The order is gone or no longer pending: acknowledge the entry, as a dispatch would.
+    Settled,
+    /// The entry is no longer pending under this consumer (acknowledged, or taken over by
+    /// another since): leave it to its holder.
+    NotHeld,
+}
+
+impl Dispatcher {
+    /// Look at queue entry `entry` of `order` that `consumer` just took over: dead-letter it
+    /// (and fail the order) when its deliveries reached `queue_max_deliveries`. One run of
+    /// `order_transition.lua` (`dead_letter`) reads the delivery count and writes, so no other
+    /// take-over can slip between.
+    pub(crate) async fn dead_letter(
+        &self,
+        city: &str,
+        order: &str,
+        entry: &str,
+        consumer: &str,
+    ) -> Result<DeadLetter, DispatchError> {
+        let mut args = self.transition_args(Op::DeadLetter, order, city);
+        args.queue_entry = Some(QueueEntry {
+            group: DISPATCH_GROUP,
+            id: entry,
+            consumer,
+            max_deliveries: self.settings().queue_max_deliveries,
+        });
+        Ok(match self.run_transition(&args).await? {
+            TransitionReply::Changed { .. } => DeadLetter::Moved,
+            TransitionReply::NotDue => DeadLetter::Deliverable,
+            TransitionReply::Missing | TransitionReply::State(_) => DeadLetter::Settled,
+            TransitionReply::NotHeld => DeadLetter::NotHeld,
+            other => {
+                return Err(DispatchError::Internal(anyhow::anyhow!(
+                    "unexpected dead_letter reply {other:?}"
+                )));
+            }
+        })
     }
 }
 

@@ -199,6 +199,12 @@ impl Keys {
         self.city(city, "dispatch")
     }
 
+    /// Stream: a city's dead letters, the dispatch queue entries taken out of the queue after
+    /// `queue_max_deliveries` deliveries that none acknowledged (their orders failed).
+    pub fn dead_letters(&self, city: impl Display) -> String {
+        self.city(city, "dispatch:dead")
+    }
+
     /// Stream: a city's order events.
     pub fn events(&self, city: impl Display) -> String {
         self.city(city, "events")
@@ -307,7 +313,7 @@ impl Keys {
     /// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city` (the driver
     /// keys are the city's too: a busy driver stays in its order's city).
     pub(crate) fn order_script(&self, city: &str, order: &str) -> Vec<String> {
-        let mut out = Vec::with_capacity(15);
+        let mut out = Vec::with_capacity(16);
         out.push(self.order(city, order));
         out.push(self.driver_states(city));
         out.push(self.assignments(city));
@@ -320,6 +326,7 @@ impl Keys {
         out.extend(self.geo_all(city));
         out.push(self.fence(city));
         out.push(self.match_pool(city));
+        out.push(self.dead_letters(city));
         out.push(self.match_soon_free(city));
         out
     }
@@ -399,6 +406,7 @@ impl Keys {
             ("assignments", self.assignments(c)),
             ("timers", self.timers(c)),
             ("dispatch_queue", self.dispatch_queue(c)),
+            ("dead_letters", self.dead_letters(c)),
             ("match_pool", self.match_pool(c)),
             ("match_soon_free", self.match_soon_free(c)),
             ("match_lease", self.match_lease(c)),
@@ -433,6 +441,7 @@ mod tests {
         assert_eq!(keys.driver_states("paris"), "gd:{paris}:drivers");
         assert_eq!(keys.order("paris", "o-1"), "gd:{paris}:order:o-1");
         assert_eq!(keys.seen_bucket("paris", 7), "gd:{paris}:seen:7");
+        assert_eq!(keys.dead_letters("paris"), "gd:{paris}:dispatch:dead");
         assert_eq!(
             keys.geo("paris", DriverStatus::Available),
             "gd:{paris}:geo:available"

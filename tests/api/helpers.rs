@@ -644,6 +644,17 @@ impl Instance {
     }
 }
 
+/// The value of `series` (a metric name with its labels, as `/metrics` prints it) in a
+/// scrape's text; 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
 /// Poll an order until `pred` holds on it or `within` passes.
 pub async fn wait_order(
     app: &Instance,

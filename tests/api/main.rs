@@ -17,6 +17,7 @@ mod observability;
 mod orders;
 mod project;
 mod protection;
+mod queue;
 mod quickstart;
 mod ranking;
 mod search;

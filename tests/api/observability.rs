@@ -7,16 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Instance, PARIS, client_with, now_ms, spawn_app_with};
-
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
+use crate::helpers::{Instance, PARIS, client_with, metric_value, now_ms, spawn_app_with};
 
 async fn scrape(app: &Instance) -> String {
     let mut open = app.clone_instance();
@@ -63,7 +54,7 @@ async fn metrics_move_after_a_dispatch_and_carry_no_ids() {
     let after = scrape(&app).await;
     for series in [offered, acquired, fenced, limited, created] {
         assert!(
-            value(&after, series) >= value(&before, series) + 1.0,
+            metric_value(&after, series) >= metric_value(&before, series) + 1.0,
             "{series} did not move:\n{after}"
         );
     }
