@@ -19,7 +19,7 @@ pub(crate) const ENV_PREFIX: &str = "GEODISPATCH_";
 /// Settings that are never serialized, so that no dump of the settings shows a secret. They
 /// are settings all the same: read from the file and the environment, and listed in
 /// [`Settings::names`]. Each defaults to unset.
-const SECRET_SETTINGS: [&str; 1] = ["admin_key"];
+const SECRET_SETTINGS: [&str; 2] = ["admin_key", "webhook_signing_key"];
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -202,6 +202,31 @@ pub struct Settings {
     pub rate_limit_default: String,
     /// Largest number of open event streams (SSE) per API key; more get 429.
     pub sse_max_per_key: u64,
+    /// The key every webhook signing secret is derived from (at least 32 characters). Redis
+    /// holds only a random salt per endpoint, so a dump of Redis cannot sign as the service.
+    /// Unset: webhook endpoints cannot be created.
+    #[serde(skip_serializing)]
+    pub webhook_signing_key: Option<SecretString>,
+    /// Accept `http://` webhook URLs (otherwise only `https://`).
+    pub webhook_allow_http: bool,
+    /// Accept webhook URLs whose host is or resolves to a loopback, private, link-local,
+    /// shared or metadata address (refused by default, at creation and at every delivery).
+    pub webhook_allow_private: bool,
+    /// Timeout (ms) of one webhook request, from connecting to the end of the answer.
+    pub webhook_timeout_ms: u64,
+    /// Delays (ms, comma-separated) between a failed webhook attempt and the next; after the
+    /// last one the delivery is dead-lettered. Each delay gets ±20% jitter.
+    pub webhook_retry_schedule_ms: String,
+    /// Deliveries in flight at once per endpoint (its lanes); one order's events always share
+    /// a lane, so they arrive in order.
+    pub webhook_lanes: u32,
+    /// Undelivered messages an endpoint may hold; events for a full endpoint are dropped
+    /// (counted, and recorded in its deliveries).
+    pub webhook_max_backlog: u64,
+    /// Dead-lettered deliveries in a row after which an endpoint is disabled.
+    pub webhook_disable_after: u32,
+    /// Webhook requests in flight at once per service instance.
+    pub webhook_max_in_flight: usize,
 }
 
 impl Default for Settings {
@@ -272,6 +297,16 @@ impl Default for Settings {
             rate_limit_dispatch: "sliding:600:60000".to_owned(),
             rate_limit_default: "fixed:1200:60000".to_owned(),
             sse_max_per_key: 5,
+            webhook_signing_key: None,
+            webhook_allow_http: false,
+            webhook_allow_private: false,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_schedule_ms: "5000,300000,1800000,7200000,18000000,36000000,21600000"
+                .to_owned(),
+            webhook_lanes: 4,
+            webhook_max_backlog: 10_000,
+            webhook_disable_after: 5,
+            webhook_max_in_flight: 64,
         }
     }
 }
@@ -337,6 +372,22 @@ impl Settings {
             map.insert(name.to_owned(), serde_json::Value::Null);
         }
         Ok(map)
+    }
+
+    /// The delays of `webhook_retry_schedule_ms`, in ms.
+    pub fn webhook_retry_schedule(&self) -> anyhow::Result<Vec<u64>> {
+        let delays: Result<Vec<u64>, _> = self
+            .webhook_retry_schedule_ms
+            .split(',')
+            .map(|d| d.trim().parse::<u64>())
+            .collect();
+        match delays {
+            Ok(d) if !d.is_empty() && d.len() <= 30 && d.iter().all(|&ms| ms > 0) => Ok(d),
+            _ => bail!(
+                "webhook_retry_schedule_ms must list 1 to 30 positive delays in ms, comma-separated, got {:?}",
+                self.webhook_retry_schedule_ms
+            ),
+        }
     }
 
     /// Load from the process environment.
@@ -472,6 +523,26 @@ impl Settings {
                 }
             }
             other => bail!("lock_backend must be \"redis\" or \"redlock\", got {other:?}"),
+        }
+        if let Some(key) = self
+            .webhook_signing_key
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            && key.len() < 32
+        {
+            bail!("webhook_signing_key must be at least 32 characters");
+        }
+        self.webhook_retry_schedule()?;
+        if self.webhook_timeout_ms == 0
+            || self.webhook_lanes == 0
+            || self.webhook_lanes > 64
+            || self.webhook_max_backlog == 0
+            || self.webhook_disable_after == 0
+            || self.webhook_max_in_flight == 0
+        {
+            bail!(
+                "webhook_timeout_ms, webhook_max_backlog, webhook_disable_after and webhook_max_in_flight must be positive, webhook_lanes between 1 and 64"
+            );
         }
         if self.redis_sentinel_master.is_empty() {
             bail!("redis_sentinel_master must not be empty");

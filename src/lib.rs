@@ -17,7 +17,8 @@
 //!   `ranking` (scores, leaderboard, candidate ranking), [`lock`] (leases with fencing numbers,
 //!   Redlock), [`dispatch`] (orders, locked greedy dispatch, batched matching rounds, offers,
 //!   queue workers and timers), `auth`, [`ratelimit`], [`events`] (the per-city event stream
-//!   and the invariant checker that replays it).
+//!   and the invariant checker that replays it), [`webhooks`] (endpoints, signed at-least-once
+//!   delivery of order events).
 //! - [`http`]: thin handlers, problem+json errors, extractors, request-id middleware, health
 //!   probes, the live map, `/metrics` and the OpenAPI document.
 //! - [`app`]: wiring, `serve` (own local Redis when none is configured, seed loading, graceful
@@ -47,3 +48,4 @@ pub(crate) mod ranking;
 pub mod ratelimit;
 pub(crate) mod search;
 pub mod store;
+pub mod webhooks;

@@ -5,7 +5,7 @@
 //! 1. Redis access and plumbing: connections, key schema, scripts (`src/store/`), settings
 //!    (`src/config.rs`), metrics counters (`src/metrics.rs`);
 //! 2. capabilities: cities, drivers, search, ranking, lock, dispatch, auth, rate limits,
-//!    events;
+//!    events, webhooks;
 //! 3. HTTP: handlers' plumbing, errors, extractors, middleware, OpenAPI (`src/http/`);
 //! 4. the app: wiring, `serve`, seed loading (`src/app/`), `src/lib.rs`, `src/main.rs`.
 //!
@@ -24,7 +24,7 @@ fn layer_of_module(module: &str) -> Option<usize> {
         "domain" => 0,
         "store" | "config" | "metrics" => 1,
         "cities" | "drivers" | "search" | "ranking" | "lock" | "dispatch" | "auth"
-        | "ratelimit" | "events" => 2,
+        | "ratelimit" | "events" | "webhooks" => 2,
         "http" => 3,
         "app" => 4,
         _ => return None,

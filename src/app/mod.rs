@@ -38,6 +38,8 @@ pub struct AppContext {
     pub(crate) tuning: Arc<crate::search::KnnTuning>,
     /// Dispatch engine (orders, locks, claims, transitions).
     pub dispatcher: crate::dispatch::Dispatcher,
+    /// Webhook endpoints and deliveries.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl AppContext {
@@ -86,12 +88,14 @@ impl AppContext {
             .context("the Redlock nodes")?;
             dispatcher = dispatcher.with_redlock(redlock);
         }
+        let webhooks = crate::webhooks::Webhooks::new(store.clone(), settings.clone());
         Ok(Self {
             settings,
             store,
             cities,
             tuning,
             dispatcher,
+            webhooks,
         })
     }
 }
@@ -260,6 +264,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
     let settings_data = web::Data::from(settings.clone());
     let tuning = web::Data::from(context.tuning.clone());
     let dispatcher = web::Data::new(context.dispatcher.clone());
+    let webhooks = web::Data::new(context.webhooks.clone());
     let guard = web::Data::new(crate::http::auth::Guard::new(
         context.store.clone(),
         context.settings.clone(),
@@ -276,6 +281,7 @@ fn run(listener: TcpListener, context: AppContext, handle_signals: bool) -> anyh
             .app_data(settings_data.clone())
             .app_data(tuning.clone())
             .app_data(dispatcher.clone())
+            .app_data(webhooks.clone())
             .app_data(routes.clone())
             .app_data(BodyLimit(body_limit))
             .app_data(

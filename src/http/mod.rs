@@ -19,6 +19,7 @@ mod ranking;
 mod search;
 pub(crate) mod sessions;
 pub mod telemetry;
+pub(crate) mod webhooks;
 
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -40,6 +41,7 @@ pub(crate) fn configure_routes(cfg: &mut ServiceConfig) {
                 .configure(crate::http::cities::configure)
                 .configure(crate::http::events::configure)
                 .configure(crate::http::admin::configure)
+                .configure(crate::http::webhooks::configure)
                 .configure(crate::http::sessions::configure)
                 .configure(crate::http::map::configure),
         );

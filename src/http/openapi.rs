@@ -25,6 +25,7 @@ use utoipa_actix_web::AppExt;
         (name = "events", description = "Order events as Server-Sent Events"),
         (name = "admin", description = "API keys (admin role)"),
         (name = "sessions", description = "Driver sessions"),
+        (name = "webhooks", description = "Webhook endpoints and their deliveries (admin role)"),
     ),
     components(schemas(crate::http::error::Problem, crate::http::error::FieldError)),
 )]

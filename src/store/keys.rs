@@ -41,6 +41,9 @@ pub const LAYOUT_VERSION: u32 = 2;
 const DRIVERS_TAG: &str = "drivers";
 /// Hash tag of API keys, their index and sessions (written together in one transaction).
 const AUTH_TAG: &str = "auth";
+/// Hash tag of every webhook key (endpoints, lanes, schedule, cursors, logs): the webhook
+/// scripts take several of them together.
+const WEBHOOKS_TAG: &str = "webhooks";
 
 /// Builds every Redis key and channel name (cheap to clone).
 #[derive(Debug, Clone)]
@@ -253,6 +256,60 @@ impl Keys {
         self.global(format_args!("rl:{class}:{subject}"))
     }
 
+    // ---- webhooks ----
+
+    /// Set: the ids of every webhook endpoint.
+    pub(crate) fn webhook_endpoints(&self) -> String {
+        self.tagged(WEBHOOKS_TAG, "endpoints")
+    }
+
+    /// Hash: one webhook endpoint (url, events, description, enabled, salt of its secret,
+    /// creation time, dead letters in a row, backlog).
+    pub(crate) fn webhook_endpoint(&self, id: impl Display) -> String {
+        self.tagged(WEBHOOKS_TAG, format_args!("endpoint:{id}"))
+    }
+
+    /// List: the undelivered messages of one lane of an endpoint, oldest first (the head is
+    /// the one being sent).
+    pub(crate) fn webhook_lane(&self, id: impl Display, lane: impl Display) -> String {
+        self.tagged(WEBHOOKS_TAG, format_args!("lane:{id}:{lane}"))
+    }
+
+    /// Sorted set `<endpoint>:<lane> → ms`: when each non-empty lane is next due; a claimed
+    /// lane's score is pushed to the end of its lease, so a lane whose sender died is due
+    /// again then.
+    pub(crate) fn webhook_due(&self) -> String {
+        self.tagged(WEBHOOKS_TAG, "due")
+    }
+
+    /// Hash `<endpoint>:<lane> → token` (the sender holding the lane) and
+    /// `<endpoint>:<lane>:tries → n` (failed attempts of the lane's head).
+    pub(crate) fn webhook_leases(&self) -> String {
+        self.tagged(WEBHOOKS_TAG, "leases")
+    }
+
+    /// String: the id of the last event of a city's stream fanned out to the endpoints.
+    pub(crate) fn webhook_cursor(&self, city: impl Display) -> String {
+        self.tagged(WEBHOOKS_TAG, format_args!("cursor:{city}"))
+    }
+
+    /// Stream: an endpoint's recent delivery attempts (trimmed to about 1000), with each
+    /// message's payload so that one can be sent again.
+    pub(crate) fn webhook_log(&self, id: impl Display) -> String {
+        self.tagged(WEBHOOKS_TAG, format_args!("log:{id}"))
+    }
+
+    /// KEYS of `webhook_settle.lua` for lane `lane` of endpoint `id`.
+    pub(crate) fn webhook_settle_script(&self, id: &str, lane: u32) -> Vec<String> {
+        vec![
+            self.webhook_due(),
+            self.webhook_leases(),
+            self.webhook_lane(id, lane),
+            self.webhook_endpoint(id),
+            self.webhook_log(id),
+        ]
+    }
+
     // ---- layout 1 (read by `migrate` only) ----
 
     /// Layout 1: one sorted set of every driver's last-seen time in a city.
@@ -378,6 +435,19 @@ impl Keys {
         ));
         out.push(("touch_session".to_owned(), self.session_script("probe")));
         out.push((
+            "webhook_settle/webhook_fanout/webhook_claim".to_owned(),
+            [
+                self.webhook_settle_script("probe", 0),
+                self.webhook_settle_script("other", 3),
+                vec![
+                    self.webhook_endpoints(),
+                    self.webhook_cursor("paris"),
+                    self.webhook_cursor("berlin"),
+                ],
+            ]
+            .concat(),
+        ));
+        out.push((
             "API key create/revoke (MULTI)".to_owned(),
             vec![self.api_key("probe"), self.api_key_index()],
         ));
@@ -418,6 +488,13 @@ impl Keys {
             ("api_key_index", self.api_key_index()),
             ("session", self.session("<sha256>")),
             ("rate_limit", self.rate_limit("<class>", "<subject>")),
+            ("webhook_endpoints", self.webhook_endpoints()),
+            ("webhook_endpoint", self.webhook_endpoint("<endpoint>")),
+            ("webhook_lane", self.webhook_lane("<endpoint>", "<lane>")),
+            ("webhook_due", self.webhook_due()),
+            ("webhook_leases", self.webhook_leases()),
+            ("webhook_cursor", self.webhook_cursor(c)),
+            ("webhook_log", self.webhook_log("<endpoint>")),
             ("legacy_seen", self.legacy_seen(c)),
             ("legacy_driver_directory", self.legacy_driver_directory()),
             (

@@ -83,6 +83,8 @@ scripts! {
     RATE_TOKEN_BUCKET = [clock] "rate_token_bucket.lua";
     /// Check and extend a driver session (sliding and absolute expiry).
     TOUCH_SESSION = [clock] "touch_session.lua";
+    /// Change a webhook endpoint's event types or state (re-arming its lanes when enabled).
+    WEBHOOK_PATCH = [clock] "webhook_patch.lua";
 }
 
 /// An `EVALSHA` command for `script` with `keys` and `args`.

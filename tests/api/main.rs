@@ -22,3 +22,4 @@ mod quickstart;
 mod ranking;
 mod search;
 mod topology;
+mod webhooks;
