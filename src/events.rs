@@ -41,7 +41,7 @@ pub struct OrderEvent {
 }
 
 impl OrderEvent {
-    fn from_entry(city: &str, e: &StreamId) -> Self {
+    pub(crate) fn from_entry(city: &str, e: &StreamId) -> Self {
         let s = |k: &str| e.get::<String>(k).unwrap_or_default();
         OrderEvent {
             id: e.id.clone(),

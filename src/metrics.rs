@@ -175,6 +175,36 @@ const FAMILIES: &[Def] = &[
         help: "Dispatch queue entries moved to their city's dead-letter stream after queue_max_deliveries deliveries without an acknowledgement (their orders failed)",
     },
     Def {
+        name: "geodispatch_webhook_deliveries_total",
+        kind: Kind::Counter,
+        labels: &["endpoint", "outcome"],
+        help: "Webhook attempts by endpoint id and outcome (delivered, retry, dead, gone)",
+    },
+    Def {
+        name: "geodispatch_webhook_delivery_seconds",
+        kind: Kind::Histogram,
+        labels: &[],
+        help: "Latency of webhook requests, from sending to the end of the answer (or the failure)",
+    },
+    Def {
+        name: "geodispatch_webhook_dead_letters_total",
+        kind: Kind::Counter,
+        labels: &["endpoint"],
+        help: "Webhook deliveries given up (retry schedule exhausted, an answer not retried, or 410 Gone), by endpoint id",
+    },
+    Def {
+        name: "geodispatch_webhook_endpoints_disabled_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Webhook endpoints disabled by the service (410 Gone, or webhook_disable_after dead letters in a row)",
+    },
+    Def {
+        name: "geodispatch_webhook_dropped_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Events not queued for an endpoint whose backlog was full (webhook_max_backlog)",
+    },
+    Def {
         name: "geodispatch_writes_not_replicated_total",
         kind: Kind::Counter,
         labels: &[],

@@ -217,6 +217,13 @@ impl Application {
             &instance,
             context.settings.dispatch_workers,
         ));
+        let city_ids: Vec<String> = context
+            .cities
+            .all()
+            .iter()
+            .map(|c| c.id.to_string())
+            .collect();
+        background.extend(crate::webhooks::spawn(&context.webhooks, &city_ids));
         // The queue workers stay under the batched policy: they finish what greedy left
         // queued (orders created before a switch) and take explicit dispatches' retries.
         if context.settings.dispatch_policy == crate::domain::DispatchPolicy::Batched {

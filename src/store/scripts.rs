@@ -85,6 +85,12 @@ scripts! {
     TOUCH_SESSION = [clock] "touch_session.lua";
     /// Change a webhook endpoint's event types or state (re-arming its lanes when enabled).
     WEBHOOK_PATCH = [clock] "webhook_patch.lua";
+    /// Queue order events for the webhook endpoints that want them, moving the city's cursor.
+    WEBHOOK_FANOUT = [clock] "webhook_fanout.lua";
+    /// Take the webhook lane due longest, under a lease.
+    WEBHOOK_CLAIM = [clock] "webhook_claim.lua";
+    /// Record the end of one webhook attempt (delivered, retry, dead letter, disable).
+    WEBHOOK_SETTLE = [clock] "webhook_settle.lua";
 }
 
 /// An `EVALSHA` command for `script` with `keys` and `args`.

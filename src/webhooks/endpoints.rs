@@ -154,7 +154,6 @@ impl Endpoint {
     }
 
     /// Whether events of type `kind` (`order.accepted`) go to this endpoint.
-    #[allow(dead_code)] // the fan-out uses it
     pub(crate) fn wants(&self, kind: &str) -> bool {
         self.events.iter().any(|e| e == "*" || e == kind)
     }

@@ -5,12 +5,18 @@
 //!   `webhook_signing_key` and a salt, never stored ([`signing`]).
 //! - [`safety`]: where messages may go (https, public addresses), checked at creation and by
 //!   the delivery client's resolver.
+//! - [`fanout`]: each city's event stream, read from a cursor in Redis, queued on the lanes
+//!   of the endpoints that want each event.
+//! - [`delivery`]: senders that take due lanes under a lease, POST the head, retry on the
+//!   schedule, dead-letter, disable failing endpoints.
 
+pub(crate) mod delivery;
 pub(crate) mod endpoints;
-#[allow(dead_code)] // the delivery client uses the resolver
+pub(crate) mod fanout;
 pub(crate) mod safety;
-#[allow(dead_code)] // the delivery worker signs
 pub(crate) mod signing;
+
+pub use delivery::spawn;
 
 use std::sync::Arc;
 

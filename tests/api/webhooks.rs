@@ -1,6 +1,9 @@
 //! Webhooks: endpoint administration, and signed at-least-once delivery of order events to a
 //! real HTTP receiver started by the test.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -168,4 +171,322 @@ async fn webhooks_are_for_admins_only_and_need_a_signing_key() {
     )
     .await
     .assert_problem(409, "webhooks-not-configured");
+}
+
+/// What the test receiver answers to one request.
+#[derive(Debug, Clone)]
+struct Reply {
+    status: u16,
+    delay: Duration,
+    retry_after: Option<u64>,
+}
+
+impl Reply {
+    fn status(status: u16) -> Self {
+        Self {
+            status,
+            delay: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+    /// Which attempt at this webhook id it was (1 for the first).
+    attempt: usize,
+    at: Instant,
+    /// What it was answered.
+    status: u16,
+}
+
+type Plan = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
+
+/// A real HTTP receiver on a port of its own, answering each request as `plan` says and
+/// recording it.
+struct Receiver {
+    url: String,
+    log: Arc<Mutex<Vec<Received>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    fn start(plan: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Self {
+        let plan: Plan = Arc::new(plan);
+        let log: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let state = (plan, log.clone());
+        let server = actix_web::HttpServer::new(move || {
+            let state = state.clone();
+            actix_web::App::new().default_service(actix_web::web::to(
+                move |req: actix_web::HttpRequest, body: actix_web::web::Bytes| {
+                    let (plan, log) = state.clone();
+                    async move {
+                        let header = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        let mut r = Received {
+                            id: header("webhook-id"),
+                            timestamp: header("webhook-timestamp"),
+                            signature: header("webhook-signature"),
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                            attempt: 0,
+                            at: Instant::now(),
+                            status: 0,
+                        };
+                        let reply = {
+                            let mut log = log.lock().unwrap();
+                            r.attempt = 1 + log.iter().filter(|x| x.id == r.id).count();
+                            let reply = plan(&r);
+                            r.status = reply.status;
+                            log.push(r);
+                            reply
+                        };
+                        tokio::time::sleep(reply.delay).await;
+                        let mut answer = actix_web::HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(reply.status).unwrap(),
+                        );
+                        if let Some(secs) = reply.retry_after {
+                            answer.insert_header(("retry-after", secs.to_string()));
+                        }
+                        answer.finish()
+                    }
+                },
+            ))
+        })
+        .workers(2)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { url, log, handle }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until `pred` holds on what was received, or fail after `within`.
+    async fn wait_for(
+        &self,
+        within: Duration,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.received();
+            if pred(&got) {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the receiver never got there: {:#?}",
+                got.iter()
+                    .map(|r| (&r.id, r.attempt, r.status))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The verification recipe of docs/WEBHOOKS.md: HMAC-SHA256, keyed with the base64-decoded
+/// secret after `whsec_`, of `<webhook-id>.<webhook-timestamp>.<body>`, base64-encoded, must
+/// equal one of the space-separated `v1,<signature>` entries of `webhook-signature`, and the
+/// timestamp must be within 5 minutes of now.
+fn verify(secret: &str, r: &Received) -> bool {
+    use base64::Engine;
+    use hmac::Mac;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.{}", r.id, r.timestamp, r.body).as_bytes());
+    let expected = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    let fresh = r
+        .timestamp
+        .parse::<i64>()
+        .is_ok_and(|t| (t - now_ms() / 1000).abs() < 300);
+    fresh && r.signature.split(' ').any(|s| s == expected)
+}
+
+/// Register an endpoint for `events` at `url`; returns (id, secret).
+async fn register(app: &Instance, url: &str, events: Value) -> (String, String) {
+    let a = app
+        .post_json("/v1/admin/webhooks", &json!({"url": url, "events": events}))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    (
+        a.json["id"].as_str().unwrap().to_owned(),
+        a.json["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Run orders `ids` from creation to delivery, each by its own driver.
+async fn run_orders(app: &Instance, ids: &[&str]) {
+    let drivers: Vec<String> = ids.iter().map(|id| format!("drv-{id}")).collect();
+    let names: Vec<&str> = drivers.iter().map(String::as_str).collect();
+    app.put_drivers_east_of(&names, PARIS).await;
+    for id in ids {
+        let o = app.create_order_at(id, PARIS).await;
+        assert_eq!(o.status, 201, "{}", o.text);
+        let driver = o.json["driver_id"].as_str().unwrap().to_owned();
+        let fence = o.json["fencing_token"].as_u64().unwrap();
+        for step in ["accept", "pickup", "deliver"] {
+            let a = app.answer_offer(id, &driver, fence, step).await;
+            assert_eq!(a.status, 200, "{step}: {}", a.text);
+        }
+    }
+}
+
+/// The webhook ids of the city's events of `order`, in stream order.
+async fn event_ids(app: &Instance, order: &str) -> Vec<String> {
+    geodispatch::events::read_history(&app.context.store, "paris")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.order_id == order)
+        .map(|e| format!("evt_paris_{}", e.id))
+        .collect()
+}
+
+/// The ids the receiver accepted (2xx), first acceptance of each, in the order received.
+fn accepted_ids(got: &[Received]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in got {
+        if (200..300).contains(&r.status) && !out.contains(&r.id) {
+            out.push(r.id.clone());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn events_arrive_signed_in_each_orders_order_and_failures_are_retried_on_the_schedule() {
+    let app = spawn_app_with(|s| {
+        webhook_settings(s);
+        s.webhook_retry_schedule_ms = "200,400,800".to_owned();
+        s.webhook_timeout_ms = 500;
+        s.webhook_lanes = 2;
+    })
+    .await;
+    // Every message fails first with a 500; `created` ones then get a 429 asking for 1 s (more
+    // than the schedule's longest delay: capped at 800 ms), then an answer slower than the
+    // timeout, then a 200; the others are accepted at their second attempt.
+    let receiver = Receiver::start(|r| {
+        let created = r.body.contains(r#""type":"created""#);
+        match (r.attempt, created) {
+            (1, _) => Reply::status(500),
+            (2, true) => Reply {
+                retry_after: Some(1),
+                ..Reply::status(429)
+            },
+            (3, true) => Reply {
+                delay: Duration::from_millis(900),
+                ..Reply::status(200)
+            },
+            _ => Reply::status(204),
+        }
+    });
+    let (_, secret) = register(&app, &receiver.url, json!(["*"])).await;
+    let orders = ["w1", "w2", "w3"];
+    run_orders(&app, &orders).await;
+    let mut expected = Vec::new();
+    for o in orders {
+        expected.push(event_ids(&app, o).await);
+    }
+    let all: usize = expected.iter().map(Vec::len).sum();
+    assert_eq!(all, 15, "five events per order");
+    let got = receiver
+        .wait_for(Duration::from_secs(60), |got| {
+            accepted_ids(got).len() == all
+        })
+        .await;
+
+    for r in &got {
+        assert!(verify(&secret, r), "bad signature on {r:?}");
+    }
+    let accepted = accepted_ids(&got);
+    for ids in &expected {
+        let arrived: Vec<&String> = accepted.iter().filter(|id| ids.contains(id)).collect();
+        assert_eq!(
+            arrived,
+            ids.iter().collect::<Vec<_>>(),
+            "one order's events in order"
+        );
+    }
+    // The schedule: 200 ms (±20%) after a 500, the capped Retry-After of 800 ms after the 429,
+    // and a timed-out slow answer retried too.
+    for id in expected.iter().flatten() {
+        let attempts: Vec<&Received> = got.iter().filter(|r| &r.id == id).collect();
+        let gap = |a: usize| attempts[a].at - attempts[a - 1].at;
+        assert!(gap(1) >= Duration::from_millis(160), "{id}: {:?}", gap(1));
+        if attempts[0].body.contains(r#""type":"created""#) {
+            assert_eq!(attempts.len(), 4, "{id}");
+            assert!(gap(2) >= Duration::from_millis(780), "{id}: {:?}", gap(2));
+            assert!(
+                gap(3) >= Duration::from_millis(500 + 320),
+                "{id}: {:?}",
+                gap(3)
+            );
+        } else {
+            assert_eq!(attempts.len(), 2, "{id}");
+        }
+        // The payload is the event as the event stream shows it.
+        let body: Value = serde_json::from_str(&attempts[0].body).unwrap();
+        assert_eq!(format!("evt_paris_{}", body["id"].as_str().unwrap()), *id);
+    }
+    receiver.handle.stop(false).await;
+}
+
+#[tokio::test]
+async fn nothing_is_lost_when_an_instance_dies_mid_delivery() {
+    let app = spawn_app_with(|s| {
+        webhook_settings(s);
+        s.webhook_retry_schedule_ms = "100".to_owned();
+        // Longer than the held answer below: the first sender does not time out, it dies.
+        s.webhook_timeout_ms = 3_000;
+    })
+    .await;
+    // The very first request is held for 2 s: the instance sending it dies meanwhile, and
+    // the other one sends it again once the lane's lease has ended.
+    let receiver = Receiver::start(|r| {
+        if r.attempt == 1 && r.body.contains(r#""type":"created""#) {
+            Reply {
+                delay: Duration::from_millis(2_000),
+                ..Reply::status(200)
+            }
+        } else {
+            Reply::status(200)
+        }
+    });
+    let (_, secret) = register(&app, &receiver.url, json!(["*"])).await;
+    let survivor = app.peer(|_| {});
+    run_orders(&app, &["k1"]).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| !got.is_empty())
+        .await;
+    app.stop().await;
+    let expected = event_ids(&survivor, "k1").await;
+    let got = receiver
+        .wait_for(Duration::from_secs(30), |got| {
+            accepted_ids(got).len() == expected.len()
+                && got.iter().filter(|r| r.id == expected[0]).count() >= 2
+        })
+        .await;
+    assert_eq!(accepted_ids(&got), expected, "every event, in order");
+    assert!(got.iter().all(|r| verify(&secret, r)));
+    survivor.stop().await;
+    receiver.handle.stop(false).await;
 }
