@@ -211,6 +211,12 @@ const FAMILIES: &[Def] = &[
         help: "Writes not acknowledged: fewer replicas than required confirmed them in time (WAIT), or the connection was replaced before they could be",
     },
     Def {
+        name: "geodispatch_webhook_backlog",
+        kind: Kind::Gauge,
+        labels: &["endpoint"],
+        help: "Undelivered webhook messages by endpoint id (read from Redis at scrape time)",
+    },
+    Def {
         name: "geodispatch_redis_pool_connections",
         kind: Kind::Gauge,
         labels: &["state"],

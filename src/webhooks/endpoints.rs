@@ -227,6 +227,9 @@ impl Webhooks {
         &self,
         id: &str,
     ) -> Result<HashMap<String, String>, WebhookError> {
+        if !super::valid_id(id) {
+            return Ok(HashMap::new());
+        }
         redis::cmd("HGETALL")
             .arg(self.store().keys().webhook_endpoint(id))
             .query_async(&mut self.store().conn())
@@ -274,6 +277,16 @@ impl Webhooks {
         Ok(out)
     }
 
+    /// Every endpoint's id and backlog (for the metrics).
+    pub(crate) async fn backlogs(&self) -> Result<Vec<(String, u64)>, WebhookError> {
+        Ok(self
+            .all()
+            .await?
+            .into_iter()
+            .map(|(e, _)| (e.id, e.backlog))
+            .collect())
+    }
+
     /// Every endpoint, oldest first.
     pub(crate) async fn list(&self) -> Result<EndpointList, WebhookError> {
         Ok(EndpointList {
@@ -316,6 +329,9 @@ impl Webhooks {
 
     /// The number of lanes endpoint `id` was created with (0 when it does not exist).
     pub(crate) async fn lanes_of(&self, id: &str) -> Result<u32, WebhookError> {
+        if !super::valid_id(id) {
+            return Err(WebhookError::NotFound(id.to_owned()));
+        }
         let lanes: Option<u32> = redis::cmd("HGET")
             .arg(self.store().keys().webhook_endpoint(id))
             .arg("lanes")

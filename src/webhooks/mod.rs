@@ -7,12 +7,14 @@
 //!   the delivery client's resolver.
 //! - [`fanout`]: each city's event stream, read from a cursor in Redis, queued on the lanes
 //!   of the endpoints that want each event.
+//! - [`log`]: each endpoint's recent attempts, and the manual re-send of one message.
 //! - [`delivery`]: senders that take due lanes under a lease, POST the head, retry on the
 //!   schedule, dead-letter, disable failing endpoints.
 
 pub(crate) mod delivery;
 pub(crate) mod endpoints;
 pub(crate) mod fanout;
+pub(crate) mod log;
 pub(crate) mod safety;
 pub(crate) mod signing;
 
@@ -38,6 +40,13 @@ pub const EVENT_TYPES: [&str; 9] = [
     "order.failed",
 ];
 
+/// Whether `id` has the form of an endpoint id (`wh_` and 16 hex digits); any other is
+/// unknown without asking Redis.
+pub(crate) fn valid_id(id: &str) -> bool {
+    id.strip_prefix("wh_")
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The member naming lane `lane` of endpoint `id` in the due set and the lease hash.
 pub(crate) fn lane_member(id: &str, lane: u32) -> String {
     format!("{id}:{lane}")
@@ -52,6 +61,9 @@ pub(crate) enum WebhookError {
     /// No endpoint (or delivery) has this id.
     #[error("no webhook endpoint or delivery {0}")]
     NotFound(String),
+    /// The endpoint's backlog is full (`webhook_max_backlog`).
+    #[error("the backlog of webhook endpoint {0} is full")]
+    BacklogFull(String),
     /// `webhook_signing_key` is not set, so no secret can be made.
     #[error("webhooks need the webhook_signing_key setting")]
     NotConfigured,

@@ -490,3 +490,242 @@ async fn nothing_is_lost_when_an_instance_dies_mid_delivery() {
     survivor.stop().await;
     receiver.handle.stop(false).await;
 }
+
+/// A delta of a `/metrics` series between two scrapes.
+async fn metric(app: &Instance, series: &str) -> f64 {
+    metric_value(&app.get("/metrics").await.text, series)
+}
+
+/// Poll endpoint `id` until `pred` holds on it, or fail after `within`.
+async fn wait_endpoint(
+    app: &Instance,
+    id: &str,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let a = app.get(&format!("/v1/admin/webhooks/{id}")).await;
+        if pred(&a.json) {
+            return a.json;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "endpoint never got there: {}",
+            a.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn failing_endpoints_are_dead_lettered_disabled_listed_and_resumed_and_one_message_re_sent() {
+    let app = spawn_app_with(|s| {
+        webhook_settings(s);
+        s.webhook_retry_schedule_ms = "50,50".to_owned();
+        s.webhook_disable_after = 2;
+    })
+    .await;
+    let gone = Receiver::start(|_| Reply::status(410));
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flaky = Receiver::start({
+        let healthy = healthy.clone();
+        move |_| {
+            if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                Reply::status(200)
+            } else {
+                Reply::status(500)
+            }
+        }
+    });
+    let (gone_id, _) = register(&app, &gone.url, json!(["*"])).await;
+    let (flaky_id, secret) = register(&app, &flaky.url, json!(["*"])).await;
+    let dead_before = metric(
+        &app,
+        &format!("geodispatch_webhook_dead_letters_total{{endpoint=\"{flaky_id}\"}}"),
+    )
+    .await;
+    let disabled_before = metric(&app, "geodispatch_webhook_endpoints_disabled_total").await;
+
+    run_orders(&app, &["f1"]).await;
+    let ids = event_ids(&app, "f1").await;
+
+    // 410: dead-lettered and disabled at the first answer.
+    wait_endpoint(&app, &gone_id, Duration::from_secs(10), |e| {
+        e["enabled"] == false
+    })
+    .await;
+    let log = app
+        .get(&format!("/v1/admin/webhooks/{gone_id}/deliveries"))
+        .await;
+    assert_eq!(log.status, 200, "{}", log.text);
+    assert_eq!(log.json["deliveries"][0]["outcome"], "gone");
+    assert_eq!(log.json["deliveries"][0]["status_code"], 410);
+
+    // 500 every time: each message is tried 3 times (the schedule has 2 delays), then
+    // dead-lettered; the second dead letter in a row disables the endpoint.
+    let e = wait_endpoint(&app, &flaky_id, Duration::from_secs(10), |e| {
+        e["enabled"] == false
+    })
+    .await;
+    assert_eq!(e["consecutive_failures"], 2);
+    assert_eq!(e["backlog"], ids.len() - 2, "the rest waits");
+    let log = app
+        .get(&format!(
+            "/v1/admin/webhooks/{flaky_id}/deliveries?limit=100"
+        ))
+        .await;
+    let attempts = log.json["deliveries"].as_array().unwrap().clone();
+    let outcomes: Vec<(&str, &str, u64)> = attempts
+        .iter()
+        .rev()
+        .map(|a| {
+            (
+                a["delivery_id"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+                a["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (ids[0].as_str(), "retry", 1),
+            (ids[0].as_str(), "retry", 2),
+            (ids[0].as_str(), "dead", 3),
+            (ids[1].as_str(), "retry", 1),
+            (ids[1].as_str(), "retry", 2),
+            (ids[1].as_str(), "dead", 3),
+        ]
+    );
+    let retry = attempts.iter().find(|a| a["outcome"] == "retry").unwrap();
+    assert_eq!(retry["status_code"], 500);
+    assert!(retry["next_retry_at"].is_string() && retry["latency_ms"].is_u64());
+    assert!(
+        metric(
+            &app,
+            &format!("geodispatch_webhook_dead_letters_total{{endpoint=\"{flaky_id}\"}}")
+        )
+        .await
+            >= dead_before + 2.0
+    );
+    assert!(
+        metric(&app, "geodispatch_webhook_endpoints_disabled_total").await >= disabled_before + 2.0
+    );
+    assert!(
+        metric(
+            &app,
+            &format!("geodispatch_webhook_backlog{{endpoint=\"{flaky_id}\"}}")
+        )
+        .await
+            == (ids.len() - 2) as f64
+    );
+
+    // Mended and enabled again: the backlog goes out, then the first message, re-sent.
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let enabled = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/webhooks/{flaky_id}"),
+            &json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(enabled.status, 200, "{}", enabled.text);
+    assert_eq!(enabled.json["consecutive_failures"], 0);
+    let resent = app
+        .post_json(
+            &format!("/v1/admin/webhooks/{flaky_id}/deliveries/{}/retry", ids[0]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(resent.status, 202, "{}", resent.text);
+    let got = flaky
+        .wait_for(Duration::from_secs(10), |got| {
+            accepted_ids(got).len() == ids.len() - 1
+        })
+        .await;
+    assert_eq!(accepted_ids(&got), [&ids[2..], &ids[..1]].concat());
+    assert!(got.iter().all(|r| verify(&secret, r)));
+    app.post_json(
+        &format!("/v1/admin/webhooks/{flaky_id}/deliveries/evt_paris_1-0/retry"),
+        &json!({}),
+    )
+    .await
+    .assert_problem(404, "not-found");
+    app.get(&format!("/v1/admin/webhooks/{flaky_id}/deliveries?limit=0"))
+        .await
+        .assert_problem(422, "validation-error");
+    gone.handle.stop(false).await;
+    flaky.handle.stop(false).await;
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_delays_no_other() {
+    let app = spawn_app_with(webhook_settings).await;
+    let slow = Receiver::start(|_| Reply {
+        delay: Duration::from_millis(1_500),
+        ..Reply::status(200)
+    });
+    let fast = Receiver::start(|_| Reply::status(200));
+    register(&app, &slow.url, json!(["*"])).await;
+    register(&app, &fast.url, json!(["*"])).await;
+
+    run_orders(&app, &["s1"]).await;
+    let ids = event_ids(&app, "s1").await;
+    fast.wait_for(Duration::from_secs(10), |got| accepted_ids(got) == ids)
+        .await;
+    assert!(
+        slow.received().len() < ids.len(),
+        "the fast endpoint got everything while the slow one was still answering"
+    );
+    slow.wait_for(Duration::from_secs(20), |got| accepted_ids(got) == ids)
+        .await;
+    slow.handle.stop(false).await;
+    fast.handle.stop(false).await;
+}
+
+#[tokio::test]
+async fn a_full_backlog_drops_new_events_for_that_endpoint_and_says_so() {
+    let app = spawn_app_with(|s| {
+        webhook_settings(s);
+        s.webhook_max_backlog = 2;
+    })
+    .await;
+    let slow = Receiver::start(|_| Reply {
+        delay: Duration::from_millis(1_000),
+        ..Reply::status(200)
+    });
+    let (slow_id, _) = register(&app, &slow.url, json!(["*"])).await;
+    let dropped_before = metric(&app, "geodispatch_webhook_dropped_total").await;
+
+    run_orders(&app, &["b1", "b2"]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dropped = loop {
+        let log = app
+            .get(&format!(
+                "/v1/admin/webhooks/{slow_id}/deliveries?limit=100"
+            ))
+            .await;
+        let dropped = log.json["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["outcome"] == "dropped")
+            .count();
+        if dropped > 0 {
+            break dropped;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing was dropped: {}",
+            log.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let e = app.get(&format!("/v1/admin/webhooks/{slow_id}")).await;
+    assert!(e.json["backlog"].as_u64().unwrap() <= 2, "{}", e.text);
+    assert!(
+        metric(&app, "geodispatch_webhook_dropped_total").await >= dropped_before + dropped as f64
+    );
+    slow.handle.stop(false).await;
+}
