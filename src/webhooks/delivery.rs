@@ -331,6 +331,42 @@ impl Webhooks {
         if disabled {
             crate::metrics::inc("geodispatch_webhook_endpoints_disabled_total", &[]);
             tracing::warn!(webhook = %c.endpoint, reason = %error, "webhook endpoint disabled");
+            self.announce_disabled(&c.endpoint, &error).await?;
+        }
+        Ok(())
+    }
+
+    /// Queue an `endpoint.disabled` message for every enabled endpoint that wants it.
+    async fn announce_disabled(&self, endpoint: &str, reason: &str) -> redis::RedisResult<()> {
+        let at_ms = self.store().redis_now_ms();
+        let message = |id: String| Message {
+            id,
+            kind: "endpoint.disabled".to_owned(),
+            order: endpoint.to_owned(),
+            payload: serde_json::json!({
+                "type": "endpoint.disabled",
+                "endpoint_id": endpoint,
+                "reason": reason,
+                "at_ms": at_ms,
+            })
+            .to_string(),
+        };
+        let id = format!("evt_webhooks_{endpoint}_{at_ms}");
+        let all = match self.all().await {
+            Ok(all) => all,
+            Err(super::WebhookError::Redis { source, .. }) => return Err(source),
+            Err(_) => return Ok(()),
+        };
+        let targets: Vec<_> = all
+            .iter()
+            .filter(|(e, _)| e.enabled && e.id != endpoint && e.wants("endpoint.disabled"))
+            .map(|(e, h)| {
+                let lanes = h.get("lanes").and_then(|l| l.parse().ok()).unwrap_or(1);
+                (e, lanes, message(id.clone()))
+            })
+            .collect();
+        if !targets.is_empty() {
+            self.enqueue(None, "", &targets).await?;
         }
         Ok(())
     }

@@ -27,8 +27,8 @@ use crate::domain::FieldError;
 use crate::store::Store;
 
 /// Every event type an endpoint may ask for (besides `*`): `order.` then the event stream's
-/// type.
-pub const EVENT_TYPES: [&str; 9] = [
+/// type, and `endpoint.disabled` (the service disabled another endpoint).
+pub const EVENT_TYPES: [&str; 10] = [
     "order.created",
     "order.offered",
     "order.accepted",
@@ -38,6 +38,7 @@ pub const EVENT_TYPES: [&str; 9] = [
     "order.delivered",
     "order.cancelled",
     "order.failed",
+    "endpoint.disabled",
 ];
 
 /// Whether `id` has the form of an endpoint id (`wh_` and 16 hex digits); any other is

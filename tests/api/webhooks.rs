@@ -538,8 +538,14 @@ async fn failing_endpoints_are_dead_lettered_disabled_listed_and_resumed_and_one
             }
         }
     });
+    let watcher = Receiver::start(|_| Reply::status(200));
     let (gone_id, _) = register(&app, &gone.url, json!(["*"])).await;
-    let (flaky_id, secret) = register(&app, &flaky.url, json!(["*"])).await;
+    let order_events: Vec<&str> = geodispatch::webhooks::EVENT_TYPES
+        .into_iter()
+        .filter(|t| t.starts_with("order."))
+        .collect();
+    let (flaky_id, secret) = register(&app, &flaky.url, json!(order_events)).await;
+    let (_, watcher_secret) = register(&app, &watcher.url, json!(["endpoint.disabled"])).await;
     let dead_before = metric(
         &app,
         &format!("geodispatch_webhook_dead_letters_total{{endpoint=\"{flaky_id}\"}}"),
@@ -621,6 +627,21 @@ async fn failing_endpoints_are_dead_lettered_disabled_listed_and_resumed_and_one
             == (ids.len() - 2) as f64
     );
 
+    // Each disabling was announced to the endpoint that asked for it.
+    let notices = watcher
+        .wait_for(Duration::from_secs(10), |got| accepted_ids(got).len() == 2)
+        .await;
+    let disabled: Vec<Value> = notices
+        .iter()
+        .map(|r| {
+            assert!(verify(&watcher_secret, r));
+            serde_json::from_str(&r.body).unwrap()
+        })
+        .collect();
+    assert_eq!(disabled[0]["type"], "endpoint.disabled");
+    assert_eq!(disabled[0]["endpoint_id"], gone_id.as_str());
+    assert_eq!(disabled[1]["endpoint_id"], flaky_id.as_str());
+
     // Mended and enabled again: the backlog goes out, then the first message, re-sent.
     healthy.store(true, std::sync::atomic::Ordering::SeqCst);
     let enabled = app
@@ -657,6 +678,7 @@ async fn failing_endpoints_are_dead_lettered_disabled_listed_and_resumed_and_one
         .assert_problem(422, "validation-error");
     gone.handle.stop(false).await;
     flaky.handle.stop(false).await;
+    watcher.handle.stop(false).await;
 }
 
 #[tokio::test]
