@@ -299,6 +299,16 @@ impl Keys {
         self.tagged(WEBHOOKS_TAG, format_args!("log:{id}"))
     }
 
+    /// The KEYS `webhook_fanout.lua` takes per message for lane `lane` of endpoint `id` (after
+    /// the city's cursor and [`Keys::webhook_due`]): the endpoint, the lane, the log.
+    pub(crate) fn webhook_fanout_target(&self, id: &str, lane: u32) -> [String; 3] {
+        [
+            self.webhook_endpoint(id),
+            self.webhook_lane(id, lane),
+            self.webhook_log(id),
+        ]
+    }
+
     /// KEYS of `webhook_settle.lua` for lane `lane` of endpoint `id`.
     pub(crate) fn webhook_settle_script(&self, id: &str, lane: u32) -> Vec<String> {
         vec![

@@ -19,6 +19,7 @@ use secrecy::ExposeSecret;
 
 use super::Webhooks;
 use super::fanout::Message;
+use super::scripts::{ClaimArgs, ClaimReply, Outcome, SettleArgs, SettleReply};
 use super::signing::{derive_secret, sign};
 use crate::store::scripts;
 
@@ -95,6 +96,32 @@ pub(crate) fn client(settings: &crate::config::Settings) -> reqwest::Client {
         .expect("the webhook client builds")
 }
 
+/// What one settle records.
+struct Record<'a> {
+    outcome: Outcome,
+    id: &'a str,
+    next_ms: i64,
+    attempt: u32,
+    code: u16,
+    latency_ms: u64,
+    error: &'a str,
+}
+
+impl Record<'_> {
+    /// A record without an attempt (an empty or parked lane).
+    fn bare(outcome: Outcome, next_ms: i64) -> Self {
+        Record {
+            outcome,
+            id: "",
+            next_ms,
+            attempt: 0,
+            code: 0,
+            latency_ms: 0,
+            error: "",
+        }
+    }
+}
+
 /// A lane taken by a sender.
 struct Claimed {
     endpoint: String,
@@ -109,17 +136,20 @@ impl Webhooks {
     async fn claim(&self) -> redis::RedisResult<Option<Claimed>> {
         let keys = self.store().keys();
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let lease = self.settings().webhook_timeout_ms + LEASE_MARGIN_MS;
+        let args = ClaimArgs {
+            lease_ms: self.settings().webhook_timeout_ms + LEASE_MARGIN_MS,
+            token: token.clone(),
+        };
         let cmd = scripts::evalsha(
             &scripts::WEBHOOK_CLAIM,
             &[keys.webhook_due(), keys.webhook_leases()],
-            &[lease.to_string(), token.clone()],
+            &args.argv(),
         );
-        let reply: Vec<String> =
-            scripts::run(&mut self.store().conn(), &scripts::WEBHOOK_CLAIM, &cmd).await?;
-        let [member, tries] = match <[String; 2]>::try_from(reply) {
-            Ok(pair) => pair,
-            Err(_) => return Ok(None),
+        let reply = ClaimReply::decode(
+            scripts::run(&mut self.store().conn(), &scripts::WEBHOOK_CLAIM, &cmd).await?,
+        )?;
+        let ClaimReply::Claimed { member, tries } = reply else {
+            return Ok(None);
         };
         let Some((endpoint, lane)) = member.rsplit_once(':') else {
             return Ok(None);
@@ -129,44 +159,35 @@ impl Webhooks {
             lane: lane.parse().unwrap_or(0),
             member: member.clone(),
             token,
-            tries: tries.parse().unwrap_or(0),
+            tries,
         }))
     }
 
-    /// Record an attempt's end; `(result, disabled)`.
-    #[allow(clippy::too_many_arguments)]
-    async fn settle(
-        &self,
-        c: &Claimed,
-        outcome: &str,
-        id: &str,
-        next_ms: i64,
-        attempt: u32,
-        code: u16,
-        latency_ms: u64,
-        error: &str,
-    ) -> redis::RedisResult<(String, bool)> {
-        let keys = self.store().keys();
-        let argv = [
-            c.member.clone(),
-            c.token.clone(),
-            outcome.to_owned(),
-            id.to_owned(),
-            next_ms.to_string(),
-            self.settings().webhook_disable_after.to_string(),
-            attempt.to_string(),
-            code.to_string(),
-            latency_ms.to_string(),
-            error.to_owned(),
-        ];
+    /// Record an attempt's end (or hand the lane back).
+    async fn settle(&self, c: &Claimed, record: Record<'_>) -> redis::RedisResult<SettleReply> {
+        let args = SettleArgs {
+            member: c.member.clone(),
+            token: c.token.clone(),
+            outcome: record.outcome,
+            id: record.id.to_owned(),
+            next_ms: record.next_ms,
+            disable_after: self.settings().webhook_disable_after,
+            attempt: record.attempt,
+            code: record.code,
+            latency_ms: record.latency_ms,
+            error: record.error.to_owned(),
+        };
         let cmd = scripts::evalsha(
             &scripts::WEBHOOK_SETTLE,
-            &keys.webhook_settle_script(&c.endpoint, c.lane),
-            &argv,
+            &self
+                .store()
+                .keys()
+                .webhook_settle_script(&c.endpoint, c.lane),
+            &args.argv(),
         );
-        let (result, disabled): (String, i64) =
-            scripts::run(&mut self.store().conn(), &scripts::WEBHOOK_SETTLE, &cmd).await?;
-        Ok((result, disabled == 1))
+        SettleReply::decode(
+            scripts::run(&mut self.store().conn(), &scripts::WEBHOOK_SETTLE, &cmd).await?,
+        )
     }
 
     /// POST one message, signed.
@@ -238,7 +259,7 @@ impl Webhooks {
                 .await?;
         let park_until = self.store().redis_now_ms() + PARK_MS;
         let Some(head) = head else {
-            self.settle(&c, "empty", "", 0, 0, 0, 0, "").await?;
+            self.settle(&c, Record::bare(Outcome::Empty, 0)).await?;
             return Ok(());
         };
         let Some(master) = self.settings().webhook_signing_key.as_ref() else {
@@ -246,17 +267,22 @@ impl Webhooks {
         };
         let (Some(url), Some(salt)) = (endpoint.get("url"), endpoint.get("salt")) else {
             // Deleted meanwhile; its lanes went with it.
-            self.settle(&c, "empty", "", 0, 0, 0, 0, "").await?;
+            self.settle(&c, Record::bare(Outcome::Empty, 0)).await?;
             return Ok(());
         };
         if endpoint.get("enabled").map(String::as_str) != Some("1") {
-            self.settle(&c, "park", "", park_until, 0, 0, 0, "").await?;
+            self.settle(&c, Record::bare(Outcome::Park, park_until))
+                .await?;
             return Ok(());
         }
         let Ok(message) = serde_json::from_str::<Message>(&head) else {
             tracing::error!(webhook = %c.endpoint, "unreadable webhook message; dead-lettering it");
-            self.settle(&c, "dead", "", 0, c.tries + 1, 0, 0, "unreadable message")
-                .await?;
+            let record = Record {
+                attempt: c.tries + 1,
+                error: "unreadable message",
+                ..Record::bare(Outcome::Dead, 0)
+            };
+            self.settle(&c, record).await?;
             return Ok(());
         };
         let key = derive_secret(master.expose_secret().as_bytes(), &c.endpoint, salt);
@@ -272,10 +298,10 @@ impl Webhooks {
         let number = c.tries + 1;
         let schedule = self.settings().webhook_retry_schedule().unwrap_or_default();
         let (outcome, code, next_ms, error) = match attempt {
-            Attempt::Delivered(code) => ("delivered", code, 0, String::new()),
-            Attempt::Gone => ("gone", 410, 0, "410 Gone".to_owned()),
+            Attempt::Delivered(code) => (Outcome::Delivered, code, 0, String::new()),
+            Attempt::Gone => (Outcome::Gone, 410, 0, "410 Gone".to_owned()),
             Attempt::Rejected(code) => (
-                "dead",
+                Outcome::Dead,
                 code,
                 0,
                 if code == 0 {
@@ -290,13 +316,13 @@ impl Webhooks {
                 error,
             } => match next_delay(&schedule, number, retry_after) {
                 Some(delay) => (
-                    "retry",
+                    Outcome::Retry,
                     code,
                     self.store().redis_now_ms() + delay as i64,
                     error,
                 ),
                 None => (
-                    "dead",
+                    Outcome::Dead,
                     code,
                     0,
                     format!("{error}; retry schedule exhausted"),
@@ -305,23 +331,25 @@ impl Webhooks {
         };
         crate::metrics::inc(
             "geodispatch_webhook_deliveries_total",
-            &[("endpoint", &c.endpoint), ("outcome", outcome)],
+            &[("endpoint", &c.endpoint), ("outcome", outcome.as_str())],
         );
-        let (result, disabled) = self
-            .settle(
-                &c,
-                outcome,
-                &message.id,
-                next_ms,
-                number,
-                code,
-                latency_ms,
-                &error,
-            )
-            .await?;
-        if result == "stale" {
-            tracing::info!(webhook = %c.endpoint, id = %message.id, "webhook lane was taken over meanwhile; its new sender records the attempt");
-        } else if matches!(outcome, "dead" | "gone") {
+        let record = Record {
+            outcome,
+            id: &message.id,
+            next_ms,
+            attempt: number,
+            code,
+            latency_ms,
+            error: &error,
+        };
+        let disabled = match self.settle(&c, record).await? {
+            SettleReply::Recorded { disabled } => disabled,
+            _ => {
+                tracing::info!(webhook = %c.endpoint, id = %message.id, "webhook lane was taken over meanwhile; its new sender records the attempt");
+                return Ok(());
+            }
+        };
+        if matches!(outcome, Outcome::Dead | Outcome::Gone) {
             crate::metrics::inc(
                 "geodispatch_webhook_dead_letters_total",
                 &[("endpoint", &c.endpoint)],

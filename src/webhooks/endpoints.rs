@@ -304,24 +304,23 @@ impl Webhooks {
         let events = patch.events.map(parse_events).transpose()?;
         let keys = self.store().keys();
         let lanes = self.lanes_of(id).await?;
-        let mut argv = vec![
-            events.map(|e| e.join(",")).unwrap_or_default(),
-            match patch.enabled {
-                Some(true) => "1".to_owned(),
-                Some(false) => "0".to_owned(),
-                None => String::new(),
-            },
-        ];
-        argv.extend((0..lanes).map(|lane| super::lane_member(id, lane)));
+        let args = super::scripts::PatchArgs {
+            events: events.map(|e| e.join(",")),
+            enabled: patch.enabled,
+            lanes: (0..lanes)
+                .map(|lane| super::lane_member(id, lane))
+                .collect(),
+        };
         let cmd = scripts::evalsha(
             &scripts::WEBHOOK_PATCH,
             &[keys.webhook_endpoint(id), keys.webhook_due()],
-            &argv,
+            &args.argv(),
         );
-        let found: i64 = scripts::run(&mut self.store().conn(), &scripts::WEBHOOK_PATCH, &cmd)
+        let found = scripts::run(&mut self.store().conn(), &scripts::WEBHOOK_PATCH, &cmd)
             .await
+            .and_then(super::scripts::decode_patch)
             .map_err(WebhookError::redis("changing a webhook endpoint"))?;
-        if found == 0 {
+        if !found {
             return Err(WebhookError::NotFound(id.to_owned()));
         }
         self.get(id).await

@@ -14,6 +14,7 @@ use redis::streams::{StreamRangeReply, StreamReadReply};
 use serde::Serialize;
 
 use super::endpoints::Endpoint;
+use super::scripts::{FanoutArgs, FanoutReply};
 use super::{Webhooks, lane_member};
 use crate::events::OrderEvent;
 use crate::store::scripts;
@@ -96,38 +97,47 @@ impl Webhooks {
             .map(Option::unwrap_or_default)
     }
 
-    /// Queue `messages` (each with its endpoint) behind the cursor check; `(moved, queued,
-    /// dropped)`.
+    /// Queue `messages` (each with its endpoint and its lane count), behind the check that
+    /// `city`'s cursor is still `cursor.0` (moving it to `cursor.1`), or unconditionally
+    /// without a cursor (a manual re-send, an announcement).
     pub(crate) async fn enqueue(
         &self,
         cursor: Option<(&str, &str)>,
         city: &str,
         messages: &[(&Endpoint, u32, Message)],
-    ) -> redis::RedisResult<(bool, u64, u64)> {
+    ) -> redis::RedisResult<FanoutReply> {
         let keys = self.store().keys();
         let mut k = vec![keys.webhook_cursor(city), keys.webhook_due()];
-        let (read, next) = cursor.unwrap_or(("", ""));
-        let mut argv = vec![
-            read.to_owned(),
-            next.to_owned(),
-            self.settings().webhook_max_backlog.to_string(),
-        ];
+        let mut args = FanoutArgs {
+            cursor: cursor.map(|(read, next)| (read.to_owned(), next.to_owned())),
+            max_backlog: self.settings().webhook_max_backlog,
+            messages: Vec::with_capacity(messages.len()),
+        };
         for (endpoint, lanes, message) in messages {
             let lane = lane_of(&message.order, *lanes);
-            k.push(keys.webhook_endpoint(&endpoint.id));
-            k.push(keys.webhook_lane(&endpoint.id, lane));
-            k.push(keys.webhook_log(&endpoint.id));
-            argv.push(lane_member(&endpoint.id, lane));
-            argv.push(serde_json::to_string(message).unwrap_or_default());
+            k.extend(keys.webhook_fanout_target(&endpoint.id, lane));
+            args.messages.push((
+                lane_member(&endpoint.id, lane),
+                serde_json::to_string(message).unwrap_or_default(),
+            ));
         }
-        let cmd = scripts::evalsha(&scripts::WEBHOOK_FANOUT, &k, &argv);
-        let (moved, queued, dropped): (i64, u64, u64) =
-            scripts::run(&mut self.store().conn(), &scripts::WEBHOOK_FANOUT, &cmd).await?;
-        if dropped > 0 {
-            crate::metrics::add("geodispatch_webhook_dropped_total", &[], dropped as f64);
-            tracing::warn!(city, dropped, "webhook backlog full: events dropped");
+        let cmd = scripts::evalsha(&scripts::WEBHOOK_FANOUT, &k, &args.argv());
+        let reply = FanoutReply::decode(
+            scripts::run(&mut self.store().conn(), &scripts::WEBHOOK_FANOUT, &cmd).await?,
+        )?;
+        if reply.dropped > 0 {
+            crate::metrics::add(
+                "geodispatch_webhook_dropped_total",
+                &[],
+                reply.dropped as f64,
+            );
+            tracing::warn!(
+                city,
+                dropped = reply.dropped,
+                "webhook backlog full: events dropped"
+            );
         }
-        Ok((moved == 1, queued, dropped))
+        Ok(reply)
     }
 
     /// Fan out one batch of `city`'s events after the cursor; `false` when there was none.
@@ -186,11 +196,11 @@ impl Webhooks {
                 }
             }
         }
-        let (moved, queued, _) = self
+        let reply = self
             .enqueue(Some((&cursor, &last.id)), city, &messages)
             .await?;
-        if moved && queued > 0 {
-            tracing::debug!(city, queued, "webhook messages queued");
+        if reply.moved && reply.queued > 0 {
+            tracing::debug!(city, queued = reply.queued, "webhook messages queued");
         }
         Ok(true)
     }

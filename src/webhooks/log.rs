@@ -141,11 +141,11 @@ impl Webhooks {
             payload: field(entry, "payload"),
         };
         let lanes = hash.get("lanes").and_then(|l| l.parse().ok()).unwrap_or(1);
-        let (_, queued, _) = self
+        let reply = self
             .enqueue(None, "", &[(&endpoint, lanes, message)])
             .await
             .map_err(WebhookError::redis("queuing a webhook message again"))?;
-        if queued == 0 {
+        if reply.queued == 0 {
             return Err(WebhookError::BacklogFull(id.to_owned()));
         }
         tracing::info!(webhook = %id, delivery = %delivery_id, "webhook message queued again by an administrator");

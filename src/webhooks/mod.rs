@@ -16,6 +16,7 @@ pub(crate) mod endpoints;
 pub(crate) mod fanout;
 pub(crate) mod log;
 pub(crate) mod safety;
+mod scripts;
 pub(crate) mod signing;
 
 pub use delivery::spawn;
