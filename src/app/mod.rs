@@ -51,8 +51,14 @@ impl AppContext {
     pub(crate) fn new(settings: Settings, redis_url: &str) -> anyhow::Result<Self> {
         let topology = Topology::from_settings(&settings, redis_url);
         let cities = Arc::new(CityIndex::load(settings.cities_file.as_deref())?);
-        // Each queue worker (per city) holds a pooled connection; event streams take more.
-        let pool_size = (settings.dispatch_workers * cities.all().len() + 32).max(64);
+        // Each queue worker (per city) holds a pooled connection, and so does each city's
+        // webhook fan-out; event streams take more.
+        let fan_outs = if settings.webhook_signing_key.is_some() {
+            cities.all().len()
+        } else {
+            0
+        };
+        let pool_size = (settings.dispatch_workers * cities.all().len() + fan_outs + 32).max(64);
         let store = Store::connect_to(
             &topology,
             &settings.key_prefix,

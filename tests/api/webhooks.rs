@@ -751,3 +751,33 @@ async fn a_full_backlog_drops_new_events_for_that_endpoint_and_says_so() {
     );
     slow.handle.stop(false).await;
 }
+
+#[tokio::test]
+async fn an_endpoint_gets_only_the_event_types_it_asked_for_and_a_change_applies_to_later_events() {
+    let app = spawn_app_with(webhook_settings).await;
+    let receiver = Receiver::start(|_| Reply::status(200));
+    let (id, _) = register(&app, &receiver.url, json!(["order.delivered"])).await;
+    run_orders(&app, &["t1"]).await;
+    let delivered = event_ids(&app, "t1").await.pop().unwrap();
+    receiver
+        .wait_for(Duration::from_secs(10), |got| {
+            accepted_ids(got) == [delivered.clone()]
+        })
+        .await;
+
+    let patched = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/webhooks/{id}"),
+            &json!({"events": ["order.created"]}),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    run_orders(&app, &["t2"]).await;
+    let created = event_ids(&app, "t2").await.remove(0);
+    let got = receiver
+        .wait_for(Duration::from_secs(10), |got| accepted_ids(got).len() == 2)
+        .await;
+    assert_eq!(accepted_ids(&got), [delivered, created]);
+    receiver.handle.stop(false).await;
+}
