@@ -25,6 +25,8 @@ use crate::store::scripts;
 
 /// Time a lease lasts beyond the request timeout (settling, a slow Redis).
 pub(crate) const LEASE_MARGIN_MS: u64 = 2_000;
+/// The most of an answer's body a sender reads (the rest is dropped with the connection).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// How often an idle sender looks for due lanes.
 const POLL_MS: u64 = 50;
 /// How long a lane of a disabled endpoint is left before it is looked at again (enabling the
@@ -222,9 +224,23 @@ impl Webhooks {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                // Read the answer to its end (bounded by the timeout), so that a slow body
+                // Read the answer (bounded by the timeout, and by MAX_ANSWER_BYTES so that a
+                // receiver cannot make the sender hold a large body), so that a slow body
                 // counts as slow, then drop it: it is never stored.
-                let body = response.bytes().await;
+                let mut response = response;
+                let mut read = 0usize;
+                let body = loop {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => {
+                            read += chunk.len();
+                            if read >= MAX_ANSWER_BYTES {
+                                break Ok(());
+                            }
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
                 match (classify(status, retry_after), body) {
                     (Attempt::Delivered(_), Err(e)) => Attempt::Retry {
                         code: status,

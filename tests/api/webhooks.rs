@@ -552,6 +552,7 @@ async fn failing_endpoints_are_dead_lettered_disabled_listed_and_resumed_and_one
     )
     .await;
     let disabled_before = metric(&app, "geodispatch_webhook_endpoints_disabled_total").await;
+    let latencies_before = metric(&app, "geodispatch_webhook_delivery_seconds_count").await;
 
     run_orders(&app, &["f1"]).await;
     let ids = event_ids(&app, "f1").await;
@@ -666,6 +667,21 @@ async fn failing_endpoints_are_dead_lettered_disabled_listed_and_resumed_and_one
         })
         .await;
     assert_eq!(accepted_ids(&got), [&ids[2..], &ids[..1]].concat());
+    let series = |outcome: &str| {
+        format!(
+            "geodispatch_webhook_deliveries_total{{endpoint=\"{flaky_id}\",outcome=\"{outcome}\"}}"
+        )
+    };
+    assert_eq!(
+        metric(&app, &series("delivered")).await,
+        (ids.len() - 1) as f64
+    );
+    assert_eq!(metric(&app, &series("retry")).await, 4.0);
+    assert_eq!(metric(&app, &series("dead")).await, 2.0);
+    assert!(
+        metric(&app, "geodispatch_webhook_delivery_seconds_count").await
+            >= latencies_before + (ids.len() - 1 + 6) as f64
+    );
     assert!(got.iter().all(|r| verify(&secret, r)));
     app.post_json(
         &format!("/v1/admin/webhooks/{flaky_id}/deliveries/evt_paris_1-0/retry"),
