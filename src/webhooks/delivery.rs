@@ -404,10 +404,7 @@ impl Webhooks {
         let targets: Vec<_> = all
             .iter()
             .filter(|(e, _)| e.enabled && e.id != endpoint && e.wants("endpoint.disabled"))
-            .map(|(e, h)| {
-                let lanes = h.get("lanes").and_then(|l| l.parse().ok()).unwrap_or(1);
-                (e, lanes, message(id.clone()))
-            })
+            .map(|(e, lanes)| (e, *lanes, message(id.clone())))
             .collect();
         if !targets.is_empty() {
             self.enqueue(None, "", &targets).await?;

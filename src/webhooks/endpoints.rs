@@ -133,6 +133,11 @@ async fn check_url(hooks: &Webhooks, raw: &str) -> Result<String, WebhookError> 
     Ok(url.to_string())
 }
 
+/// The lanes an endpoint hash says it was created with.
+pub(crate) fn lanes_in(h: &HashMap<String, String>) -> u32 {
+    h.get("lanes").and_then(|l| l.parse().ok()).unwrap_or(1)
+}
+
 impl Endpoint {
     /// Decode an endpoint hash (`None` when it is absent).
     pub(crate) fn from_hash(id: &str, h: &HashMap<String, String>) -> Option<Self> {
@@ -243,10 +248,8 @@ impl Webhooks {
         Endpoint::from_hash(id, &h).ok_or_else(|| WebhookError::NotFound(id.to_owned()))
     }
 
-    /// Every endpoint with its hash, oldest first.
-    pub(crate) async fn all(
-        &self,
-    ) -> Result<Vec<(Endpoint, HashMap<String, String>)>, WebhookError> {
+    /// Every endpoint with its number of lanes, oldest first.
+    pub(crate) async fn all(&self) -> Result<Vec<(Endpoint, u32)>, WebhookError> {
         let keys = self.store().keys();
         let mut conn = self.store().conn();
         let ids: Vec<String> = redis::cmd("SMEMBERS")
@@ -268,7 +271,7 @@ impl Webhooks {
         let mut out: Vec<_> = ids
             .iter()
             .zip(hashes)
-            .filter_map(|(id, h)| Endpoint::from_hash(id, &h).map(|e| (e, h)))
+            .filter_map(|(id, h)| Endpoint::from_hash(id, &h).map(|e| (e, lanes_in(&h))))
             .collect();
         out.sort_by(|a, b| {
             (a.0.created_at.as_str(), a.0.id.as_str())

@@ -25,7 +25,7 @@ const BATCH: usize = 100;
 const BLOCK_MS: u64 = 1_000;
 
 /// One queued message, as stored in a lane.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct Message {
     /// The `webhook-id`: stable across attempts, for receivers to deduplicate.
     pub(crate) id: String,
@@ -182,17 +182,13 @@ impl Webhooks {
             })?
             .into_iter()
             .filter(|(e, _)| e.enabled)
-            .map(|(e, h)| {
-                let lanes = h.get("lanes").and_then(|l| l.parse().ok()).unwrap_or(1);
-                (e, lanes)
-            })
             .collect();
         let mut messages = Vec::new();
         for event in &events {
             let message = message(event);
             for (endpoint, lanes) in &endpoints {
                 if endpoint.wants(&message.kind) {
-                    messages.push((endpoint, *lanes, self::message(event)));
+                    messages.push((endpoint, *lanes, message.clone()));
                 }
             }
         }

@@ -140,7 +140,7 @@ impl Webhooks {
             order: field(entry, "order"),
             payload: field(entry, "payload"),
         };
-        let lanes = hash.get("lanes").and_then(|l| l.parse().ok()).unwrap_or(1);
+        let lanes = super::endpoints::lanes_in(&hash);
         let reply = self
             .enqueue(None, "", &[(&endpoint, lanes, message)])
             .await
