@@ -797,3 +797,87 @@ async fn an_endpoint_gets_only_the_event_types_it_asked_for_and_a_change_applies
     assert_eq!(accepted_ids(&got), [delivered, created]);
     receiver.handle.stop(false).await;
 }
+
+#[tokio::test]
+async fn a_serve_process_killed_mid_delivery_loses_nothing() {
+    // The API instance of the test has no signing key: it neither fans out nor sends, so the
+    // first sender is the `geodispatch serve` process below, killed with SIGKILL while the
+    // receiver holds its first request.
+    let app = spawn_app_with(|s| {
+        s.webhook_allow_http = true;
+        s.webhook_allow_private = true;
+    })
+    .await;
+    let receiver = Receiver::start(|r| {
+        if r.attempt == 1 && r.body.contains(r#""type":"created""#) {
+            Reply {
+                delay: Duration::from_millis(2_000),
+                ..Reply::status(200)
+            }
+        } else {
+            Reply::status(200)
+        }
+    });
+    let port = geodispatch::store::local::free_port().unwrap();
+    let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_geodispatch"))
+        .arg("serve")
+        .env("GEODISPATCH_REDIS_URL", app.redis.url())
+        .env("GEODISPATCH_KEY_PREFIX", &app.context.settings.key_prefix)
+        .env("GEODISPATCH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("GEODISPATCH_ADMIN_KEY", TEST_ADMIN_KEY)
+        .env("GEODISPATCH_WEBHOOK_SIGNING_KEY", SIGNING_KEY)
+        .env("GEODISPATCH_WEBHOOK_ALLOW_HTTP", "true")
+        .env("GEODISPATCH_WEBHOOK_ALLOW_PRIVATE", "true")
+        .env("GEODISPATCH_WEBHOOK_TIMEOUT_MS", "3000")
+        .env("GEODISPATCH_WEBHOOK_RETRY_SCHEDULE_MS", "100")
+        .env("GEODISPATCH_RATE_LIMITS_ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = client_with(Some(TEST_ADMIN_KEY));
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        if Instant::now() > deadline {
+            let _ = victim.kill();
+            panic!("geodispatch serve never got ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let created: Value = client
+        .post(format!("{base}/v1/admin/webhooks"))
+        .json(&json!({"url": receiver.url, "events": ["*"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+
+    run_orders(&app, &["p1"]).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |got| !got.is_empty())
+        .await;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    // Another instance with the signing key takes the lane over once its lease ends.
+    let survivor = app.peer(|s| s.webhook_signing_key = Some(SIGNING_KEY.into()));
+    let expected = event_ids(&app, "p1").await;
+    let got = receiver
+        .wait_for(Duration::from_secs(30), |got| {
+            accepted_ids(got).len() == expected.len()
+                && got.iter().filter(|r| r.id == expected[0]).count() >= 2
+        })
+        .await;
+    assert_eq!(accepted_ids(&got), expected, "every event, in order");
+    assert!(got.iter().all(|r| verify(&secret, r)));
+    survivor.stop().await;
+    receiver.handle.stop(false).await;
+}
