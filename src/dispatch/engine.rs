@@ -210,23 +210,29 @@ impl Dispatcher {
             fencing,
             ttl,
         };
-        let target = match fields.as_slice() {
-            [Some(lat), Some(lon), vehicle] => Target {
-                center: GeoPoint {
-                    lat: lat.parse().context("order plat")?,
-                    lon: lon.parse().context("order plon")?,
-                },
-                vehicle: vehicle.as_deref().and_then(VehicleType::parse),
-                excluded,
-            },
-            _ => {
-                self.release(&lease).await;
-                return Err(DispatchError::Internal(anyhow::anyhow!(
-                    "order {order} has no pickup: {fields:?}"
-                )));
-            }
+        let pickup = match fields.as_slice() {
+            [Some(lat), Some(lon), vehicle] => lat
+                .parse()
+                .context("order plat")
+                .and_then(|lat| Ok((lat, lon.parse().context("order plon")?)))
+                .map(|(lat, lon)| (GeoPoint { lat, lon }, vehicle.as_deref())),
+            _ => Err(anyhow::anyhow!("order {order} has no pickup: {fields:?}")),
         };
-        Ok(Locked::Taken(lease, target))
+        match pickup {
+            Ok((center, vehicle)) => Ok(Locked::Taken(
+                lease,
+                Target {
+                    center,
+                    vehicle: vehicle.and_then(VehicleType::parse),
+                    excluded,
+                },
+            )),
+            // A lock is never left behind an order that cannot be dispatched.
+            Err(err) => {
+                self.release(&lease).await;
+                Err(DispatchError::Internal(err))
+            }
+        }
     }
 
     /// Take an order's lock (never waits): the first step of a dispatch, public so that tests

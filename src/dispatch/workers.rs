@@ -42,8 +42,24 @@ async fn ensure_group(dispatcher: &Dispatcher, city: &str) -> redis::RedisResult
     }
 }
 
-/// Handle one queue entry; `true` when it may be acknowledged.
+/// Process one queue entry; `true` when it may be acknowledged. A panic while processing is
+/// caught and leaves the entry pending, like an error: the worker lives on, and an entry that
+/// panics every time is dead-lettered after `queue_max_deliveries` like any poison entry.
 async fn handle(dispatcher: &Dispatcher, city: &str, entry: &StreamId) -> bool {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handle_entry(dispatcher, city, entry))
+        .catch_unwind()
+        .await
+    {
+        Ok(ack) => ack,
+        Err(_) => {
+            tracing::error!(city, id = %entry.id, "processing a queue entry panicked; the entry stays pending");
+            false
+        }
+    }
+}
+
+async fn handle_entry(dispatcher: &Dispatcher, city: &str, entry: &StreamId) -> bool {
     let Some(order) = entry.get::<String>("order") else {
         tracing::warn!(city, id = %entry.id, "queue entry without an order; dropping it");
         return true;
