@@ -38,10 +38,12 @@
 //! real time (`metres_per_minute × speed / 60`), offers live 5 minutes, retries every 0.5,
 //! the timer scan every 0.1, drivers stay fresh 10 minutes (they report every minute),
 //! `dispatch_max_attempts` 10⁹ (an order waits for a courier rather than failing), the
-//! dispatch radius covers the whole instance, and couriers are ranked by distance alone
-//! (`ranking_score_weight = 0`). Against a running service (`--url`) none of this can be set:
-//! start it with the variables the tool writes to `service.env` and the service area in
-//! `cities.geojson` (`--write-service-files` writes both and exits).
+//! dispatch radius covers the whole instance, couriers are ranked by distance alone
+//! (`ranking_score_weight = 0`), and arrivals are detected within 50 m after half a simulated
+//! minute (`service::ARRIVAL_DWELL_MIN`; the summary counts them, [`arrivals`]). Against a
+//! running service (`--url`) none of this can be set: start it with the variables the tool
+//! writes to `service.env` and the service area in `cities.geojson` (`--write-service-files`
+//! writes both and exits).
 //!
 //! The output directory receives the three solution files in the authors' format
 //! (`solution_info_assignments.txt`, `solution_info_orders.txt`,
