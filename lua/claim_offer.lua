@@ -24,6 +24,8 @@
 -- KEYS[14]     match pool of the city (batched policy): the offered order leaves it
 -- KEYS[15]     dead-letter stream of the city (unused here; same layout as order_transition)
 -- KEYS[16]     soon-free drivers of the city (unused here; same layout as order_transition)
+-- KEYS[17..18] arrival tracking and arrival times hashes of the city (unused here; same layout
+--              as order_transition)
 -- ARGV[1] lock token   ARGV[2] fencing number of this lease   ARGV[3] driver TTL ms
 -- ARGV[4] offer TTL ms   ARGV[5] events stream MAXLEN (approximate)   ARGV[6] city ops channel
 -- ARGV[7] per-driver channel prefix (channel = prefix .. driver_id)

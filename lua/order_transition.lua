@@ -33,6 +33,13 @@
 -- KEYS[15]     dead-letter stream of the order's city (dead_letter)
 -- KEYS[16]     GEO set of the order's city: driver_id at the drop-off of the picked-up order
 --              it carries (batched policy), where rounds expect it to be free soon
+-- KEYS[17]     arrival tracking hash of the order's city: driver_id -> the target of the
+--              driver's open order, "order|fence|phase|lat|lon|since_ms|arrived" (see
+--              set_position.lua): accept sets the pickup, pickup the drop-off, and every
+--              transition that lets go of the driver removes it
+-- KEYS[18]     arrival times hash of the order's city: order_id -> "pickup_ms|dropoff_ms"
+--              written by set_position.lua; pickup, deliver and cancel copy them into the order
+--              hash ('arrived_p', 'arrived_d'), and the end of the order removes the entry
 -- ARGV[1] op: create | accept | reject | pickup | deliver | cancel | timer | attempt |
 --         dead_letter
 -- ARGV[2] order_id   ARGV[3] the order's city
@@ -49,6 +56,8 @@
 --              vehicle type ('' for any), dispatch mode ('now' | 'queued')
 -- ARGV[14] (deliver) the score of a driver without one (ranking_unscored_score): a driver's
 --              first delivery starts its score from there, as ranking counted it
+-- ARGV[15] (deliver) '1': refuse to deliver an order with a drop-off before the driver's
+--              arrival there was detected (require_arrival_for_delivery); '' otherwise
 -- ARGV[14..17] (dead_letter) the dispatch queue's consumer group, the id of a queue entry for
 --              this order, the consumer that took it over, and the deliveries after which it
 --              is dead-lettered (queue_max_deliveries)
@@ -77,6 +86,8 @@
 --   {'not_held'}                  dead_letter: the entry is not pending under that consumer
 --                                 (acknowledged, or taken over by another since); nothing
 --                                 written
+--   {'not_arrived'}               deliver with ARGV[15] '1': no arrival at the drop-off was
+--                                 detected; nothing written
 --
 -- Dead letters. A queue entry's delivery count (XPENDING) counts each time a worker got it: the
 -- read, then every XAUTOCLAIM. A worker calls dead_letter for each entry it takes over; once
@@ -194,6 +205,10 @@ elseif op == 'pickup' then
   next_state = 'picked_up'
 elseif op == 'deliver' then
   if state ~= 'picked_up' then return {'state', state} end
+  if ARGV[15] == '1' and (redis.call('HGET', KEYS[1], 'dlat') or '') ~= '' then
+    local times = redis.call('HGET', KEYS[18], order_id) or '|'
+    if string.match(times, '|(.*)$') == '' then return {'not_arrived'} end
+  end
   next_state = 'delivered'
 elseif op == 'cancel' then
   if state ~= 'pending' and state ~= 'offered' and state ~= 'accepted' and state ~= 'picked_up' then
@@ -281,6 +296,34 @@ if next_state == 'picked_up' then
   local drop = redis.call('HMGET', KEYS[1], 'policy', 'dlat', 'dlon')
   if drop[1] == 'batched' and drop[2] and drop[2] ~= '' then
     redis.call('GEOADD', KEYS[16], drop[3], drop[2], driver)
+  end
+end
+
+-- Arrival tracking: the driver's target follows the order (accept: the pickup; pickup: the
+-- drop-off, if any); the arrival times detected so far go into the order hash at pickup and
+-- at the end, and the entries go when the order lets go of the driver.
+if next_state == 'accepted' then
+  local p = redis.call('HMGET', KEYS[1], 'plat', 'plon')
+  redis.call('HSET', KEYS[17], driver, table.concat({order_id, fence, 'p', p[1], p[2], '', '0'}, '|'))
+elseif next_state == 'picked_up' or next_state == 'delivered' or next_state == 'cancelled' then
+  local times = redis.call('HGET', KEYS[18], order_id)
+  if times then
+    local p, d = string.match(times, '^([^|]*)|([^|]*)$')
+    if p ~= '' then redis.call('HSET', KEYS[1], 'arrived_p', p) end
+    if d ~= '' then redis.call('HSET', KEYS[1], 'arrived_d', d) end
+    if next_state ~= 'picked_up' then redis.call('HDEL', KEYS[18], order_id) end
+  end
+  local target = driver ~= '' and redis.call('HGET', KEYS[17], driver)
+  local mine = target and string.sub(target, 1, #order_id + 1) == order_id .. '|'
+  if next_state == 'picked_up' then
+    local d = redis.call('HMGET', KEYS[1], 'dlat', 'dlon')
+    if d[1] and d[1] ~= '' then
+      redis.call('HSET', KEYS[17], driver, table.concat({order_id, fence, 'd', d[1], d[2], '', '0'}, '|'))
+    elseif mine then
+      redis.call('HDEL', KEYS[17], driver)
+    end
+  elseif mine then
+    redis.call('HDEL', KEYS[17], driver)
   end
 end
 

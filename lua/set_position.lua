@@ -14,7 +14,15 @@
 -- KEYS[4..6]  GEO sets of the city, one per status (available, busy, offline); members are
 --             tagged with the vehicle type ('b:id', 's:id', 'c:id', 'v:id': bike, scooter, car,
 --             van), so a search learns each driver's type and filters by it
--- KEYS[6 + i] the liveness bucket of the i-th position's driver (driver_id -> recorded_ms;
+-- KEYS[7]     arrival tracking hash of the city: driver_id -> the target of the driver's open
+--             order, "order|fence|phase|lat|lon|since_ms|arrived" (phase 'p' pickup, 'd'
+--             drop-off; since_ms the recorded_ms at which the driver came within the radius,
+--             '' while outside; arrived '1' once this visit's arrival was emitted), written by
+--             order_transition.lua (accept, pickup; removed when the order lets go of the driver)
+-- KEYS[8]     arrival times hash of the city: order_id -> "pickup_ms|dropoff_ms" ('' when not
+--             arrived), until order_transition.lua copies them into the order hash
+-- KEYS[9]     events stream of the city
+-- KEYS[9 + i] the liveness bucket of the i-th position's driver (driver_id -> recorded_ms;
 --             `...:seen:<bucket>`, the index member being <bucket>)
 -- ARGV[1] allowed clock skew into the future, ms
 -- ARGV[2] mode: ''       a driver absent from this city answers 'unknown' (nothing written)
@@ -23,7 +31,10 @@
 --                        removed from every index of this city (its state and score too) and
 --                        answers 'left'; a busy driver stays in this city (it belongs to its
 --                        order's city until the order ends) and the position is stored here
--- then 9 ARGV per position, from ARGV[3]:
+-- ARGV[3] arrival radius, m ('' turns arrival detection off)   ARGV[4] arrival dwell, ms
+-- ARGV[5] events stream MAXLEN (approximate)   ARGV[6] city ops channel
+-- ARGV[7] per-driver channel prefix   ARGV[8] the city (named in published events)
+-- then 9 ARGV per position, from ARGV[9]:
 --   driver_id, lon, lat, recorded_ms,
 --   requested status ('' keeps it; new drivers start 'available'; or 'available' | 'offline'),
 --   vehicle type ('' keeps it; new drivers are 'car'; or bike|scooter|car|van),
@@ -40,13 +51,24 @@
 -- written with one command per key (one HMGET first, then at most one ZREM and one GEOADD per
 -- GEO set, one HSET, and per liveness bucket one ZADD): per position that is a few member
 -- updates, not five commands.
+--
+-- Arrivals. A position of a busy driver (status read from the stored state, so a driver
+-- without an open order costs nothing more) is checked against its tracking entry (one HMGET
+-- for the call's busy drivers): within the radius it starts a visit (since_ms), a visit lasting
+-- the dwell (by the positions' recorded_ms) emits 'driver.arrived_pickup' or
+-- 'driver.arrived_dropoff' once and records the order's first arrival time (the visit's start);
+-- the visit ends only beyond 1.5 x the radius (hysteresis: GPS jitter at the edge does not end
+-- it), which emits 'driver.left_pickup' after an arrival at the pickup. Events are appended to
+-- the city's stream and published like order events.
 -- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state, pack_state), buckets
 -- (bucket_name, refresh_bucket).
 local now = now_ms()
 local skew, mode = tonumber(ARGV[1]), ARGV[2]
+local radius = tonumber(ARGV[3])
+local FIRST = 9
 
 local ids = {}
-for a = 3, #ARGV, 9 do
+for a = FIRST, #ARGV, 9 do
   ids[#ids + 1] = ARGV[a]
 end
 if #ids == 0 then
@@ -59,6 +81,8 @@ local stored = redis.call('HMGET', KEYS[1], unpack(ids))
 -- name the GEO entry to remove when they change. A decision replaces cur[id], never edits it.
 local cur, first, touched, order = {}, {}, {}, {}
 local out = {}
+-- Positions of busy drivers to check for arrivals, in call order.
+local track = {}
 
 local function decide(i, a)
   local id = ids[i]
@@ -107,20 +131,103 @@ local function decide(i, a)
   local lon, lat = ARGV[a + 1], ARGV[a + 2]
   local state = pack_state(ARGV[a + 3], lat, lon, status, vehicle, ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
   cur[id] = {status = status, vehicle = vehicle, recorded = recorded, rs = ARGV[a + 3], state = state, lat = lat, lon = lon}
+  if radius and status == 'busy' then
+    track[#track + 1] = {id = id, lat = tonumber(lat), lon = tonumber(lon), at = recorded}
+  end
   return 'ok', state, now
 end
 
 for i = 1, #ids do
-  local code, x, y = decide(i, 3 + (i - 1) * 9)
+  local code, x, y = decide(i, FIRST + (i - 1) * 9)
   out[#out + 1] = code
   out[#out + 1] = tostring(x)
   out[#out + 1] = tostring(y)
 end
 
+-- Arrivals of busy drivers (see the header).
+if #track > 0 then
+  local dwell, outer = tonumber(ARGV[4]), radius * 1.5
+  local names, entries, seen = {}, {}, {}
+  for _, t in ipairs(track) do
+    if not seen[t.id] then
+      seen[t.id] = true
+      names[#names + 1] = t.id
+    end
+  end
+  local got = redis.call('HMGET', KEYS[7], unpack(names))
+  for j, id in ipairs(names) do
+    local e = got[j]
+    if e then
+      local o, f, ph, la, lo, since, arrived = string.match(e, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+      if o then
+        entries[id] = {order = o, fence = f, phase = ph, la = la, lo = lo, lat = tonumber(la),
+          lon = tonumber(lo), since = tonumber(since), arrived = arrived == '1', changed = false}
+      end
+    end
+  end
+  -- Great-circle distance in metres, on the sphere Redis' GEO commands use.
+  local function distance(lat1, lon1, lat2, lon2)
+    local r = math.pi / 180
+    local u = math.sin((lat2 - lat1) * r / 2)
+    local v = math.sin((lon2 - lon1) * r / 2)
+    local a = u * u + math.cos(lat1 * r) * math.cos(lat2 * r) * v * v
+    return 2 * 6372797.560856 * math.asin(math.sqrt(a))
+  end
+  local function emit(kind, id, e)
+    local state = e.phase == 'p' and 'accepted' or 'picked_up'
+    local sid = redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[5], '*', 'type', kind,
+      'order', e.order, 'driver', id, 'state', state, 'fence', e.fence, 'at', tostring(now))
+    local msg = cjson.encode({id = sid, type = kind, order_id = e.order, driver_id = id,
+      state = state, fencing_token = tonumber(e.fence), at_ms = now, city = ARGV[8]})
+    redis.call('PUBLISH', ARGV[6], msg)
+    redis.call('PUBLISH', ARGV[7] .. id, msg)
+  end
+  for _, t in ipairs(track) do
+    local e = entries[t.id]
+    if e and e.lat then
+      local d = distance(t.lat, t.lon, e.lat, e.lon)
+      if not e.since then
+        if d <= radius then
+          e.since, e.changed = t.at, true
+        end
+      elseif d > outer then
+        if e.arrived and e.phase == 'p' then
+          emit('driver.left_pickup', t.id, e)
+        end
+        e.since, e.arrived, e.changed = nil, false, true
+      end
+      if e.since and not e.arrived and t.at - e.since >= dwell then
+        e.arrived, e.changed = true, true
+        emit(e.phase == 'p' and 'driver.arrived_pickup' or 'driver.arrived_dropoff', t.id, e)
+        local times = redis.call('HGET', KEYS[8], e.order) or '|'
+        local p, dd = string.match(times, '^([^|]*)|([^|]*)$')
+        if e.phase == 'p' and p == '' then
+          p = string.format('%d', e.since)
+        elseif e.phase == 'd' and dd == '' then
+          dd = string.format('%d', e.since)
+        end
+        redis.call('HSET', KEYS[8], e.order, p .. '|' .. dd)
+      end
+    end
+  end
+  local writes = {}
+  for _, id in ipairs(names) do
+    local e = entries[id]
+    if e and e.changed then
+      writes[#writes + 1] = id
+      writes[#writes + 1] = table.concat({e.order, e.fence, e.phase, e.la, e.lo,
+        e.since and string.format('%d', e.since) or '', e.arrived and '1' or '0'}, '|')
+    end
+  end
+  if #writes > 0 then
+    redis.call('HSET', KEYS[7], unpack(writes))
+  end
+end
+
 -- Write each touched driver's final state.
 local bucket_of = {}
 for i = 1, #ids do
-  bucket_of[ids[i]] = KEYS[6 + i]
+  bucket_of[ids[i]] = KEYS[9 + i]
 end
 local adds, rems = {{}, {}, {}}, {{}, {}, {}}
 local hash, gone = {}, {}

@@ -176,6 +176,19 @@ pub struct Settings {
     pub events_maxlen: u64,
     /// Points added to a driver's score per delivered order.
     pub score_per_delivery: f64,
+    /// Detect drivers arriving at (and leaving) the pickup and drop-off of their open order
+    /// from their positions (`driver.arrived_pickup`, `driver.arrived_dropoff`,
+    /// `driver.left_pickup` events; the order's `arrived_pickup_at` / `arrived_dropoff_at`).
+    pub arrival_detection: bool,
+    /// A driver within this distance (m) of its target has come there; it leaves only beyond
+    /// 1.5 times it (hysteresis, so that GPS jitter at the edge does not flap).
+    pub arrival_radius_m: f64,
+    /// How long (ms, by the positions' `recorded_at`) a driver must stay at its target before
+    /// its arrival is emitted.
+    pub arrival_dwell_ms: u64,
+    /// Refuse `deliver` (409 `not-arrived`, nothing written) for an order with a drop-off
+    /// before the driver's arrival there was detected. Needs `arrival_detection`.
+    pub require_arrival_for_delivery: bool,
     /// How long (ms) an `Idempotency-Key` of `POST /v1/orders` is remembered.
     pub idempotency_ttl_ms: u64,
     /// Require an API key or session token (`Authorization: Bearer …`) on every `/v1` route.
@@ -286,6 +299,10 @@ impl Default for Settings {
             timer_interval_ms: 250,
             events_maxlen: 100_000,
             score_per_delivery: 0.01,
+            arrival_detection: true,
+            arrival_radius_m: 50.0,
+            arrival_dwell_ms: 20_000,
+            require_arrival_for_delivery: false,
             idempotency_ttl_ms: 86_400_000,
             auth_enabled: true,
             admin_key: None,
@@ -458,6 +475,17 @@ impl Settings {
         }
         if !self.score_per_delivery.is_finite() {
             bail!("score_per_delivery must be a finite number");
+        }
+        if !(self.arrival_radius_m >= 1.0 && self.arrival_radius_m <= 10_000.0) {
+            bail!("arrival_radius_m must be between 1 and 10000 metres");
+        }
+        if self.arrival_dwell_ms > 3_600_000 {
+            bail!("arrival_dwell_ms must be at most 3600000 (an hour)");
+        }
+        if self.require_arrival_for_delivery && !self.arrival_detection {
+            bail!(
+                "require_arrival_for_delivery needs arrival_detection: without it no arrival is ever detected and no order could be delivered"
+            );
         }
         // The bound of a written score, so that a composite stays an exact double.
         if !(self.ranking_unscored_score.is_finite() && self.ranking_unscored_score.abs() < 1e15) {
@@ -711,5 +739,54 @@ mod tests {
                 "{bad}: {err:#}"
             );
         }
+    }
+
+    #[test]
+    fn arrival_settings_are_checked() {
+        let cases: [(Settings, &str, &str); 4] = [
+            (
+                Settings {
+                    arrival_radius_m: 0.0,
+                    ..Settings::default()
+                },
+                "arrival_radius_m",
+                "a zero radius is never entered",
+            ),
+            (
+                Settings {
+                    arrival_radius_m: f64::NAN,
+                    ..Settings::default()
+                },
+                "arrival_radius_m",
+                "not a distance",
+            ),
+            (
+                Settings {
+                    arrival_dwell_ms: 7_200_000,
+                    ..Settings::default()
+                },
+                "arrival_dwell_ms",
+                "a driver never waits two hours at a pickup",
+            ),
+            (
+                Settings {
+                    arrival_detection: false,
+                    require_arrival_for_delivery: true,
+                    ..Settings::default()
+                },
+                "require_arrival_for_delivery needs arrival_detection",
+                "no order could ever be delivered",
+            ),
+        ];
+        for (settings, names, why) in cases {
+            let err = settings.validate().unwrap_err();
+            assert!(format!("{err:#}").contains(names), "{why}: {err:#}");
+        }
+        let on = Settings::load(
+            None,
+            env(&[("GEODISPATCH_REQUIRE_ARRIVAL_FOR_DELIVERY", "true")]),
+        )
+        .unwrap();
+        assert!(on.require_arrival_for_delivery && on.arrival_detection);
     }
 }

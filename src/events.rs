@@ -23,7 +23,9 @@ pub struct OrderEvent {
     /// Stream entry id (also the SSE `id`, for `Last-Event-ID`).
     pub id: String,
     /// `created`, `offered`, `accepted`, `rejected`, `expired`, `picked_up`, `delivered`,
-    /// `cancelled` or `failed`.
+    /// `cancelled` or `failed` (order transitions), or `driver.arrived_pickup`,
+    /// `driver.arrived_dropoff` or `driver.left_pickup` (the order's driver came to or left
+    /// its pickup or drop-off; the state is the order's, unchanged).
     #[serde(rename = "type")]
     pub kind: String,
     /// Order id.

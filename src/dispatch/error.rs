@@ -52,6 +52,12 @@ pub enum DispatchError {
     /// The offer expired before the driver accepted it; nothing was changed.
     #[error("the offer of order {0} expired; nothing was changed")]
     OfferExpired(String),
+    /// `deliver` before the driver's arrival at the drop-off was detected, with
+    /// `require_arrival_for_delivery` on; nothing was changed.
+    #[error(
+        "order {0} cannot be delivered yet: no arrival of its driver at the drop-off was detected (require_arrival_for_delivery); nothing was changed"
+    )]
+    NotArrived(String),
     /// Nobody eligible within the dispatch radius; the order stays pending.
     #[error(
         "no available driver within {radius_m} m of the pickup of order {order}; it stays pending"

@@ -177,6 +177,13 @@ pub(crate) struct Order {
     /// its dispatch failed on every delivery from the queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) failure_reason: Option<String>,
+    /// When the driver arrived at the pickup (RFC 3339; the `recorded_at` of its first position
+    /// within `arrival_radius_m` of a visit that lasted `arrival_dwell_ms`); absent until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) arrived_pickup_at: Option<String>,
+    /// When the driver arrived at the drop-off (as `arrived_pickup_at`); absent until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) arrived_dropoff_at: Option<String>,
 }
 
 impl Order {
@@ -222,6 +229,8 @@ impl Order {
             driver_id,
             attempts: num("attempts").unwrap_or(0.0) as u32,
             failure_reason: nonempty("reason").map(str::to_owned),
+            arrived_pickup_at: num("arrived_p").map(|ms| rfc3339_ms(ms as i64)),
+            arrived_dropoff_at: num("arrived_d").map(|ms| rfc3339_ms(ms as i64)),
         })
     }
 }

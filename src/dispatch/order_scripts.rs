@@ -92,6 +92,9 @@ pub(super) struct TransitionArgs<'a> {
     pub(crate) lock_ttl_ms: Option<u64>,
     /// `ARGV[14]` (deliver): the score of a driver without one.
     pub(crate) unscored_score: f64,
+    /// `ARGV[15]` (deliver): refuse before an arrival at the drop-off was detected
+    /// (`require_arrival_for_delivery`).
+    pub(crate) require_arrival: bool,
     /// `ARGV[14..23]`: the new order (create).
     pub(crate) new_order: Option<NewOrder<'a>>,
     /// `ARGV[14..17]`: the queue entry (dead_letter).
@@ -122,6 +125,7 @@ impl TransitionArgs<'_> {
         argv.push(self.lock_ttl_ms.map(|t| t.to_string()).unwrap_or_default());
         if self.op == Op::Deliver {
             argv.push(self.unscored_score.to_string());
+            argv.push(if self.require_arrival { "1" } else { "" }.to_owned());
         }
         if let Some(entry) = &self.queue_entry {
             argv.push(entry.group.to_owned());
@@ -185,6 +189,9 @@ pub(super) enum TransitionReply {
     LockLost,
     /// `not_held`: dead_letter found the queue entry no longer pending under the consumer.
     NotHeld,
+    /// `not_arrived`: deliver before the driver's arrival at the drop-off was detected (with
+    /// `require_arrival_for_delivery`).
+    NotArrived,
 }
 
 impl TransitionReply {
@@ -213,6 +220,7 @@ impl TransitionReply {
             "not_due" => TransitionReply::NotDue,
             "lock_lost" => TransitionReply::LockLost,
             "not_held" => TransitionReply::NotHeld,
+            "not_arrived" => TransitionReply::NotArrived,
             _ => return Err(bad()),
         })
     }
@@ -326,6 +334,7 @@ mod tests {
             lock_token: None,
             lock_ttl_ms: None,
             unscored_score: 4.25,
+            require_arrival: true,
             new_order: None,
             queue_entry: None,
         }
@@ -351,7 +360,8 @@ mod tests {
                 "gd:driver:",
                 "",
                 "",
-                "4.25"
+                "4.25",
+                "1"
             ])
         );
         let mut create = args(Op::Create);

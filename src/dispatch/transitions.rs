@@ -85,6 +85,9 @@ pub enum TransitionError {
     /// The dispatch lock was lost (attempt).
     #[error("the dispatch lock was lost")]
     LockLost,
+    /// No arrival at the drop-off was detected (deliver with `require_arrival_for_delivery`).
+    #[error("no arrival at the drop-off was detected")]
+    NotArrived,
     /// Redis or decoding failed.
     #[error(transparent)]
     Failed(#[from] DispatchError),
@@ -114,6 +117,7 @@ impl Dispatcher {
             lock_token: None,
             lock_ttl_ms: None,
             unscored_score: self.settings().ranking_unscored_score,
+            require_arrival: self.settings().require_arrival_for_delivery,
             new_order: None,
             queue_entry: None,
         }
@@ -215,13 +219,27 @@ impl Dispatcher {
     /// Read an order of a known city.
     pub(crate) async fn load_in(&self, city: &str, id: &str) -> Result<Order, DispatchError> {
         let mut conn = self.store().conn();
-        let h: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.store().keys().order(city, id))
+        let keys = self.store().keys();
+        // The arrival times detected while the order is open live beside it (positions write
+        // them without knowing the order's key); one round trip reads both.
+        let (mut h, times): (HashMap<String, String>, Option<String>) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(keys.order(city, id))
+            .cmd("HGET")
+            .arg(keys.arrival_times(city))
+            .arg(id)
             .query_async(&mut conn)
             .await
             .map_err(DispatchError::redis("load order"))?;
         if h.is_empty() {
             return Err(DispatchError::OrderNotFound(id.to_owned()));
+        }
+        if let Some((pickup, dropoff)) = times.as_deref().and_then(|t| t.split_once('|')) {
+            for (field, ms) in [("arrived_p", pickup), ("arrived_d", dropoff)] {
+                if !ms.is_empty() {
+                    h.entry(field.to_owned()).or_insert_with(|| ms.to_owned());
+                }
+            }
         }
         Order::from_hash(&h).ok_or_else(|| {
             DispatchError::Internal(anyhow::anyhow!("undecodable order {id}: {h:?}"))
@@ -306,6 +324,7 @@ impl Dispatcher {
             }),
             Err(TransitionError::Fence) => Err(DispatchError::StaleFencingToken(order)),
             Err(TransitionError::Expired) => Err(DispatchError::OfferExpired(order)),
+            Err(TransitionError::NotArrived) => Err(DispatchError::NotArrived(order)),
             Err(TransitionError::Failed(e)) => Err(e),
             Err(other) => Err(DispatchError::Internal(anyhow::anyhow!(
                 "unexpected transition outcome {other:?}"
@@ -413,6 +432,7 @@ fn refusal(reply: TransitionReply) -> TransitionError {
         TransitionReply::Fence => TransitionError::Fence,
         TransitionReply::Expired => TransitionError::Expired,
         TransitionReply::LockLost => TransitionError::LockLost,
+        TransitionReply::NotArrived => TransitionError::NotArrived,
         other => TransitionError::Failed(DispatchError::Internal(anyhow::anyhow!(
             "unexpected order_transition reply {other:?}"
         ))),

@@ -55,15 +55,23 @@ pub(super) fn position_cmd(
     items: &[(&DriverId, &ValidPosition)],
     mode: PositionMode,
 ) -> redis::Cmd {
-    let mut k = keys.city_script(city);
+    let mut k = keys.position_script(city);
     k.extend(
         items
             .iter()
             .map(|(id, _)| keys.seen_bucket(city, driver_bucket(id.as_str()))),
     );
+    let (ops_channel, prefix) = (keys.ops_channel(city), keys.driver_channel_prefix());
     let args = SetPositionArgs {
         max_clock_skew_ms: settings.max_clock_skew_ms,
         mode,
+        arrival: settings
+            .arrival_detection
+            .then_some((settings.arrival_radius_m, settings.arrival_dwell_ms)),
+        events_maxlen: settings.events_maxlen,
+        ops_channel: &ops_channel,
+        driver_channel_prefix: &prefix,
+        city,
         positions: items,
     }
     .argv();

@@ -37,7 +37,18 @@ pub(super) struct SetPositionArgs<'a> {
     pub(crate) max_clock_skew_ms: u64,
     /// `ARGV[2]`.
     pub(crate) mode: PositionMode,
-    /// `ARGV[3..]`, 9 slots per position: driver_id, lon, lat, recorded_ms, requested status
+    /// `ARGV[3]` and `ARGV[4]`: the arrival radius (m) and dwell (ms); `None` turns arrival
+    /// detection off (`''`, `''`).
+    pub(crate) arrival: Option<(f64, u64)>,
+    /// `ARGV[5]`: events stream MAXLEN (approximate).
+    pub(crate) events_maxlen: u64,
+    /// `ARGV[6]`: the city's ops channel.
+    pub(crate) ops_channel: &'a str,
+    /// `ARGV[7]`: the per-driver channel prefix.
+    pub(crate) driver_channel_prefix: &'a str,
+    /// `ARGV[8]`: the city, as named in published events.
+    pub(crate) city: &'a str,
+    /// `ARGV[9..]`, 9 slots per position: driver_id, lon, lat, recorded_ms, requested status
     /// (`''` keeps it), vehicle type (`''` keeps it), accuracy_m, heading_deg, speed_mps
     /// (`''` when absent).
     pub(crate) positions: &'a [(&'a DriverId, &'a ValidPosition)],
@@ -47,9 +58,20 @@ impl SetPositionArgs<'_> {
     /// The slots in the script's order. On the ingest hot path: one allocation for the vector
     /// and one per slot, as the script needs them as strings anyway.
     pub(super) fn argv(&self) -> Vec<String> {
-        let mut args = Vec::with_capacity(2 + 9 * self.positions.len());
+        let mut args = Vec::with_capacity(8 + 9 * self.positions.len());
         args.push(self.max_clock_skew_ms.to_string());
         args.push(self.mode.as_str().to_owned());
+        match self.arrival {
+            Some((radius_m, dwell_ms)) => {
+                args.push(radius_m.to_string());
+                args.push(dwell_ms.to_string());
+            }
+            None => args.extend([String::new(), String::new()]),
+        }
+        args.push(self.events_maxlen.to_string());
+        args.push(self.ops_channel.to_owned());
+        args.push(self.driver_channel_prefix.to_owned());
+        args.push(self.city.to_owned());
         for (id, pos) in self.positions {
             args.push(id.to_string());
             args.push(pos.point.lon.to_string());
@@ -326,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn set_position_args_are_skew_mode_then_nine_slots_per_position() {
+    fn set_position_args_are_skew_mode_arrival_events_then_nine_slots_per_position() {
         let (d1, d2) = (
             DriverId::parse("d-1").unwrap(),
             DriverId::parse("d-2").unwrap(),
@@ -343,14 +365,42 @@ mod tests {
         let args = SetPositionArgs {
             max_clock_skew_ms: 30_000,
             mode: PositionMode::Create,
+            arrival: Some((50.0, 20_000)),
+            events_maxlen: 1_000,
+            ops_channel: "gd:events:paris",
+            driver_channel_prefix: "gd:driver:",
+            city: "paris",
             positions: &[(&d1, &full), (&d2, &bare)],
         };
         assert_eq!(
             args.argv(),
             [
-                "30000", "create", //
-                "d-1", "2.35", "48.85", "1700", "offline", "bike", "5.5", "90", "3.25", //
-                "d-2", "2.35", "48.85", "1800", "", "", "", "", "",
+                "30000",
+                "create",
+                "50",
+                "20000",
+                "1000",
+                "gd:events:paris",
+                "gd:driver:",
+                "paris", //
+                "d-1",
+                "2.35",
+                "48.85",
+                "1700",
+                "offline",
+                "bike",
+                "5.5",
+                "90",
+                "3.25", //
+                "d-2",
+                "2.35",
+                "48.85",
+                "1800",
+                "",
+                "",
+                "",
+                "",
+                "",
             ]
         );
         for (mode, slot) in [
@@ -361,9 +411,15 @@ mod tests {
             let args = SetPositionArgs {
                 max_clock_skew_ms: 0,
                 mode,
+                arrival: None,
+                events_maxlen: 1_000,
+                ops_channel: "",
+                driver_channel_prefix: "",
+                city: "",
                 positions: &[],
             };
             assert_eq!(args.argv()[1], slot);
+            assert_eq!(args.argv()[2..4], ["", ""], "no radius: detection off");
         }
     }
 

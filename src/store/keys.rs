@@ -213,6 +213,19 @@ impl Keys {
         self.city(city, "events")
     }
 
+    /// Hash `driver_id → order|fence|phase|lat|lon|since_ms|arrived`: the pickup or drop-off
+    /// each busy driver of a city is heading to and its arrival there so far, read by
+    /// `set_position.lua` for busy drivers only.
+    pub fn arrivals(&self, city: impl Display) -> String {
+        self.city(city, "arrivals")
+    }
+
+    /// Hash `order_id → pickup_ms|dropoff_ms`: the arrival times detected for a city's open
+    /// orders, copied into the order hash at pickup and at the order's end.
+    pub fn arrival_times(&self, city: impl Display) -> String {
+        self.city(city, "arrivals:times")
+    }
+
     /// Pub/Sub channel: every order event of a city, for ops.
     pub(crate) fn ops_channel(&self, city: impl Display) -> String {
         self.global(format_args!("events:{city}"))
@@ -355,6 +368,16 @@ impl Keys {
         out
     }
 
+    /// KEYS of `set_position.lua` before the liveness buckets: [`Keys::city_script`], then the
+    /// city's arrival tracking and arrival times hashes and its event stream.
+    pub(crate) fn position_script(&self, city: &str) -> Vec<String> {
+        let mut out = self.city_script(city);
+        out.push(self.arrivals(city));
+        out.push(self.arrival_times(city));
+        out.push(self.events(city));
+        out
+    }
+
     /// KEYS of a script that works on one driver of a city: [`Keys::city_script`], then the
     /// driver's liveness bucket.
     pub(crate) fn driver_script(&self, city: &str, id: &str) -> Vec<String> {
@@ -380,7 +403,7 @@ impl Keys {
     /// KEYS of `claim_offer.lua` and `order_transition.lua` for `order` in `city` (the driver
     /// keys are the city's too: a busy driver stays in its order's city).
     pub(crate) fn order_script(&self, city: &str, order: &str) -> Vec<String> {
-        let mut out = Vec::with_capacity(16);
+        let mut out = Vec::with_capacity(18);
         out.push(self.order(city, order));
         out.push(self.driver_states(city));
         out.push(self.assignments(city));
@@ -395,6 +418,8 @@ impl Keys {
         out.push(self.match_pool(city));
         out.push(self.dead_letters(city));
         out.push(self.match_soon_free(city));
+        out.push(self.arrivals(city));
+        out.push(self.arrival_times(city));
         out
     }
 
@@ -412,7 +437,7 @@ impl Keys {
     ) -> Vec<(String, Vec<String>)> {
         let mut out = Vec::new();
         for c in cities {
-            let mut driver_scripts = self.city_script(c);
+            let mut driver_scripts = self.position_script(c);
             driver_scripts.extend(
                 (0..DRIVER_BUCKETS)
                     .step_by(4099)
@@ -491,6 +516,8 @@ impl Keys {
             ("match_soon_free", self.match_soon_free(c)),
             ("match_lease", self.match_lease(c)),
             ("events", self.events(c)),
+            ("arrivals", self.arrivals(c)),
+            ("arrival_times", self.arrival_times(c)),
             ("ops_channel", self.ops_channel(c)),
             ("driver_channel", self.driver_channel(d)),
             ("idempotency", self.idempotency("<idempotency-key>")),

@@ -29,7 +29,8 @@ pub(crate) struct NewEndpoint {
     pub(crate) url: String,
     /// The event types to send (`order.created`, `order.offered`, `order.accepted`,
     /// `order.rejected`, `order.expired`, `order.picked_up`, `order.delivered`,
-    /// `order.cancelled`, `order.failed`, `endpoint.disabled`), or `*` for all.
+    /// `order.cancelled`, `order.failed`, `driver.arrived_pickup`, `driver.arrived_dropoff`,
+    /// `driver.left_pickup`, `endpoint.disabled`), or `*` for all.
     #[schema(min_items = 1, max_items = 32, example = json!(["*"]))]
     pub(crate) events: Vec<String>,
     /// Free-form label.

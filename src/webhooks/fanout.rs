@@ -47,9 +47,19 @@ pub(crate) fn webhook_id(city: &str, stream_id: &str) -> String {
 pub(crate) fn message(event: &OrderEvent) -> Message {
     Message {
         id: webhook_id(&event.city, &event.id),
-        kind: format!("order.{}", event.kind),
+        kind: webhook_type(&event.kind),
         order: event.order_id.clone(),
         payload: serde_json::to_string(event).unwrap_or_default(),
+    }
+}
+
+/// The webhook type of an event stream type: a driver's arrival events keep their name
+/// (`driver.arrived_pickup`), an order transition gets `order.` (`order.accepted`).
+pub(crate) fn webhook_type(kind: &str) -> String {
+    if kind.starts_with("driver.") {
+        kind.to_owned()
+    } else {
+        format!("order.{kind}")
     }
 }
 

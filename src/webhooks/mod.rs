@@ -28,8 +28,10 @@ use crate::domain::FieldError;
 use crate::store::Store;
 
 /// Every event type an endpoint may ask for (besides `*`): `order.` then the event stream's
-/// type, and `endpoint.disabled` (the service disabled another endpoint).
-pub const EVENT_TYPES: [&str; 10] = [
+/// type of an order transition, a driver's arrival events as the stream names them
+/// (`driver.arrived_pickup`, `driver.arrived_dropoff`, `driver.left_pickup`), and
+/// `endpoint.disabled` (the service disabled another endpoint).
+pub const EVENT_TYPES: [&str; 13] = [
     "order.created",
     "order.offered",
     "order.accepted",
@@ -39,6 +41,9 @@ pub const EVENT_TYPES: [&str; 10] = [
     "order.delivered",
     "order.cancelled",
     "order.failed",
+    "driver.arrived_pickup",
+    "driver.arrived_dropoff",
+    "driver.left_pickup",
     "endpoint.disabled",
 ];
 

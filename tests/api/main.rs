@@ -1,6 +1,7 @@
 //! Integration tests: the real app on real `redis-server` processes (one per test, on a free
 //! loopback port). Nothing here touches the machine's own Redis on 6379.
 
+mod arrivals;
 mod browser;
 mod cities;
 mod dispatch_load;

@@ -2,8 +2,10 @@
 //
 // Starts `geodispatch serve --seed seed-data` (its own redis-server, a fixed admin key), opens
 // /map, checks that the seed drivers render on the city outline, dispatches an order through
-// the API and checks that it appears on the map within 2 s, opens a driver's details, opens
-// /docs/, and checks that no request left the machine. Screenshots go to a temp dir (printed).
+// the API and checks that it appears on the map within 2 s, has its driver accept and report a
+// position at the pickup and checks that the map rings the driver as arrived, opens a driver's
+// details, opens /docs/, and checks that no request left the machine. Screenshots go to a temp
+// dir (printed).
 //
 //   node tests/browser/map.mjs          (GEODISPATCH_BIN: the binary, default target/debug/geodispatch)
 import { spawn } from "node:child_process";
@@ -29,7 +31,9 @@ const fail = (msg) => { throw new Error(msg); };
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const env = { ...process.env, GEODISPATCH_LISTEN: `127.0.0.1:${port}`, GEODISPATCH_REDIS_DATA_DIR: join(shots, "redis"),
-  GEODISPATCH_ADMIN_KEY: admin, GEODISPATCH_KEY_PREFIX: "browser", GEODISPATCH_RATE_LIMITS_ENABLED: "false" };
+  GEODISPATCH_ADMIN_KEY: admin, GEODISPATCH_KEY_PREFIX: "browser", GEODISPATCH_RATE_LIMITS_ENABLED: "false",
+  // An arrival on the first position at the pickup, so the map's ring can be awaited at once.
+  GEODISPATCH_ARRIVAL_DWELL_MS: "0" };
 delete env.GEODISPATCH_REDIS_URL;
 const service = spawn(bin, ["serve", "--seed", join(root, "seed-data")], { env, stdio: ["ignore", "ignore", "pipe"] });
 let log = "";
@@ -83,13 +87,23 @@ try {
   const appearedMs = Date.now() - t0;
   await page.screenshot({ path: join(shots, "map-order.png") });
 
-  // 3. A click on a driver shows its state and rank.
+  // 3. The driver accepts and reports a position at the pickup: the map rings it as arrived.
+  const accepted = await api(`/v1/orders/${order.order_id}/accept`, { method: "POST",
+    body: JSON.stringify({ driver_id: order.driver_id, fencing_token: order.fencing_token }) });
+  if (accepted.status !== 200) fail(`accept: ${accepted.status} ${await accepted.text()}`);
+  const at = await api(`/v1/drivers/${order.driver_id}/location`, { method: "PUT",
+    body: JSON.stringify({ lat: 48.8566, lon: 2.3522, recorded_at: Date.now() }) });
+  if (at.status !== 200) fail(`position at the pickup: ${at.status} ${await at.text()}`);
+  await page.waitForSelector(`#d-${order.driver_id}.arrived[data-arrived="pickup"]`, { timeout: 2000 });
+  await page.screenshot({ path: join(shots, "map-arrived.png") });
+
+  // 4. A click on a driver shows its state and rank.
   await page.click(`#d-${order.driver_id}`);
   await page.waitForFunction(() => (document.querySelector("#driver-detail")?.textContent || "").includes("rank:"), null, { timeout: 5000 });
   const detail = await page.textContent("#driver-detail");
   if (!detail.includes(order.driver_id) || !detail.includes("status: busy")) fail("driver detail: " + detail);
 
-  // 4. The API docs render offline.
+  // 5. The API docs render offline.
   await page.goto(`${base}/docs/`);
   await page.waitForSelector(".opblock", { timeout: 15000 });
   const operations = await page.locator(".opblock").count();

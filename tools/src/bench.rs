@@ -661,6 +661,87 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
         batches.ms(0.99)
     );
 
+    // Drivers with an open order: each batch connection dispatches 1,000 orders (picked up at
+    // points of the square, offered to the nearest driver) and accepts them, then sends the
+    // same batches as above for those drivers only, so the phases differ only in that every
+    // driver is busy with an accepted order (whose pickup a build with arrival detection checks
+    // each position against).
+    let mut holders = Vec::new();
+    for c in 0..opts.batch_connections {
+        let addr = bed.app_addr.clone();
+        holders.push(tokio::spawn(async move {
+            let mut conn = load::Conn::open(&addr).await?;
+            let mut rng = SplitMix64::new(100 + c as u64);
+            let mut busy = Vec::with_capacity(1_000);
+            for i in 0..1_000 {
+                let (lat, lon) = point_in_square(&mut rng, HALF_KM);
+                let body = format!(
+                    "{{\"order_id\":\"busy-{c}-{i}\",\"pickup\":{{\"lat\":{lat},\"lon\":{lon}}}}}"
+                );
+                let (status, answer) = conn
+                    .request("POST", "/v1/orders", Some(body.as_bytes()))
+                    .await?;
+                let offer: serde_json::Value = serde_json::from_slice(answer)?;
+                let (Some(driver), Some(fence)) =
+                    (offer["driver_id"].as_str(), offer["fencing_token"].as_u64())
+                else {
+                    anyhow::bail!("order not offered ({status}): {offer}");
+                };
+                let driver = driver.to_owned();
+                let body = format!("{{\"driver_id\":\"{driver}\",\"fencing_token\":{fence}}}");
+                let (status, _) = conn
+                    .request(
+                        "POST",
+                        &format!("/v1/orders/busy-{c}-{i}/accept"),
+                        Some(body.as_bytes()),
+                    )
+                    .await?;
+                anyhow::ensure!(status == 200, "accept answered {status}");
+                busy.push(driver);
+            }
+            Ok::<_, anyhow::Error>(busy)
+        }));
+    }
+    let mut busy: Vec<Vec<String>> = Vec::new();
+    for h in holders {
+        busy.push(h.await??);
+    }
+    let busy = std::sync::Arc::new(busy);
+    let busy_batch = {
+        let tick = tick.clone();
+        let points = queries(50_000, 5);
+        move |c: usize, seq: u64| {
+            let t = tick(c);
+            let mut body = String::with_capacity(80_000);
+            body.push_str("{\"positions\":[");
+            for (i, id) in busy[c].iter().enumerate() {
+                let (lat, lon) = points[(seq as usize * 1_000 + i) % points.len()];
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&format!(
+                    "{{\"driver_id\":\"{id}\",\"lat\":{lat},\"lon\":{lon},\"recorded_at\":{t}}}"
+                ));
+            }
+            body.push_str("]}");
+            (
+                "POST",
+                "/v1/locations/batch".to_owned(),
+                Some(body.into_bytes()),
+            )
+        }
+    };
+    let cpu0 = redis_cpu_usec(&mut r).await?;
+    let busy_batches = load::run(&bed.app_addr, opts.batch_connections, d, busy_batch).await?;
+    let busy_redis_us =
+        (redis_cpu_usec(&mut r).await? - cpu0) / (busy_batches.ok.max(1) as f64 * 1_000.0);
+    let busy_pps = busy_batches.rps() * 1_000.0;
+    eprintln!(
+        "batch, drivers with an open order: {busy_pps:.0} positions/s (p99 {:.2} ms, errors {}), redis time {busy_redis_us:.1} us per position",
+        busy_batches.ms(0.99),
+        busy_batches.errors
+    );
+
     let rb = std::process::Command::new("redis-benchmark")
         .args([
             "-h",
@@ -696,6 +777,8 @@ pub async fn ingest(opts: IngestOptions) -> anyhow::Result<serde_json::Value> {
         "single_put_redis_us": single_redis_us, "batch_redis_us_per_position": batch_redis_us,
         "single_put_vs_hello": single.rps() / hello.rps(),
         "batch_positions_per_s": batch_pps, "batch_p99_ms": batches.ms(0.99), "batch_errors": batches.errors,
+        "busy_batch_positions_per_s": busy_pps, "busy_batch_p99_ms": busy_batches.ms(0.99), "busy_batch_errors": busy_batches.errors,
+        "busy_batch_redis_us_per_position": busy_redis_us,
         "redis_benchmark_geoadd_rps": rb_rps,
         "batch_vs_redis_benchmark": if rb_rps > 0.0 { batch_pps / rb_rps } else { 0.0 },
     }))

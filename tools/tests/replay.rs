@@ -123,6 +123,29 @@ async fn a_synthetic_day_replays_feasibly_under_both_policies() {
         assert_eq!(report.placed, 12, "{policy}");
         assert_eq!(report.delivered, 12, "{policy}: {:?}", report.offers);
         assert!(report.invariants.ok(), "{policy}");
+        // Every courier reports its position at each stop while it waits there: each pickup
+        // and drop-off follows its arrival, once.
+        let arrivals = &report.arrivals;
+        assert_eq!(
+            (arrivals.pickups, arrivals.dropoffs),
+            (12, 12),
+            "{policy}: {arrivals:?}"
+        );
+        assert_eq!(
+            (arrivals.arrived_pickup, arrivals.arrived_dropoff),
+            (12, 12),
+            "{policy}: {arrivals:?}"
+        );
+        assert_eq!(
+            (
+                arrivals.pickups_without_arrival,
+                arrivals.dropoffs_without_arrival,
+                arrivals.left_pickup,
+                arrivals.flaps
+            ),
+            (0, 0, 0, 0),
+            "{policy}: {arrivals:?}"
+        );
         let solution = Solution::read(&out).expect("the files read back");
         assert!(solution.violations(&inst).is_empty());
         assert_eq!(solution.deliveries.len(), 12);

@@ -109,7 +109,8 @@ pub(crate) async fn pickup_order(
 }
 
 /// The driver delivered the order: the driver is available again and its score rises by
-/// `score_per_delivery`.
+/// `score_per_delivery`. With `require_arrival_for_delivery`, an order with a drop-off is
+/// delivered only after the driver's arrival there was detected (409 `not-arrived` before).
 ///
 /// Idempotent: repeating the answer that produced the order's current state (the same driver,
 /// fencing token and step, e.g. a retry after a lost reply) is answered 200 with the order as
@@ -121,7 +122,7 @@ pub(crate) async fn pickup_order(
     responses(
         (status = 200, description = "Delivered, or this driver's delivery with this token repeated (answered without effect)", body = Order),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`stale-fencing-token` or `invalid-transition`; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stale-fencing-token`, `invalid-transition`, or `not-arrived` (with `require_arrival_for_delivery`: no arrival of the driver at the drop-off was detected yet); nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
     ),
 )]

@@ -174,6 +174,7 @@ impl From<DispatchError> for ApiError {
             err @ DispatchError::InvalidTransition { .. } => conflict("invalid-transition", err),
             err @ DispatchError::StaleFencingToken(_) => conflict("stale-fencing-token", err),
             err @ DispatchError::OfferExpired(_) => conflict("offer-expired", err),
+            err @ DispatchError::NotArrived(_) => conflict("not-arrived", err),
             err @ DispatchError::NoDriverAvailable { .. } => conflict("no-driver-available", err),
             err @ (DispatchError::DispatchInProgress(_) | DispatchError::LockLost(_)) => {
                 conflict("dispatch-in-progress", err)
@@ -234,6 +235,11 @@ mod tests {
                 DispatchError::OfferExpired("o-1".to_owned()),
                 "offer-expired",
                 "the offer of order o-1 expired; nothing was changed",
+            ),
+            (
+                DispatchError::NotArrived("o-1".to_owned()),
+                "not-arrived",
+                "order o-1 cannot be delivered yet: no arrival of its driver at the drop-off was detected (require_arrival_for_delivery); nothing was changed",
             ),
             (
                 DispatchError::NoDriverAvailable {

@@ -38,15 +38,18 @@
 //! real time (`metres_per_minute × speed / 60`), offers live 5 minutes, retries every 0.5,
 //! the timer scan every 0.1, drivers stay fresh 10 minutes (they report every minute),
 //! `dispatch_max_attempts` 10⁹ (an order waits for a courier rather than failing), the
-//! dispatch radius covers the whole instance, and couriers are ranked by distance alone
-//! (`ranking_score_weight = 0`). Against a running service (`--url`) none of this can be set:
-//! start it with the variables the tool writes to `service.env` and the service area in
-//! `cities.geojson` (`--write-service-files` writes both and exits).
+//! dispatch radius covers the whole instance, couriers are ranked by distance alone
+//! (`ranking_score_weight = 0`), and arrivals are detected within 50 m after half a simulated
+//! minute (`service::ARRIVAL_DWELL_MIN`; the summary counts them, [`arrivals`]). Against a
+//! running service (`--url`) none of this can be set: start it with the variables the tool
+//! writes to `service.env` and the service area in `cities.geojson` (`--write-service-files`
+//! writes both and exits).
 //!
 //! The output directory receives the three solution files in the authors' format
 //! (`solution_info_assignments.txt`, `solution_info_orders.txt`,
 //! `solution_info_couriers.txt`), `summary.json` and, for a service the tool started, its log.
 
+pub mod arrivals;
 pub mod instance;
 pub mod measures;
 pub mod schedule;
@@ -219,6 +222,8 @@ pub struct ReplayReport {
     pub service: ServiceFigures,
     /// The invariant check of the event history.
     pub invariants: InvariantReport,
+    /// Arrival events against pickups and drop-offs.
+    pub arrivals: arrivals::Arrivals,
 }
 
 /// Something to do at a simulated minute.
@@ -421,6 +426,10 @@ impl Day<'_> {
             }
             Action::Pickup(c) => {
                 if let Some((leg, fence)) = self.couriers[c].current {
+                    // Still at the restaurant when handed the food (a position there, as at the
+                    // customer before a drop-off).
+                    let restaurant = self.inst.pickup_of(&self.inst.orders[leg.order]);
+                    self.post_positions(&[(c, restaurant, None)]).await;
                     self.answer(leg.order, "pickup", c, fence).await;
                 }
             }
@@ -774,6 +783,7 @@ async fn play(
             .collect(),
     };
     let invariants = check_invariants(&history);
+    let arrivals = arrivals::count(&history);
 
     // The solution, written, read back and checked.
     let legs: Vec<Vec<Leg>> = day.couriers.iter().map(|s| s.legs.clone()).collect();
@@ -864,6 +874,7 @@ async fn play(
         measures,
         service: service_figures,
         invariants,
+        arrivals,
     };
     let mut json = serde_json::to_value(&report)?;
     json["request_errors"] = json!(day.errors);
@@ -927,6 +938,7 @@ pub fn summary(r: &ReplayReport) -> String {
          fleet utilisation {:.3}; {:.3} orders per courier-hour; total compensation {:.2}\n\
          service: dispatch outcomes {:?}; rounds {}, round offers {}, claim conflicts {}\n\
          invariants over {} events: double assignments {}, drivers with two orders {}, events after an order ended {}, fence regressions {}\n\
+         arrivals: {} at pickups for {} pickups ({} pickups without one), {} at drop-offs for {} drop-offs ({} without one), {} left pickup, {} flaps\n\
          files in {}\n",
         m.excess.mean,
         m.excess.p90,
@@ -947,6 +959,14 @@ pub fn summary(r: &ReplayReport) -> String {
         r.invariants.driver_double_orders,
         r.invariants.after_terminal,
         r.invariants.fence_regressions,
+        r.arrivals.arrived_pickup,
+        r.arrivals.pickups,
+        r.arrivals.pickups_without_arrival,
+        r.arrivals.arrived_dropoff,
+        r.arrivals.dropoffs,
+        r.arrivals.dropoffs_without_arrival,
+        r.arrivals.left_pickup,
+        r.arrivals.flaps,
         r.out.display()
     ));
     s

@@ -16,6 +16,10 @@ use super::instance::{Instance, Point};
 /// The id of the replay's service area.
 pub const CITY: &str = "mdrp";
 
+/// Simulated minutes a courier must stay at a restaurant or customer before the service
+/// detects its arrival (`arrival_dwell_ms`, scaled to the speed).
+pub const ARRIVAL_DWELL_MIN: f64 = 0.5;
+
 /// Radius of the sphere Redis GEO measures distances on, metres.
 const EARTH_RADIUS_M: f64 = 6_372_797.560_856;
 
@@ -186,6 +190,14 @@ pub fn settings_env(
             } else {
                 "0".to_owned()
             },
+        ),
+        // Arrivals: couriers report every simulated minute and stay at least half a pickup
+        // (drop-off) service at each stop, so half a minute there is an arrival.
+        ("GEODISPATCH_ARRIVAL_DETECTION", "true".to_owned()),
+        ("GEODISPATCH_ARRIVAL_RADIUS_M", "50".to_owned()),
+        (
+            "GEODISPATCH_ARRIVAL_DWELL_MS",
+            timing.ms(ARRIVAL_DWELL_MIN).to_string(),
         ),
         ("GEODISPATCH_OFFER_TTL_MS", timing.ms(5.0).to_string()),
         ("GEODISPATCH_DISPATCH_RETRY_MS", timing.ms(0.5).to_string()),
