@@ -15,12 +15,29 @@
 //! dropped even between sweeps without a lookup per candidate. The answer is exact at every
 //! step: a set that filled its `COUNT` only vouches for distances up to its last member, and
 //! then `COUNT` grows instead of the radius.
-//! It is a read, so it needs no script, and no Redis command on this path is long.
+//! It is a read, so it needs no script, and no Redis command on this path is long: a
+//! GEOSEARCH costs in proportion to the members inside its radius, fresh or stale, so each
+//! step's radius is kept to what should hold its `COUNT` members (see `tuning.rs`), and a
+//! search reads at most `search_max_members` members over all its steps. When a stale majority
+//! (a fleet whose phones all stopped, not yet swept) makes it reach that cap before `k` fresh
+//! drivers, it answers the fresh drivers it found as a partial answer, with the distance up to
+//! which it looked ([`Found::partial_radius_m`]).
 
 mod query;
 mod tuning;
 
 pub(crate) use query::{Area, NearbyDriver, NearbyQuery, NearbyResponse, Search};
+
+/// What a search found.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    /// Fresh drivers, nearest first, at most `limit`.
+    pub(crate) drivers: Vec<NearbyDriver>,
+    /// `Some(distance)` when the search reached `search_max_members` before finding `limit`
+    /// fresh drivers in its area (a partial answer): `drivers` are every fresh driver within
+    /// `distance` metres, and nothing is known beyond it.
+    pub(crate) partial_radius_m: Option<f64>,
+}
 pub(crate) use tuning::KnnTuning;
 
 use crate::config::Settings;
@@ -96,7 +113,7 @@ pub(crate) async fn search(
     tuning: &KnnTuning,
     city: &str,
     search: &Search,
-) -> Result<Vec<NearbyDriver>, SearchError> {
+) -> Result<Found, SearchError> {
     let keys = store.keys();
     let sets: Vec<SearchSet> = search
         .statuses
@@ -118,7 +135,12 @@ pub(crate) async fn search(
     let k = search.limit;
     let seen = keys.seen_index(city);
     let mut conn = store.conn();
+    // Members read so far (fresh or stale, every set, every step), against the cap.
+    let mut read = 0usize;
     for _ in 0..40 {
+        // The last step asks for no more members than the cap leaves.
+        let left = settings.search_max_members.saturating_sub(read);
+        probe.count = probe.count.min((left / sets.len()).max(1));
         // One round trip: the clock, every set's nearest members, the buckets with the oldest
         // drivers.
         let mut pipe = redis::pipe();
@@ -180,9 +202,12 @@ pub(crate) async fn search(
 
         let mut cutoff = f64::INFINITY;
         let mut candidates: Vec<NearbyDriver> = Vec::new();
+        let (mut step_read, mut step_most) = (0usize, 0usize);
         for (set, value) in sets.iter().zip(values) {
             let members: Vec<(String, f64, (f64, f64))> =
                 redis::from_redis_value(value).map_err(|e| decode_err("GEOSEARCH", e))?;
+            step_read += members.len();
+            step_most = step_most.max(members.len());
             // A set that returned `count` members vouches only up to its last member's distance.
             if members.len() == probe.count
                 && let Some(last) = members.last()
@@ -211,7 +236,13 @@ pub(crate) async fn search(
             candidates =
                 drop_stale(&mut conn, keys, city, candidates, suspect, fresh_after).await?;
         }
-        if probe.done_or_widen(candidates.len(), cutoff) {
+        read += step_read;
+        let covered = probe.covered(cutoff);
+        let most = step_most as f64;
+        // The next step may read from one set up to half of what the cap leaves.
+        let step_budget = settings.search_max_members.saturating_sub(read) as f64 / 2.0;
+        let done = probe.done_or_widen(candidates.len(), most, cutoff, step_budget);
+        if done || read >= settings.search_max_members {
             let mut found = candidates;
             found.sort_by(|a, b| {
                 a.distance_m
@@ -219,7 +250,10 @@ pub(crate) async fn search(
                     .then_with(|| a.driver_id.cmp(&b.driver_id))
             });
             found.truncate(k);
-            return Ok(found);
+            return Ok(Found {
+                drivers: found,
+                partial_radius_m: (!done).then_some(covered),
+            });
         }
     }
     Err(SearchError::NotConverged)

@@ -21,5 +21,6 @@ mod queue;
 mod quickstart;
 mod ranking;
 mod search;
+mod stale;
 mod topology;
 mod webhooks;
