@@ -124,6 +124,10 @@ enum BenchCommand {
         /// `cargo build --release --workspace` leaves it).
         #[arg(long)]
         service_binary: Option<PathBuf>,
+        /// Run the benchmark's redis-server under SCHED_FIFO (needs root), so that SLOWLOG
+        /// counts Redis' own work rather than preemption by the processes sharing its cores.
+        #[arg(long)]
+        redis_realtime: bool,
     },
     /// Dispatch load while a fault is injected (Sentinel failover, killed or paused service
     /// instances, Redis restart from AOF): acknowledged writes lost, orders stuck, double
@@ -430,6 +434,7 @@ fn main() -> anyhow::Result<()> {
                         search_limit,
                         duration,
                         service_binary,
+                        redis_realtime,
                     } => {
                         let r = bench::stale(bench::StaleOptions {
                             drivers,
@@ -440,6 +445,7 @@ fn main() -> anyhow::Result<()> {
                             service_binary: geodispatch_tools::replay::service_binary(
                                 service_binary,
                             )?,
+                            redis_realtime,
                         })
                         .await?;
                         anyhow::Ok(serde_json::json!({"scenario": "stale", "result": r}))

@@ -42,6 +42,9 @@ pub struct StaleOptions {
     pub duration: Duration,
     /// The `geodispatch` binary to run.
     pub service_binary: PathBuf,
+    /// Run Redis' main thread under `SCHED_FIFO` ([`LocalRedis::set_realtime`]), so that the
+    /// slow log counts Redis' own work, not the moments the shared cores were taken from it.
+    pub redis_realtime: bool,
 }
 
 /// Interval between two batches of the fresh drivers' positions.
@@ -185,6 +188,9 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
         ],
     })
     .await?;
+    if opts.redis_realtime {
+        redis.set_realtime()?;
+    }
     let env: Vec<(String, String)> = [
         ("GEODISPATCH_REDIS_URL", redis.url()),
         ("GEODISPATCH_KEY_PREFIX", "bench".to_owned()),
@@ -375,6 +381,7 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
         "drivers": opts.drivers, "fresh": opts.fresh, "ttl_ms": opts.ttl_ms,
         "search_limit": opts.search_limit,
         "service_binary": opts.service_binary.display().to_string(),
+        "redis_realtime": opts.redis_realtime,
         "load_s": load_s,
         "window_s": window_s,
         "clean_after_all_stale_s": clean_after_s,
