@@ -20,7 +20,7 @@ use geodispatch::domain::DriverStatus;
 use geodispatch::store::Keys;
 use geodispatch::store::local::{LocalRedis, LocalRedisOptions};
 use geodispatch_testkit::faults::Instance;
-use geodispatch_testkit::fleet::{HALF_KM, fleet, load_fleet, point_in_square, queries};
+use geodispatch_testkit::fleet::{HALF_KM, fleet, load_fleet_at, point_in_square, queries};
 use geodispatch_testkit::load::Conn;
 use geodispatch_testkit::now_ms;
 use geodispatch_testkit::rng::SplitMix64;
@@ -49,8 +49,6 @@ pub struct StaleOptions {
 
 /// Interval between two batches of the fresh drivers' positions.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
-/// Drivers posted per `load_fleet` call: each chunk's drivers share one report time.
-const LOAD_CHUNK: usize = 100_000;
 /// Prefix of the ids of the drivers that keep reporting.
 const FRESH_PREFIX: &str = "fresh-";
 
@@ -209,26 +207,26 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
         .get_multiplexed_async_connection()
         .await?;
 
-    // The mass: every driver reports once, chunk by chunk; a chunk's drivers are stale for
-    // sure once its load returned plus the TTL.
+    // The mass: every driver reports once, every position recorded at the same moment (the
+    // start of the load), so that the whole mass turns stale together, as when an outage
+    // stops every phone at once.
     let drivers = fleet(opts.drivers, 1);
-    let mut stale_after: Vec<i64> = Vec::new();
     let first_report = now_ms();
     let started = Instant::now();
-    for chunk in drivers.chunks(LOAD_CHUNK) {
-        load_fleet(&addr, chunk, 4).await?;
-        stale_after.push(now_ms() + opts.ttl_ms as i64);
-    }
+    load_fleet_at(&addr, &drivers, 4, false, first_report).await?;
     let load_s = started.elapsed().as_secs_f64();
     eprintln!(
         "loaded {} drivers in {load_s:.1} s ({:.0}/s)",
         drivers.len(),
         drivers.len() as f64 / load_s
     );
-    // The mass starts to turn stale at `first_stale`; all of it is stale at `all_stale`.
-    let first_stale = first_report + opts.ttl_ms as i64;
-    let all_stale = *stale_after.last().unwrap_or(&first_stale);
-    let stale_after = Arc::new(stale_after);
+    anyhow::ensure!(
+        load_s * 1000.0 < opts.ttl_ms as f64,
+        "loading took longer than the TTL: raise --ttl-ms"
+    );
+    // A mass driver returned by a search asked after this moment (plus 2 ms for the two
+    // clocks) is a stale answer.
+    let all_stale = first_report + opts.ttl_ms as i64;
 
     let stop = Arc::new(AtomicBool::new(false));
     // The fresh drivers: one batch every 2 s, latency recorded before and after the mass
@@ -262,7 +260,7 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
                 if status != 200 {
                     errors += 1;
                 }
-                if t < first_stale {
+                if t < all_stale {
                     before.record(sent.elapsed());
                 } else {
                     during.record(sent.elapsed());
@@ -276,7 +274,6 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
     let searcher = {
         let addr = addr.clone();
         let stop = stop.clone();
-        let stale_after = stale_after.clone();
         let limit = opts.search_limit;
         tokio::spawn(async move {
             let qs = queries(10_000, 2);
@@ -297,7 +294,7 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
                     continue;
                 }
                 let answer: serde_json::Value = serde_json::from_slice(body)?;
-                if asked < first_stale {
+                if asked < all_stale {
                     before.record(took);
                     continue;
                 }
@@ -311,11 +308,7 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
                 }
                 for d in found {
                     let id = d["driver_id"].as_str().unwrap_or("");
-                    if let Some(n) = id.strip_prefix('d').and_then(|n| n.parse::<usize>().ok())
-                        && stale_after
-                            .get(n / LOAD_CHUNK)
-                            .is_some_and(|&t| asked > t + 2)
-                    {
+                    if !id.starts_with(FRESH_PREFIX) && asked > all_stale + 2 {
                         stale_returned += 1;
                     }
                 }
@@ -324,8 +317,8 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
         })
     };
 
-    // From the first stale moment on: Redis' slow log, script time and CPU.
-    let wait = (first_stale - now_ms()).max(0) as u64;
+    // From the moment the mass is stale on: Redis' slow log, script time and CPU.
+    let wait = (all_stale - now_ms()).max(0) as u64;
     tokio::time::sleep(Duration::from_millis(wait)).await;
     let _: () = redis::cmd("SLOWLOG")
         .arg("RESET")
@@ -337,7 +330,7 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
         redis_cpu_usec(&mut r).await?,
         sweeper_seconds(&addr).await,
     );
-    eprintln!("the mass is turning stale; waiting for clean indexes");
+    eprintln!("the mass is stale; waiting for clean indexes");
     let deadline = Instant::now()
         + Duration::from_millis((all_stale - now_ms()).max(0) as u64)
         + opts.duration;
@@ -384,7 +377,7 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
         "redis_realtime": opts.redis_realtime,
         "load_s": load_s,
         "window_s": window_s,
-        "clean_after_all_stale_s": clean_after_s,
+        "clean_after_stale_s": clean_after_s,
         "search_before_stale": search_before.summary(),
         "search_during_sweep": search_during.summary(),
         "search_partial_answers": partial,
