@@ -130,8 +130,6 @@ pub(crate) async fn search(
         tuning_key(city, &search.statuses, &search.vehicles),
         search.limit,
         search.limit * VehicleType::ALL.len() / search.vehicles.len().max(1),
-        // The first step may take up to a quarter of the member cap.
-        (settings.search_max_members / 4 / sets.len().max(1)).max(1),
         search.area,
     );
     let k = search.limit;
@@ -245,7 +243,6 @@ pub(crate) async fn search(
         let step_budget = settings.search_max_members.saturating_sub(read) as f64 / 2.0;
         let done = probe.done_or_widen(candidates.len(), most, cutoff, step_budget);
         if done || read >= settings.search_max_members {
-            probe.finish(candidates.len().min(k), read);
             let mut found = candidates;
             found.sort_by(|a, b| {
                 a.distance_m

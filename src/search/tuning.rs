@@ -25,14 +25,11 @@ pub(crate) struct KnnTuning {
 }
 
 /// What is learned per city and filter: `radius ≈ c·√n` for `n` fresh drivers found, and for
-/// `n` members read per searched set (fresh or stale); and the share of the members read that
-/// were fresh drivers wanted, which sets the first step's `COUNT` (a search among a stale
-/// majority then reads through the stale members in a few large steps, not many small ones).
+/// `n` members read per searched set (fresh or stale).
 #[derive(Debug, Clone, Copy)]
 struct Learned {
     fresh: f64,
     members: f64,
-    share: f64,
 }
 
 /// Start radius when nothing has been learned yet, per √k (metres): 20 drivers in 174 m
@@ -45,32 +42,6 @@ impl KnnTuning {
     /// An empty table.
     pub(crate) fn new() -> Self {
         Self::default()
-    }
-
-    /// Learn, at the end of a search, that `found` of the `read` members were fresh drivers it
-    /// wanted.
-    pub(super) fn learn_share(&self, key: &(String, u8, u8), found: usize, read: usize) {
-        if read == 0 {
-            return;
-        }
-        let observed = (found as f64 / read as f64).clamp(0.001, 1.0);
-        let mut map = self.per_filter.lock().expect("not poisoned");
-        if let Some(entry) = map.get_mut(key) {
-            entry.share = (entry.share * 0.7 + observed * 0.3).clamp(0.001, 1.0);
-        }
-    }
-
-    /// The first step's `COUNT` for `k` fresh drivers: `count`, or more when earlier searches
-    /// found few fresh drivers among the members they read, at most `most`.
-    fn start_count(&self, key: &(String, u8, u8), k: usize, count: usize, most: usize) -> usize {
-        let share = self
-            .per_filter
-            .lock()
-            .expect("not poisoned")
-            .get(key)
-            .map_or(1.0, |l| l.share);
-        let wanted = (k as f64 / share).ceil() as usize;
-        count.max(wanted.min(most))
     }
 
     /// The first radius for `k` fresh drivers, read with `count` members per set: the smaller
@@ -101,7 +72,6 @@ impl KnnTuning {
         let entry = map.entry(key.clone()).or_insert(Learned {
             fresh: fresh.unwrap_or(DEFAULT_C),
             members: member.unwrap_or(DEFAULT_C),
-            share: 1.0,
         });
         if let Some(f) = fresh {
             entry.fresh = (entry.fresh * 0.8 + f * 0.2).clamp(0.1, 100_000.0);
@@ -146,10 +116,8 @@ impl<'a> Probe<'a> {
         key: (String, u8, u8),
         k: usize,
         count: usize,
-        most: usize,
         area: Area,
     ) -> Self {
-        let count = tuning.start_count(&key, k, count, most);
         let radius = match area {
             Area::Radius(max) => tuning.start(&key, k, count).clamp(25.0, max),
             Area::Box(..) => 0.0,
@@ -214,11 +182,6 @@ impl<'a> Probe<'a> {
             self.radius = (self.radius * grow).min(max);
         }
         false
-    }
-
-    /// Learn the share of fresh drivers among the `read` members of the whole search.
-    pub(super) fn finish(&self, found: usize, read: usize) {
-        self.tuning.learn_share(&self.key, found, read);
     }
 
     /// The distance up to which a search that stops after this step has seen every member:
