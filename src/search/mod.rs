@@ -11,7 +11,8 @@
 //! oldest entries of the city's liveness bucket index, which name every bucket that may hold a
 //! driver gone stale since the last sweep (an entry is a lower bound of its bucket's oldest
 //! time, which the sweeper makes exact ahead of the TTL). Only candidates in those buckets
-//! (usually none) have their last-seen time read, in one more round trip, so stale drivers are
+//! (usually none) have their last-seen time read (one `HMGET` of their packed states), in one
+//! more round trip, so stale drivers are
 //! dropped even between sweeps without a lookup per candidate. The answer is exact at every
 //! step: a set that filled its `COUNT` only vouches for distances up to its last member, and
 //! then `COUNT` grows instead of the radius.
@@ -41,7 +42,7 @@ pub(crate) struct Found {
 pub(crate) use tuning::KnnTuning;
 
 use crate::config::Settings;
-use crate::domain::{DriverStatus, FieldError, VehicleType};
+use crate::domain::{DriverStatus, FieldError, PackedState, VehicleType};
 use crate::store::Store;
 use crate::store::keys::driver_bucket;
 use crate::store::scripts::time_ms;
@@ -260,8 +261,10 @@ pub(crate) async fn search(
 }
 
 /// Drop the stale among `candidates` that are `suspect` (in a bucket holding a stale driver, or
-/// every candidate when the sweeper is behind): one pipelined `ZSCORE` per suspect, in its
-/// liveness bucket.
+/// every candidate when the sweeper is behind): one `HMGET` of the suspects' packed states in
+/// the city's drivers hash, whose `recorded_ms` is the last-seen time (written with the
+/// liveness bucket by the same script). One command, not one `ZSCORE` per suspect: with a
+/// stale majority every member a search reads is a suspect.
 async fn drop_stale(
     conn: &mut crate::store::RedisConn,
     keys: &crate::store::Keys,
@@ -272,21 +275,22 @@ async fn drop_stale(
 ) -> Result<Vec<NearbyDriver>, SearchError> {
     let (suspects, mut kept): (Vec<NearbyDriver>, Vec<NearbyDriver>) =
         candidates.into_iter().partition(|c| suspect(c));
-    let mut pipe = redis::pipe();
-    for c in &suspects {
-        pipe.cmd("ZSCORE")
-            .arg(keys.seen_bucket(city, driver_bucket(&c.driver_id)))
-            .arg(&c.driver_id);
-    }
-    let scores: Vec<Option<f64>> = pipe
+    let ids: Vec<&str> = suspects.iter().map(|c| c.driver_id.as_str()).collect();
+    let states: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(keys.driver_states(city))
+        .arg(&ids)
         .query_async(conn)
         .await
         .map_err(redis_error("nearby freshness"))?;
     kept.extend(
         suspects
             .into_iter()
-            .zip(scores)
-            .filter(|(_, s)| s.is_some_and(|s| s >= fresh_after as f64))
+            .zip(states)
+            .filter(|(_, s)| {
+                s.as_deref()
+                    .and_then(PackedState::parse)
+                    .is_some_and(|s| s.recorded_ms >= fresh_after)
+            })
             .map(|(c, _)| c),
     );
     Ok(kept)
