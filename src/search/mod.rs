@@ -139,9 +139,11 @@ pub(crate) async fn search(
     // Members read so far (fresh or stale, every set, every step), against the cap.
     let mut read = 0usize;
     for _ in 0..40 {
-        // The last step asks for no more members than the cap leaves.
-        let left = settings.search_max_members.saturating_sub(read);
-        probe.count = probe.count.min((left / sets.len()).max(1));
+        // A first step asks for no more members than the cap allows (later ones stop before).
+        if read == 0 {
+            let most = settings.search_max_members / sets.len();
+            probe.count = probe.count.min(most.max(1));
+        }
         // One round trip: the clock, every set's nearest members, the buckets with the oldest
         // drivers.
         let mut pipe = redis::pipe();
@@ -243,7 +245,12 @@ pub(crate) async fn search(
         // The next step may read from one set up to half of what the cap leaves.
         let step_budget = settings.search_max_members.saturating_sub(read) as f64 / 2.0;
         let done = probe.done_or_widen(candidates.len(), most, cutoff, step_budget);
-        if done || read >= settings.search_max_members {
+        // The next step asks for no more members than the cap leaves; when that is no more
+        // than this step read from one set, it would only read again the nearest members this
+        // one had (a step re-reads everything nearer than its radius), so the search stops.
+        let left = settings.search_max_members.saturating_sub(read) / sets.len();
+        probe.count = probe.count.min(left);
+        if done || probe.count <= step_most {
             let mut found = candidates;
             found.sort_by(|a, b| {
                 a.distance_m
