@@ -714,6 +714,51 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_budget_and_share_and_the_search_member_cap_are_bounded() {
+        let d = Settings::default();
+        assert_eq!(
+            (
+                d.sweep_call_budget_us,
+                d.sweep_redis_share,
+                d.search_max_members
+            ),
+            (500, 0.25, 500)
+        );
+        for (pair, why) in [
+            (
+                ("GEODISPATCH_SWEEP_CALL_BUDGET_US", "0"),
+                "a call must be allowed some time",
+            ),
+            (
+                ("GEODISPATCH_SWEEP_CALL_BUDGET_US", "2000000"),
+                "a call of seconds would block Redis",
+            ),
+            (
+                ("GEODISPATCH_SWEEP_REDIS_SHARE", "0"),
+                "no share never sweeps",
+            ),
+            (
+                ("GEODISPATCH_SWEEP_REDIS_SHARE", "1.5"),
+                "more than the whole thread",
+            ),
+            (("GEODISPATCH_SWEEP_REDIS_SHARE", "NaN"), "not a share"),
+            (
+                ("GEODISPATCH_SEARCH_MAX_MEMBERS", "50"),
+                "below search_max_limit: a search could never read its limit",
+            ),
+        ] {
+            let err = Settings::load(None, env(&[pair]))
+                .map(|_| ())
+                .expect_err(why);
+            let name = pair.0.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
+            let text = format!("{err:#}").to_ascii_lowercase();
+            assert!(text.contains(&name), "{why}: {err:#}");
+        }
+        let ok = Settings::load(None, env(&[("GEODISPATCH_SWEEP_REDIS_SHARE", "1")]));
+        assert_eq!(ok.unwrap().sweep_redis_share, 1.0);
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let err = Settings::load(None, env(&[("GEODISPATCH_HTTP_WORKERS", "many")])).unwrap_err();
         assert!(format!("{err:#}").contains("GEODISPATCH_HTTP_WORKERS"));
