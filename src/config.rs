@@ -79,8 +79,16 @@ pub struct Settings {
     pub batch_max_positions: usize,
     /// Interval between two sweeps of stale drivers out of the indexes (ms).
     pub sweep_interval_ms: u64,
-    /// Drivers removed per sweep script call (bounds the time Redis is blocked).
+    /// Most drivers removed per sweep script call (a count cap next to the time budget).
     pub sweep_batch: usize,
+    /// Redis time one sweep script call may spend, in µs, measured by the script with Redis'
+    /// clock; it stops after the chunk during which the budget ran out. Bounds how long one
+    /// call blocks Redis.
+    pub sweep_call_budget_us: u64,
+    /// Largest share of the Redis thread the sweepers of a city may take together (0 < share
+    /// ≤ 1): after a call that spent `t`, no call of that city works for `t × (1 − share) /
+    /// share`. Bounds how much of Redis a mass of stale drivers takes while it is cleared.
+    pub sweep_redis_share: f64,
     /// Default `limit` of nearby search.
     pub search_default_limit: usize,
     /// Largest `limit` of nearby search.
@@ -89,6 +97,11 @@ pub struct Settings {
     pub search_default_radius_m: f64,
     /// Largest `radius_m` of nearby search (a box may be up to twice as wide and high).
     pub search_max_radius_m: f64,
+    /// Most GEO members one search may read over all its widening steps (stale ones
+    /// included). A search that reaches it before finding `limit` fresh drivers answers what
+    /// it found with `partial: true`, so a stale majority cannot make one request read
+    /// thousands of members.
+    pub search_max_members: usize,
     /// With `--seed`, re-post the seed fleet's positions every `driver_ttl_ms / 2` so the demo
     /// fleet stays searchable (it overrides positions reported for those driver ids).
     pub seed_refresh: bool,
@@ -265,10 +278,13 @@ impl Default for Settings {
             batch_max_positions: 1_000,
             sweep_interval_ms: 5_000,
             sweep_batch: 1_000,
+            sweep_call_budget_us: 500,
+            sweep_redis_share: 0.25,
             search_default_limit: 20,
             search_max_limit: 100,
             search_default_radius_m: 5_000.0,
             search_max_radius_m: 50_000.0,
+            search_max_members: 500,
             seed_refresh: true,
             page_max_size: 100,
             ranking_distance_weight: 1.0,
@@ -427,6 +443,15 @@ impl Settings {
         }
         if self.driver_ttl_ms == 0 || self.sweep_interval_ms == 0 || self.sweep_batch == 0 {
             bail!("driver_ttl_ms, sweep_interval_ms and sweep_batch must be positive");
+        }
+        if self.sweep_call_budget_us == 0 || self.sweep_call_budget_us > 1_000_000 {
+            bail!("sweep_call_budget_us must be between 1 and 1000000");
+        }
+        if !(self.sweep_redis_share > 0.0 && self.sweep_redis_share <= 1.0) {
+            bail!("sweep_redis_share must be more than 0 and at most 1");
+        }
+        if self.search_max_members < self.search_max_limit {
+            bail!("search_max_members must be at least search_max_limit");
         }
         if self.batch_max_positions == 0
             || self.search_max_limit == 0
@@ -714,6 +739,51 @@ mod tests {
             !json.contains("admin_key"),
             "the field is not serialized at all"
         );
+    }
+
+    #[test]
+    fn the_sweep_budget_and_share_and_the_search_member_cap_are_bounded() {
+        let d = Settings::default();
+        assert_eq!(
+            (
+                d.sweep_call_budget_us,
+                d.sweep_redis_share,
+                d.search_max_members
+            ),
+            (500, 0.25, 500)
+        );
+        for (pair, why) in [
+            (
+                ("GEODISPATCH_SWEEP_CALL_BUDGET_US", "0"),
+                "a call must be allowed some time",
+            ),
+            (
+                ("GEODISPATCH_SWEEP_CALL_BUDGET_US", "2000000"),
+                "a call of seconds would block Redis",
+            ),
+            (
+                ("GEODISPATCH_SWEEP_REDIS_SHARE", "0"),
+                "no share never sweeps",
+            ),
+            (
+                ("GEODISPATCH_SWEEP_REDIS_SHARE", "1.5"),
+                "more than the whole thread",
+            ),
+            (("GEODISPATCH_SWEEP_REDIS_SHARE", "NaN"), "not a share"),
+            (
+                ("GEODISPATCH_SEARCH_MAX_MEMBERS", "50"),
+                "below search_max_limit: a search could never read its limit",
+            ),
+        ] {
+            let err = Settings::load(None, env(&[pair]))
+                .map(|_| ())
+                .expect_err(why);
+            let name = pair.0.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
+            let text = format!("{err:#}").to_ascii_lowercase();
+            assert!(text.contains(&name), "{why}: {err:#}");
+        }
+        let ok = Settings::load(None, env(&[("GEODISPATCH_SWEEP_REDIS_SHARE", "1")]));
+        assert_eq!(ok.unwrap().sweep_redis_share, 1.0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Prometheus metrics at `GET /metrics` (text exposition format 0.0.4): HTTP requests and
 //! latency by route template, dispatch outcomes, lock acquisitions, contention and lost leases,
 //! fence rejections, rate-limit rejections, writes a replica did not confirm, Redis pool state,
-//! stale-driver sweeps, and queue entries taken over or dead-lettered. Labels never carry
+//! stale-driver sweeps and their Redis time, and queue entries taken over or dead-lettered. Labels never carry
 //! driver or order ids (unbounded cardinality); routes are their templates
 //! (`/v1/orders/{order_id}/accept`).
 //!
@@ -15,6 +15,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -38,6 +39,8 @@ const BUCKETS: [f64; 12] = [
 enum Kind {
     /// Counted on the request path; the exposed name ends with `_total`.
     Counter,
+    /// A counter of seconds (fractional); the exposed name ends with `_seconds_total`.
+    Seconds,
     /// Observed on the request path, with [`BUCKETS`].
     Histogram,
     /// Measured at scrape time and passed to [`render`].
@@ -155,6 +158,12 @@ const FAMILIES: &[Def] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "Drivers removed from the GEO indexes by the liveness sweeper",
+    },
+    Def {
+        name: "geodispatch_sweeper_redis_seconds_total",
+        kind: Kind::Seconds,
+        labels: &[],
+        help: "Redis time spent by this instance's sweep_stale calls (measured by the script with Redis' clock); its rate is the sweeper's share of the Redis thread",
     },
     Def {
         name: "geodispatch_timers_fired_total",
@@ -302,6 +311,7 @@ type HistogramFamily = Family<Series, Histogram, fn() -> Histogram>;
 /// The live handles of one family of [`FAMILIES`] (same index).
 enum Handle {
     Counter(Family<Series, Counter>),
+    Seconds(Family<Series, Counter<f64, AtomicU64>>),
     Histogram(HistogramFamily),
     Gauge,
 }
@@ -325,6 +335,15 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                     .expect("counters end with _total");
                 registry.register(name, def.help, Described(family.clone()));
                 Handle::Counter(family)
+            }
+            Kind::Seconds => {
+                let family = Family::<Series, Counter<f64, AtomicU64>>::default();
+                let name = def
+                    .name
+                    .strip_suffix("_total")
+                    .expect("counters end with _total");
+                registry.register(name, def.help, Described(family.clone()));
+                Handle::Seconds(family)
             }
             Kind::Histogram => {
                 let family = HistogramFamily::new_with_constructor(|| Histogram::new(BUCKETS));
@@ -362,6 +381,15 @@ pub(crate) fn add(name: &'static str, pairs: &[(&str, &str)], v: f64) {
     }
 }
 
+/// Add `seconds` to a counter of seconds.
+pub(crate) fn add_seconds(name: &'static str, pairs: &[(&str, &str)], seconds: f64) {
+    if let Some((def, Handle::Seconds(family))) = family(name) {
+        family
+            .get_or_create(&Series::of(def, pairs))
+            .inc_by(seconds.max(0.0));
+    }
+}
+
 /// Record one observation (seconds) in a histogram.
 pub(crate) fn observe(name: &'static str, pairs: &[(&str, &str)], seconds: f64) {
     if let Some((def, Handle::Histogram(family))) = family(name) {
@@ -378,6 +406,9 @@ pub(crate) fn counter(name: &'static str, pairs: &[(&str, &str)]) -> f64 {
         Some((def, Handle::Counter(family))) => family
             .get(&Series::of(def, pairs))
             .map_or(0.0, |c| c.get() as f64),
+        Some((def, Handle::Seconds(family))) => {
+            family.get(&Series::of(def, pairs)).map_or(0.0, |c| c.get())
+        }
         _ => 0.0,
     }
 }
@@ -473,7 +504,7 @@ mod tests {
         let text = render(&[]);
         for def in FAMILIES {
             let kind = match def.kind {
-                Kind::Counter => "counter",
+                Kind::Counter | Kind::Seconds => "counter",
                 Kind::Histogram => "histogram",
                 Kind::Gauge => "gauge",
             };

@@ -257,6 +257,7 @@ impl Dispatcher {
 
     /// The nearest available, fresh drivers of an order (at most `dispatch_candidates` after
     /// leaving out excluded ones), as `(driver_id, distance_m)`: the claim script ranks them.
+    /// None when the search was partial.
     pub async fn candidates(
         &self,
         city: &str,
@@ -278,7 +279,13 @@ impl Dispatcher {
         let found = crate::search::search(&self.store, &self.settings, &self.tuning, city, &search)
             .await
             .map_err(DispatchError::Search)?;
+        // A partial answer (the search reached its member cap among stale drivers) may miss
+        // nearer drivers: it counts as no driver nearby yet, and the order is retried as then.
+        if found.partial_radius_m.is_some() {
+            return Ok(Vec::new());
+        }
         Ok(found
+            .drivers
             .into_iter()
             .filter(|d| !excluded.contains(&d.driver_id))
             .take(want)

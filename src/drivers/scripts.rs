@@ -154,16 +154,26 @@ pub(super) struct SweepArgs {
     pub(crate) driver_ttl_ms: u64,
     /// `ARGV[2]`: the most drivers to drop in this call.
     pub(crate) max_drivers: usize,
+    /// `ARGV[3]`: the Redis time this call may spend, µs.
+    pub(crate) budget_us: u64,
+    /// `ARGV[4]` (in parts per million): the share of the Redis thread sweeping may take.
+    pub(crate) share: f64,
 }
 
 impl SweepArgs {
     /// The slots in the script's order.
-    pub(super) fn argv(&self) -> [String; 2] {
-        [self.driver_ttl_ms.to_string(), self.max_drivers.to_string()]
+    pub(super) fn argv(&self) -> [String; 4] {
+        let ppm = (self.share * 1_000_000.0).round().clamp(1.0, 1_000_000.0) as u64;
+        [
+            self.driver_ttl_ms.to_string(),
+            self.max_drivers.to_string(),
+            self.budget_us.to_string(),
+            ppm.to_string(),
+        ]
     }
 }
 
-/// The reply of `sweep_stale.lua`: `{drivers dropped, buckets done}`.
+/// The reply of `sweep_stale.lua`: `{drivers dropped, buckets done, µs spent, µs to wait}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SweepReply {
     /// Drivers dropped from the city's indexes.
@@ -171,16 +181,23 @@ pub(super) struct SweepReply {
     /// How many of the buckets passed (the first ones) were finished; the rest are for
     /// another call.
     pub(crate) buckets_done: usize,
+    /// Redis time the call spent, µs, by Redis' clock (0 when the pace let it do nothing).
+    pub(crate) spent_us: u64,
+    /// How long no sweep call of the city may work from now, µs (the pace).
+    pub(crate) wait_us: u64,
 }
 
 impl SweepReply {
     /// Decode the script's reply.
     pub(super) fn decode(reply: &[i64]) -> anyhow::Result<Self> {
         let bad = || anyhow::anyhow!("unexpected sweep_stale reply {reply:?}");
+        let count = |v: i64| u64::try_from(v).map_err(|_| bad());
         match *reply {
-            [dropped, done] => Ok(SweepReply {
-                dropped: u64::try_from(dropped).map_err(|_| bad())?,
+            [dropped, done, spent, wait] => Ok(SweepReply {
+                dropped: count(dropped)?,
                 buckets_done: usize::try_from(done).map_err(|_| bad())?,
+                spent_us: count(spent)?,
+                wait_us: count(wait)?,
             }),
             _ => Err(bad()),
         }
@@ -481,28 +498,33 @@ mod tests {
     }
 
     #[test]
-    fn sweep_args_are_the_ttl_then_the_driver_limit() {
+    fn sweep_args_are_the_ttl_the_driver_limit_the_budget_then_the_share_in_ppm() {
         let args = SweepArgs {
             driver_ttl_ms: 60_000,
             max_drivers: 1_000,
+            budget_us: 500,
+            share: 0.25,
         };
-        assert_eq!(args.argv(), ["60000", "1000"]);
+        assert_eq!(args.argv(), ["60000", "1000", "500", "250000"]);
     }
 
     #[test]
-    fn a_sweep_reply_is_the_drivers_dropped_then_the_buckets_done() {
+    fn a_sweep_reply_is_the_drivers_dropped_the_buckets_done_the_time_spent_then_the_wait() {
         assert_eq!(
-            SweepReply::decode(&[12, 3]).unwrap(),
+            SweepReply::decode(&[12, 3, 480, 1440]).unwrap(),
             SweepReply {
                 dropped: 12,
-                buckets_done: 3
+                buckets_done: 3,
+                spent_us: 480,
+                wait_us: 1440,
             }
         );
         for (bad, why) in [
             (&[][..], "empty"),
-            (&[1][..], "one entry short"),
-            (&[1, 2, 3][..], "one entry too many"),
-            (&[-1, 2][..], "a negative count"),
+            (&[1, 2, 3][..], "one entry short"),
+            (&[1, 2, 3, 4, 5][..], "one entry too many"),
+            (&[-1, 2, 3, 4][..], "a negative count"),
+            (&[1, 2, -3, 4][..], "a negative time"),
         ] {
             let err = SweepReply::decode(bad).expect_err(why).to_string();
             assert!(err.contains("sweep_stale"), "{why}: {err}");

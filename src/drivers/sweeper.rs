@@ -1,7 +1,14 @@
 //! The liveness sweeper: Redis GEO has no per-member TTL, so a background task removes drivers
-//! whose last position is older than `driver_ttl_ms` from their city's indexes, in bounded
-//! batches by script, and makes the liveness bucket index exact (positions keep it a lower
-//! bound). Search filters stale drivers itself, so correctness never waits for it.
+//! whose last position is older than `driver_ttl_ms` from their city's indexes, by script, and
+//! makes the liveness bucket index exact (positions keep it a lower bound). Search filters stale
+//! drivers itself, so correctness never waits for it.
+//!
+//! Its work is bounded twice, so that a whole fleet turning stale at once (an upstream outage
+//! stopping every phone) does not take Redis from requests: each `sweep_stale.lua` call stops
+//! once it has spent `sweep_call_budget_us` of Redis time (measured by the script with Redis'
+//! clock) or dropped `sweep_batch` drivers, and the calls of a city are paced through the
+//! city's pace key so that every instance together spends at most `sweep_redis_share` of the
+//! Redis thread: after a call that spent `t`, none works for `t × (1 − share) / share`.
 
 use crate::store::scripts::SWEEP_STALE;
 use std::sync::Arc;
@@ -14,15 +21,16 @@ use crate::store::scripts::{self, evalsha};
 
 use super::scripts::{SweepArgs, SweepReply};
 
-/// Liveness buckets per `sweep_stale` call: at a few microseconds each, one call stays well
-/// under a millisecond of Redis time.
+/// Liveness buckets passed per `sweep_stale` call (the call finishes as many as its budget
+/// allows; the rest are passed again).
 const BUCKETS_PER_CALL: usize = 128;
 
 /// One sweep pass over a city: every liveness bucket whose index entry is before the TTL
 /// cutoff, or will be within two sweep intervals (so that its entry, which positions keep only
 /// a lower bound, is made exact before search would read the bucket as stale), is swept once:
 /// stale drivers dropped, the entry set exact. Each call takes at most [`BUCKETS_PER_CALL`]
-/// buckets and drops at most `sweep_batch` drivers. Returns how many drivers were dropped.
+/// buckets, `sweep_call_budget_us` of Redis time and `sweep_batch` drivers, and waits the
+/// city's pace between calls. Returns how many drivers were dropped.
 pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis::RedisResult<u64> {
     let mut conn = store.conn();
     let keys = store.keys();
@@ -38,15 +46,15 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
     let args = SweepArgs {
         driver_ttl_ms: settings.driver_ttl_ms,
         max_drivers: settings.sweep_batch,
+        budget_us: settings.sweep_call_budget_us,
+        share: settings.sweep_redis_share,
     }
     .argv();
     let mut total = 0;
     let mut next = 0;
     while next < due.len() {
         let chunk = &due[next..due.len().min(next + BUCKETS_PER_CALL)];
-        let mut k = keys.city_script(city);
-        k.extend(chunk.iter().map(|&b| keys.seen_bucket(city, b)));
-        let cmd = evalsha(&SWEEP_STALE, &k, &args);
+        let cmd = evalsha(&SWEEP_STALE, &keys.sweep_script(city, chunk), &args);
         let reply: Vec<i64> = scripts::run(&mut conn, &SWEEP_STALE, &cmd).await?;
         let reply = SweepReply::decode(&reply).map_err(|e| {
             redis::RedisError::from((
@@ -55,9 +63,20 @@ pub async fn sweep_city(store: &Store, settings: &Settings, city: &str) -> redis
                 e.to_string(),
             ))
         })?;
+        if reply.spent_us > 0 {
+            crate::metrics::add_seconds(
+                "geodispatch_sweeper_redis_seconds_total",
+                &[],
+                reply.spent_us as f64 / 1e6,
+            );
+        }
         total += reply.dropped;
-        // A call always makes progress: it finishes a bucket or drops `sweep_batch` drivers.
+        // A call that worked made progress (it finished a bucket or dropped drivers); one that
+        // found the pace ahead did nothing and is repeated after the wait.
         next += reply.buckets_done;
+        if next < due.len() && reply.wait_us > 0 {
+            tokio::time::sleep(Duration::from_micros(reply.wait_us)).await;
+        }
     }
     Ok(total)
 }

@@ -27,7 +27,9 @@ impl From<SearchError> for ApiError {
 ///
 /// The city is the one containing the point. Without `status`, every driver that is not
 /// offline is searched. Only drivers whose last position is younger than `driver_ttl_ms` are
-/// returned. Use `radius_m` for a circle or `width_m` and `height_m` for a box.
+/// returned. Use `radius_m` for a circle or `width_m` and `height_m` for a box. A search reads
+/// at most `search_max_members` drivers' entries; when most drivers around are stale and it
+/// reaches that bound first, the answer is `partial` and says how far it looked.
 #[utoipa::path(
     tag = "search",
     params(NearbyQuery),
@@ -46,10 +48,12 @@ pub(crate) async fn nearby(
 ) -> Result<HttpResponse, ApiError> {
     let search_req = query.0.validate(&settings)?;
     let city = cities.resolve_or_reject(search_req.center)?;
-    let drivers = search(&store, &settings, &tuning, city.id.as_str(), &search_req).await?;
+    let found = search(&store, &settings, &tuning, city.id.as_str(), &search_req).await?;
     Ok(HttpResponse::Ok().json(NearbyResponse {
         city: city.id.to_string(),
-        drivers,
+        drivers: found.drivers,
+        partial: found.partial_radius_m.is_some(),
+        radius_covered_m: found.partial_radius_m,
     }))
 }
 

@@ -77,7 +77,7 @@ pub(crate) struct Weights {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"city": "paris", "weights": {"distance_weight": 1.0, "score_weight": 1.0}, "candidates": [
     {"rank": 1, "driver_id": "drv-1", "lat": 48.857, "lon": 2.353, "vehicle_type": "car", "distance_m": 420.5, "driver_score": 4.9, "composite": 4.4795}
-]}))]
+], "partial": false}))]
 pub(crate) struct Candidates {
     /// City searched.
     pub(crate) city: String,
@@ -85,6 +85,24 @@ pub(crate) struct Candidates {
     pub(crate) weights: Weights,
     /// Best first.
     pub(crate) candidates: Vec<Candidate>,
+    /// True when the nearest-driver search read its most members (`search_max_members`)
+    /// before finding the drivers to rank, as when most drivers around are stale: the
+    /// candidates are ranked among the fresh drivers within `radius_covered_m` only.
+    pub(crate) partial: bool,
+    /// With `partial`: the distance from the pickup, in metres, up to which drivers were
+    /// searched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 850.0, minimum = 0.0)]
+    pub(crate) radius_covered_m: Option<f64>,
+}
+
+/// Ranked candidates and, for a partial search, how far it looked.
+#[derive(Debug, Clone)]
+pub(crate) struct Ranked {
+    /// Best first.
+    pub(crate) candidates: Vec<Candidate>,
+    /// See [`crate::search::Found::partial_radius_m`].
+    pub(crate) partial_radius_m: Option<f64>,
 }
 
 /// Validate a `GET /v1/candidates` query, resolve its city and rank its candidates.
@@ -143,11 +161,13 @@ pub(crate) async fn candidates(
         vehicle: q.vehicle_type,
         weights,
     };
-    let candidates = rank_candidates(store, settings, tuning, &request).await?;
+    let ranked = rank_candidates(store, settings, tuning, &request).await?;
     Ok(Candidates {
         city: city.id.to_string(),
         weights,
-        candidates,
+        candidates: ranked.candidates,
+        partial: ranked.partial_radius_m.is_some(),
+        radius_covered_m: ranked.partial_radius_m,
     })
 }
 
@@ -179,7 +199,7 @@ pub(crate) async fn rank_candidates(
     settings: &Settings,
     tuning: &KnnTuning,
     request: &RankRequest<'_>,
-) -> Result<Vec<Candidate>, RankingError> {
+) -> Result<Ranked, RankingError> {
     let RankRequest {
         city,
         center,
@@ -198,9 +218,14 @@ pub(crate) async fn rank_candidates(
             .map(|v| vec![v])
             .unwrap_or_else(|| VehicleType::ALL.to_vec()),
     };
-    let nearby = crate::search::search(store, settings, tuning, city, &search).await?;
+    let found = crate::search::search(store, settings, tuning, city, &search).await?;
+    let partial_radius_m = found.partial_radius_m;
+    let nearby = found.drivers;
     if nearby.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Ranked {
+            candidates: Vec::new(),
+            partial_radius_m,
+        });
     }
     // The composite is computed by Redis with sorted sets, in one MULTI/EXEC (one round trip,
     // atomic; the temporary set is deleted in the same transaction, so it never outlives the
@@ -308,5 +333,8 @@ pub(crate) async fn rank_candidates(
             composite: composite / MICRO,
         });
     }
-    Ok(out)
+    Ok(Ranked {
+        candidates: out,
+        partial_radius_m,
+    })
 }

@@ -11,20 +11,38 @@
 //! oldest entries of the city's liveness bucket index, which name every bucket that may hold a
 //! driver gone stale since the last sweep (an entry is a lower bound of its bucket's oldest
 //! time, which the sweeper makes exact ahead of the TTL). Only candidates in those buckets
-//! (usually none) have their last-seen time read, in one more round trip, so stale drivers are
+//! (usually none) have their last-seen time read (one `HMGET` of their packed states), in one
+//! more round trip, so stale drivers are
 //! dropped even between sweeps without a lookup per candidate. The answer is exact at every
 //! step: a set that filled its `COUNT` only vouches for distances up to its last member, and
 //! then `COUNT` grows instead of the radius.
-//! It is a read, so it needs no script, and no Redis command on this path is long.
+//! It is a read, so it needs no script, and no Redis command on this path is long: a
+//! GEOSEARCH costs in proportion to the members inside its radius, fresh or stale, so each
+//! step's radius is kept to what should hold its `COUNT` members (see `tuning.rs`), and a
+//! search reads at most `search_max_members` members over all its steps. When a stale majority
+//! (a fleet whose phones all stopped, not yet swept) makes it reach that cap before `k` fresh
+//! drivers, it answers the fresh drivers it found as a partial answer, with the distance up to
+//! which it looked ([`Found::partial_radius_m`]).
 
 mod query;
 mod tuning;
 
 pub(crate) use query::{Area, NearbyDriver, NearbyQuery, NearbyResponse, Search};
+
+/// What a search found.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    /// Fresh drivers, nearest first, at most `limit`.
+    pub(crate) drivers: Vec<NearbyDriver>,
+    /// `Some(distance)` when the search reached `search_max_members` before finding `limit`
+    /// fresh drivers in its area (a partial answer): `drivers` are every fresh driver within
+    /// `distance` metres, and nothing is known beyond it.
+    pub(crate) partial_radius_m: Option<f64>,
+}
 pub(crate) use tuning::KnnTuning;
 
 use crate::config::Settings;
-use crate::domain::{DriverStatus, FieldError, VehicleType};
+use crate::domain::{DriverStatus, FieldError, PackedState, VehicleType};
 use crate::store::Store;
 use crate::store::keys::driver_bucket;
 use crate::store::scripts::time_ms;
@@ -96,7 +114,7 @@ pub(crate) async fn search(
     tuning: &KnnTuning,
     city: &str,
     search: &Search,
-) -> Result<Vec<NearbyDriver>, SearchError> {
+) -> Result<Found, SearchError> {
     let keys = store.keys();
     let sets: Vec<SearchSet> = search
         .statuses
@@ -118,7 +136,14 @@ pub(crate) async fn search(
     let k = search.limit;
     let seen = keys.seen_index(city);
     let mut conn = store.conn();
+    // Members read so far (fresh or stale, every set, every step), against the cap.
+    let mut read = 0usize;
     for _ in 0..40 {
+        // A first step asks for no more members than the cap allows (later ones stop before).
+        if read == 0 {
+            let most = settings.search_max_members / sets.len();
+            probe.count = probe.count.min(most.max(1));
+        }
         // One round trip: the clock, every set's nearest members, the buckets with the oldest
         // drivers.
         let mut pipe = redis::pipe();
@@ -180,9 +205,12 @@ pub(crate) async fn search(
 
         let mut cutoff = f64::INFINITY;
         let mut candidates: Vec<NearbyDriver> = Vec::new();
+        let (mut step_read, mut step_most) = (0usize, 0usize);
         for (set, value) in sets.iter().zip(values) {
             let members: Vec<(String, f64, (f64, f64))> =
                 redis::from_redis_value(value).map_err(|e| decode_err("GEOSEARCH", e))?;
+            step_read += members.len();
+            step_most = step_most.max(members.len());
             // A set that returned `count` members vouches only up to its last member's distance.
             if members.len() == probe.count
                 && let Some(last) = members.last()
@@ -211,7 +239,18 @@ pub(crate) async fn search(
             candidates =
                 drop_stale(&mut conn, keys, city, candidates, suspect, fresh_after).await?;
         }
-        if probe.done_or_widen(candidates.len(), cutoff) {
+        read += step_read;
+        let covered = probe.covered(cutoff);
+        let most = step_most as f64;
+        // The next step may read from one set up to half of what the cap leaves.
+        let step_budget = settings.search_max_members.saturating_sub(read) as f64 / 2.0;
+        let done = probe.done_or_widen(candidates.len(), most, cutoff, step_budget);
+        // The next step asks for no more members than the cap leaves; when that is no more
+        // than this step read from one set, it would only read again the nearest members this
+        // one had (a step re-reads everything nearer than its radius), so the search stops.
+        let left = settings.search_max_members.saturating_sub(read) / sets.len();
+        probe.count = probe.count.min(left);
+        if done || probe.count <= step_most {
             let mut found = candidates;
             found.sort_by(|a, b| {
                 a.distance_m
@@ -219,15 +258,20 @@ pub(crate) async fn search(
                     .then_with(|| a.driver_id.cmp(&b.driver_id))
             });
             found.truncate(k);
-            return Ok(found);
+            return Ok(Found {
+                drivers: found,
+                partial_radius_m: (!done).then_some(covered),
+            });
         }
     }
     Err(SearchError::NotConverged)
 }
 
 /// Drop the stale among `candidates` that are `suspect` (in a bucket holding a stale driver, or
-/// every candidate when the sweeper is behind): one pipelined `ZSCORE` per suspect, in its
-/// liveness bucket.
+/// every candidate when the sweeper is behind): one `HMGET` of the suspects' packed states in
+/// the city's drivers hash, whose `recorded_ms` is the last-seen time (written with the
+/// liveness bucket by the same script). One command, not one `ZSCORE` per suspect: with a
+/// stale majority every member a search reads is a suspect.
 async fn drop_stale(
     conn: &mut crate::store::RedisConn,
     keys: &crate::store::Keys,
@@ -238,21 +282,22 @@ async fn drop_stale(
 ) -> Result<Vec<NearbyDriver>, SearchError> {
     let (suspects, mut kept): (Vec<NearbyDriver>, Vec<NearbyDriver>) =
         candidates.into_iter().partition(|c| suspect(c));
-    let mut pipe = redis::pipe();
-    for c in &suspects {
-        pipe.cmd("ZSCORE")
-            .arg(keys.seen_bucket(city, driver_bucket(&c.driver_id)))
-            .arg(&c.driver_id);
-    }
-    let scores: Vec<Option<f64>> = pipe
+    let ids: Vec<&str> = suspects.iter().map(|c| c.driver_id.as_str()).collect();
+    let states: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(keys.driver_states(city))
+        .arg(&ids)
         .query_async(conn)
         .await
         .map_err(redis_error("nearby freshness"))?;
     kept.extend(
         suspects
             .into_iter()
-            .zip(scores)
-            .filter(|(_, s)| s.is_some_and(|s| s >= fresh_after as f64))
+            .zip(states)
+            .filter(|(_, s)| {
+                s.as_deref()
+                    .and_then(PackedState::parse)
+                    .is_some_and(|s| s.recorded_ms >= fresh_after)
+            })
             .map(|(c, _)| c),
     );
     Ok(kept)

@@ -61,12 +61,21 @@ pub(crate) struct NearbyDriver {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"city": "paris", "drivers": [
     {"driver_id": "drv-1", "lat": 48.8570, "lon": 2.3530, "distance_m": 72.4, "status": "available", "vehicle_type": "scooter"}
-]}))]
+], "partial": false}))]
 pub(crate) struct NearbyResponse {
     /// City searched (the one containing the centre).
     pub(crate) city: String,
     /// Nearest first.
     pub(crate) drivers: Vec<NearbyDriver>,
+    /// True when the search read its most members (`search_max_members`) before finding
+    /// `limit` fresh drivers, as when most drivers around are stale (their phones stopped
+    /// reporting): `drivers` are every fresh driver within `radius_covered_m`, and nothing is
+    /// known beyond it. Ask again later, or with a smaller area.
+    pub(crate) partial: bool,
+    /// With `partial`: the distance from the centre, in metres, up to which the search looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 850.0, minimum = 0.0)]
+    pub(crate) radius_covered_m: Option<f64>,
 }
 
 /// Search area.

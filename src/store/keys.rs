@@ -109,6 +109,13 @@ impl Keys {
         self.city(city, "seen:oldest")
     }
 
+    /// String `epoch µs`, with a TTL: the earliest time a city's next sweep call may work, kept
+    /// by `sweep_stale.lua` so that every instance together holds the sweeper to its share of
+    /// the Redis thread (`sweep_redis_share`).
+    pub fn sweep_pace(&self, city: impl Display) -> String {
+        self.city(city, "sweep:pace")
+    }
+
     /// Sorted set `driver_id → recorded_ms`: liveness bucket `bucket` of a city.
     pub fn seen_bucket(&self, city: impl Display, bucket: impl Display) -> String {
         self.city(city, format_args!("seen:{bucket}"))
@@ -386,6 +393,15 @@ impl Keys {
         out
     }
 
+    /// KEYS of `sweep_stale.lua` for `buckets` of `city`: [`Keys::city_script`], the city's
+    /// sweep pace, then the liveness buckets.
+    pub(crate) fn sweep_script(&self, city: &str, buckets: &[u16]) -> Vec<String> {
+        let mut out = self.city_script(city);
+        out.push(self.sweep_pace(city));
+        out.extend(buckets.iter().map(|&b| self.seen_bucket(city, b)));
+        out
+    }
+
     /// KEYS of `set_score.lua`: the city's driver states and score set.
     pub(crate) fn score_script(&self, city: &str) -> Vec<String> {
         vec![self.driver_states(city), self.scores(city)]
@@ -438,11 +454,8 @@ impl Keys {
         let mut out = Vec::new();
         for c in cities {
             let mut driver_scripts = self.position_script(c);
-            driver_scripts.extend(
-                (0..DRIVER_BUCKETS)
-                    .step_by(4099)
-                    .map(|b| self.seen_bucket(c, b)),
-            );
+            let probes: Vec<u16> = (0..DRIVER_BUCKETS).step_by(4099).collect();
+            driver_scripts.extend(self.sweep_script(c, &probes));
             out.push((
                 format!("set_position/set_status/delete_driver/sweep_stale in {c}"),
                 driver_scripts,
@@ -500,6 +513,7 @@ impl Keys {
             ("driver_move_lease", self.driver_move_lease(d)),
             ("seen_index", self.seen_index(c)),
             ("seen_bucket", self.seen_bucket(c, "<bucket>")),
+            ("sweep_pace", self.sweep_pace(c)),
             ("geo", self.geo_named(c, "<status>")),
             ("scores", self.scores(c)),
             ("rank_scratch", self.rank_scratch(c, "<uuid>")),

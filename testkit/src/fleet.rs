@@ -44,7 +44,18 @@ pub async fn load_fleet_with(
     connections: usize,
     motion: bool,
 ) -> anyhow::Result<f64> {
-    let t = now_ms();
+    load_fleet_at(addr, drivers, connections, motion, now_ms()).await
+}
+
+/// [`load_fleet_with`], every position recorded at `t` (ms since the epoch), so that a fleet
+/// loaded over a while turns stale at one moment.
+pub async fn load_fleet_at(
+    addr: &str,
+    drivers: &[(String, f64, f64, &'static str)],
+    connections: usize,
+    motion: bool,
+    t: i64,
+) -> anyhow::Result<f64> {
     let bodies: Vec<Vec<u8>> = drivers
         .chunks(1_000)
         .map(|chunk| {

@@ -22,5 +22,6 @@ mod queue;
 mod quickstart;
 mod ranking;
 mod search;
+mod stale;
 mod topology;
 mod webhooks;

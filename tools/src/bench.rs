@@ -8,9 +8,11 @@
 
 mod dispatch;
 mod matching;
+mod stale;
 
 pub use dispatch::{DispatchOptions, dispatch};
 pub use matching::{MatchOptions, matching};
+pub use stale::{StaleOptions, stale};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -98,6 +98,37 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// A fleet that stops reporting all at once (every driver stale together) while a few
+    /// keep reporting and nearest-k searches loop: search latency, Redis SLOWLOG by command,
+    /// time until the indexes are clean, the sweeper's share of Redis, fresh batch-ingest
+    /// latency, and stale drivers returned (docs/BENCHMARKS.md). Drives a child `serve`
+    /// over HTTP, so an older build can be measured the same way.
+    Stale {
+        /// Drivers that report once, then stop (in the 30×30 km Paris square).
+        #[arg(long, default_value_t = 200_000)]
+        drivers: usize,
+        /// `driver_ttl_ms` of the service.
+        #[arg(long, default_value_t = 40_000)]
+        ttl_ms: u64,
+        /// Drivers that keep reporting every 2 s.
+        #[arg(long, default_value_t = 50)]
+        fresh: usize,
+        /// `limit` of each nearby search.
+        #[arg(long, default_value_t = 5)]
+        search_limit: usize,
+        /// Longest wait, in seconds, for clean indexes once the whole fleet is stale (the
+        /// run ends as soon as they are clean).
+        #[arg(long, default_value_t = 180)]
+        duration: u64,
+        /// The service binary (default: `geodispatch` next to this binary, as
+        /// `cargo build --release --workspace` leaves it).
+        #[arg(long)]
+        service_binary: Option<PathBuf>,
+        /// Run the benchmark's redis-server under SCHED_FIFO (needs root), so that SLOWLOG
+        /// counts Redis' own work rather than preemption by the processes sharing its cores.
+        #[arg(long)]
+        redis_realtime: bool,
+    },
     /// Dispatch load while a fault is injected (Sentinel failover, killed or paused service
     /// instances, Redis restart from AOF): acknowledged writes lost, orders stuck, double
     /// assignments, fence rejections, seconds unavailable (docs/RELIABILITY.md).
@@ -395,6 +426,29 @@ fn main() -> anyhow::Result<()> {
                         opts.fsync_always = fsync_always;
                         let r = geodispatch_testkit::faults::faults(opts).await?;
                         anyhow::Ok(serde_json::json!({"scenario": "faults", "duration_s": duration, "concurrency": concurrency, "result": r}))
+                    }
+                    BenchCommand::Stale {
+                        drivers,
+                        ttl_ms,
+                        fresh,
+                        search_limit,
+                        duration,
+                        service_binary,
+                        redis_realtime,
+                    } => {
+                        let r = bench::stale(bench::StaleOptions {
+                            drivers,
+                            ttl_ms,
+                            fresh,
+                            search_limit,
+                            duration: std::time::Duration::from_secs(duration),
+                            service_binary: geodispatch_tools::replay::service_binary(
+                                service_binary,
+                            )?,
+                            redis_realtime,
+                        })
+                        .await?;
+                        anyhow::Ok(serde_json::json!({"scenario": "stale", "result": r}))
                     }
                     BenchCommand::Ingest {
                         duration,
