@@ -1,8 +1,8 @@
 //! Prometheus metrics at `GET /metrics` (text exposition format 0.0.4): HTTP requests and
 //! latency by route template, dispatch outcomes, lock acquisitions, contention and lost leases,
 //! fence rejections, rate-limit rejections, writes a replica did not confirm, Redis pool state,
-//! stale-driver sweeps and their Redis time, and queue entries taken over or dead-lettered. Labels never carry
-//! driver or order ids (unbounded cardinality); routes are their templates
+//! stale-driver sweeps and their Redis time, and queue entries taken over or dead-lettered.
+//! Labels never carry driver or order ids (unbounded cardinality); routes are their templates
 //! (`/v1/orders/{order_id}/accept`).
 //!
 //! The registry is `prometheus-client`'s, rendered with its Prometheus text encoder (not its

@@ -12,8 +12,8 @@
 //! driver gone stale since the last sweep (an entry is a lower bound of its bucket's oldest
 //! time, which the sweeper makes exact ahead of the TTL). Only candidates in those buckets
 //! (usually none) have their last-seen time read (one `HMGET` of their packed states), in one
-//! more round trip, so stale drivers are
-//! dropped even between sweeps without a lookup per candidate. The answer is exact at every
+//! more round trip, so stale drivers are dropped even between sweeps without a lookup per
+//! candidate. The answer is exact at every
 //! step: a set that filled its `COUNT` only vouches for distances up to its last member, and
 //! then `COUNT` grows instead of the radius.
 //! It is a read, so it needs no script, and no Redis command on this path is long: a
@@ -28,6 +28,14 @@ mod query;
 mod tuning;
 
 pub(crate) use query::{Area, NearbyDriver, NearbyQuery, NearbyResponse, Search};
+pub(crate) use tuning::KnnTuning;
+
+use crate::config::Settings;
+use crate::domain::{DriverStatus, FieldError, PackedState, VehicleType};
+use crate::store::Store;
+use crate::store::keys::driver_bucket;
+use crate::store::scripts::time_ms;
+use tuning::{Probe, tuning_key};
 
 /// What a search found.
 #[derive(Debug, Clone)]
@@ -39,14 +47,6 @@ pub(crate) struct Found {
     /// `distance` metres, and nothing is known beyond it.
     pub(crate) partial_radius_m: Option<f64>,
 }
-pub(crate) use tuning::KnnTuning;
-
-use crate::config::Settings;
-use crate::domain::{DriverStatus, FieldError, PackedState, VehicleType};
-use crate::store::Store;
-use crate::store::keys::driver_bucket;
-use crate::store::scripts::time_ms;
-use tuning::{Probe, tuning_key};
 
 /// Why a nearby search failed.
 #[derive(Debug, thiserror::Error)]
