@@ -162,6 +162,20 @@ pub struct Settings {
     /// Time (ms) rounds expect a driver to spend at the drop-off before it can leave for the
     /// next pickup.
     pub match_dropoff_service_ms: u64,
+    /// Batched policy: each round also sends idle available drivers toward the pickup spots
+    /// where orders came from in the last `reposition_window_ms` and no idle driver is within
+    /// `reposition_cover_m` (a `driver.reposition` event to the driver), so that the next
+    /// orders there find a driver near. Off: idle drivers wait where they are.
+    pub reposition_idle_drivers: bool,
+    /// How far back (ms) the pickups of recent orders count as demand for repositioning.
+    pub reposition_window_ms: u64,
+    /// How far ahead (ms) repositioning provides for: a spot with `n` orders in the window
+    /// asks for `ceil(n × horizon / window)` idle drivers near it, at most 3.
+    pub reposition_horizon_ms: u64,
+    /// An idle driver within this distance (m) of a spot covers it (it is not moved).
+    pub reposition_cover_m: f64,
+    /// Farthest (m) an idle driver is sent to a spot.
+    pub reposition_max_m: f64,
     /// Dispatch lock backend: `redis` (the lock lives next to the order, in the same Redis) or
     /// `redlock` (additionally a Redlock over `redlock_nodes`, independent of the data Redis).
     pub lock_backend: String,
@@ -307,6 +321,11 @@ impl Default for Settings {
             match_pickup_lead_ms: 60_000,
             match_busy_horizon_ms: 300_000,
             match_dropoff_service_ms: 120_000,
+            reposition_idle_drivers: false,
+            reposition_window_ms: 3_600_000,
+            reposition_horizon_ms: 900_000,
+            reposition_cover_m: 500.0,
+            reposition_max_m: 3_000.0,
             lock_backend: "redis".to_owned(),
             redlock_nodes: None,
             queue_claim_idle_ms: 15_000,
@@ -482,6 +501,16 @@ impl Settings {
         {
             bail!(
                 "match_interval_ms, match_max_orders and match_speed_mps must be positive, match_lease_ttl_ms at least 30"
+            );
+        }
+        if self.reposition_window_ms == 0
+            || self.reposition_horizon_ms == 0
+            || !(self.reposition_cover_m > 0.0
+                && self.reposition_cover_m <= self.reposition_max_m
+                && self.reposition_max_m <= self.search_max_radius_m)
+        {
+            bail!(
+                "reposition_window_ms and reposition_horizon_ms must be positive, and 0 < reposition_cover_m <= reposition_max_m <= search_max_radius_m"
             );
         }
         if self.dispatch_candidates == 0
@@ -784,6 +813,38 @@ mod tests {
         }
         let ok = Settings::load(None, env(&[("GEODISPATCH_SWEEP_REDIS_SHARE", "1")]));
         assert_eq!(ok.unwrap().sweep_redis_share, 1.0);
+    }
+
+    #[test]
+    fn repositioning_distances_and_durations_are_bounded() {
+        for (pair, why) in [
+            (
+                ("GEODISPATCH_REPOSITION_WINDOW_MS", "0"),
+                "no window, no demand",
+            ),
+            (("GEODISPATCH_REPOSITION_HORIZON_MS", "0"), "no horizon"),
+            (
+                ("GEODISPATCH_REPOSITION_COVER_M", "0"),
+                "nobody would cover",
+            ),
+            (
+                ("GEODISPATCH_REPOSITION_COVER_M", "5000"),
+                "covering farther than a driver is ever sent",
+            ),
+            (
+                ("GEODISPATCH_REPOSITION_MAX_M", "60000"),
+                "beyond what a search may cover",
+            ),
+        ] {
+            let err = Settings::load(None, env(&[pair]))
+                .map(|_| ())
+                .expect_err(why);
+            let name = pair.0.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
+            let text = format!("{err:#}").to_ascii_lowercase();
+            assert!(text.contains(&name), "{why}: {err:#}");
+        }
+        let ok = Settings::load(None, env(&[("GEODISPATCH_REPOSITION_COVER_M", "3000")]));
+        assert_eq!(ok.unwrap().reposition_cover_m, 3_000.0);
     }
 
     #[test]

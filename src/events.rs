@@ -17,15 +17,17 @@ use crate::cities::CityIndex;
 use crate::store::Store;
 
 /// One order event, as stored in the stream and sent over SSE and Pub/Sub.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"id": "1795458600310-0", "type": "offered", "order_id": "ord-1001", "driver_id": "drv-1", "state": "offered", "fencing_token": 42, "at_ms": 1795458600310_i64, "city": "paris"}))]
 pub struct OrderEvent {
     /// Stream entry id (also the SSE `id`, for `Last-Event-ID`).
     pub id: String,
     /// `created`, `offered`, `accepted`, `rejected`, `expired`, `picked_up`, `delivered`,
-    /// `cancelled` or `failed` (order transitions), or `driver.arrived_pickup`,
+    /// `cancelled` or `failed` (order transitions), `driver.arrived_pickup`,
     /// `driver.arrived_dropoff` or `driver.left_pickup` (the order's driver came to or left
-    /// its pickup or drop-off; the state is the order's, unchanged).
+    /// its pickup or drop-off; the state is the order's, unchanged), or `driver.reposition`
+    /// (an idle driver is asked to move to `lat`, `lon`, a pickup spot with recent demand; no
+    /// order, state `available`).
     #[serde(rename = "type")]
     pub kind: String,
     /// Order id.
@@ -40,6 +42,12 @@ pub struct OrderEvent {
     pub at_ms: i64,
     /// City.
     pub(crate) city: String,
+    /// `driver.reposition`: latitude of the spot the driver is asked to move to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// `driver.reposition`: longitude of that spot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
 }
 
 impl OrderEvent {
@@ -54,6 +62,8 @@ impl OrderEvent {
             fencing_token: s("fence").parse().unwrap_or(0),
             at_ms: s("at").parse().unwrap_or(0),
             city: city.to_owned(),
+            lat: e.get::<String>("lat").and_then(|v| v.parse().ok()),
+            lon: e.get::<String>("lon").and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -135,6 +145,10 @@ pub fn check_invariants(events: &[OrderEvent]) -> InvariantReport {
     let mut orders: HashSet<&str> = HashSet::new();
     for e in events {
         let order = e.order_id.as_str();
+        // Driver events without an order (`driver.reposition`) concern no invariant.
+        if order.is_empty() {
+            continue;
+        }
         orders.insert(order);
         if finished.contains(order) {
             report.after_terminal += 1;
@@ -253,7 +267,7 @@ fn valid_stream_id(id: &str) -> bool {
 pub(crate) const KEEP_ALIVE_MS: u64 = 5_000;
 
 /// What following a city's events yields, read after read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Feed {
     /// The events appended since the previous item, oldest first.
     Events(Vec<OrderEvent>),
@@ -347,6 +361,8 @@ mod tests {
             fencing_token: fence,
             at_ms: 0,
             city: "paris".to_owned(),
+            lat: None,
+            lon: None,
         }
     }
 

@@ -106,6 +106,12 @@ const FAMILIES: &[Def] = &[
         help: "Due orders a matching round left waiting for a driver about to be free (counted once per round)",
     },
     Def {
+        name: "geodispatch_match_repositions_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Idle drivers the matching rounds sent toward a pickup spot (driver.reposition events)",
+    },
+    Def {
         name: "geodispatch_match_claims_total",
         kind: Kind::Counter,
         labels: &["result"],

@@ -118,6 +118,11 @@ impl Dispatcher {
         &self.settings
     }
 
+    /// The learned starting radii of nearby searches.
+    pub(crate) fn tuning(&self) -> &KnnTuning {
+        &self.tuning
+    }
+
     /// The service areas.
     pub(crate) fn cities(&self) -> &CityIndex {
         &self.cities

@@ -37,6 +37,7 @@
 //!    `dispatch_retry_ms`; after `dispatch_max_attempts` the order fails, as under greedy).
 //!    An order waiting for a soon free driver counts none: a driver is on the way.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -71,6 +72,8 @@ pub struct RoundReport {
     pub conflicts: usize,
     /// Time spent in the solver.
     pub solve: Duration,
+    /// Idle drivers sent toward a pickup spot (`reposition_idle_drivers`).
+    pub repositioned: usize,
 }
 
 /// A pooled order as the round reads it.
@@ -174,6 +177,9 @@ impl Dispatcher {
             ..RoundReport::default()
         };
         if ids.is_empty() {
+            if settings.reposition_idle_drivers {
+                report.repositioned = self.reposition(city, now, &[], &HashSet::new()).await?;
+            }
             return Ok(report);
         }
 
@@ -232,11 +238,22 @@ impl Dispatcher {
         } else {
             (Vec::new(), vec![Vec::new(); orders.len()])
         };
+        // A driver on its way to a reposition spot is expected from the spot, once there.
+        let moving = if settings.reposition_idle_drivers {
+            self.on_their_way(city, now).await?
+        } else {
+            std::collections::HashMap::new()
+        };
+        let arrival_ms = |i: usize, driver: &str, distance_m: f64| match moving.get(driver) {
+            Some((spot, left_ms)) => left_ms + travel_ms(haversine_m(*spot, orders[i].center)),
+            None => travel_ms(distance_m),
+        };
         let nearest: Vec<f64> = candidates
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 c.iter()
-                    .map(|(_, d)| travel_ms(*d))
+                    .map(|(driver, d)| arrival_ms(i, driver, *d))
                     .fold(f64::INFINITY, f64::min)
             })
             .collect();
@@ -302,8 +319,8 @@ impl Dispatcher {
             let slack = slack_of(&orders[i]);
             let free = candidates[i].iter().map(|(driver, distance)| {
                 let c = columns.binary_search(&driver.as_str()).expect("a column");
-                let travel = travel_ms(*distance);
-                (c, price(slack, travel, travel, scores[c]))
+                let arrival = arrival_ms(i, driver, *distance);
+                (c, price(slack, arrival, arrival, scores[c]))
             });
             let soon_pairs = soon_rows[i].iter().map(|s| {
                 let c = columns.len() + soon_columns.binary_search(&s.soon).expect("a column");
@@ -398,6 +415,14 @@ impl Dispatcher {
                     tracing::info!(city, order = %orders[i].id, "no driver after the last attempt: order failed");
                 }
             }
+        }
+
+        // Idle drivers toward the spots of the coming orders, once this round's offers are out.
+        if settings.reposition_idle_drivers {
+            let pooled: Vec<(&str, GeoPoint)> =
+                orders.iter().map(|o| (o.id.as_str(), o.center)).collect();
+            let taken: HashSet<&str> = chosen.iter().map(|&(_, c)| columns[c]).collect();
+            report.repositioned = self.reposition(city, now, &pooled, &taken).await?;
         }
 
         metrics::inc("geodispatch_match_rounds_total", &[]);

@@ -34,6 +34,7 @@ pub mod matcher;
 mod model;
 mod operations;
 mod order_scripts;
+mod reposition;
 mod transitions;
 pub mod workers;
 

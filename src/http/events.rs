@@ -142,6 +142,8 @@ mod tests {
             fencing_token: 3,
             at_ms: 17,
             city: "paris".to_owned(),
+            lat: None,
+            lon: None,
         };
         assert_eq!(
             sse_frame(&event),

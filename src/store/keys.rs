@@ -199,6 +199,18 @@ impl Keys {
         self.city(city, "match:soon")
     }
 
+    /// Sorted set `"order_id|lat|lon" → ms first seen`: the pickups of a city's recent orders
+    /// (batched policy, `reposition_idle_drivers`), where rounds expect the next orders.
+    pub fn match_demand(&self, city: impl Display) -> String {
+        self.city(city, "match:demand")
+    }
+
+    /// Hash `driver_id → "lat|lon|until_ms"`: the idle drivers of a city a round sent toward a
+    /// pickup spot, and until when that instruction holds.
+    pub fn match_repositions(&self, city: impl Display) -> String {
+        self.city(city, "match:repositions")
+    }
+
     /// String: a city's matching lease (the instance that runs the city's rounds).
     pub fn match_lease(&self, city: impl Display) -> String {
         self.city(city, "match:lease")
@@ -439,6 +451,16 @@ impl Keys {
         out
     }
 
+    /// KEYS of `reposition.lua` in `city`.
+    pub(crate) fn reposition_script(&self, city: &str) -> Vec<String> {
+        vec![
+            self.driver_states(city),
+            self.assignments(city),
+            self.match_repositions(city),
+            self.events(city),
+        ]
+    }
+
     /// KEYS of `touch_session.lua`.
     pub(crate) fn session_script(&self, digest: &str) -> Vec<String> {
         vec![self.session(digest), self.api_key_index()]
@@ -465,6 +487,7 @@ impl Keys {
                 format!("claim_offer/order_transition in {c}"),
                 self.order_script(c, "probe"),
             ));
+            out.push((format!("reposition in {c}"), self.reposition_script(c)));
             out.push((
                 format!("lock_order in {c}"),
                 self.lock_order_script(c, "probe"),
@@ -528,6 +551,8 @@ impl Keys {
             ("dead_letters", self.dead_letters(c)),
             ("match_pool", self.match_pool(c)),
             ("match_soon_free", self.match_soon_free(c)),
+            ("match_demand", self.match_demand(c)),
+            ("match_repositions", self.match_repositions(c)),
             ("match_lease", self.match_lease(c)),
             ("events", self.events(c)),
             ("arrivals", self.arrivals(c)),

@@ -75,6 +75,9 @@ scripts! {
     /// Every transition of an order after its offer (accept, reject, expire, pickup, deliver,
     /// cancel, fail), with the fencing check.
     ORDER_TRANSITION = [clock, codes] "order_transition.lua";
+    /// Send an idle driver toward a pickup spot: driver available, fresh and free; the
+    /// instruction recorded and a `driver.reposition` event appended.
+    REPOSITION = [clock, codes] "reposition.lua";
     /// Fixed-window rate limit.
     RATE_FIXED_WINDOW = [] "rate_fixed_window.lua";
     /// Sliding-log rate limit.

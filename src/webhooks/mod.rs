@@ -29,9 +29,10 @@ use crate::store::Store;
 
 /// Every event type an endpoint may ask for (besides `*`): `order.` then the event stream's
 /// type of an order transition, a driver's arrival events as the stream names them
-/// (`driver.arrived_pickup`, `driver.arrived_dropoff`, `driver.left_pickup`), and
-/// `endpoint.disabled` (the service disabled another endpoint).
-pub const EVENT_TYPES: [&str; 13] = [
+/// (`driver.arrived_pickup`, `driver.arrived_dropoff`, `driver.left_pickup`), an idle
+/// driver's `driver.reposition`, and `endpoint.disabled` (the service disabled another
+/// endpoint).
+pub const EVENT_TYPES: [&str; 14] = [
     "order.created",
     "order.offered",
     "order.accepted",
@@ -44,6 +45,7 @@ pub const EVENT_TYPES: [&str; 13] = [
     "driver.arrived_pickup",
     "driver.arrived_dropoff",
     "driver.left_pickup",
+    "driver.reposition",
     "endpoint.disabled",
 ];
 

@@ -1,8 +1,9 @@
 //! Ready times and batched matching on real Redis: `ready_at` is validated, stored and shown;
 //! under `dispatch_policy = batched` a round assigns all due orders at least total distance
 //! where one-at-a-time dispatch would not, waits for an order's ready time, counts attempts
-//! for orders nobody can take, lets an order wait for a driver about to be free nearby, and
-//! keeps the pool in step with the orders' states.
+//! for orders nobody can take, lets an order wait for a driver about to be free nearby, keeps
+//! the pool in step with the orders' states, and sends idle drivers toward the pickups of
+//! recent orders.
 
 use std::time::Duration;
 
@@ -414,4 +415,93 @@ async fn an_order_waits_for_a_driver_about_to_be_free_nearby_rather_than_take_a_
         (Some("offered"), Some("near")),
         "{next}"
     );
+}
+
+#[tokio::test]
+async fn idle_drivers_are_sent_toward_the_pickups_of_recent_orders_that_lack_one() {
+    let app = spawn_app_with(|s| {
+        batched(s);
+        // Rounds run when the test calls them; orders ready in two hours are in the pool and
+        // not due.
+        s.match_interval_ms = 3_600_000;
+        s.match_lookahead_ms = 3 * 3_600_000;
+        s.reposition_idle_drivers = true;
+        s.reposition_cover_m = 300.0;
+        s.reposition_max_m = 3_000.0;
+    })
+    .await;
+    let dispatcher = &app.context.dispatcher;
+    let keys = app.context.store.keys();
+    let spot_b = east(PARIS, 2_000.0);
+    // "at-a" waits 100 m from spot A; "near-b" is 700 m past spot B; "far" is 5 km from both.
+    let at_a = east(PARIS, 100.0);
+    let near_b = east(PARIS, 2_700.0);
+    let far = east(PARIS, -5_000.0);
+    app.put_fleet(&[
+        ("at-a", at_a.0, at_a.1),
+        ("near-b", near_b.0, near_b.1),
+        ("far", far.0, far.1),
+    ])
+    .await;
+    let ready = now_ms() + 2 * 3_600_000;
+    for (id, at) in [("a1", PARIS), ("a2", PARIS), ("b1", spot_b)] {
+        let a = app
+            .create_order(json!({"order_id": id, "pickup": {"lat": at.0, "lon": at.1},
+                                 "ready_at": ready, "dispatch": "queued"}))
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
+
+    // Spot A (2 orders) and spot B (1) each ask for one driver (an hour's window, a quarter
+    // of an hour ahead): "at-a" covers A where it is, "near-b" is sent to B, "far" is beyond
+    // reach.
+    let round = dispatcher.match_round("paris").await.unwrap();
+    assert_eq!((round.due, round.repositioned), (0, 1), "{round:?}");
+    let history = geodispatch::events::read_history(&app.context.store, "paris")
+        .await
+        .unwrap();
+    let sent: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == "driver.reposition")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].driver_id, "near-b");
+    assert_eq!(sent[0].order_id, "");
+    let (lat, lon) = (sent[0].lat.unwrap(), sent[0].lon.unwrap());
+    assert!(
+        (lat - spot_b.0).abs() < 1e-6 && (lon - spot_b.1).abs() < 1e-6,
+        "sent to {lat},{lon}"
+    );
+    let mut conn = app.redis_conn().await;
+    let held: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys.match_repositions("paris"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(held, ["near-b"]);
+    // Sent drivers stay available: an instruction is advice.
+    let d = app.get("/v1/drivers/near-b").await.json;
+    assert_eq!(d["status"], "available", "{d}");
+
+    // On its way, "near-b" fills spot B: the next round sends nobody.
+    let round = dispatcher.match_round("paris").await.unwrap();
+    assert_eq!(round.repositioned, 0, "{round:?}");
+
+    // Off: nobody is sent, whatever the demand.
+    let off = spawn_app_with(|s| {
+        batched(s);
+        s.match_interval_ms = 3_600_000;
+        s.match_lookahead_ms = 3 * 3_600_000;
+    })
+    .await;
+    off.put_fleet(&[("near-b", near_b.0, near_b.1)]).await;
+    let a = off
+        .create_order(
+            json!({"order_id": "b1", "pickup": {"lat": spot_b.0, "lon": spot_b.1},
+                             "ready_at": ready, "dispatch": "queued"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let round = off.context.dispatcher.match_round("paris").await.unwrap();
+    assert_eq!(round.repositioned, 0, "{round:?}");
 }

@@ -217,6 +217,11 @@ struct MdrpArgs {
     /// ready, beyond half the pickup service.
     #[arg(long, default_value_t = replay::DEFAULT_LEAD_MARGIN_MIN)]
     lead_margin_min: f64,
+    /// Rounds (batched policy) send idle couriers toward the restaurants of the last hour's
+    /// orders (the service's `reposition_idle_drivers`); a courier follows each such move
+    /// unless busy or already moving.
+    #[arg(long)]
+    reposition: bool,
     /// A running service (http://host:port) instead of one started by the tool; it must
     /// serve the instance's area (see --write-service-files) and its settings are its own.
     #[arg(long)]
@@ -548,6 +553,7 @@ fn main() -> anyhow::Result<()> {
                 round_min: a.round_min,
                 busy_horizon_min: a.busy_horizon_min,
                 lead_margin_min: a.lead_margin_min,
+                reposition: a.reposition,
                 url: a.url,
                 key: a.key,
                 out: a.out,

@@ -31,6 +31,13 @@
 //! the order to someone else. A courier carrying an order at its off-duty time delivers it
 //! first, then goes offline.
 //!
+//! **Repositioning** (`--reposition`: the service's `reposition_idle_drivers`, the last 60
+//! simulated minutes of orders as demand, 15 ahead). A courier told by a `driver.reposition`
+//! event to move to a restaurant does so when it is on duty, idle and not already moving (the
+//! rules allow no diversion): it leaves at the event's whole minute (or when free) and takes
+//! the travel rule's time; an offer received on the way starts from the restaurant once it is
+//! there. The solution files carry such moves as moves to a restaurant between instructions.
+//!
 //! **Settings** (a service the tool starts; [`service::settings_env`]): each interval and time
 //! to live is a simulated duration, so the service behaves the same at every speed: matching
 //! rounds every `--round-min` simulated minutes (default 1), `match_lookahead_ms` 180 minutes
@@ -74,7 +81,7 @@ use geodispatch_testkit::now_ms;
 
 use instance::{Instance, Point};
 use measures::{Measures, measure};
-use schedule::{Leg, Place, plan};
+use schedule::{Leg, Place, Reposition, plan, plan_reposition};
 pub use service::{CITY, Plane, Timing};
 use solution::Solution;
 
@@ -108,6 +115,9 @@ pub struct ReplayOptions {
     /// Simulated minutes a round aims to have the courier at the restaurant before the food is
     /// ready, beyond half the pickup service.
     pub lead_margin_min: f64,
+    /// Rounds send idle couriers toward the restaurants of recent orders
+    /// (`reposition_idle_drivers`; batched policy).
+    pub reposition: bool,
     /// A running service (`http://host:port`) instead of one started by the tool.
     pub url: Option<String>,
     /// API key for `url`.
@@ -128,6 +138,7 @@ impl ReplayOptions {
             round_min: self.round_min,
             busy_horizon_min: self.busy_horizon_min,
             lead_margin_min: self.lead_margin_min,
+            reposition: self.reposition,
         }
     }
 
@@ -140,6 +151,7 @@ impl ReplayOptions {
             round_min: 1.0,
             busy_horizon_min: DEFAULT_BUSY_HORIZON_MIN,
             lead_margin_min: DEFAULT_LEAD_MARGIN_MIN,
+            reposition: false,
             url: None,
             key: None,
             out: None,
@@ -164,6 +176,11 @@ pub struct Offers {
     pub accept_failed: u64,
     /// Offers that expired unanswered (events `expired`).
     pub expired: u64,
+    /// `driver.reposition` events of the replay's couriers.
+    pub repositions_seen: u64,
+    /// Of those, the moves the couriers made (the others came while a courier was busy, on
+    /// another move, off duty, or already there).
+    pub repositions_followed: u64,
 }
 
 /// The service's own figures, from `GET /metrics` at the end of the day.
@@ -182,6 +199,8 @@ pub struct ServiceFigures {
     pub match_waiting: f64,
     /// `geodispatch_timers_fired_total`.
     pub timers_fired: f64,
+    /// `geodispatch_match_repositions_total`: idle couriers sent toward a restaurant.
+    pub match_repositions: f64,
 }
 
 /// What a replay measured.
@@ -200,6 +219,8 @@ pub struct ReplayReport {
     /// Simulated minutes of arrival before the ready time aimed at, beyond half the pickup
     /// service.
     pub lead_margin_min: f64,
+    /// Whether rounds sent idle couriers toward restaurants.
+    pub reposition: bool,
     /// Where the files are.
     pub out: PathBuf,
     /// Wall time of the day, seconds.
@@ -278,6 +299,21 @@ struct CourierState {
     free_at: f64,
     current: Option<(Leg, u64)>,
     legs: Vec<Leg>,
+    /// The reposition moves made, the last one possibly under way.
+    moves: Vec<Reposition>,
+}
+
+impl CourierState {
+    /// Where the courier is at simulated minute `t`.
+    fn position_at(&self, inst: &Instance, t: f64) -> Point {
+        if let Some(p) = self.moves.last().and_then(|m| m.position_at(inst, t)) {
+            return p;
+        }
+        match &self.current {
+            Some((leg, _)) => leg.position_at(inst, t),
+            None => self.at,
+        }
+    }
 }
 
 /// A keep-alive connection that reconnects once when the server closed it.
@@ -469,13 +505,7 @@ impl Day<'_> {
                     .iter()
                     .enumerate()
                     .filter(|(_, s)| s.on_duty && !(s.retired && s.current.is_none()))
-                    .map(|(c, s)| {
-                        let p = match &s.current {
-                            Some((leg, _)) => leg.position_at(self.inst, t),
-                            None => s.at,
-                        };
-                        (c, p, None)
-                    })
+                    .map(|(c, s)| (c, s.position_at(self.inst, t), None))
                     .collect();
                 self.post_positions(&items).await;
                 if !self.done() {
@@ -486,6 +516,10 @@ impl Day<'_> {
     }
 
     async fn on_event(&mut self, e: &OrderEvent) {
+        if e.kind == "driver.reposition" {
+            self.on_reposition(e);
+            return;
+        }
         let Some(&o) = self.orders_by_id.get(&e.order_id) else {
             return;
         };
@@ -532,6 +566,44 @@ impl Day<'_> {
         self.couriers[c].current = Some((leg, e.fencing_token));
         self.schedule(leg.pickup, Action::Pickup(c));
         self.schedule(leg.dropoff, Action::Deliver(c));
+    }
+
+    /// A courier told to move to a restaurant goes there if it is idle, on duty and not on
+    /// another move (a move cannot be diverted), and the restaurant is not where it is.
+    fn on_reposition(&mut self, e: &OrderEvent) {
+        let (Some(&c), Some(lat), Some(lon)) =
+            (self.couriers_by_id.get(&e.driver_id), e.lat, e.lon)
+        else {
+            return;
+        };
+        self.offers.repositions_seen += 1;
+        let told = self.clock.of_epoch_ms(e.at_ms).round();
+        let st = &self.couriers[c];
+        let moving = st.moves.last().is_some_and(|m| m.arrive > told);
+        if !st.on_duty || st.retired || st.current.is_some() || moving {
+            return;
+        }
+        // The restaurant at the spot (the service's spots are the orders' pickups).
+        let Some(r) = (0..self.inst.restaurants.len()).min_by(|&a, &b| {
+            let d = |r: usize| {
+                let (la, lo) = self.plane.to_geo(self.inst.restaurants[r].at);
+                (la - lat).powi(2) + (lo - lon).powi(2)
+            };
+            d(a).total_cmp(&d(b))
+        }) else {
+            return;
+        };
+        if st.place == Place::Restaurant(r) {
+            return;
+        }
+        let before_leg = st.legs.len();
+        let m = plan_reposition(self.inst, st.place, st.at, st.free_at, told, r, before_leg);
+        let st = &mut self.couriers[c];
+        st.moves.push(m);
+        st.place = Place::Restaurant(r);
+        st.at = self.inst.restaurants[r].at;
+        st.free_at = m.arrive;
+        self.offers.repositions_followed += 1;
     }
 
     fn in_flight(&self) -> usize {
@@ -661,6 +733,7 @@ async fn play(
                 free_at: c.on,
                 current: None,
                 legs: Vec::new(),
+                moves: Vec::new(),
             })
             .collect(),
         queue: BinaryHeap::new(),
@@ -787,7 +860,8 @@ async fn play(
 
     // The solution, written, read back and checked.
     let legs: Vec<Vec<Leg>> = day.couriers.iter().map(|s| s.legs.clone()).collect();
-    Solution::from_legs(inst, &legs).write(inst, out)?;
+    let moves: Vec<Vec<Reposition>> = day.couriers.iter().map(|s| s.moves.clone()).collect();
+    Solution::from_legs(inst, &legs, &moves).write(inst, out)?;
     let solution = Solution::read(out)?;
     let violations = solution.violations(inst);
     if !violations.is_empty() {
@@ -823,6 +897,7 @@ async fn play(
         ),
         match_waiting: service::metric(&metrics_text, "geodispatch_match_waiting_total"),
         timers_fired: service::metric(&metrics_text, "geodispatch_timers_fired_total"),
+        match_repositions: service::metric(&metrics_text, "geodispatch_match_repositions_total"),
         ..ServiceFigures::default()
     };
     for outcome in [
@@ -857,6 +932,7 @@ async fn play(
         round_min: opts.round_min,
         busy_horizon_min: opts.busy_horizon_min,
         lead_margin_min: opts.lead_margin_min,
+        reposition: opts.reposition,
         out: out.to_owned(),
         wall_s,
         simulated_min: day.last_action - begin,
@@ -936,7 +1012,7 @@ pub fn summary(r: &ReplayReport) -> String {
     s.push_str(&format!(
         "\ngoal: excess mean {:.2} p90 {:.2}; over the {}-minute target {} ({} of them even at the ideal); ready-to-pickup mean {:.2} p90 {:.2}\n\
          fleet utilisation {:.3}; {:.3} orders per courier-hour; total compensation {:.2}\n\
-         service: dispatch outcomes {:?}; rounds {}, round offers {}, claim conflicts {}\n\
+         service: dispatch outcomes {:?}; rounds {}, round offers {}, claim conflicts {}; repositions {} sent, {} seen by couriers, {} followed\n\
          invariants over {} events: double assignments {}, drivers with two orders {}, events after an order ended {}, fence regressions {}\n\
          arrivals: {} at pickups for {} pickups ({} pickups without one), {} at drop-offs for {} drop-offs ({} without one), {} left pickup, {} flaps\n\
          files in {}\n",
@@ -954,6 +1030,9 @@ pub fn summary(r: &ReplayReport) -> String {
         r.service.match_rounds,
         r.service.match_offered,
         r.service.match_conflicts,
+        r.service.match_repositions,
+        r.offers.repositions_seen,
+        r.offers.repositions_followed,
         r.invariants.events,
         r.invariants.double_assignments,
         r.invariants.driver_double_orders,

@@ -79,6 +79,59 @@ pub fn plan(
     }
 }
 
+/// A move of an idle courier to a restaurant, told by a `driver.reposition` event, in
+/// simulated minutes. It cannot be diverted: an instruction received on the way starts from
+/// the restaurant once the courier is there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reposition {
+    /// Where it left from.
+    pub origin: Place,
+    /// The point it left from.
+    pub origin_at: Point,
+    /// The restaurant (index) it drives to.
+    pub restaurant: usize,
+    /// When it left (a whole minute).
+    pub departure: f64,
+    /// When it arrives.
+    pub arrive: f64,
+    /// How many legs the courier had delivered before it (the move comes before the next).
+    pub before_leg: usize,
+}
+
+/// Plan a move to `restaurant` for a courier at `origin` (`origin_at`), free from `free_at`,
+/// told at `told`.
+pub fn plan_reposition(
+    inst: &Instance,
+    origin: Place,
+    origin_at: Point,
+    free_at: f64,
+    told: f64,
+    restaurant: usize,
+    before_leg: usize,
+) -> Reposition {
+    let departure = told.max(free_at);
+    Reposition {
+        origin,
+        origin_at,
+        restaurant,
+        departure,
+        arrive: departure + inst.travel(origin_at, inst.restaurants[restaurant].at),
+        before_leg,
+    }
+}
+
+impl Reposition {
+    /// Where the courier is at simulated minute `t`, or `None` outside the move.
+    pub fn position_at(&self, inst: &Instance, t: f64) -> Option<Point> {
+        (t > self.departure && t < self.arrive).then(|| {
+            self.origin_at.towards(
+                inst.restaurants[self.restaurant].at,
+                (t - self.departure) / (self.arrive - self.departure),
+            )
+        })
+    }
+}
+
 impl Leg {
     /// Where the courier is at simulated minute `t` (straight lines at constant speed).
     pub fn position_at(&self, inst: &Instance, t: f64) -> Point {

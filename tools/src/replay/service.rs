@@ -115,6 +115,11 @@ pub fn bounds(inst: &Instance) -> (Point, Point) {
     (lo, hi)
 }
 
+/// Simulated minutes of past orders that count as a restaurant's demand (repositioning).
+pub const REPOSITION_WINDOW_MIN: f64 = 60.0;
+/// Simulated minutes ahead repositioning provides for.
+pub const REPOSITION_HORIZON_MIN: f64 = 15.0;
+
 /// The simulated durations behind the service's timing settings, in simulated minutes.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Timing {
@@ -126,6 +131,8 @@ pub struct Timing {
     pub busy_horizon_min: f64,
     /// Arrival before the ready time aimed at, beyond half the pickup service.
     pub lead_margin_min: f64,
+    /// Rounds send idle couriers toward the restaurants of recent orders.
+    pub reposition: bool,
 }
 
 impl Timing {
@@ -190,6 +197,19 @@ pub fn settings_env(
             } else {
                 "0".to_owned()
             },
+        ),
+        // Repositioning: the last hour's orders are the demand, a quarter of an hour ahead.
+        (
+            "GEODISPATCH_REPOSITION_IDLE_DRIVERS",
+            timing.reposition.to_string(),
+        ),
+        (
+            "GEODISPATCH_REPOSITION_WINDOW_MS",
+            timing.ms(REPOSITION_WINDOW_MIN).to_string(),
+        ),
+        (
+            "GEODISPATCH_REPOSITION_HORIZON_MS",
+            timing.ms(REPOSITION_HORIZON_MIN).to_string(),
         ),
         // Arrivals: couriers report every simulated minute and stay at least half a pickup
         // (drop-off) service at each stop, so half a minute there is an arrival.

@@ -9,7 +9,10 @@
 //!   ready_time pickup_time dropoff_time courier` (latitude and longitude are the instance's
 //!   x and y), one line per delivered order;
 //! - `solution_info_couriers.txt`: `courier departure_time origin destination`, one line per
-//!   move, grouped by courier in the order executed (origin `0` is the start location).
+//!   move, grouped by courier in the order executed (origin `0` is the start location). A
+//!   move to a restaurant followed by another move to a restaurant is a reposition (an idle
+//!   courier sent there without an order): it departs once the courier is free and takes the
+//!   travel time like any move.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -18,7 +21,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::instance::{Instance, Point};
-use super::schedule::{Leg, Place};
+use super::schedule::{Leg, Place, Reposition};
 
 /// One instruction: a courier told at `assignment` to pick `order` up at `pickup`.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,12 +88,27 @@ fn place_name(inst: &Instance, place: Place) -> String {
 
 impl Solution {
     /// The solution of the legs each courier executed (`legs[c]`: courier `c`'s legs in
-    /// order; every leg is delivered).
-    pub fn from_legs(inst: &Instance, legs: &[Vec<Leg>]) -> Self {
+    /// order; every leg is delivered) and the reposition moves it made between them
+    /// (`moves[c]`, in order; empty when there were none).
+    pub fn from_legs(inst: &Instance, legs: &[Vec<Leg>], moves: &[Vec<Reposition>]) -> Self {
         let mut s = Solution::default();
         for (c, legs) in legs.iter().enumerate() {
             let courier = &inst.couriers[c].id;
-            for leg in legs {
+            let repositions = moves.get(c).map(Vec::as_slice).unwrap_or_default();
+            let mut next_move = 0;
+            let mut moves_before = |s: &mut Solution, k: usize| {
+                while let Some(m) = repositions.get(next_move).filter(|m| m.before_leg <= k) {
+                    s.moves.push(Move {
+                        courier: courier.clone(),
+                        departure: m.departure,
+                        origin: place_name(inst, m.origin),
+                        destination: inst.restaurants[m.restaurant].id.clone(),
+                    });
+                    next_move += 1;
+                }
+            };
+            for (k, leg) in legs.iter().enumerate() {
+                moves_before(&mut s, k);
                 let o = &inst.orders[leg.order];
                 let restaurant = inst.restaurants[o.restaurant].id.clone();
                 s.assignments.push(Assignment {
@@ -118,6 +136,7 @@ impl Solution {
                     destination: o.id.clone(),
                 });
             }
+            moves_before(&mut s, usize::MAX);
         }
         s.assignments
             .sort_by(|a, b| a.assignment.total_cmp(&b.assignment));
@@ -334,14 +353,6 @@ impl Solution {
                 .filter(|a| a.courier == courier)
                 .collect();
             instructions.sort_by(|a, b| a.pickup.total_cmp(&b.pickup));
-            if moves.len() != 2 * instructions.len() {
-                v.push(format!(
-                    "courier {courier}: {} moves for {} instructions (one order per instruction: two moves each)",
-                    moves.len(),
-                    instructions.len()
-                ));
-                continue;
-            }
             let point = |name: &str| -> Option<Point> {
                 if name == "0" {
                     Some(shift.at)
@@ -351,12 +362,55 @@ impl Solution {
                     orders.get(name).map(|&o| inst.orders[o].at)
                 }
             };
-            let mut place = "0";
+            let mut place = "0".to_owned();
             let mut free = shift.on;
-            for (k, a) in instructions.iter().enumerate() {
+            let mut next = 0;
+            // Reposition moves from `place`: to a restaurant, then on to a restaurant again (or
+            // the last moves of the day).
+            let repositions = |next: &mut usize,
+                               place: &mut String,
+                               free: &mut f64,
+                               v: &mut Vec<String>,
+                               last: bool| {
+                while let Some(&m) = moves.get(*next) {
+                    let then = moves.get(*next + 1);
+                    let to_restaurant = |m: &Move| restaurants.contains_key(m.destination.as_str());
+                    if !to_restaurant(m)
+                        || !(then.is_some_and(|t| to_restaurant(t)) || (last && then.is_none()))
+                    {
+                        break;
+                    }
+                    if m.origin != *place {
+                        v.push(format!(
+                            "courier {courier}: move {} → {} starts away from {place}",
+                            m.origin, m.destination
+                        ));
+                    }
+                    if m.departure < *free {
+                        v.push(format!(
+                            "courier {courier} leaves {} at {}, before it is free ({free})",
+                            m.origin, m.departure
+                        ));
+                    }
+                    if let (Some(from), Some(to)) = (point(&m.origin), point(&m.destination)) {
+                        *free = m.departure + inst.travel(from, to);
+                    }
+                    *place = m.destination.clone();
+                    *next += 1;
+                }
+            };
+            for a in instructions.iter() {
+                repositions(&mut next, &mut place, &mut free, &mut v, false);
                 let o = orders[a.order.as_str()];
                 let restaurant = inst.restaurants[inst.orders[o].restaurant].id.as_str();
-                let (to_r, to_c) = (moves[2 * k], moves[2 * k + 1]);
+                let (Some(&to_r), Some(&to_c)) = (moves.get(next), moves.get(next + 1)) else {
+                    v.push(format!(
+                        "courier {courier}: no moves for order {} (one order per instruction: two moves each)",
+                        a.order
+                    ));
+                    break;
+                };
+                next += 2;
                 if to_r.origin != place || to_r.destination != restaurant {
                     v.push(format!(
                         "courier {courier}: move {} → {} where {place} → {restaurant} (order {}) was due",
@@ -408,8 +462,15 @@ impl Solution {
                         a.order
                     )),
                 }
-                place = a.order.as_str();
+                place = a.order.clone();
                 free = arrive_c + inst.params.dropoff_service;
+            }
+            repositions(&mut next, &mut place, &mut free, &mut v, true);
+            if next < moves.len() {
+                v.push(format!(
+                    "courier {courier}: {} moves left after its instructions",
+                    moves.len() - next
+                ));
             }
         }
         for a in &self.assignments {
@@ -434,7 +495,7 @@ mod tests {
 
     fn planned(inst: &Instance) -> Solution {
         let leg = plan(inst, Place::Start, inst.couriers[0].at, 0.0, 3.0, 0);
-        Solution::from_legs(inst, &[vec![leg]])
+        Solution::from_legs(inst, &[vec![leg]], &[])
     }
 
     #[test]
@@ -446,6 +507,52 @@ mod tests {
         assert_eq!(back, planned(&inst));
         assert_eq!(back.violations(&inst), Vec::<String>::new());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reposition_moves_around_an_instruction_are_feasible_and_checked() {
+        use crate::replay::schedule::plan_reposition;
+        let inst = Instance::one_order(20.0);
+        // Sent to the restaurant before the order, then back to it after the drop-off.
+        let before = plan_reposition(&inst, Place::Start, inst.couriers[0].at, 0.0, 1.0, 0, 0);
+        assert_eq!((before.departure, before.arrive), (1.0, 11.0));
+        let leg = plan(
+            &inst,
+            Place::Restaurant(0),
+            inst.restaurants[0].at,
+            11.0,
+            3.0,
+            0,
+        );
+        assert_eq!((leg.departure, leg.pickup), (11.0, 20.0));
+        let after = plan_reposition(
+            &inst,
+            Place::Customer(0),
+            inst.orders[0].at,
+            leg.free,
+            leg.free,
+            0,
+            1,
+        );
+        let s = Solution::from_legs(&inst, &[vec![leg]], &[vec![before, after]]);
+        let names: Vec<(&str, &str)> = s
+            .moves
+            .iter()
+            .map(|m| (m.origin.as_str(), m.destination.as_str()))
+            .collect();
+        let (r, o) = (inst.restaurants[0].id.as_str(), inst.orders[0].id.as_str());
+        assert_eq!(names, [("0", r), (r, r), (r, o), (o, r)]);
+        assert_eq!(s.violations(&inst), Vec::<String>::new());
+
+        let mut early = s.clone();
+        early.moves[3].departure = leg.free - 1.0;
+        let v = early.violations(&inst);
+        assert!(v.iter().any(|m| m.contains("before it is free")), "{v:?}");
+        // The order's move leaves before the reposition has arrived.
+        let mut early = s.clone();
+        early.moves[1].departure = 10.0;
+        let v = early.violations(&inst);
+        assert!(v.iter().any(|m| m.contains("before it is free")), "{v:?}");
     }
 
     #[test]
