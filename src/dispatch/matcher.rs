@@ -716,16 +716,23 @@ async fn run_city(dispatcher: Dispatcher, city: String) {
         if held.is_none() {
             continue;
         }
-        match dispatcher.match_round(&city).await {
-            Ok(r) if r.due > 0 => tracing::debug!(city, ?r, "matching round"),
-            Ok(_) => {}
-            Err(err) => {
+        // A round that panics is caught like one that fails: the loop, and the city's
+        // matching, live on.
+        let round = std::panic::AssertUnwindSafe(dispatcher.match_round(&city));
+        match futures_util::FutureExt::catch_unwind(round).await {
+            Ok(Ok(r)) if r.due > 0 => tracing::debug!(city, ?r, "matching round"),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
                 tracing::warn!(
                     city,
                     error = &err as &dyn std::error::Error,
                     "matching round failed"
                 )
             }
+            Err(_) => tracing::error!(
+                city,
+                "a matching round panicked; the next one runs as usual"
+            ),
         }
     }
 }
