@@ -1,6 +1,6 @@
 //! Replays of small days generated here, end to end against a real `geodispatch serve`
-//! started by the tool: a synthetic day under both policies must come out feasible with every
-//! order delivered, and a day whose schedule is forced must give the measures computed by
+//! started by the tool: a synthetic day under both policies (and batched with idle couriers
+//! repositioned) must come out feasible with every order delivered, and a day whose schedule is forced must give the measures computed by
 //! hand.
 //!
 //! The service binary is the workspace's `geodispatch` (`GEODISPATCH_BIN`, or next to the
@@ -56,12 +56,23 @@ fn uuid_like() -> u64 {
 }
 
 async fn replay(inst: &Instance, name: &str, policy: &str, speed: f64) -> (ReplayReport, PathBuf) {
+    replay_with(inst, name, policy, speed, false).await
+}
+
+async fn replay_with(
+    inst: &Instance,
+    name: &str,
+    policy: &str,
+    speed: f64,
+    reposition: bool,
+) -> (ReplayReport, PathBuf) {
     let dir = temp_dir(name);
     inst.write(&dir.join("instance")).expect("instance written");
     let out = dir.join(format!("out-{policy}"));
     let report = run(ReplayOptions {
         policy: policy.to_owned(),
         speed,
+        reposition,
         out: Some(out.clone()),
         service_binary: Some(service_binary()),
         progress: false,
@@ -117,8 +128,13 @@ fn synthetic_day() -> Instance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synthetic_day_replays_feasibly_under_both_policies() {
     let inst = synthetic_day();
-    for policy in ["greedy", "batched"] {
-        let (report, out) = replay(&inst, "synthetic", policy, 300.0).await;
+    for (policy, reposition) in [("greedy", false), ("batched", false), ("batched", true)] {
+        let (report, out) = replay_with(&inst, "synthetic", policy, 300.0, reposition).await;
+        let policy = if reposition {
+            "batched with repositioning"
+        } else {
+            policy
+        };
         eprintln!("{}", geodispatch_tools::replay::summary(&report));
         assert_eq!(report.placed, 12, "{policy}");
         assert_eq!(report.delivered, 12, "{policy}: {:?}", report.offers);
@@ -151,8 +167,25 @@ async fn a_synthetic_day_replays_feasibly_under_both_policies() {
         assert_eq!(solution.deliveries.len(), 12);
         assert_eq!(report.measures.delivered, 12);
         assert!(report.measures.excess.min >= 0.0, "{policy}");
-        if policy == "batched" {
+        if policy != "greedy" {
             assert!(report.service.match_rounds > 0.0);
+        }
+        // Idle couriers were sent toward restaurants and went; their moves are in the
+        // solution, which is still feasible (checked above).
+        if reposition {
+            assert!(
+                report.service.match_repositions > 0.0 && report.offers.repositions_followed > 0,
+                "{:?} {:?}",
+                report.service,
+                report.offers
+            );
+            // Two moves per delivered order; the rest are the repositions.
+            assert!(
+                solution.moves.len() > 2 * solution.deliveries.len(),
+                "no reposition move in the solution"
+            );
+        } else {
+            assert_eq!(report.offers.repositions_seen, 0, "{policy}");
         }
     }
 }
