@@ -35,7 +35,10 @@
 //!    for the next round;
 //! 7. counts an attempt for every due order left without a driver (at most one per
 //!    `dispatch_retry_ms`; after `dispatch_max_attempts` the order fails, as under greedy).
-//!    An order waiting for a soon free driver counts none: a driver is on the way.
+//!    An order waiting for a soon free driver counts none: a driver is on the way;
+//! 8. with `reposition_idle_drivers`, sends idle drivers toward the pickup spots of recent
+//!    orders that lack one ([`super::reposition`]). A driver on such a move is priced, in
+//!    steps 3–4, from the spot once it is expected there, not from where it reports.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
