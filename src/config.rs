@@ -770,6 +770,18 @@ mod tests {
         );
     }
 
+    /// Each `(variable, value)` alone is refused, with an error naming its setting.
+    fn assert_refused_by_name(cases: &[((&str, &str), &str)]) {
+        for &(pair, why) in cases {
+            let err = Settings::load(None, env(&[pair]))
+                .map(|_| ())
+                .expect_err(why);
+            let name = pair.0.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
+            let text = format!("{err:#}").to_ascii_lowercase();
+            assert!(text.contains(&name), "{why}: {err:#}");
+        }
+    }
+
     #[test]
     fn the_sweep_budget_and_share_and_the_search_member_cap_are_bounded() {
         let d = Settings::default();
@@ -781,7 +793,7 @@ mod tests {
             ),
             (500, 0.25, 500)
         );
-        for (pair, why) in [
+        assert_refused_by_name(&[
             (
                 ("GEODISPATCH_SWEEP_CALL_BUDGET_US", "0"),
                 "a call must be allowed some time",
@@ -803,21 +815,14 @@ mod tests {
                 ("GEODISPATCH_SEARCH_MAX_MEMBERS", "50"),
                 "below search_max_limit: a search could never read its limit",
             ),
-        ] {
-            let err = Settings::load(None, env(&[pair]))
-                .map(|_| ())
-                .expect_err(why);
-            let name = pair.0.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
-            let text = format!("{err:#}").to_ascii_lowercase();
-            assert!(text.contains(&name), "{why}: {err:#}");
-        }
+        ]);
         let ok = Settings::load(None, env(&[("GEODISPATCH_SWEEP_REDIS_SHARE", "1")]));
         assert_eq!(ok.unwrap().sweep_redis_share, 1.0);
     }
 
     #[test]
     fn repositioning_distances_and_durations_are_bounded() {
-        for (pair, why) in [
+        assert_refused_by_name(&[
             (
                 ("GEODISPATCH_REPOSITION_WINDOW_MS", "0"),
                 "no window, no demand",
@@ -835,14 +840,7 @@ mod tests {
                 ("GEODISPATCH_REPOSITION_MAX_M", "60000"),
                 "beyond what a search may cover",
             ),
-        ] {
-            let err = Settings::load(None, env(&[pair]))
-                .map(|_| ())
-                .expect_err(why);
-            let name = pair.0.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
-            let text = format!("{err:#}").to_ascii_lowercase();
-            assert!(text.contains(&name), "{why}: {err:#}");
-        }
+        ]);
         let ok = Settings::load(None, env(&[("GEODISPATCH_REPOSITION_COVER_M", "3000")]));
         assert_eq!(ok.unwrap().reposition_cover_m, 3_000.0);
     }
