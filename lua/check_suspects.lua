@@ -15,7 +15,7 @@
 -- KEYS[5..]    liveness buckets of the drivers passed (driver_id -> recorded_ms), each once
 -- ARGV[1] driver TTL, ms   ARGV[2] most stale drivers to drop in this call
 -- ARGV[3..] pairs: a driver id, then the index in KEYS of its liveness bucket
--- Returns one flag per driver passed, in order: 1 fresh, 0 not.
+-- Returns one flag per driver passed, in order (1 fresh, 0 not), then how many were dropped.
 -- Prelude: clock (now_ms), codes (STATUS, TAG, unpack_state).
 local cutoff = now_ms() - tonumber(ARGV[1])
 local left = tonumber(ARGV[2])
@@ -24,7 +24,7 @@ for i = 3, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
 end
 if #ids == 0 then
-  return {}
+  return {0}
 end
 local states = redis.call('HMGET', KEYS[1], unpack(ids))
 local fresh = {}
@@ -43,4 +43,5 @@ for i, id in ipairs(ids) do
     end
   end
 end
+fresh[#ids + 1] = tonumber(ARGV[2]) - left
 return fresh

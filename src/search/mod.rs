@@ -307,9 +307,17 @@ async fn drop_stale(
         &keys.check_suspects_script(city, &buckets),
         &args,
     );
-    let fresh: Vec<i64> = scripts::run(conn, &CHECK_SUSPECTS, &cmd)
+    let mut fresh: Vec<i64> = scripts::run(conn, &CHECK_SUSPECTS, &cmd)
         .await
         .map_err(redis_error("nearby freshness"))?;
+    let dropped = fresh.pop().unwrap_or(0);
+    if dropped > 0 {
+        crate::metrics::add(
+            "geodispatch_search_stale_dropped_total",
+            &[],
+            dropped as f64,
+        );
+    }
     kept.extend(
         suspects
             .into_iter()

@@ -256,7 +256,7 @@ async fn a_search_drops_the_stale_members_it_reads_from_the_indexes_and_a_positi
     let answer = app.nearby(PARIS, "&limit=1&radius_m=10000").await;
     assert_eq!(
         ids(&answer.json, "drivers"),
-        [back.clone()],
+        std::slice::from_ref(back),
         "{}",
         answer.text
     );
