@@ -31,12 +31,15 @@ local fresh = {}
 for i, id in ipairs(ids) do
   fresh[i] = 0
   local state = states[i]
-  if state then
-    local rec, _, _, status, vehicle = unpack_state(state)
-    rec = tonumber(rec)
-    if rec and rec >= cutoff then
-      fresh[i] = 1
-    elseif rec and status and vehicle and left > 0 then
+  -- The last-seen time leads the packed state: read only it, and unpack the rest only for a
+  -- driver to drop (most suspects of a search among a stale majority are read, few dropped).
+  local bar = state and string.find(state, '|', 1, true)
+  local rec = bar and tonumber(string.sub(state, 1, bar - 1))
+  if rec and rec >= cutoff then
+    fresh[i] = 1
+  elseif rec and left > 0 then
+    local _, _, _, status, vehicle = unpack_state(state)
+    if status and vehicle then
       redis.call('ZREM', KEYS[2 + STATUS[status]], TAG[vehicle] .. id)
       redis.call('ZREM', KEYS[tonumber(ARGV[2 + 2 * i])], id)
       left = left - 1

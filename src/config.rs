@@ -103,8 +103,10 @@ pub struct Settings {
     /// thousands of members.
     pub search_max_members: usize,
     /// Most stale drivers one search step drops from the indexes when it reads them (as the
-    /// sweeper would, in the same script that finds them stale; 0 leaves them to the
-    /// sweeper). Bounds that script's length: each costs Redis two `ZREM`s.
+    /// sweeper would, in the same script that finds them stale; 0, the default, leaves them to
+    /// the sweeper). Bounds that script's length: each costs Redis two `ZREM`s. Off by
+    /// default: the holes it clears in a stale mass make later searches widen into the stale
+    /// ring around them (docs/BENCHMARKS.md).
     pub search_drop_stale_max: usize,
     /// With `--seed`, re-post the seed fleet's positions every `driver_ttl_ms / 2` so the demo
     /// fleet stays searchable (it overrides positions reported for those driver ids).
@@ -303,7 +305,7 @@ impl Default for Settings {
             search_default_radius_m: 5_000.0,
             search_max_radius_m: 50_000.0,
             search_max_members: 500,
-            search_drop_stale_max: 32,
+            search_drop_stale_max: 0,
             seed_refresh: true,
             page_max_size: 100,
             ranking_distance_weight: 1.0,

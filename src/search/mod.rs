@@ -13,9 +13,9 @@
 //! time, which the sweeper makes exact ahead of the TTL). Only candidates in those buckets
 //! (usually none) have their last-seen time read (`check_suspects.lua`: one `HMGET` of their
 //! packed states), in one more round trip, so stale drivers are dropped from the answer even
-//! between sweeps without a lookup per candidate; that script also drops up to
-//! `search_drop_stale_max` of the stale ones from the indexes, as the sweeper would, so that
-//! where searches happen a stale mass goes ahead of the sweeper and is not read twice. The
+//! between sweeps without a lookup per candidate; that script can also drop up to
+//! `search_drop_stale_max` (off by default) of the stale ones from the indexes, as the sweeper
+//! would, so that where searches happen a stale mass goes ahead of the sweeper. The
 //! answer is exact at every step: a set that filled its `COUNT` only vouches for distances up
 //! to its last member, and then `COUNT` grows instead of the radius.
 //! No Redis command on this path is long: a
@@ -274,7 +274,7 @@ pub(crate) async fn search(
 /// time, written with the liveness bucket by the same script) and decides freshness by Redis'
 /// clock, one command rather than one `ZSCORE` per suspect: with a stale majority every member
 /// a search reads is a suspect. The same call drops up to `search_drop_stale_max` of the stale
-/// ones from the indexes, so the next search near here does not read them again.
+/// ones from the indexes.
 async fn drop_stale(
     conn: &mut crate::store::RedisConn,
     keys: &crate::store::Keys,
