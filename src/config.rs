@@ -102,12 +102,6 @@ pub struct Settings {
     /// it found with `partial: true`, so a stale majority cannot make one request read
     /// thousands of members.
     pub search_max_members: usize,
-    /// Most stale drivers one search step drops from the indexes when it reads them (as the
-    /// sweeper would, in the same script that finds them stale; 0, the default, leaves them to
-    /// the sweeper). Bounds that script's length: each costs Redis two `ZREM`s. Off by
-    /// default: the holes it clears in a stale mass make later searches widen into the stale
-    /// ring around them (docs/BENCHMARKS.md).
-    pub search_drop_stale_max: usize,
     /// With `--seed`, re-post the seed fleet's positions every `driver_ttl_ms / 2` so the demo
     /// fleet stays searchable (it overrides positions reported for those driver ids).
     pub seed_refresh: bool,
@@ -305,7 +299,6 @@ impl Default for Settings {
             search_default_radius_m: 5_000.0,
             search_max_radius_m: 50_000.0,
             search_max_members: 500,
-            search_drop_stale_max: 0,
             seed_refresh: true,
             page_max_size: 100,
             ranking_distance_weight: 1.0,
@@ -475,9 +468,6 @@ impl Settings {
         }
         if !(self.sweep_redis_share > 0.0 && self.sweep_redis_share <= 1.0) {
             bail!("sweep_redis_share must be more than 0 and at most 1");
-        }
-        if self.search_drop_stale_max > 256 {
-            bail!("search_drop_stale_max must be at most 256");
         }
         if self.search_max_members < self.search_max_limit {
             bail!("search_max_members must be at least search_max_limit");
@@ -824,10 +814,6 @@ mod tests {
             (
                 ("GEODISPATCH_SEARCH_MAX_MEMBERS", "50"),
                 "below search_max_limit: a search could never read its limit",
-            ),
-            (
-                ("GEODISPATCH_SEARCH_DROP_STALE_MAX", "1000"),
-                "a search step dropping a thousand drivers would block Redis",
             ),
         ]);
         let ok = Settings::load(None, env(&[("GEODISPATCH_SWEEP_REDIS_SHARE", "1")]));

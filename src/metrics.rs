@@ -166,12 +166,6 @@ const FAMILIES: &[Def] = &[
         help: "Drivers removed from the GEO indexes by the liveness sweeper",
     },
     Def {
-        name: "geodispatch_search_stale_dropped_total",
-        kind: Kind::Counter,
-        labels: &[],
-        help: "Stale drivers a nearby search read and dropped from the GEO indexes (search_drop_stale_max per step)",
-    },
-    Def {
         name: "geodispatch_sweeper_redis_seconds_total",
         kind: Kind::Seconds,
         labels: &[],

@@ -11,14 +11,12 @@
 //! oldest entries of the city's liveness bucket index, which name every bucket that may hold a
 //! driver gone stale since the last sweep (an entry is a lower bound of its bucket's oldest
 //! time, which the sweeper makes exact ahead of the TTL). Only candidates in those buckets
-//! (usually none) have their last-seen time read (`check_suspects.lua`: one `HMGET` of their
-//! packed states), in one more round trip, so stale drivers are dropped from the answer even
-//! between sweeps without a lookup per candidate; that script can also drop up to
-//! `search_drop_stale_max` (off by default) of the stale ones from the indexes, as the sweeper
-//! would, so that where searches happen a stale mass goes ahead of the sweeper. The
-//! answer is exact at every step: a set that filled its `COUNT` only vouches for distances up
-//! to its last member, and then `COUNT` grows instead of the radius.
-//! No Redis command on this path is long: a
+//! (usually none) have their last-seen time read (one `HMGET` of their packed states), in one
+//! more round trip, so stale drivers are dropped even between sweeps without a lookup per
+//! candidate. The answer is exact at every
+//! step: a set that filled its `COUNT` only vouches for distances up to its last member, and
+//! then `COUNT` grows instead of the radius.
+//! It is a read, so it needs no script, and no Redis command on this path is long: a
 //! GEOSEARCH costs in proportion to the members inside its radius, fresh or stale, so each
 //! step's radius is kept to what should hold its `COUNT` members (see `tuning.rs`), and a
 //! search reads at most `search_max_members` members over all its steps. When a stale majority
@@ -33,10 +31,10 @@ pub(crate) use query::{Area, NearbyDriver, NearbyQuery, NearbyResponse, Search};
 pub(crate) use tuning::KnnTuning;
 
 use crate::config::Settings;
-use crate::domain::{DriverStatus, FieldError, VehicleType};
+use crate::domain::{DriverStatus, FieldError, PackedState, VehicleType};
 use crate::store::Store;
 use crate::store::keys::driver_bucket;
-use crate::store::scripts::{self, CHECK_SUSPECTS, evalsha, time_ms};
+use crate::store::scripts::time_ms;
 use tuning::{Probe, tuning_key};
 
 /// What a search found.
@@ -238,7 +236,8 @@ pub(crate) async fn search(
         }
         candidates.retain(|c| c.distance_m <= cutoff);
         if candidates.iter().any(suspect) {
-            candidates = drop_stale(&mut conn, keys, settings, city, candidates, suspect).await?;
+            candidates =
+                drop_stale(&mut conn, keys, city, candidates, suspect, fresh_after).await?;
         }
         read += step_read;
         let covered = probe.covered(cutoff);
@@ -269,60 +268,36 @@ pub(crate) async fn search(
 }
 
 /// Drop the stale among `candidates` that are `suspect` (in a bucket holding a stale driver, or
-/// every candidate when the sweeper is behind): one `check_suspects.lua` call reads the
-/// suspects' packed states in the city's drivers hash (whose `recorded_ms` is the last-seen
-/// time, written with the liveness bucket by the same script) and decides freshness by Redis'
-/// clock, one command rather than one `ZSCORE` per suspect: with a stale majority every member
-/// a search reads is a suspect. The same call drops up to `search_drop_stale_max` of the stale
-/// ones from the indexes.
+/// every candidate when the sweeper is behind): one `HMGET` of the suspects' packed states in
+/// the city's drivers hash, whose `recorded_ms` is the last-seen time (written with the
+/// liveness bucket by the same script). One command, not one `ZSCORE` per suspect: with a
+/// stale majority every member a search reads is a suspect.
 async fn drop_stale(
     conn: &mut crate::store::RedisConn,
     keys: &crate::store::Keys,
-    settings: &Settings,
     city: &str,
     candidates: Vec<NearbyDriver>,
     suspect: impl Fn(&NearbyDriver) -> bool,
+    fresh_after: i64,
 ) -> Result<Vec<NearbyDriver>, SearchError> {
     let (suspects, mut kept): (Vec<NearbyDriver>, Vec<NearbyDriver>) =
         candidates.into_iter().partition(|c| suspect(c));
-    let mut buckets: Vec<u16> = Vec::new();
-    let mut args: Vec<String> = Vec::with_capacity(2 + 2 * suspects.len());
-    args.push(settings.driver_ttl_ms.to_string());
-    args.push(settings.search_drop_stale_max.to_string());
-    for c in &suspects {
-        let bucket = driver_bucket(&c.driver_id);
-        let at = match buckets.iter().position(|&b| b == bucket) {
-            Some(at) => at,
-            None => {
-                buckets.push(bucket);
-                buckets.len() - 1
-            }
-        };
-        args.push(c.driver_id.clone());
-        // KEYS index (1-based) of the bucket: after the drivers hash and the 3 GEO sets.
-        args.push((5 + at).to_string());
-    }
-    let cmd = evalsha(
-        &CHECK_SUSPECTS,
-        &keys.check_suspects_script(city, &buckets),
-        &args,
-    );
-    let mut fresh: Vec<i64> = scripts::run(conn, &CHECK_SUSPECTS, &cmd)
+    let ids: Vec<&str> = suspects.iter().map(|c| c.driver_id.as_str()).collect();
+    let states: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(keys.driver_states(city))
+        .arg(&ids)
+        .query_async(conn)
         .await
         .map_err(redis_error("nearby freshness"))?;
-    let dropped = fresh.pop().unwrap_or(0);
-    if dropped > 0 {
-        crate::metrics::add(
-            "geodispatch_search_stale_dropped_total",
-            &[],
-            dropped as f64,
-        );
-    }
     kept.extend(
         suspects
             .into_iter()
-            .zip(fresh)
-            .filter(|&(_, f)| f == 1)
+            .zip(states)
+            .filter(|(_, s)| {
+                s.as_deref()
+                    .and_then(PackedState::parse)
+                    .is_some_and(|s| s.recorded_ms >= fresh_after)
+            })
             .map(|(c, _)| c),
     );
     Ok(kept)

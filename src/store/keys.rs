@@ -414,16 +414,6 @@ impl Keys {
         out
     }
 
-    /// KEYS of `check_suspects.lua` for drivers of `city` in the liveness `buckets` (each
-    /// once): the city's driver states, its 3 GEO sets, then the buckets.
-    pub(crate) fn check_suspects_script(&self, city: &str, buckets: &[u16]) -> Vec<String> {
-        let mut out = Vec::with_capacity(4 + buckets.len());
-        out.push(self.driver_states(city));
-        out.extend(self.geo_all(city));
-        out.extend(buckets.iter().map(|&b| self.seen_bucket(city, b)));
-        out
-    }
-
     /// KEYS of `set_score.lua`: the city's driver states and score set.
     pub(crate) fn score_script(&self, city: &str) -> Vec<String> {
         vec![self.driver_states(city), self.scores(city)]
@@ -491,10 +481,6 @@ impl Keys {
             out.push((
                 format!("set_position/set_status/delete_driver/sweep_stale in {c}"),
                 driver_scripts,
-            ));
-            out.push((
-                format!("check_suspects in {c}"),
-                self.check_suspects_script(c, &probes),
             ));
             out.push((format!("set_score in {c}"), self.score_script(c)));
             out.push((

@@ -58,8 +58,6 @@ scripts! {
     CITY_CAS = [] "driver_city_cas.lua";
     /// Drop drivers whose last position is older than the TTL from the GEO sets.
     SWEEP_STALE = [clock, codes, buckets] "sweep_stale.lua";
-    /// Which drivers a search read are fresh; the stale among them dropped from the indexes.
-    CHECK_SUSPECTS = [clock, codes] "check_suspects.lua";
     /// Set or increment a driver's score, keeping the leaderboard.
     SET_SCORE = [] "set_score.lua";
     /// A driver's rank and the drivers around it on the leaderboard.

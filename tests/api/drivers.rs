@@ -573,7 +573,6 @@ async fn stale_drivers_vanish_from_search_at_once_and_from_indexes_after_a_sweep
     let app = spawn_app_with(|s| {
         s.driver_ttl_ms = 1_500;
         s.sweep_interval_ms = 3_600_000; // no background sweep during this test
-        s.search_drop_stale_max = 0; // nor a search dropping what it finds stale
     })
     .await;
     app.put_driver_at("old", PARIS).await;

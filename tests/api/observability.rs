@@ -63,7 +63,6 @@ async fn metrics_move_after_a_dispatch_and_carry_no_ids() {
     for family in [
         "geodispatch_lock_lost_total",
         "geodispatch_stale_drivers_swept_total",
-        "geodispatch_search_stale_dropped_total",
         "geodispatch_queue_entries_reclaimed_total",
     ] {
         assert!(

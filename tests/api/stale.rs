@@ -110,9 +110,6 @@ async fn a_search_among_a_stale_majority_returns_only_fresh_drivers_within_its_m
         s.sweep_interval_ms = 3_600_000; // no background sweep: the mass stays indexed
         s.search_max_limit = 20;
         s.search_max_members = 60;
-        // Searches leave the stale members in place (they are read again below to count
-        // what the steps read).
-        s.search_drop_stale_max = 0;
     })
     .await;
     let stale = put_stale_mass(&app, 600, PARIS, 1.0).await;
@@ -165,11 +162,6 @@ async fn a_search_among_a_stale_majority_returns_only_fresh_drivers_within_its_m
             );
         }
     }
-    assert_eq!(
-        app.geo_members("paris", "available", "car").await.len(),
-        605,
-        "with search_drop_stale_max 0 a search drops nothing"
-    );
     let (searches, read) = geosearch_reads(&app).await;
     assert!(searches > 1, "{searches} steps");
     assert!(
@@ -196,113 +188,6 @@ async fn a_search_among_a_stale_majority_returns_only_fresh_drivers_within_its_m
     assert_eq!(answer.json["partial"], false, "{}", answer.text);
     assert!(answer.json.get("radius_covered_m").is_none());
     assert_eq!(ids(&answer.json, "drivers").len(), 5, "{}", answer.text);
-}
-
-#[tokio::test]
-async fn a_search_drops_the_stale_members_it_reads_from_the_indexes_and_a_position_restores_one() {
-    let app = spawn_app_with(|s| {
-        s.sweep_interval_ms = 3_600_000;
-        s.search_max_limit = 20;
-        s.search_max_members = 60;
-        s.search_drop_stale_max = 8;
-    })
-    .await;
-    let stale = put_stale_mass(&app, 300, PARIS, 1.0).await;
-    app.put_fleet(&[("fresh-far", PARIS.0 + 0.036, PARIS.1)])
-        .await;
-    let indexed = async || app.geo_members("paris", "available", "car").await;
-    assert_eq!(indexed().await.len(), 301);
-    log_every_command(&app).await;
-
-    let answer = app.nearby(PARIS, "&limit=5&radius_m=10000").await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    assert_eq!(answer.json["partial"], true, "{}", answer.text);
-    assert!(ids(&answer.json, "drivers").is_empty(), "{}", answer.text);
-    let left = indexed().await;
-    let dropped: Vec<&String> = stale.iter().filter(|id| !left.contains(id)).collect();
-    let steps = check_calls(&app).await;
-    assert!(steps > 0, "the stale members were checked");
-    assert!(
-        !dropped.is_empty() && dropped.len() <= 8 * steps,
-        "{} dropped in {steps} checks of at most 8",
-        dropped.len()
-    );
-    assert!(left.contains(&"fresh-far".to_owned()));
-    let keys = app.context.store.keys();
-    let mut conn = app.redis_conn().await;
-    for id in &stale {
-        let bucket = keys.seen_bucket("paris", geodispatch::drivers::driver_bucket(id));
-        let seen: Option<f64> = redis::cmd("ZSCORE")
-            .arg(&bucket)
-            .arg(id)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(
-            seen.is_none(),
-            dropped.contains(&id),
-            "{id}: out of its liveness bucket exactly when out of its GEO set"
-        );
-    }
-
-    // A dropped driver's state stays readable, not fresh; its next position indexes it again.
-    let back = dropped[0];
-    let state = app.get(&format!("/v1/drivers/{back}")).await;
-    assert_eq!(state.status, 200, "{}", state.text);
-    assert_eq!(state.json["fresh"], false, "{}", state.text);
-    app.put_location(back, PARIS.0, PARIS.1, now_ms(), json!({}))
-        .await;
-    assert!(indexed().await.contains(back));
-    let answer = app.nearby(PARIS, "&limit=1&radius_m=10000").await;
-    assert_eq!(
-        ids(&answer.json, "drivers"),
-        std::slice::from_ref(back),
-        "{}",
-        answer.text
-    );
-
-    // The sweeper finds the rest: nothing it expected was lost.
-    let swept =
-        geodispatch::drivers::sweep_city(&app.context.store, &app.context.settings, "paris")
-            .await
-            .unwrap();
-    assert_eq!(swept as usize, 300 - dropped.len());
-    let mut left = indexed().await;
-    left.sort();
-    assert_eq!(left, ["fresh-far".to_owned(), back.clone()]);
-}
-
-/// The `check_suspects.lua` calls Redis logged: the only script whose first two keys are the
-/// city's driver states and its GEO set of available drivers.
-async fn check_calls(app: &TestApp) -> usize {
-    let keys = app.context.store.keys();
-    let first = [
-        keys.driver_states("paris"),
-        keys.geo("paris", geodispatch::drivers::DriverStatus::Available),
-    ];
-    let mut conn = app.redis_conn().await;
-    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
-        .arg("GET")
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    entries
-        .iter()
-        .filter(|e| {
-            let redis::Value::Array(fields) = e else {
-                return false;
-            };
-            let Some(redis::Value::Array(args)) = fields.get(3) else {
-                return false;
-            };
-            let word = |i: usize| match args.get(i) {
-                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                _ => String::new(),
-            };
-            word(0).eq_ignore_ascii_case("EVALSHA") && [word(3), word(4)] == first
-        })
-        .count()
 }
 
 #[tokio::test]

@@ -85,8 +85,8 @@ async fn evalsha_usec(r: &mut redis::aio::MultiplexedConnection) -> anyhow::Resu
         .unwrap_or(0.0))
 }
 
-/// The service's metric `name` (a family without labels), when it has one.
-async fn service_metric(addr: &str, name: &str) -> Option<f64> {
+/// The service's `geodispatch_sweeper_redis_seconds_total`, when it has one.
+async fn sweeper_seconds(addr: &str) -> Option<f64> {
     let mut c = Conn::open(addr).await.ok()?;
     let (status, body) = c.request("GET", "/metrics", None).await.ok()?;
     if status != 200 {
@@ -95,17 +95,8 @@ async fn service_metric(addr: &str, name: &str) -> Option<f64> {
     std::str::from_utf8(body)
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|l| l.strip_prefix("geodispatch_sweeper_redis_seconds_total "))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The service's sweeper Redis seconds, drivers swept and drivers dropped by searches.
-async fn service_metrics(addr: &str) -> [Option<f64>; 3] {
-    [
-        service_metric(addr, "geodispatch_sweeper_redis_seconds_total").await,
-        service_metric(addr, "geodispatch_stale_drivers_swept_total").await,
-        service_metric(addr, "geodispatch_search_stale_dropped_total").await,
-    ]
 }
 
 /// Members of the city's GEO sets.
@@ -337,7 +328,7 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
     let (eval0, cpu0, sweep0) = (
         evalsha_usec(&mut r).await?,
         redis_cpu_usec(&mut r).await?,
-        service_metrics(&addr).await,
+        sweeper_seconds(&addr).await,
     );
     eprintln!("the mass is stale; waiting for clean indexes");
     let deadline = Instant::now()
@@ -364,7 +355,7 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
     let (eval1, cpu1, sweep1) = (
         evalsha_usec(&mut r).await?,
         redis_cpu_usec(&mut r).await?,
-        service_metrics(&addr).await,
+        sweeper_seconds(&addr).await,
     );
     let slow = slowlog(&mut r).await?;
     stop.store(true, Ordering::Relaxed);
@@ -375,14 +366,10 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
     let _ = redis.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 
-    // Each figure from the service's metrics over the window (a counter not yet shown at the
-    // start is 0 then); null where the build has no such metric.
-    let delta = |i: usize, per: f64| match (sweep0[i], sweep1[i]) {
-        (a, Some(b)) => json!((b - a.unwrap_or(0.0)) / per),
+    let sweeper_share = match (sweep0, sweep1) {
+        (Some(a), Some(b)) => json!((b - a) / window_s),
         _ => json!(null),
     };
-    let sweeper_share = delta(0, window_s);
-    let (swept, dropped) = (delta(1, 1.0), delta(2, 1.0));
     let result = json!({
         "drivers": opts.drivers, "fresh": opts.fresh, "ttl_ms": opts.ttl_ms,
         "search_limit": opts.search_limit,
@@ -400,8 +387,6 @@ pub async fn stale(opts: StaleOptions) -> anyhow::Result<serde_json::Value> {
         "slowlog": slow,
         "scripts_share_of_redis": (eval1 - eval0) / 1e6 / window_s,
         "sweeper_share_of_redis": sweeper_share,
-        "drivers_swept_by_sweeper": swept,
-        "drivers_dropped_by_searches": dropped,
         "redis_cpu_share": (cpu1 - cpu0) / 1e6 / window_s,
         "fresh_ingest_before_stale": ingest_before.summary(),
         "fresh_ingest_during_sweep": ingest_during.summary(),
