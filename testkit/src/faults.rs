@@ -266,7 +266,10 @@ struct Record {
     acked: u8,
     /// When the accept was acknowledged (200), by the client's clock.
     accepted_ms: Option<u64>,
-    /// When the delivery was acknowledged (200).
+    /// When the delivery that was acknowledged (200) was sent, by the client's clock: its write
+    /// happened after, while the answer may come much later (an instance paused between the
+    /// write and its answer), so this is the latest time the client can prove the driver was
+    /// still held.
     delivered_ms: Option<u64>,
     /// A step was applied but not acknowledged (seen only by reading the order back).
     unacknowledged_step: bool,
@@ -466,6 +469,7 @@ impl Loop {
             }
             let op = STEPS[i].1;
             let body = json!({"driver_id": driver, "fencing_token": fence});
+            let sent_ms = self.ms();
             match self
                 .step(
                     "POST",
@@ -487,7 +491,7 @@ impl Loop {
                         rec.accepted_ms = Some(self.ms());
                     }
                     if op == "deliver" {
-                        rec.delivered_ms = Some(self.ms());
+                        rec.delivered_ms = Some(sent_ms);
                         return rec;
                     }
                     order = o;
@@ -840,7 +844,10 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
     }
 
     // Client-side I2: no driver acknowledged on two orders at once, over the orders whose
-    // accept and delivery (or its absence) the client knows the time of.
+    // accept and delivery (or its absence) the client knows the time of. A driver's hold runs
+    // from its accept's answer (the write was before) to the sending of its delivery (the
+    // write was after): an overlap of those is a double assignment the client can prove,
+    // whatever the delay of an answer.
     let lost_ids: std::collections::HashSet<&str> = lost
         .iter()
         .map(|l| l.split(' ').next().unwrap_or_default())
