@@ -43,7 +43,7 @@ use scripts::{TouchReply, TouchSessionArgs};
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AuthError {
     /// A key request is invalid (role and driver binding, name length); nothing was written.
-    #[error("{}", summarize(.0))]
+    #[error("{}", FieldError::list(.0))]
     Validation(Vec<FieldError>),
     /// There is no API key with this id.
     #[error("no key {0}")]
@@ -83,14 +83,6 @@ pub(crate) enum AuthError {
     /// Anything unexpected (e.g. a key index entry that is not valid JSON).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
-}
-
-fn summarize(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// `map_err` adapter naming what Redis was doing.

@@ -10,7 +10,7 @@ use super::transitions::Transition;
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     /// Fields of the request are invalid; nothing was written.
-    #[error("invalid order: {}", summarize(.0))]
+    #[error("invalid order: {}", FieldError::list(.0))]
     Validation(Vec<FieldError>),
     /// The pickup lies outside every service area; nothing was written.
     #[error("the point ({lat}, {lon}) lies outside every service area")]
@@ -111,12 +111,4 @@ impl DispatchError {
     pub(crate) fn redis(context: &'static str) -> impl FnOnce(redis::RedisError) -> Self {
         move |source| DispatchError::Redis { context, source }
     }
-}
-
-fn summarize(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }

@@ -23,4 +23,14 @@ impl FieldError {
             message: message.into(),
         }
     }
+
+    /// `field: message; …`: a list of field errors on one line (the `Display` of the error
+    /// enums that carry them, for logs).
+    pub(crate) fn list(errors: &[FieldError]) -> String {
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }

@@ -59,7 +59,7 @@ pub(crate) enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     /// 422: one or more fields are invalid; nothing was written.
-    #[error("{}", summarize(.0))]
+    #[error("{}", FieldError::list(.0))]
     Validation(Vec<FieldError>),
     /// 422: the point lies outside every configured service area.
     #[error("the point ({lat}, {lon}) lies outside every service area")]
@@ -103,14 +103,6 @@ pub(crate) enum ApiError {
     /// 500: anything unexpected. Logged with its cause chain, never shown to the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
-}
-
-fn summarize(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl ApiError {

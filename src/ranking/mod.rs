@@ -25,7 +25,7 @@ use crate::search::SearchError;
 pub(crate) enum RankingError {
     /// A parameter or body field is invalid; every offending field is listed. Nothing was
     /// written.
-    #[error("invalid ranking request: {}", list_fields(.0))]
+    #[error("invalid ranking request: {}", FieldError::list(.0))]
     Validation(Vec<FieldError>),
     /// No driver has this id.
     #[error("driver {0} does not exist")]
@@ -64,15 +64,6 @@ pub(crate) enum RankingError {
     /// A reply that cannot be (a score that is not a number, an unexpected script answer).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
-}
-
-/// `field: message; …`, for the log line of a validation error.
-fn list_fields(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The [`RankingError`] of a failed Redis round trip, with the step it happened in.

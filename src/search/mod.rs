@@ -52,7 +52,7 @@ pub(crate) struct Found {
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     /// The query is invalid or out of the configured bounds; every offending field is listed.
-    #[error("invalid search: {}", list_fields(.0))]
+    #[error("invalid search: {}", FieldError::list(.0))]
     Validation(Vec<FieldError>),
     /// A Redis round trip failed.
     #[error("Redis failed: {context}")]
@@ -76,15 +76,6 @@ pub enum SearchError {
     /// their limit (a widening that never ends would be a bug, not a slow answer).
     #[error("nearby search did not converge")]
     NotConverged,
-}
-
-/// `field: message; …`, for the log line of a validation error.
-fn list_fields(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The [`SearchError`] of a failed Redis round trip, with the step it happened in.
