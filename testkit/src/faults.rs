@@ -843,37 +843,11 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
         }
     }
 
-    // Client-side I2: no driver acknowledged on two orders at once, over the orders whose
-    // accept and delivery (or its absence) the client knows the time of. A driver's hold runs
-    // from its accept's answer (the write was before) to the sending of its delivery (the
-    // write was after): an overlap of those is a double assignment the client can prove,
-    // whatever the delay of an answer.
     let lost_ids: std::collections::HashSet<&str> = lost
         .iter()
         .map(|l| l.split(' ').next().unwrap_or_default())
         .collect();
-    let mut by_driver: std::collections::HashMap<&str, Vec<(u64, u64, bool)>> = Default::default();
-    for r in records.iter().filter(|r| !r.unacknowledged_step) {
-        let Some(start) = r.accepted_ms else {
-            continue;
-        };
-        let end = r.delivered_ms.unwrap_or(u64::MAX);
-        by_driver
-            .entry(r.driver.as_deref().unwrap_or_default())
-            .or_default()
-            .push((start, end, lost_ids.contains(r.id.as_str())));
-    }
-    let (mut double_client, mut double_lost) = (0, 0);
-    for spans in by_driver.values_mut() {
-        spans.sort();
-        for w in spans.windows(2).filter(|w| w[1].0 < w[0].1) {
-            if w[0].2 || w[1].2 {
-                double_lost += 1;
-            } else {
-                double_client += 1;
-            }
-        }
-    }
+    let (double_client, double_lost) = client_doubles(&records, &lost_ids);
 
     // Server-side I1–I4 over the history; after recovery where the fault loses data.
     let history = geodispatch::events::read_history(&store, "paris").await?;
@@ -943,4 +917,76 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
         faults,
         notes,
     })
+}
+
+/// Client-side I2: drivers acknowledged on two orders at once, over the orders whose accept and
+/// delivery (or its absence) the client knows the time of, as `(doubles, doubles involving a
+/// lost order)`. A driver's hold runs from its accept's answer (the write was before) to the
+/// sending of its delivery (the write was after): an overlap of those is a double assignment
+/// the client can prove, whatever the delay of an answer.
+fn client_doubles(
+    records: &[Record],
+    lost_ids: &std::collections::HashSet<&str>,
+) -> (usize, usize) {
+    let mut by_driver: std::collections::HashMap<&str, Vec<(u64, u64, bool)>> = Default::default();
+    for r in records.iter().filter(|r| !r.unacknowledged_step) {
+        let Some(start) = r.accepted_ms else {
+            continue;
+        };
+        let end = r.delivered_ms.unwrap_or(u64::MAX);
+        by_driver
+            .entry(r.driver.as_deref().unwrap_or_default())
+            .or_default()
+            .push((start, end, lost_ids.contains(r.id.as_str())));
+    }
+    let (mut doubles, mut with_lost) = (0, 0);
+    for spans in by_driver.values_mut() {
+        spans.sort();
+        for w in spans.windows(2).filter(|w| w[1].0 < w[0].1) {
+            if w[0].2 || w[1].2 {
+                with_lost += 1;
+            } else {
+                doubles += 1;
+            }
+        }
+    }
+    (doubles, with_lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(id: &str, driver: &str, accepted_ms: u64, delivery_sent_ms: Option<u64>) -> Record {
+        Record {
+            id: id.to_owned(),
+            driver: Some(driver.to_owned()),
+            accepted_ms: Some(accepted_ms),
+            delivered_ms: delivery_sent_ms,
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn a_hold_ends_when_its_delivery_is_sent_so_a_late_answer_proves_no_double() {
+        let none = std::collections::HashSet::new();
+        // `a`'s delivery was sent at 20; a paused instance answered it only at 50. `b` was
+        // accepted at 30: the driver was free by then, whatever the answer's delay.
+        let records = [held("a", "d", 10, Some(20)), held("b", "d", 30, Some(40))];
+        assert_eq!(client_doubles(&records, &none), (0, 0));
+        // `b` accepted (answered) before `a`'s delivery was even sent: provably two at once.
+        let records = [held("a", "d", 10, Some(20)), held("b", "d", 15, Some(40))];
+        assert_eq!(client_doubles(&records, &none), (1, 0));
+        // An order never delivered holds its driver to the end; other drivers do not count.
+        let records = [
+            held("a", "d", 10, None),
+            held("b", "d", 90, None),
+            held("c", "e", 12, None),
+        ];
+        assert_eq!(client_doubles(&records, &none), (1, 0));
+        // A double involving a lost order is counted apart.
+        let lost = std::collections::HashSet::from(["a"]);
+        let records = [held("a", "d", 10, Some(20)), held("b", "d", 15, Some(40))];
+        assert_eq!(client_doubles(&records, &lost), (0, 1));
+    }
 }
