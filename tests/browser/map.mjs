@@ -81,6 +81,10 @@ try {
   const order = await r.json();
   if (r.status !== 201 || order.state !== "offered") fail(`order not offered: ${r.status} ${JSON.stringify(order)}`);
   await page.waitForSelector(`#o-${order.order_id}`, { timeout: 2000 });
+  // The counts line follows the event that drew the order, not the next driver refresh.
+  const stats = await page.textContent("#stats");
+  const open = Number((stats.match(/(\d+) open orders$/) || [])[1] || 0);
+  if (open < 1) fail(`counts line after the order appeared: ${stats}`);
   const readyAt = await page.getAttribute(`#o-${order.order_id}`, "data-ready-at");
   if (readyAt !== order.ready_at) fail(`order ready time on the map: ${readyAt}, API: ${order.ready_at}`);
   await page.waitForSelector(`#d-${order.driver_id}.busy`, { timeout: 2000 });
