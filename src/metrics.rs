@@ -214,6 +214,12 @@ const FAMILIES: &[Def] = &[
         help: "Webhook endpoints disabled by the service (410 Gone, or webhook_disable_after dead letters in a row)",
     },
     Def {
+        name: "geodispatch_webhook_fanout_gaps_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Times webhook fan-out found the event its cursor names trimmed from the city's event stream: events after it were trimmed before their fan-out and not sent",
+    },
+    Def {
         name: "geodispatch_webhook_dropped_total",
         kind: Kind::Counter,
         labels: &[],

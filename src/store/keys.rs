@@ -321,7 +321,7 @@ impl Keys {
     }
 
     /// String: the id of the last event of a city's stream fanned out to the endpoints.
-    pub(crate) fn webhook_cursor(&self, city: impl Display) -> String {
+    pub fn webhook_cursor(&self, city: impl Display) -> String {
         self.tagged(WEBHOOKS_TAG, format_args!("cursor:{city}"))
     }
 

@@ -6,7 +6,11 @@
 //!
 //! Fan-out reads the stream the transition scripts already write, so dispatch and ingest do
 //! no webhook work at all. The stream is trimmed at about `events_maxlen` entries: events
-//! trimmed before their fan-out (a backlog that long) are not sent.
+//! trimmed before their fan-out (a backlog that long) are not sent. Fan-out notices it: the
+//! event its cursor names is gone from the stream (trimming takes the oldest first, and the
+//! newest entries are always kept, so a caught-up cursor never loses its event). It logs a
+//! warning and counts `geodispatch_webhook_fanout_gaps_total`, then goes on from the oldest
+//! event left.
 
 use std::time::Duration;
 
@@ -179,6 +183,23 @@ impl Webhooks {
         let Some(last) = events.last() else {
             return Ok(false);
         };
+        // New events came: if the one the cursor names is gone, trimming passed the cursor.
+        if cursor != "0-0" {
+            let at_cursor: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(self.store().keys().events(city))
+                .arg(&cursor)
+                .arg(&cursor)
+                .query_async(conn)
+                .await?;
+            if at_cursor.ids.is_empty() {
+                crate::metrics::add("geodispatch_webhook_fanout_gaps_total", &[], 1.0);
+                tracing::warn!(
+                    city,
+                    cursor,
+                    "webhook fan-out fell behind the event stream's trimming: the events after its cursor that were trimmed were not sent"
+                );
+            }
+        }
         let endpoints: Vec<(Endpoint, u32)> = self
             .all()
             .await

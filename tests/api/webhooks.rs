@@ -881,3 +881,33 @@ async fn a_serve_process_killed_mid_delivery_loses_nothing() {
     survivor.stop().await;
     receiver.handle.stop(false).await;
 }
+
+#[tokio::test]
+async fn events_trimmed_before_their_fan_out_are_logged_and_counted_and_fan_out_goes_on() {
+    let app = spawn_app_with(webhook_settings).await;
+    let rx = Receiver::start(|_| Reply::status(200));
+    register(&app, &rx.url, json!(["*"])).await;
+    let gaps_before = metric(&app, "geodispatch_webhook_fanout_gaps_total").await;
+    let keys = app.context.store.keys();
+    let mut conn = app.redis_conn().await;
+    // Fan-out falls behind the stream's trimming: its cursor names an event no longer kept.
+    let _: () = redis::cmd("SET")
+        .arg(keys.webhook_cursor("paris"))
+        .arg("1-1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    run_orders(&app, &["g1"]).await;
+    // It says so, and goes on with the events still in the stream.
+    let want = event_ids(&app, "g1").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !want
+        .iter()
+        .all(|id| accepted_ids(&rx.received()).contains(id))
+    {
+        assert!(Instant::now() < deadline, "{:?}", rx.received());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric(&app, "geodispatch_webhook_fanout_gaps_total").await >= gaps_before + 1.0);
+    rx.handle.stop(false).await;
+}
