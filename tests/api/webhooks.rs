@@ -672,6 +672,12 @@ async fn failing_endpoints_are_dead_lettered_disabled_listed_and_resumed_and_one
             "geodispatch_webhook_deliveries_total{{endpoint=\"{flaky_id}\",outcome=\"{outcome}\"}}"
         )
     };
+    // The receiver has the requests; the service counts each once it has read its answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&app, &series("delivered")).await < (ids.len() - 1) as f64 {
+        assert!(Instant::now() < deadline, "deliveries not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         metric(&app, &series("delivered")).await,
         (ids.len() - 1) as f64
