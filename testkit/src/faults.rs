@@ -139,8 +139,12 @@ pub struct FaultReport {
     pub acknowledged_lost: usize,
     /// Ids of the lost orders (first 20).
     pub lost_examples: Vec<String>,
-    /// Acknowledged orders not delivered when the load ended (lost ones excluded).
+    /// Acknowledged orders that could not be delivered (lost ones excluded), even after the
+    /// load, when the client finishes the orders it gave up on at their deadline.
     pub stuck: usize,
+    /// Orders whose client gave up at its deadline (the service unavailable longer than its
+    /// patience) and that were delivered after the load, once the service answered again.
+    pub finished_after_recovery: usize,
     /// The stuck orders, with their state (first 20).
     pub stuck_examples: Vec<String>,
     /// Orders whose delivery was never acknowledged (its answer was a 5xx, the retry a 409) but
@@ -382,6 +386,46 @@ impl Loop {
             }
         }
         None
+    }
+
+    /// Drive `order` from its state to delivery with the driver and fencing token it holds
+    /// (waiting while it is pending for a new offer), until `deadline`; the state it ended in,
+    /// or `None` when it could not be read.
+    async fn finish(&mut self, mut order: Value, deadline: Instant) -> Option<String> {
+        let id = order["order_id"].as_str().unwrap_or_default().to_owned();
+        loop {
+            let state = order["state"].as_str().unwrap_or_default().to_owned();
+            let op = match state.as_str() {
+                "offered" => "accept",
+                "accepted" => "pickup",
+                "picked_up" => "deliver",
+                "pending" if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    order = self.read_order(&id, deadline).await?.1;
+                    continue;
+                }
+                _ => return Some(state),
+            };
+            let body =
+                json!({"driver_id": order["driver_id"], "fencing_token": order["fencing_token"]});
+            match self
+                .step(
+                    "POST",
+                    &format!("/v1/orders/{id}/{op}"),
+                    Some(&body),
+                    deadline,
+                )
+                .await?
+            {
+                (200, o) => order = o,
+                _ => {
+                    if Instant::now() >= deadline {
+                        return Some(state);
+                    }
+                    order = self.read_order(&id, deadline).await?.1;
+                }
+            }
+        }
     }
 
     /// `GET /v1/orders/{id}` until answered (see [`Loop::step`]).
@@ -807,6 +851,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
     let mut lost = Vec::new();
     let mut delivered = 0;
     let mut stuck = 0;
+    let mut finished_after_recovery = 0;
     let mut stuck_examples = Vec::new();
     let mut rolled_back_reads = 0;
     for r in &records {
@@ -814,14 +859,27 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
             continue;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let state = match reader.read_order(&r.id, deadline).await {
-            Some((200, o)) => o["state"].as_str().unwrap_or_default().to_owned(),
+        let (order, mut state) = match reader.read_order(&r.id, deadline).await {
+            Some((200, o)) => {
+                let state = o["state"].as_str().unwrap_or_default().to_owned();
+                (o, state)
+            }
             Some((404, _)) => {
                 lost.push(r.id.clone());
                 continue;
             }
             _ => anyhow::bail!("could not read order {} back", r.id),
         };
+        // A client that gave up at its deadline (an outage longer than its patience) left the
+        // order where it was; as a driver app would once the service answers again, it is
+        // driven to delivery now. Only one that cannot be is stuck.
+        if r.stopped == Stop::Deadline && state_rank(&state) >= r.acked && state != "delivered" {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            if let Some(done) = reader.finish(order, deadline).await {
+                finished_after_recovery += usize::from(done == "delivered");
+                state = done;
+            }
+        }
         let rank = state_rank(&state);
         if rank < r.acked {
             lost.push(format!(
@@ -901,6 +959,7 @@ pub async fn faults(opts: FaultOptions) -> anyhow::Result<FaultReport> {
         acknowledged_lost: lost.len(),
         lost_examples: lost.into_iter().take(20).collect(),
         stuck,
+        finished_after_recovery,
         stuck_examples,
         rolled_back_reads,
         double_assignments_client: double_client,
