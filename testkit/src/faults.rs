@@ -301,6 +301,13 @@ enum Stop {
     Status(u16),
 }
 
+/// The driver's step from each state of an order it holds, in order, up to delivery.
+const STEPS: [(&str, &str); 3] = [
+    ("offered", "accept"),
+    ("accepted", "pickup"),
+    ("picked_up", "deliver"),
+];
+
 #[derive(Default)]
 struct Shared {
     records: Vec<Record>,
@@ -395,16 +402,14 @@ impl Loop {
         let id = order["order_id"].as_str().unwrap_or_default().to_owned();
         loop {
             let state = order["state"].as_str().unwrap_or_default().to_owned();
-            let op = match state.as_str() {
-                "offered" => "accept",
-                "accepted" => "pickup",
-                "picked_up" => "deliver",
-                "pending" if Instant::now() < deadline => {
+            let op = match STEPS.iter().find(|(s, _)| *s == state) {
+                Some((_, op)) => *op,
+                None if state == "pending" && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     order = self.read_order(&id, deadline).await?.1;
                     continue;
                 }
-                _ => return Some(state),
+                None => return Some(state),
             };
             let body =
                 json!({"driver_id": order["driver_id"], "fencing_token": order["fencing_token"]});
@@ -464,11 +469,6 @@ impl Loop {
         // worker, or the retry timer after a failed attempt), then accept, pick up and deliver.
         // A step written but not acknowledged may have been applied (the instance died after
         // writing) or rolled back (a failover lost it): the client follows the state it reads.
-        const STEPS: [(&str, &str); 3] = [
-            ("offered", "accept"),
-            ("accepted", "pickup"),
-            ("picked_up", "deliver"),
-        ];
         loop {
             if Instant::now() > deadline {
                 rec.stopped = Stop::Deadline;
