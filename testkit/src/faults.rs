@@ -413,15 +413,7 @@ impl Loop {
             };
             let body =
                 json!({"driver_id": order["driver_id"], "fencing_token": order["fencing_token"]});
-            match self
-                .step(
-                    "POST",
-                    &format!("/v1/orders/{id}/{op}"),
-                    Some(&body),
-                    deadline,
-                )
-                .await?
-            {
+            match self.order_step(&id, op, &body, deadline).await? {
                 (200, o) => order = o,
                 _ => {
                     if Instant::now() >= deadline {
@@ -431,6 +423,23 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// `POST /v1/orders/{id}/{op}` with `body` until answered (see [`Loop::step`]).
+    async fn order_step(
+        &mut self,
+        id: &str,
+        op: &str,
+        body: &Value,
+        deadline: Instant,
+    ) -> Option<(u16, Value)> {
+        self.step(
+            "POST",
+            &format!("/v1/orders/{id}/{op}"),
+            Some(body),
+            deadline,
+        )
+        .await
     }
 
     /// `GET /v1/orders/{id}` until answered (see [`Loop::step`]).
@@ -514,15 +523,7 @@ impl Loop {
             let op = STEPS[i].1;
             let body = json!({"driver_id": driver, "fencing_token": fence});
             let sent_ms = self.ms();
-            match self
-                .step(
-                    "POST",
-                    &format!("/v1/orders/{id}/{op}"),
-                    Some(&body),
-                    deadline,
-                )
-                .await
-            {
+            match self.order_step(&id, op, &body, deadline).await {
                 Some((200, o)) => {
                     rec.acked = rec.acked.max(2 + i as u8);
                     // A driver's repeated answer is answered 200 without effect: after an
